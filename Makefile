@@ -1,0 +1,48 @@
+# tailguard: `make demo` runs the retrain loop end to end on embedded defaults; `make test` runs every tier.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: demo test test-fast lint venv venv-dev clean browser
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+
+# Runtime dependencies (pinned in pyproject.toml; torch==2.13.0 is the local CPU build).
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+venv-dev: $(VENV)/.installed-dev
+
+demo: venv
+	$(BIN)/tailguard demo
+
+# Headless Chromium for the report rendering test (Debian package; needs root, as on CI).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+	    || echo "chromium could not be installed; the browser test will say so"; \
+	  else echo "not root: install Debian's chromium to run the browser test"; fi; }
+
+test: venv-dev browser
+	$(BIN)/python -m pytest -q -ra tests
+
+test-fast: venv-dev
+	$(BIN)/python -m pytest -q -ra tests/unit
+
+lint: venv-dev
+	$(BIN)/ruff check src flows tasks tests bench
+
+clean:
+	rm -rf .tailguard demo-data

@@ -1,0 +1,430 @@
+"""The `tailguard` command line (typer). Each command is a thin shell over library calls."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+def _offline() -> None:
+    """Keep the Hugging Face hub off before transformers is imported (a hub name stalls ~46 s offline)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+# Commands are grouped by area; each area keeps to its own block below.
+
+# --- data: demo-data, validate ---------------------------------------------------------------
+
+
+@app.command("demo-data")
+def demo_data(
+    out: Path = typer.Option(Path("demo-data"), "--out", help="Folder to write the batch files into."),
+    rows: int = typer.Option(2000, "--rows", min=1, help="Rows per batch."),
+    batches: int = typer.Option(2, "--batches", min=1, help="Number of weekly batches."),
+    seed: int = typer.Option(0, "--seed", help="Seed; the same seed gives the same files."),
+    fmt: str = typer.Option("csv", "--format", help="csv or parquet."),
+    item_zipf: float = typer.Option(1.1, "--item-zipf", help="Zipf exponent of item popularity."),
+    query_zipf: float = typer.Option(1.05, "--query-zipf", help="Zipf exponent of query frequency."),
+) -> None:
+    """Generate demo batches with a realistic long tail (English and Chinese titles)."""
+    from tailguard.demo import DemoConfig, generate_batches
+
+    if fmt not in ("csv", "parquet"):
+        raise typer.BadParameter("--format must be csv or parquet")
+    config = DemoConfig(rows=rows, batches=batches, seed=seed, item_zipf=item_zipf, query_zipf=query_zipf)
+    for path in generate_batches(config, out, fmt):  # type: ignore[arg-type]
+        typer.echo(str(path))
+
+
+def _previous_stats(store, previous: str) -> tuple[str | None, dict | None]:
+    """Stats of the named accepted batch, or of the most recently accepted one when previous is 'latest'."""
+    if previous == "none":
+        return None, None
+    if previous != "latest":
+        key = f"batches/{previous}/fingerprint.json"
+        if not store.exists(key):
+            raise typer.BadParameter(f"no accepted batch {previous!r} in {store.uri} (looked for {key})")
+        return previous, json.loads(store.get_bytes(key)).get("stats")
+    records = [
+        json.loads(store.get_bytes(k)) for k in store.list_keys("batches/") if k.endswith("/fingerprint.json")
+    ]
+    if not records:
+        return None, None
+    latest = max(records, key=lambda r: r.get("accepted_at", ""))
+    return latest.get("batch_id"), latest.get("stats")
+
+
+@app.command()
+def validate(
+    data: str = typer.Option(..., "--data", help="Batch file, folder of files, or s3:// URI."),
+    previous: str = typer.Option(
+        "latest", "--previous", help="Accepted batch id to compare with; 'latest' (default) or 'none'."
+    ),
+    columns: str = typer.Option("", "--columns", help="Column mapping, e.g. query=search_term,item_id=uid."),
+    delimiter: str = typer.Option("", "--delimiter", help="CSV delimiter when not ',' (e.g. ';')."),
+    quarantine: bool = typer.Option(
+        False, "--quarantine/--no-quarantine", help="Store a refused batch under quarantine/<batch_id>/."
+    ),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the full result as JSON here."),
+) -> None:
+    """Validate a batch: exit 0 with a summary, 2 listing every failed rule, 3 if validation could not run."""
+    from tailguard.contract import ColumnMapping, ContractError, parse_columns
+    from tailguard.data import batch_id_for, fingerprint_files, load_batch, materialize, quarantine_batch
+    from tailguard.settings import get_settings
+    from tailguard.store import open_store
+    from tailguard.validation import ValidationPolicy, build_data_docs, validate_frame
+
+    settings = get_settings()
+    store = open_store(settings.store_uri)
+    result: dict
+    files: list[Path] = []
+    try:
+        mapping = ColumnMapping(
+            columns=parse_columns(columns) if columns else {}, delimiter=delimiter or None
+        )
+        files = materialize(data)
+        frame = load_batch(data, mapping)  # type: ignore[arg-type]
+        previous_id, previous_stats = _previous_stats(store, previous)
+        outcome = validate_frame(frame, data, previous_stats, ValidationPolicy())
+        result = outcome.to_dict() | {"previous_batch_id": previous_id}
+        text, code = outcome.message(), (0 if outcome.success else 3 if outcome.could_not_run else 2)
+    except ContractError as exc:
+        outcome = None
+        result = {"source": data, "success": False, "status": "contract", "failures": [exc.to_dict()]}
+        text, code = f"{data}: REFUSED by the data contract\n[error] {exc}", 2
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2, default=str))
+    if code != 0 and quarantine and files:
+        batch_id = batch_id_for(fingerprint_files(files))
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            docs = build_data_docs(outcome, Path(tmp) / "data_docs") if outcome else None
+            prefix = quarantine_batch(store, batch_id, files, result | {"batch_id": batch_id}, docs)
+        text += f"\nquarantined at {store.uri.rstrip('/')}/{prefix}"
+    typer.echo(text, err=code != 0)
+    if code:
+        raise typer.Exit(code)
+
+
+# --- balance ----------------------------------------------------------------------------------
+
+
+@app.command("balance")
+def balance_cmd(
+    data: str = typer.Option(..., "--data", help="Training data: a file, a folder of files or an s3:// URI."),
+    strategy: str = typer.Option(
+        "random_under",
+        "--strategy",
+        help="Comma-separated: none, random_under, random_over, popularity_cap, "
+        "stratified, popularity_reweight, class_balanced, augment.",
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Write the rebalanced frame here (.parquet or .csv)."
+    ),
+    ratio: float | None = typer.Option(None, "--ratio", help="random_under: negatives per positive (> 0)."),
+    over_ratio: float | None = typer.Option(
+        None, "--over-ratio", help="random_over: positives per negative."
+    ),
+    cap_k: int | None = typer.Option(None, "--cap-k", help="popularity_cap: most rows per item."),
+    cap_query_k: int | None = typer.Option(
+        None, "--cap-query-k", help="popularity_cap: most rows per query."
+    ),
+    positive_share: float | None = typer.Option(None, "--positive-share", help="stratified: positive share."),
+    reweight_key: str | None = typer.Option(
+        None, "--reweight-key", help="popularity_reweight: item or query."
+    ),
+    alpha: float | None = typer.Option(
+        None, "--alpha", help="popularity_reweight: weight ∝ popularity^-alpha."
+    ),
+    beta: float | None = typer.Option(None, "--beta", help="class_balanced: beta in [0, 1)."),
+    aug_alpha: float | None = typer.Option(None, "--aug-alpha", help="augment: EDA change rate."),
+    aug_copies: int | None = typer.Option(None, "--aug-copies", help="augment: copies per source row."),
+    aug_rows: str | None = typer.Option(
+        None,
+        "--aug-rows",
+        help="augment: tail_query_positives, tail_item_positives, tail_positives, positives.",
+    ),
+    aug_max_rows: int | None = typer.Option(None, "--aug-max-rows", help="augment: most source rows."),
+    option: list[str] = typer.Option(
+        [],
+        "--option",
+        help="Any other BalanceConfig option as KEY=JSON, e.g. bucket_shares='{\"tail\": 0.5}'.",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed; the same seed gives the same output."),
+    report_json: Path | None = typer.Option(
+        None, "--report-json", help="Write the before/after report here."
+    ),
+    report_html: Path | None = typer.Option(
+        None, "--report-html", help="Write the Evidently class-balance report here."
+    ),
+) -> None:
+    """Rebalance training data and print the before/after table (the training split only: never eval data)."""
+    from tailguard.balance import BalanceConfig, BalanceConfigError, rebalance, report_table
+    from tailguard.data import load_batch
+
+    given = {
+        "ratio": ratio, "over_ratio": over_ratio, "cap_k": cap_k, "cap_query_k": cap_query_k,
+        "positive_share": positive_share, "reweight_key": reweight_key, "alpha": alpha, "beta": beta,
+        "aug_alpha": aug_alpha, "aug_copies": aug_copies, "aug_rows": aug_rows, "aug_max_rows": aug_max_rows,
+    }  # fmt: skip
+    options: dict = {k: v for k, v in given.items() if v is not None}
+    for item in option:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--option {item!r}: expected KEY=VALUE")
+        try:
+            options[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key.strip()] = raw
+    try:
+        config = BalanceConfig.from_spec(strategy, seed=seed, **options)
+    except BalanceConfigError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    try:
+        train = load_batch(data)
+        balanced, report = rebalance(train, config)
+    except (BalanceConfigError, FileNotFoundError) as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(report_table(report))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix in (".parquet", ".pq"):
+            balanced.to_parquet(out, index=False)
+        else:
+            balanced.to_csv(out, index=False)
+        typer.echo(f"wrote {len(balanced)} rows to {out}")
+    if report_json is not None:
+        report_json.parent.mkdir(parents=True, exist_ok=True)
+        report_json.write_text(json.dumps(report, indent=2))
+        typer.echo(f"wrote report to {report_json}")
+    if report_html is not None:
+        try:
+            from tailguard.reports import class_balance_report
+        except ImportError as err:
+            typer.echo(
+                f"skipped --report-html: tailguard.reports.class_balance_report unavailable ({err})", err=True
+            )
+        else:
+            typer.echo(f"wrote {class_balance_report(train, balanced, report_html)}")
+
+
+# --- model: train, predict -------------------------------------------------------------------
+
+# --- evaluation: metrics ----------------------------------------------------------------------
+
+# --- registry: models, promote, rollback, approve ------------------------------------------------
+
+
+def _registry(store: str, model: str):
+    """The registry named by --store/--model, or by TAILGUARD_STORE/TAILGUARD_MODEL_NAME."""
+    from tailguard.registry import Registry
+    from tailguard.settings import get_settings
+    from tailguard.store import open_store
+
+    settings = get_settings()
+    return Registry(open_store(store or settings.store_uri), model or settings.model_name)
+
+
+def _registry_call(fn):
+    """Run a registry operation; print store/registry errors as one clear line and exit 1."""
+    from tailguard.registry import RegistryError
+    from tailguard.store import StoreError
+
+    try:
+        return fn()
+    except (RegistryError, StoreError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _whoami() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+_STORE_OPT = typer.Option("", "--store", help="Store URI (default: TAILGUARD_STORE or <home>/store).")
+_MODEL_OPT = typer.Option("", "--model", help="Model name (default: TAILGUARD_MODEL_NAME or 'relevance').")
+
+
+@app.command("models")
+def models_cmd(
+    show_all: bool = typer.Option(False, "--all", help="Also list incomplete (interrupted) versions."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    store: str = _STORE_OPT,
+    model: str = _MODEL_OPT,
+) -> None:
+    """List the model's versions; production is marked with '*'. Incomplete uploads are ignored."""
+    registry = _registry(store, model)
+    rows = _registry_call(lambda: registry.list_versions(include_incomplete=True))
+    shown = [r for r in rows if r["complete"] or show_all]
+    if as_json:
+        typer.echo(json.dumps(shown, indent=2))
+        return
+    typer.echo(f"{'':2}{'version':26} {'created_at':28} {'flow_run_id':38} status")
+    for row in shown:
+        mark = "*" if row["production"] else ""
+        status = "production" if row["production"] else ("complete" if row["complete"] else "INCOMPLETE")
+        created = row.get("created_at") or "-"
+        typer.echo(f"{mark:2}{row['version']:26} {created:28} {row.get('flow_run_id') or '-':38} {status}")
+    hidden = len(rows) - len(shown)
+    if hidden:
+        typer.echo(f"({hidden} incomplete version(s) without manifest.json ignored; --all lists them)")
+
+
+@app.command("promote")
+def promote_cmd(
+    version: str = typer.Argument(..., help="Version id to put into production."),
+    by: str = typer.Option("", "--by", help="Who approves (default: the current user)."),
+    comment: str = typer.Option("", "--comment", help="Why; kept in the audit log."),
+    override: bool = typer.Option(
+        False, "--override", help="Promote although the version failed the gate (recorded as an override)."
+    ),
+    store: str = _STORE_OPT,
+    model: str = _MODEL_OPT,
+) -> None:
+    """Promote a complete version to production (conditional pointer flip + audit record)."""
+    registry = _registry(store, model)
+    decision = _registry_call(lambda: registry.manifest(version)).get("decision") or {}
+    pointer = _registry_call(
+        lambda: registry.promote(version, approved_by=by or _whoami(), decision=decision, override=override,
+                                 comment=comment)
+    )  # fmt: skip
+    typer.echo(f"production of {registry.model_name} is now {pointer['version']} (was {pointer['previous']})")
+
+
+@app.command("rollback")
+def rollback_cmd(
+    to: str = typer.Option("", "--to", help="Version to restore (default: the previous production version)."),
+    by: str = typer.Option("", "--by", help="Who rolls back (default: the current user)."),
+    store: str = _STORE_OPT,
+    model: str = _MODEL_OPT,
+) -> None:
+    """Point production back at an earlier complete version (conditional pointer flip + audit record)."""
+    registry = _registry(store, model)
+    pointer = _registry_call(lambda: registry.rollback(to=to or None, by=by or _whoami()))
+    typer.echo(f"production of {registry.model_name} is now {pointer['version']} (was {pointer['previous']})")
+
+
+@app.command("approve")
+def approve_cmd(
+    flow_run_id: str = typer.Argument(..., help="The retrain flow run waiting for review (Paused)."),
+    reviewer: str = typer.Option(..., "--reviewer", help="Your name; recorded in the audit log."),
+    reject: bool = typer.Option(False, "--reject", help="Reject the candidate instead of approving it."),
+    comment: str = typer.Option("", "--comment", help="Why; kept in the audit log."),
+    override: bool = typer.Option(
+        False, "--override", help="Approve although a gate check failed (recorded as an override)."
+    ),
+) -> None:
+    """Answer a paused retrain run's review from the terminal (the same form as the Prefect UI)."""
+    if reject and override:
+        raise typer.BadParameter("--override only applies to an approval")
+    from tailguard.runtime import configure_embedded
+
+    configure_embedded()
+    from tasks.registry import resume_review
+
+    try:
+        resume_review(flow_run_id, approve=not reject, reviewer=reviewer, comment=comment, override=override)
+    except ValueError as err:
+        typer.echo(f"error: {flow_run_id!r} is not a flow run id ({err})", err=True)
+        raise typer.Exit(2) from None
+    except Exception as err:  # noqa: BLE001 - Prefect raises several types (NotPaused, ObjectNotFound, HTTP)
+        typer.echo(f"error: could not resume flow run {flow_run_id}: {type(err).__name__}: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{'rejected' if reject else 'approved'} flow run {flow_run_id} as {reviewer}")
+
+
+# --- flows: retrain ---------------------------------------------------------------------------
+
+
+def _run_retrain(**kwargs) -> dict | None:
+    """Run the retrain flow in this process; print why when the batch is refused."""
+    from tailguard.runtime import configure_embedded
+
+    configure_embedded()
+    from flows.retrain import BatchRejected, retrain
+
+    try:
+        return retrain(**kwargs)
+    except BatchRejected as exc:
+        typer.echo(str(exc), err=True)
+        return None
+
+
+@app.command()
+def retrain(
+    data: str = typer.Option(..., "--data", help="Batch file, folder of files, or s3:// URI."),
+    columns: str = typer.Option("", "--columns", help="Column mapping, e.g. query=search_term,item_id=product_uid."),
+    balance: str = typer.Option("random_under", "--balance", help="Balancing strategies, comma-separated."),
+    base_model: str = typer.Option("tiny", "--base-model", help="tiny, minilm-l6, a folder or an s3:// URI."),
+    epochs: int = typer.Option(3, "--epochs", min=1, help="Training epochs."),
+    max_steps: int = typer.Option(0, "--max-steps", min=0, help="Cap on optimizer steps (0: none)."),
+    approval: str = typer.Option("auto", "--approval", help="auto or manual (manual needs a Prefect server)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for split, balancing and training."),
+    n_bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples per difference."),
+    as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
+) -> None:
+    """Run one retrain: validate, rebalance, fine-tune, evaluate vs production, gate, promote or reject."""
+    _offline()
+    outcome = _run_retrain(data=data, columns=columns, balance=balance, base_model=base_model, epochs=epochs,
+                           max_steps=max_steps, approval=approval, seed=seed, n_bootstrap=n_bootstrap)
+    if outcome is None:
+        raise typer.Exit(2)
+    from tailguard.summary import outcome_text
+
+    typer.echo(json.dumps(outcome, indent=2, default=str) if as_json else outcome_text(outcome))
+
+
+@app.command()
+def demo(
+    home: Path = typer.Option(Path(".tailguard/demo"), "--home", help="State folder for the demo (wiped first)."),
+    rows: int = typer.Option(3000, "--rows", min=200, help="Rows per demo batch."),
+    epochs: int = typer.Option(3, "--epochs", min=1, help="Training epochs per run."),
+) -> None:
+    """Generate two demo batches and run the retrain flow twice: first promotion, then candidate vs production."""
+    import shutil
+    import time
+
+    _offline()
+    home = home.resolve()
+    shutil.rmtree(home, ignore_errors=True)
+    os.environ["TAILGUARD_HOME"] = str(home)
+    os.environ.pop("TAILGUARD_STORE", None)
+    from tailguard.demo import DemoConfig, generate_batches
+
+    t0 = time.perf_counter()
+    paths = generate_batches(DemoConfig(rows=rows, batches=2, seed=7), home / "data", "csv")
+    typer.echo(f"demo data: {', '.join(str(p) for p in paths)}")
+    from tailguard.summary import outcome_text
+
+    for i, path in enumerate(paths, 1):
+        typer.echo(f"\n=== run {i}: retrain on {path.name} ===")
+        outcome = _run_retrain(data=str(path), epochs=epochs)
+        if outcome is None:
+            raise typer.Exit(2)
+        typer.echo(outcome_text(outcome))
+    typer.echo(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; store: {home / 'store'}")
+    typer.echo(f"list versions with: TAILGUARD_HOME={home} {sys.argv[0]} models")
+
+
+def main() -> None:
+    """Entry point for `python -m tailguard.cli`."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,334 @@
+"""The promotion gate: a typed policy (YAML) and a pure decision with every check and its reason."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tailguard.metrics import HIGHER_IS_BETTER
+
+DEFAULT_POLICY_PATH = Path(__file__).resolve().parents[2] / "policies" / "gate.yaml"
+Verdict = Literal["pass", "fail", "skipped"]
+Bound = Literal["lower", "upper"]
+
+
+class GatePolicy(BaseModel):
+    """What a candidate must show to be promoted; policies/gate.yaml mirrors these defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    floors: dict[str, float] = Field(
+        default_factory=lambda: {"roc_auc": 0.55},
+        description="Absolute floors on the candidate's overall metrics (apply even with no production). "
+        "For lower-is-better metrics (log_loss, ece) the value is a ceiling.",
+    )
+    max_regression: dict[str, float] = Field(
+        default_factory=lambda: {"roc_auc": 0.02, "ndcg_at_k": 0.02, "recall_at_k": 0.03},
+        description="Largest allowed candidate − production loss per judged slice, in metric units.",
+    )
+    regression_bound: Bound = Field(
+        "lower",
+        description="Which end of the 95% interval judges a regression: 'lower' = non-inferiority (the whole "
+        "interval must stay above −margin); 'upper' = fail only when the regression is established.",
+    )
+    regression_dimensions: list[str] = Field(
+        default_factory=lambda: ["overall", "popularity", "query_frequency", "query_terms", "category"],
+        description="Slice dimensions whose slices the regression check judges.",
+    )
+    protected_slices: list[str] = Field(
+        default_factory=lambda: ["popularity:tail", "popularity:cold"],
+        description="Slices that must not regress at all on the protected metrics.",
+    )
+    protected_metrics: list[str] = Field(
+        default_factory=lambda: ["roc_auc", "recall_at_k", "mrr"],
+        description="Metrics the protected slices must not lose on (margin 0).",
+    )
+    protected_bound: Bound = Field(
+        "upper",
+        description="'upper': fail when the whole interval is below 0 (an established regression); "
+        "'lower' would demand a proven improvement.",
+    )
+    max_fairness_gap_growth: float | None = Field(
+        0.05,
+        description="Largest allowed growth of the recall gap between popularity buckets (candidate − "
+        "production), judged on the interval end given by regression_bound; null disables.",
+    )
+    min_tail_head_exposure_ratio: float | None = Field(
+        None, description="Optional floor on the candidate's tail/head exposure ratio in top-k lists."
+    )
+    max_share_drifted_columns: float | None = Field(
+        0.5, description="Largest share of drifted columns in the batch; null disables the drift check."
+    )
+    blocking_drift_columns: list[str] = Field(
+        default_factory=list, description="Columns whose drift alone fails the gate."
+    )
+
+
+def load_policy(path: str | Path | None = None, overrides: dict | None = None) -> GatePolicy:
+    """Read a policy from YAML (None: policies/gate.yaml, or the built-in defaults if it is absent)."""
+    data: dict[str, Any] = {}
+    p = Path(path) if path is not None else DEFAULT_POLICY_PATH
+    if path is not None and not p.exists():
+        raise FileNotFoundError(f"{p}: gate policy file not found")
+    if p.exists():
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{p}: a gate policy must be a YAML mapping, got {type(loaded).__name__}")
+        data.update(loaded)
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    try:
+        return GatePolicy(**data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()
+        )
+        raise ValueError(f"{p}: invalid gate policy: {problems}") from None
+
+
+class Check(BaseModel):
+    """One gate check: what was observed, against what, and the verdict."""
+
+    name: str
+    observed: float | None = None
+    threshold: float | None = None
+    verdict: Verdict
+    reason: str
+
+
+class Decision(BaseModel):
+    """The gate's decision and every check behind it."""
+
+    promote: bool
+    checks: list[Check]
+    reasons: list[str]
+
+    def to_dict(self) -> dict:
+        """JSON-able form (stored with the version and in the audit log)."""
+        return self.model_dump()
+
+    def failed(self) -> list[Check]:
+        """The failing checks."""
+        return [c for c in self.checks if c.verdict == "fail"]
+
+    def summary(self) -> str:
+        """Multi-line human text."""
+        counts = {v: sum(c.verdict == v for c in self.checks) for v in ("pass", "fail", "skipped")}
+        head = "PROMOTE" if self.promote else "DO NOT PROMOTE"
+        lines = [f"{head}: {counts['pass']} passed, {counts['fail']} failed, {counts['skipped']} skipped"]
+        lines += [f"  FAIL {c.name}: {c.reason}" for c in self.checks if c.verdict == "fail"]
+        lines += [f"  skip {c.name}: {c.reason}" for c in self.checks if c.verdict == "skipped"]
+        return "\n".join(lines)
+
+
+def _num(entry: Any) -> float | None:
+    if isinstance(entry, dict):
+        entry = entry.get("value")
+    if entry is None:
+        return None
+    try:
+        x = float(entry)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _why(entry: Any) -> str:
+    return entry.get("undefined", "undefined") if isinstance(entry, dict) else "undefined"
+
+
+def _fmt(x: float | None) -> str:
+    return "undefined" if x is None else f"{x:.4f}"
+
+
+def _floor_checks(candidate: dict, policy: GatePolicy) -> list[Check]:
+    out = []
+    overall = candidate.get("overall", {})
+    for metric, limit in policy.floors.items():
+        name = f"floor:overall:{metric}"
+        higher = HIGHER_IS_BETTER.get(metric, True)
+        value = _num(overall.get(metric))
+        if value is None:
+            # An undefined floor metric must never pass silently.
+            out.append(Check(name=name, threshold=limit, verdict="fail",
+                             reason=f"candidate {metric} is undefined ({_why(overall.get(metric))}); a floor needs a value"))
+            continue
+        ok = value >= limit if higher else value <= limit
+        rel = ">=" if higher else "<="
+        out.append(Check(name=name, observed=value, threshold=limit, verdict="pass" if ok else "fail",
+                         reason=f"candidate {metric} {_fmt(value)} {'meets' if ok else 'misses'} {rel} {limit}"))
+    return out
+
+
+def _judged(
+    slice_name: str, slices: dict | None, dims: list[str]
+) -> tuple[bool, str | None]:
+    dim = slice_name.split(":", 1)[0]
+    if dim not in dims:
+        return False, None
+    info = (slices or {}).get(slice_name)
+    if info and info.get("too_small"):
+        return False, f"slice too small to judge: {info.get('reason')}"
+    return True, None
+
+
+def _diff_check(
+    name: str, metric: str, cand: Any, prod: Any, cmp_entry: dict | None, margin: float, bound: Bound, label: str
+) -> Check:
+    """Fail when the chosen interval end of the (direction-adjusted) difference is below −margin."""
+    higher = HIGHER_IS_BETTER.get(metric, True)
+    sign = 1.0 if higher else -1.0
+    c, p = _num(cand), _num(prod)
+    if cmp_entry is not None and cmp_entry.get("ci_low") is not None and cmp_entry.get("ci_high") is not None:
+        lo, hi = sign * cmp_entry["ci_low"], sign * cmp_entry["ci_high"]
+        lo, hi = min(lo, hi), max(lo, hi)
+        observed = lo if bound == "lower" else hi
+        basis = f"{bound} end of the interval [{_fmt(lo)}, {_fmt(hi)}]"
+    elif c is not None and p is not None:
+        observed = sign * (c - p)
+        basis = "point estimate (no interval given)"
+    else:
+        why = _why(cand) if c is None else _why(prod)
+        return Check(name=name, verdict="skipped", threshold=-margin,
+                     reason=f"{metric} undefined for {'candidate' if c is None else 'production'} ({why})")
+    ok = observed >= -margin
+    word = "improvement" if higher else "improvement (lower is better)"
+    return Check(name=name, observed=observed, threshold=-margin, verdict="pass" if ok else "fail",
+                 reason=f"{label}: {word} {_fmt(observed)} on the {basis}; allowed loss {margin}")
+
+
+def decide(
+    candidate: dict,
+    production: dict | None,
+    policy: GatePolicy,
+    comparison: dict | None = None,
+    drift: dict | None = None,
+    *,
+    slices: dict | None = None,
+    fairness: dict | None = None,
+) -> Decision:
+    """Decide promotion from per-slice metrics ({slice: {metric: {"value": ...}}}) and the policy (pure).
+
+    comparison: metrics.json's comparison block (intervals); slices: its slice sizes (too-small
+    flags); fairness: its fairness block; drift: {"share_drifted_columns", "drifted_columns"}.
+    """
+    checks = _floor_checks(candidate, policy)
+    if policy.min_tail_head_exposure_ratio is not None and fairness:
+        ratio = _num(fairness.get("candidate", {}).get("exposure", {}).get("tail_head_ratio"))
+        limit = policy.min_tail_head_exposure_ratio
+        checks.append(
+            Check(name="floor:tail_head_exposure_ratio", observed=ratio, threshold=limit,
+                  verdict="skipped" if ratio is None else ("pass" if ratio >= limit else "fail"),
+                  reason="tail/head exposure ratio undefined" if ratio is None
+                  else f"candidate tail/head exposure {_fmt(ratio)} vs floor {limit}")
+        )
+    cmp_slices = (comparison or {}).get("slices", comparison or {})
+    if production is None:
+        checks.append(Check(name="regression:*", verdict="skipped",
+                            reason="no production model yet: only absolute floors apply"))
+    else:
+        names = list(dict.fromkeys([*candidate.keys(), *production.keys()]))
+        for slice_name in names:
+            judged, why = _judged(slice_name, slices, policy.regression_dimensions)
+            protected = slice_name in policy.protected_slices
+            if not judged and not protected:
+                if why:
+                    checks.append(Check(name=f"regression:{slice_name}:*", verdict="skipped", reason=why))
+                continue
+            if why:  # too small: the protected check is skipped too, with the same reason
+                checks.append(Check(name=f"regression:{slice_name}:*", verdict="skipped", reason=why))
+                continue
+            c_m, p_m, cmp_m = candidate.get(slice_name, {}), production.get(slice_name, {}), cmp_slices.get(slice_name, {})
+            if judged:
+                for metric, margin in policy.max_regression.items():
+                    checks.append(_diff_check(f"regression:{slice_name}:{metric}", metric, c_m.get(metric),
+                                              p_m.get(metric), cmp_m.get(metric), margin, policy.regression_bound,
+                                              slice_name))
+            if protected:
+                for metric in policy.protected_metrics:
+                    checks.append(_diff_check(f"protected:{slice_name}:{metric}", metric, c_m.get(metric),
+                                              p_m.get(metric), cmp_m.get(metric), 0.0, policy.protected_bound,
+                                              f"{slice_name} must not regress"))
+        for name in policy.protected_slices:
+            if name not in names:
+                checks.append(Check(name=f"protected:{name}:*", verdict="skipped", reason="slice absent from evaluation"))
+        checks.extend(_fairness_checks(fairness, comparison, policy))
+    checks.extend(_drift_checks(drift, policy))
+    failed = [c for c in checks if c.verdict == "fail"]
+    reasons = [f"{c.name}: {c.reason}" for c in failed] or ["every applicable check passed"]
+    return Decision(promote=not failed, checks=checks, reasons=reasons)
+
+
+def _fairness_checks(fairness: dict | None, comparison: dict | None, policy: GatePolicy) -> list[Check]:
+    tol = policy.max_fairness_gap_growth
+    if tol is None:
+        return []
+    name = "fairness:recall_gap_growth"
+    entry = (comparison or {}).get("fairness", {}).get("recall_gap")
+    if entry and entry.get("ci_low") is not None:
+        # growth is bad: judge its upper end when non-inferiority ('lower') is asked for
+        observed = entry["ci_high"] if policy.regression_bound == "lower" else entry["ci_low"]
+        basis = f"{'upper' if policy.regression_bound == 'lower' else 'lower'} end of [{_fmt(entry['ci_low'])}, {_fmt(entry['ci_high'])}]"
+    elif fairness and "candidate" in fairness and "production" in fairness:
+        c = _num(fairness["candidate"].get("recall_gap"))
+        p = _num(fairness["production"].get("recall_gap"))
+        if c is None or p is None:
+            return [Check(name=name, verdict="skipped", threshold=tol,
+                          reason=f"recall gap undefined ({_why(fairness['candidate'].get('recall_gap'))})")]
+        observed, basis = c - p, "point estimate (no interval given)"
+    else:
+        why = _why(entry) if entry else "no fairness block given"
+        return [Check(name=name, verdict="skipped", threshold=tol, reason=f"recall gap growth undefined ({why})")]
+    ok = observed <= tol
+    return [Check(name=name, observed=observed, threshold=tol, verdict="pass" if ok else "fail",
+                  reason=f"recall gap between popularity buckets grew by {_fmt(observed)} on the {basis}; "
+                  f"allowed {tol}")]
+
+
+def _drift_checks(drift: dict | None, policy: GatePolicy) -> list[Check]:
+    if policy.max_share_drifted_columns is None and not policy.blocking_drift_columns:
+        return []
+    if drift is None:
+        return [Check(name="drift:share_drifted_columns", verdict="skipped", reason="no drift summary given")]
+    out = []
+    share = _num(drift.get("share_drifted_columns"))
+    limit = policy.max_share_drifted_columns
+    if limit is not None:
+        if share is None:
+            out.append(Check(name="drift:share_drifted_columns", verdict="skipped", threshold=limit,
+                             reason="share of drifted columns undefined"))
+        else:
+            ok = share <= limit
+            cols = ", ".join(map(str, drift.get("drifted_columns", []))) or "none"
+            out.append(Check(name="drift:share_drifted_columns", observed=share, threshold=limit,
+                             verdict="pass" if ok else "fail",
+                             reason=f"{_fmt(share)} of columns drifted (limit {limit}); drifted: {cols}"))
+    drifted = set(map(str, drift.get("drifted_columns", [])))
+    for col in policy.blocking_drift_columns:
+        hit = col in drifted
+        out.append(Check(name=f"drift:{col}", observed=float(hit), threshold=0.0, verdict="fail" if hit else "pass",
+                         reason=f"column {col} {'drifted' if hit else 'did not drift'} (blocking column)"))
+    return out
+
+
+def decide_evaluation(evaluation: dict, policy: GatePolicy, drift: dict | None = None) -> Decision:
+    """decide() fed from a metrics.json dict."""
+    models = evaluation.get("metrics", {})
+    if "candidate" not in models:
+        raise ValueError("evaluation: no 'candidate' metrics in metrics.json")
+    return decide(
+        models["candidate"],
+        models.get("production"),
+        policy,
+        comparison=evaluation.get("comparison"),
+        drift=drift,
+        slices=evaluation.get("slices"),
+        fairness=evaluation.get("fairness"),
+    )

