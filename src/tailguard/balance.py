@@ -239,7 +239,10 @@ def random_over_positions(labels: np.ndarray, over_ratio: float, rng: np.random.
     extra = target - len(positives)
     if extra <= 0 or len(positives) == 0:
         return np.arange(len(labels))
-    return np.concatenate([np.arange(len(labels)), rng.choice(positives, size=extra, replace=True)])
+    # Multinomial counts per positive = sampling with replacement, already sorted without a sort (an 8M-row
+    # np.sort cost ~0.8 s); sorted copies keep the frame take sequential in memory (trainers shuffle anyway).
+    copies = np.bincount(rng.integers(0, len(positives), size=extra), minlength=len(positives))
+    return np.concatenate([np.arange(len(labels)), np.repeat(positives, copies)])
 
 
 def _rank_within(groups: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -411,7 +414,7 @@ def rebalance(
 
     from_train = combined < len(pos)
     if augmented is None or from_train.all():
-        out = train_df.take(pos[combined]).reset_index(drop=True)
+        out = take_rows(train_df, pos[combined])
         src = pos[combined]
     else:
         parts = np.flatnonzero(from_train)
@@ -449,6 +452,23 @@ def rebalance(
         result["before"] = {"rows": len(train_df), "positives": int(labels.sum())}
         result["after"] = {"rows": len(out), "positives": int(out["label"].sum())}
     return out, result
+
+
+def take_rows(df: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
+    """Rows at positions with a fresh RangeIndex, one numpy take per column.
+
+    DataFrame.take spent 8.0 s on 18M rows x 3 object columns where numpy's take needs 1.2 s per column.
+    """
+    columns = {}
+    for name, series in df.items():
+        values = series.array
+        if isinstance(values, pd.arrays.NumpyExtensionArray):
+            columns[name] = values.to_numpy().take(positions)
+        else:
+            columns[name] = values.take(positions)
+    out = pd.DataFrame(columns, index=pd.RangeIndex(len(positions)), copy=False)
+    out.columns = df.columns
+    return out
 
 
 def _ensure_markers(out: pd.DataFrame) -> pd.DataFrame:

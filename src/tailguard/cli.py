@@ -220,7 +220,229 @@ def balance_cmd(
 
 # --- model: train, predict -------------------------------------------------------------------
 
+
+def _parse_options(items: list[str]) -> dict:
+    """KEY=JSON pairs (a bare string when the value is not JSON)."""
+    options: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--option {item!r}: expected KEY=VALUE")
+        try:
+            options[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key.strip()] = raw
+    return options
+
+
+@app.command("train")
+def train_cmd(
+    data: str = typer.Option(..., "--data", help="Training data: a file, a folder of files or an s3:// URI."),
+    out: Path = typer.Option(..., "--out", help="Folder for the model (safetensors, tokenizer, config)."),
+    base: str = typer.Option(
+        "tiny", "--base", help="'tiny' (from scratch), 'minilm-l6', a local HF folder or an s3:// URI."
+    ),
+    balance: str = typer.Option(
+        "none", "--balance", help="Balancing strategies before training, comma-separated (see `balance`)."
+    ),
+    valid: str = typer.Option("", "--valid", help="Validation data; empty: hold out 10% of queries."),
+    epochs: int = typer.Option(3, "--epochs", help="Training epochs."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Rows per forward pass."),
+    lr: float = typer.Option(0.0, "--lr", help="Peak learning rate; 0 picks the base's default."),
+    max_steps: int = typer.Option(0, "--max-steps", help="Stop after this many optimizer steps (0: no cap)."),
+    threads: int = typer.Option(-1, "--threads", help="torch threads; -1: TAILGUARD_TORCH_THREADS."),
+    checkpoint_dir: Path | None = typer.Option(
+        None, "--checkpoint-dir", help="Checkpoints and TensorBoard logs; a run resumes from here."
+    ),
+    checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Checkpoint every N optimizer steps."),
+    seed: int = typer.Option(0, "--seed", help="Seed for balancing, split, init and data order."),
+    option: list[str] = typer.Option(
+        [], "--option", help="Any other TrainConfig field as KEY=JSON, e.g. loss=focal sampler=weighted."
+    ),
+) -> None:
+    """Fine-tune a model without Prefect (notebooks, debugging); prints one line per epoch."""
+    _offline()
+    from tailguard.data import load_batch
+    from tailguard.model import ModelError, TrainConfig, train
+    from tailguard.settings import get_settings
+
+    fields = {"base": base, "epochs": epochs, "batch_size": batch_size, "max_steps": max_steps, "seed": seed,
+              "checkpoint_every": checkpoint_every,
+              "threads": get_settings().torch_threads if threads < 0 else threads}  # fmt: skip
+    if lr:
+        fields["lr"] = lr
+    try:
+        config = TrainConfig(**{**fields, **_parse_options(option)})
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        frame = load_batch(data)
+        if balance and balance != "none":
+            from tailguard.balance import BalanceConfig, rebalance
+
+            frame, _ = rebalance(frame, BalanceConfig.from_spec(balance, seed=seed))
+        valid_df = load_batch(valid) if valid else None
+        result = train(frame, config, out, valid_df=valid_df, checkpoint_dir=checkpoint_dir,
+                       on_epoch=lambda row: typer.echo(json.dumps(row)))  # fmt: skip
+    except (ModelError, FileNotFoundError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"trained {result.steps} steps at {result.samples_per_s:.0f} samples/s "
+        f"in {result.train_seconds:.1f} s; "
+        f"best valid AUC {result.best_valid_auc}; model in {result.model_dir}"
+    )
+
+
+def _read_chunks(path: Path, chunk_rows: int):
+    """Yield DataFrames of at most chunk_rows rows from a parquet or csv file."""
+    import pandas as pd
+
+    if path.suffix in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+            yield batch.to_pandas()
+    else:
+        yield from pd.read_csv(path, chunksize=chunk_rows)
+
+
+@app.command("predict")
+def predict_cmd(
+    model: str = typer.Option(..., "--model", help="A model folder, or 'production' (fetched and verified)."),
+    data: str = typer.Option(..., "--data", help="Rows to score: a file, a folder of files or an s3:// URI."),
+    out: Path = typer.Option(..., "--out", help="Output .parquet or .csv: the input plus `score`."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Rows per forward pass."),
+    chunk_rows: int = typer.Option(100_000, "--chunk-rows", help="Rows read, scored and written at a time."),
+    store: str = typer.Option("", "--store", help="Store for --model production."),
+    model_name: str = typer.Option("", "--model-name", help="Registry model name for --model production."),
+) -> None:
+    """Score a batch with a saved or the production model, streaming in chunks; writes a `score` column."""
+    _offline()
+    import tempfile
+
+    from tailguard.data import materialize
+    from tailguard.model import ModelError, Scorer
+
+    model_dir = Path(model)
+    if model == "production":
+        registry = _registry(store, model_name)
+        model_dir = Path(tempfile.mkdtemp(prefix="tailguard-production-"))
+        model_dir = Path(_registry_call(lambda: registry.fetch_model("production", model_dir)))
+    try:
+        scorer = Scorer(model_dir, batch_size=batch_size)
+        files = materialize(data)
+    except (ModelError, FileNotFoundError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+    rows, writer = 0, None
+    try:
+        for path in files:
+            for chunk in _read_chunks(Path(path), chunk_rows):
+                try:
+                    chunk = chunk.assign(score=scorer(chunk))
+                except ModelError as err:
+                    typer.echo(f"error: {path}: {err}", err=True)
+                    raise typer.Exit(2) from None
+                if out.suffix in (".parquet", ".pq"):
+                    import pyarrow as pa
+                    import pyarrow.parquet as pq
+
+                    table = pa.Table.from_pandas(chunk, preserve_index=False)
+                    writer = writer or pq.ParquetWriter(out, table.schema)
+                    writer.write_table(table.cast(writer.schema))
+                else:
+                    chunk.to_csv(out, mode="a", header=rows == 0, index=False)
+                rows += len(chunk)
+    finally:
+        if writer is not None:
+            writer.close()
+    typer.echo(f"scored {rows} rows with {model} -> {out}")
+
+
 # --- evaluation: metrics ----------------------------------------------------------------------
+
+PREDICTION_COLUMNS = ("query", "item_id", "label", "score")
+
+
+def _read_predictions(path: Path, required: tuple[str, ...]):
+    """One CSV/Parquet file with the named columns; bad input exits 2 naming file, column, rule, examples."""
+    import pandas as pd
+
+    from tailguard.contract import ContractError, read_table
+
+    try:
+        df = read_table(path)
+    except ContractError as exc:
+        typer.echo(f"[error] {exc}", err=True)
+        raise typer.Exit(2) from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        typer.echo(f"[error] {path}: missing column(s) {missing} (has {list(df.columns)[:12]})", err=True)
+        raise typer.Exit(2)
+    for col in [c for c in ("label", "score", "score_production", "relevance") if c in df.columns]:
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = df.loc[values.isna() | (values.isin([0, 1]) == False if col == "label" else values.isna()), col]  # noqa: E712
+        if len(bad):
+            rule = "must be 0 or 1" if col == "label" else "must be a finite number"
+            typer.echo(f"[error] {path}: column '{col}' {rule}; {len(bad)} rows fail, e.g. rows "
+                       f"{bad.index[:3].tolist()} = {bad.head(3).tolist()}", err=True)
+            raise typer.Exit(2)
+        df[col] = values
+    return df
+
+
+@app.command("metrics")
+def metrics_cmd(
+    predictions: Path = typer.Option(..., "--predictions", help="CSV/Parquet: query, item_id, label, score "
+                                     "[, relevance, category, score_production]."),
+    train: Path = typer.Option(..., "--train", help="Training rows (query, item_id) for the buckets."),
+    k: int = typer.Option(10, "--k", help="Top-k cut-off for nDCG@k, recall@k and popularity bias."),
+    out: Path = typer.Option(Path("metrics.json"), "--out", help="Where to write metrics.json."),
+    min_positives: int = typer.Option(30, "--min-positives", help="Smaller slices are too small."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Paired bootstrap resamples over queries."),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    threshold: float = typer.Option(0.5, "--threshold", help="Decision threshold for F1/recall/precision."),
+    policy: Path | None = typer.Option(None, "--policy", help="Also apply this gate policy YAML."),
+) -> None:
+    """Evaluate any system's predictions per popularity slice (metrics.json schema: docs/METRICS.md)."""
+    from tailguard.metrics import EvalConfig, evaluate
+
+    preds = _read_predictions(predictions, PREDICTION_COLUMNS)
+    train_df = _read_predictions(train, ("query", "item_id"))
+    scores = {"candidate": preds["score"].to_numpy(float)}
+    if "score_production" in preds.columns:
+        scores["production"] = preds["score_production"].to_numpy(float)
+    config = EvalConfig(
+        k=k, min_positives=min_positives, n_bootstrap=bootstrap, seed=seed, threshold=threshold
+    )
+    try:
+        result = evaluate(preds, train_df, scores, config)
+    except ValueError as exc:
+        typer.echo(f"[error] {predictions}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    out.write_text(json.dumps(result, indent=1, allow_nan=False))
+    lines = [f"wrote {out}: {result['data']['rows']} rows, {result['data']['queries']} queries"]
+    for name, info in result["slices"].items():
+        values = []
+        for model in result["models"]:
+            v = result["metrics"][model][name]["roc_auc"]["value"]
+            values.append(f"{model} {'n/a' if v is None else f'{v:.3f}'}")
+        cmp = result.get("comparison", {}).get("slices", {}).get(name, {}).get("roc_auc", {})
+        if cmp.get("ci_low") is not None:
+            values.append(f"diff {cmp['value']:+.3f} [{cmp['ci_low']:+.3f}, {cmp['ci_high']:+.3f}]")
+        note = " (too small)" if info["too_small"] else ""
+        size = f"rows {info['rows']:>8}  pos {info['positives']:>7}"
+        lines.append(f"  {name:<28} {size}  roc_auc: {', '.join(values)}{note}")
+    typer.echo("\n".join(lines))
+    if policy is not None:
+        from tailguard.gate import decide_evaluation, load_policy
+
+        decision = decide_evaluation(result, load_policy(policy))
+        typer.echo(decision.summary())
 
 # --- registry: models, promote, rollback, approve ------------------------------------------------
 
@@ -392,8 +614,8 @@ def retrain(
 @app.command()
 def demo(
     home: Path = typer.Option(Path(".tailguard/demo"), "--home", help="State folder for the demo (wiped first)."),
-    rows: int = typer.Option(3000, "--rows", min=200, help="Rows per demo batch."),
-    epochs: int = typer.Option(3, "--epochs", min=1, help="Training epochs per run."),
+    rows: int = typer.Option(5000, "--rows", min=200, help="Rows per demo batch."),
+    epochs: int = typer.Option(6, "--epochs", min=1, help="Training epochs per run."),
 ) -> None:
     """Generate two demo batches and run the retrain flow twice: first promotion, then candidate vs production."""
     import shutil
@@ -413,7 +635,8 @@ def demo(
 
     for i, path in enumerate(paths, 1):
         typer.echo(f"\n=== run {i}: retrain on {path.name} ===")
-        outcome = _run_retrain(data=str(path), epochs=epochs)
+        # lr 2e-3 for the from-scratch tiny model: 0.70-0.84 held-out AUC on 4-6k demo rows vs 0.56-0.68 at 4e-3.
+        outcome = _run_retrain(data=str(path), epochs=epochs, learning_rate=2e-3)
         if outcome is None:
             raise typer.Exit(2)
         typer.echo(outcome_text(outcome))

@@ -431,7 +431,8 @@ def _apply_mapping(df: pd.DataFrame, source: str, cfg: ColumnMapping) -> pd.Data
     for canonical, name in cfg.columns.items():
         if name in df.columns:
             renames[name] = canonical
-        elif canonical not in df.columns:
+        elif name != canonical:
+            # Strict even when the file happens to have the canonical name: a stale mapping is a config bug.
             raise MissingColumn(
                 source,
                 canonical,

@@ -65,8 +65,10 @@ class _Catalogue:
         material = rng.integers(0, len(MATERIALS), n_items)
         brand = rng.integers(0, len(BRANDS), n_items)
         zh = rng.random(n_items) < cfg.chinese_share
-        # Item quality is latent: good items get more positives whatever the query (realistic click logs).
-        self.item_quality = rng.normal(0, 0.6, n_items)
+        # Item quality: mostly the brand's reputation (visible in the title), plus a hidden per-item part.
+        # Good items get more positives whatever the query, as in real click logs.
+        brand_reputation = rng.normal(0, 0.9, len(BRANDS))
+        self.item_quality = brand_reputation[brand] + rng.normal(0, 0.3, n_items)
         self.item_type, self.item_color, self.item_brand = t, color, brand
         self.item_pop = _zipf_probs(n_items, cfg.item_zipf, rng)
         # Later batches launch new items: they are cold for a model trained on earlier batches.

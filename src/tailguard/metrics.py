@@ -1,11 +1,10 @@
-"""Classification, ranking, popularity-bias and fairness metrics per slice, with paired bootstrap intervals."""
+"""Classification, ranking, popularity-bias and fairness metrics per slice; paired bootstrap intervals."""
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -55,14 +54,20 @@ class EvalConfig(BaseModel):
     seed: int = Field(0, description="Seed of the bootstrap.")
     ci_level: float = Field(0.95, gt=0, lt=1, description="Confidence level of the intervals.")
     ece_bins: int = Field(10, ge=1, description="Equal-width score bins of the expected calibration error.")
-    auc_bins: int = Field(
-        64,
+    pr_auc_bins: int = Field(
+        16,
         ge=4,
-        description="Score quantile bins used only inside the bootstrap for pooled ROC/PR AUC "
+        description="Score quantile bins used only inside the bootstrap for pooled PR AUC "
         "(the point estimate is exact; the resampled deviation is added to it).",
     )
     max_categories: int = Field(30, ge=1, description="Largest categories sliced; the rest form '(other)'.")
     bootstrap_chunk: int = Field(50, ge=1, description="Resamples per matrix product (memory bound).")
+    blas_threads: int = Field(1, ge=1, description="BLAS threads for the bootstrap's matrix products.")
+    bootstrap_dtype: Literal["float32", "float64"] = Field(
+        "float32",
+        description="Precision of the bootstrap's matrix products: float32 is ~2x faster; its rounding "
+        "(~1e-7 relative) is far below any interval's width.",
+    )
 
     def validate_shares(self) -> None:
         """Reject shares that leave no tail."""
@@ -93,7 +98,9 @@ def _share_buckets(counts: pd.Series, head_share: float, torso_share: float) -> 
     before = mass.cumsum() - mass
     total = float(mass.sum())
     labels = np.where(
-        before < head_share * total, "head", np.where(before < (head_share + torso_share) * total, "torso", "tail")
+        before < head_share * total,
+        "head",
+        np.where(before < (head_share + torso_share) * total, "torso", "tail"),
     )
     return pd.Series(labels, index=mass.index)
 
@@ -105,7 +112,7 @@ def _require(df: pd.DataFrame, columns: tuple[str, ...], name: str) -> None:
 
 
 def assign_slices(eval_df: pd.DataFrame, train_df: pd.DataFrame, config: EvalConfig) -> pd.DataFrame:
-    """Slice columns aligned with eval_df: popularity, query_frequency, query_terms, category, item_train_count."""
+    """Slice columns aligned with eval_df: popularity, query_frequency, query_terms, category, item counts."""
     config.validate_shares()
     _require(eval_df, ("query", "item_id"), "eval frame")
     _require(train_df, ("query", "item_id"), "train frame")
@@ -156,7 +163,10 @@ def slice_cutoffs(train_df: pd.DataFrame, config: EvalConfig) -> dict:
         counts = train_df[col].astype(str).value_counts()
         b = _share_buckets(counts, config.head_share, config.torso_share)
         out[name] = {
-            bucket: {"min_train_count": int(b.index[b == bucket].min()), "keys": int(counts.isin(b.index[b == bucket]).sum())}
+            bucket: {
+                "min_train_count": int(b.index[b == bucket].min()),
+                "keys": int(counts.isin(b.index[b == bucket]).sum()),
+            }
             for bucket in QUERY_BUCKETS
             if (b == bucket).any()
         }
@@ -177,31 +187,45 @@ def _val(x: float | None, reason: str) -> dict:
     return {"value": float(x)}
 
 
-def _group_midrank_sums(group: np.ndarray, s: np.ndarray, y: np.ndarray, n_groups: int) -> np.ndarray:
-    """Per group, the sum of ascending mid-ranks (ties averaged) of the positive rows."""
-    if len(s) == 0:
-        return np.zeros(n_groups)
-    order = np.lexsort((s, group))
-    g, ss = group[order], s[order]
-    n = len(order)
-    start_of_group = np.r_[True, g[1:] != g[:-1]]
-    new_run = start_of_group | np.r_[True, ss[1:] != ss[:-1]]
+def _sorted_midranks(group: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Ascending mid-ranks (ties averaged) within each group, for rows already sorted by (group, score)."""
+    n = len(s)
+    if n == 0:
+        return np.zeros(0)
+    start_of_group = np.r_[True, group[1:] != group[:-1]]
+    new_run = start_of_group | np.r_[True, s[1:] != s[:-1]]
     group_start = np.maximum.accumulate(np.where(start_of_group, np.arange(n), 0))
     pos_in_group = np.arange(n) - group_start + 1
     run_id = np.cumsum(new_run) - 1
-    run_first = pos_in_group[new_run]
     run_len = np.bincount(run_id)
-    midrank = (run_first + (run_len - 1) / 2.0)[run_id]
-    return np.bincount(g, weights=midrank * y[order], minlength=n_groups)
+    return (pos_in_group[new_run] + (run_len - 1) / 2.0)[run_id]
 
 
 def grouped_auc(group: np.ndarray, s: np.ndarray, y: np.ndarray, n_groups: int) -> np.ndarray:
     """ROC AUC per group (Mann-Whitney with tied scores counted half); NaN where a group lacks a class."""
-    pos = np.bincount(group, weights=y, minlength=n_groups)
-    neg = np.bincount(group, weights=1 - y, minlength=n_groups)
-    r = _group_midrank_sums(group, s, y, n_groups)
+    order = np.lexsort((s, group))
+    return _auc_from_sorted(group[order], s[order], y[order], n_groups)
+
+
+def _auc_from_sorted(g: np.ndarray, s: np.ndarray, y: np.ndarray, n_groups: int) -> np.ndarray:
+    pos = np.bincount(g, weights=y, minlength=n_groups)
+    neg = np.bincount(g, weights=1 - y, minlength=n_groups)
+    r = np.bincount(g, weights=_sorted_midranks(g, s) * y, minlength=n_groups)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (r - pos * (pos + 1) / 2.0) / (pos * neg)
+
+
+def _placements(s: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """DeLong placement values for rows sorted by score: for a positive, the negatives below it (ties
+    half); for a negative, the positives above it (ties half). Each sums to the Mann-Whitney U."""
+    zero = np.zeros(len(s), dtype=np.int64)
+    r_all = _sorted_midranks(zero, s)
+    out = np.empty(len(s))
+    pos = y > 0
+    n_pos = int(pos.sum())
+    out[pos] = r_all[pos] - _sorted_midranks(zero[pos], s[pos])
+    out[~pos] = n_pos - (r_all[~pos] - _sorted_midranks(zero[~pos], s[~pos]))
+    return out
 
 
 def average_precision(s: np.ndarray, y: np.ndarray) -> float:
@@ -210,7 +234,13 @@ def average_precision(s: np.ndarray, y: np.ndarray) -> float:
     if len(s) == 0 or p == 0:
         return float("nan")
     order = np.argsort(-s, kind="stable")
-    ss, yy = s[order], y[order]
+    return _ap_sorted_desc(s[order], y[order])
+
+
+def _ap_sorted_desc(ss: np.ndarray, yy: np.ndarray) -> float:
+    p = yy.sum()
+    if len(ss) == 0 or p == 0:
+        return float("nan")
     last = np.r_[ss[1:] != ss[:-1], True]
     tps = np.cumsum(yy)[last]
     fps = (np.arange(1, len(ss) + 1))[last] - tps
@@ -220,10 +250,15 @@ def average_precision(s: np.ndarray, y: np.ndarray) -> float:
 
 
 class _Ranked:
-    """One model's scores ranked within each query (descending; ties broken by row order)."""
+    """One model's scores ranked within each query (descending; ties broken by row order), plus sort orders
+    that slices filter in O(n) instead of sorting again."""
 
     def __init__(self, q: np.ndarray, n_queries: int, s: np.ndarray):
-        order = np.lexsort((-s, q))
+        # One int64 key (query, position in a stable score sort) instead of lexsort: 1M rows 1.4 s -> ~0.4 s.
+        n = len(q)
+        self.by_score = np.argsort(s, kind="stable")
+        self.by_query_score = self._by_query(q, self.by_score, n)
+        order = self._by_query(q, np.argsort(-s, kind="stable"), n)
         counts = np.bincount(q, minlength=n_queries)
         offsets = np.r_[0, np.cumsum(counts)[:-1]]
         rank = np.empty(len(q), dtype=np.int64)
@@ -231,12 +266,17 @@ class _Ranked:
         self.rank = rank
         self.s = s
 
+    @staticmethod
+    def _by_query(q: np.ndarray, score_order: np.ndarray, n: int) -> np.ndarray:
+        position = np.empty(n, dtype=np.int64)
+        position[score_order] = np.arange(n)
+        return np.argsort(q.astype(np.int64) * n + position)
 
-def _ideal_dcg(q: np.ndarray, gain: np.ndarray, n_queries: int, k: int) -> np.ndarray:
-    """Per query, DCG@k of the rows ordered by their gains (the best possible list)."""
-    if len(q) == 0:
+
+def _ideal_dcg(q: np.ndarray, gain: np.ndarray, n_queries: int, k: int, order: np.ndarray) -> np.ndarray:
+    """Per query, DCG@k of the best possible list; order sorts the slice's rows by (q, -gain)."""
+    if len(order) == 0:
         return np.zeros(n_queries)
-    order = np.lexsort((-gain, q))
     qs = q[order]
     start = np.r_[True, qs[1:] != qs[:-1]]
     group_start = np.maximum.accumulate(np.where(start, np.arange(len(qs)), 0))
@@ -246,7 +286,14 @@ def _ideal_dcg(q: np.ndarray, gain: np.ndarray, n_queries: int, k: int) -> np.nd
 
 
 def per_query_values(
-    q: np.ndarray, n_queries: int, y: np.ndarray, gain: np.ndarray, ranked: _Ranked, mask: np.ndarray, k: int
+    q: np.ndarray,
+    n_queries: int,
+    y: np.ndarray,
+    gain: np.ndarray,
+    ranked: _Ranked,
+    mask: np.ndarray,
+    k: int,
+    ideal_order: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-query ROC AUC, nDCG@k, MRR and recall@k counting only the masked rows as this slice's.
 
@@ -254,11 +301,13 @@ def per_query_values(
     NaN marks a query where the metric is undefined (no positive, one class, zero ideal gain).
     """
     qm, ym, gm, rm = q[mask], y[mask], gain[mask], ranked.rank[mask]
-    auc = grouped_auc(qm, ranked.s[mask], ym, n_queries)
+    o = ranked.by_query_score[mask[ranked.by_query_score]]
+    auc = _auc_from_sorted(q[o], ranked.s[o], y[o], n_queries)
+    ideal_order = np.lexsort((-gain, q)) if ideal_order is None else ideal_order
     top = rm <= k
     pos_q = np.bincount(qm, weights=ym, minlength=n_queries)
     dcg = np.bincount(qm, weights=np.where(top, gm / np.log2(rm + 1.0), 0.0), minlength=n_queries)
-    idcg = _ideal_dcg(qm, gm, n_queries, k)
+    idcg = _ideal_dcg(q, gain, n_queries, k, ideal_order[mask[ideal_order]])
     first = np.full(n_queries, np.inf)
     sel = ym > 0
     np.minimum.at(first, qm[sel], rm[sel].astype(float))
@@ -272,15 +321,18 @@ def per_query_values(
         }
 
 
-def _classification(s: np.ndarray, y: np.ndarray, threshold: float, bins: int, probs_ok: bool) -> dict:
+def _classification(
+    s: np.ndarray, y: np.ndarray, threshold: float, bins: int, probs_ok: bool, placements: np.ndarray
+) -> dict:
+    """Pooled metrics of one slice; s and y sorted by ascending score, placements from _placements."""
     n, p = len(y), float(y.sum())
     out: dict[str, dict] = {}
     if n == 0:
         return {m: _undefined("empty slice") for m in ("roc_auc", "pr_auc", *PROBABILITY_METRICS)}
     one_class = "one class in slice" if p in (0, n) else None
-    auc = grouped_auc(np.zeros(n, dtype=np.int64), s, y, 1)[0]
+    auc = float(placements[y > 0].sum() / (p * (n - p))) if not one_class else None
     out["roc_auc"] = _val(auc, one_class or "undefined")
-    out["pr_auc"] = _val(average_precision(s, y), "no positives in slice")
+    out["pr_auc"] = _val(_ap_sorted_desc(s[::-1], y[::-1]), "no positives in slice")
     if not probs_ok:
         for m in PROBABILITY_METRICS:
             out[m] = _undefined("scores are not probabilities in [0, 1]")
@@ -294,7 +346,9 @@ def _classification(s: np.ndarray, y: np.ndarray, threshold: float, bins: int, p
     tp = float((pred & (y > 0)).sum())
     fp = float((pred & (y == 0)).sum())
     fn = p - tp
-    out["f1"] = _val(2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else None, "no positives and none predicted")
+    out["f1"] = _val(
+        2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else None, "no positives and none predicted"
+    )
     out["recall"] = _val(tp / p if p else None, "no positives in slice")
     out["precision"] = _val(tp / (tp + fp) if (tp + fp) else None, "no row scored above the threshold")
     return out
@@ -366,18 +420,22 @@ class _SliceStats:
     def __init__(self, name: str, qidx: np.ndarray, columns: dict[str, np.ndarray]):
         self.name = name
         self.qidx = qidx
-        self.keys = list(columns)
+        self.columns = {key: arr.reshape(len(qidx), -1) for key, arr in columns.items()}
         self.slices: dict[str, slice] = {}
-        parts, at = [], 0
-        for key, arr in columns.items():
-            a = arr.reshape(len(qidx), -1)
+        at = 0
+        for key, a in self.columns.items():
             self.slices[key] = slice(at, at + a.shape[1])
             at += a.shape[1]
-            parts.append(a)
-        self.matrix = np.hstack(parts) if parts else np.zeros((len(qidx), 0))
+        self.width = at
+
+    def sums(self) -> dict[str, np.ndarray]:
+        """Column totals over all the slice's queries (the full-sample statistics)."""
+        return {key: a.sum(0, keepdims=True) for key, a in self.columns.items()}
 
 
-def _metrics_from_sums(t: dict[str, np.ndarray], models: list[str], probs_ok: dict[str, bool]) -> dict:
+def _metrics_from_sums(
+    t: dict[str, np.ndarray], models: list[str], probs_ok: dict[str, bool], u: dict[str, float]
+) -> dict:
     """Metric values (arrays over resamples) from summed statistics; NaN where undefined."""
     out: dict[str, dict[str, np.ndarray]] = {}
     n, p = t["n"][:, 0], t["pos"][:, 0]
@@ -385,8 +443,8 @@ def _metrics_from_sums(t: dict[str, np.ndarray], models: list[str], probs_ok: di
         for m in models:
             r: dict[str, np.ndarray] = {}
             ph, nh = t[f"{m}.pos_h"], t[f"{m}.neg_h"]
-            neg_before = np.cumsum(nh, axis=1) - nh
-            r["roc_auc"] = (ph * (neg_before + 0.5 * nh)).sum(1) / (p * (n - p))
+            # U_w = sum_qr w_q w_r A_qr ~ sum_q w_q (a_q + b_q) - U  (first order in w - 1, as DeLong)
+            r["roc_auc"] = (t[f"{m}.place"][:, 0] - u[m]) / (p * (n - p))
             prev, nrev = ph[:, ::-1], nh[:, ::-1]
             tps, fps = np.cumsum(prev, axis=1), np.cumsum(nrev, axis=1)
             prec = np.where(tps + fps > 0, tps / np.where(tps + fps > 0, tps + fps, 1), 0.0)
@@ -406,7 +464,7 @@ def _metrics_from_sums(t: dict[str, np.ndarray], models: list[str], probs_ok: di
     return out
 
 
-BINNED = ("roc_auc", "pr_auc")
+BINNED = ("pr_auc",)
 
 
 def _interval(
@@ -416,8 +474,13 @@ def _interval(
     if point is None or not np.isfinite(point):
         return _undefined("difference undefined (a model's metric is undefined)")
     if ok.sum() < max(10, 0.5 * len(diffs)):
-        return {"value": point, "ci_low": None, "ci_high": None, "undefined": "too few defined resamples",
-                "resamples_defined": int(ok.sum())}
+        return {
+            "value": point,
+            "ci_low": None,
+            "ci_high": None,
+            "undefined": "too few defined resamples",
+            "resamples_defined": int(ok.sum()),
+        }
     d = diffs[ok]
     if binned_full is not None:
         # Binned AUCs only shape the spread; centre them on the exact difference.
@@ -437,9 +500,11 @@ def _slice_masks(slices: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
         if dim not in slices.columns:
             continue
         col = slices[dim]
-        values = list(col.cat.categories) if hasattr(col, "cat") else sorted(col.unique())
-        arr = col.astype(str).to_numpy()
-        masks.extend((dim, f"{dim}:{v}", arr == str(v)) for v in values)
+        cat = col.astype("category") if not hasattr(col, "cat") else col
+        if not hasattr(col, "cat"):
+            cat = cat.cat.reorder_categories(sorted(cat.cat.categories, key=str))
+        codes = cat.cat.codes.to_numpy()
+        masks.extend((dim, f"{dim}:{v}", codes == i) for i, v in enumerate(cat.cat.categories))
     return masks
 
 
@@ -456,7 +521,9 @@ def _check_scores(scores: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray
             raise ValueError(f"scores[{name!r}]: {len(a)} values for {n} eval rows")
         bad = np.flatnonzero(~np.isfinite(a))
         if bad.size:
-            raise ValueError(f"scores[{name!r}]: {bad.size} non-finite values, e.g. at rows {bad[:5].tolist()}")
+            raise ValueError(
+                f"scores[{name!r}]: {bad.size} non-finite values, e.g. at rows {bad[:5].tolist()}"
+            )
         out[name] = a
     return out
 
@@ -483,7 +550,9 @@ def evaluate(
     items, item_names = pd.factorize(eval_df["item_id"].astype(str))
     y = pd.to_numeric(eval_df["label"]).to_numpy(dtype=np.float64)
     if not np.isin(y, (0.0, 1.0)).all():
-        raise ValueError(f"eval frame: column 'label' must be 0/1, found {np.unique(y[~np.isin(y, (0, 1))])[:5]}")
+        raise ValueError(
+            f"eval frame: column 'label' must be 0/1, found {np.unique(y[~np.isin(y, (0, 1))])[:5]}"
+        )
     gain = (
         pd.to_numeric(eval_df["relevance"]).fillna(0).to_numpy(dtype=np.float64)
         if "relevance" in eval_df.columns
@@ -514,7 +583,10 @@ def evaluate(
         "metrics": {m: {} for m in models},
     }
     boot_stats: list[_SliceStats] = []
-    edges = {m: np.unique(np.quantile(scores[m], np.linspace(0, 1, config.auc_bins + 1)[1:-1])) for m in models}
+    edges = {
+        m: np.unique(np.quantile(scores[m], np.linspace(0, 1, config.pr_auc_bins + 1)[1:-1])) for m in models
+    }
+    ideal_order = np.lexsort((-gain, q))
     bins = {m: np.searchsorted(edges[m], scores[m], side="right") for m in models}
     n_hbins = {m: len(edges[m]) + 1 for m in models}
     per_query_cache: dict[str, dict] = {}
@@ -523,8 +595,14 @@ def evaluate(
         rows = int(mask.sum())
         pos = int(y[mask].sum())
         qs = np.unique(q[mask])
-        reason = "empty slice" if rows == 0 else (
-            f"{pos} positives < min_positives {config.min_positives}" if pos < config.min_positives else None
+        reason = (
+            "empty slice"
+            if rows == 0
+            else (
+                f"{pos} positives < min_positives {config.min_positives}"
+                if pos < config.min_positives
+                else None
+            )
         )
         result["slices"][name] = {
             "dimension": dim,
@@ -545,11 +623,15 @@ def evaluate(
         }
         for m in models:
             s = scores[m]
-            res = _classification(s[mask], y[mask], config.threshold, config.ece_bins, probs_ok[m])
-            pq = per_query_values(q, n_queries, y, gain, ranked[m], mask, config.k)
+            o = ranked[m].by_score[mask[ranked[m].by_score]]
+            place = _placements(s[o], y[o])
+            res = _classification(s[o], y[o], config.threshold, config.ece_bins, probs_ok[m], place)
+            pq = per_query_values(q, n_queries, y, gain, ranked[m], mask, config.k, ideal_order)
             present = n_q > 0
             no_pos = "no query in slice has a positive" if rows else "empty slice"
-            res["roc_auc_per_query"] = _mean_defined(pq["roc_auc_per_query"], present, "no query with both classes" if rows else "empty slice")
+            res["roc_auc_per_query"] = _mean_defined(
+                pq["roc_auc_per_query"], present, "no query with both classes" if rows else "empty slice"
+            )
             res["ndcg_at_k"] = _mean_defined(pq["ndcg_at_k"], present, no_pos)
             res["mrr"] = _mean_defined(pq["mrr"], present, no_pos)
             res["recall_at_k"] = _mean_defined(pq["recall_at_k"], present, no_pos)
@@ -559,15 +641,23 @@ def evaluate(
                 qm, ym, sm = q[mask], y[mask], s[mask]
                 hb = n_hbins[m]
                 flat = qm * hb + bins[m][mask]
-                cols[f"{m}.pos_h"] = np.bincount(flat, weights=ym, minlength=n_queries * hb).reshape(n_queries, hb)[qs]
-                cols[f"{m}.neg_h"] = np.bincount(flat, weights=1 - ym, minlength=n_queries * hb).reshape(n_queries, hb)[qs]
+                # pooled ROC AUC: per-query sums of DeLong placements (first-order resampling of U)
+                cols[f"{m}.place"] = np.bincount(q[o], weights=place, minlength=n_queries)[qs]
+                cols[f"{m}.pos_h"] = np.bincount(flat, weights=ym, minlength=n_queries * hb).reshape(
+                    n_queries, hb
+                )[qs]
+                cols[f"{m}.neg_h"] = np.bincount(flat, weights=1 - ym, minlength=n_queries * hb).reshape(
+                    n_queries, hb
+                )[qs]
                 if probs_ok[m]:
                     eps = np.finfo(np.float64).eps
                     sc = np.clip(sm, eps, 1 - eps)
                     ll = -(ym * np.log(sc) + (1 - ym) * np.log(1 - sc))
                     pred = sm >= config.threshold
                     eb = np.minimum((sm * config.ece_bins).astype(np.int64), config.ece_bins - 1)
-                    ece = np.bincount(qm * config.ece_bins + eb, weights=sm - ym, minlength=n_queries * config.ece_bins)
+                    ece = np.bincount(
+                        qm * config.ece_bins + eb, weights=sm - ym, minlength=n_queries * config.ece_bins
+                    )
                     cols[f"{m}.ll"] = np.bincount(qm, weights=ll, minlength=n_queries)[qs]
                     cols[f"{m}.tp"] = np.bincount(qm, weights=pred * ym, minlength=n_queries)[qs]
                     cols[f"{m}.fp"] = np.bincount(qm, weights=pred * (1 - ym), minlength=n_queries)[qs]
@@ -578,7 +668,9 @@ def evaluate(
                 cols[f"{m}.reck"] = np.nan_to_num(pq["recall_at_k"])[qs]
         if len(models) == 2 and config.n_bootstrap and rows:
             # nDCG is defined where the ideal gain is positive; same for both models.
-            cols["ndcg_def"] = np.isfinite(per_query_cache[f"candidate|{name}"]["ndcg_at_k"])[qs].astype(float)
+            cols["ndcg_def"] = np.isfinite(per_query_cache[f"candidate|{name}"]["ndcg_at_k"])[qs].astype(
+                float
+            )
             boot_stats.append(_SliceStats(name, qs, cols))
 
     # popularity bias and fairness, per model
@@ -588,15 +680,15 @@ def evaluate(
         m: popularity_bias(q, n_queries, items, len(item_names), itc, long_tail, ranked[m].rank, config.k)
         for m in models
     }
-    judged_buckets = [
-        b for b in POPULARITY_BUCKETS if not result["slices"][f"popularity:{b}"]["too_small"]
-    ]
+    judged_buckets = [b for b in POPULARITY_BUCKETS if not result["slices"][f"popularity:{b}"]["too_small"]]
     result["fairness"] = {}
     for m in models:
         recalls = {b: result["metrics"][m][f"popularity:{b}"]["recall"] for b in POPULARITY_BUCKETS}
         judged = [recalls[b]["value"] for b in judged_buckets if recalls[b]["value"] is not None]
-        gap = _val(max(judged) - min(judged) if len(judged) >= 2 else None,
-                   f"fewer than 2 popularity buckets large enough to judge (judged: {judged_buckets})")
+        gap = _val(
+            max(judged) - min(judged) if len(judged) >= 2 else None,
+            f"fewer than 2 popularity buckets large enough to judge (judged: {judged_buckets})",
+        )
         result["fairness"][m] = {
             "recall_by_bucket": recalls,
             "judged_buckets": judged_buckets,
@@ -626,39 +718,45 @@ def _compare(
     }
     gap_buckets = [f"popularity:{b}" for b in judged_buckets]
     recall_by = {name: {m: np.empty(B) for m in models} for name in gap_buckets}
-    done = 0
-    while done < B:
-        b = min(config.bootstrap_chunk, B - done)
-        draws = rng.integers(0, n_queries, size=(b, n_queries))
-        mult = np.bincount(
-            (draws + np.arange(b)[:, None] * n_queries).ravel(), minlength=b * n_queries
-        ).reshape(b, n_queries).astype(np.float64)
-        for st in boot_stats:
-            totals = mult[:, st.qidx] @ st.matrix
-            t = {key: totals[:, sl] for key, sl in st.slices.items()}
-            vals = _metrics_from_sums(t, models, probs_ok)
-            for m in models:
-                for key, arr in vals[m].items():
-                    resampled[st.name][m][key][done : done + b] = arr
-            if st.name in recall_by:
-                for m in models:
-                    recall_by[st.name][m][done : done + b] = vals[m].get("recall", np.full(b, np.nan))
-        done += b
+    # Mann-Whitney U per slice and model: placements of positives and of negatives each sum to U.
+    u_of = {st.name: {m: float(st.columns[f"{m}.place"].sum()) / 2 for m in models} for st in boot_stats}
+    # One BLAS thread: on these 2 shared cores a 2-thread OpenBLAS dgemm ran 13x slower in CPU time
+    # (2.5 vs 33 GFLOP/s) whenever another process held a core.
+    from threadpoolctl import threadpool_limits
 
     full = {}
     for st in boot_stats:
-        sums = st.matrix.sum(0, keepdims=True)
-        full[st.name] = _metrics_from_sums({k: sums[:, sl] for k, sl in st.slices.items()}, models, probs_ok)
+        full[st.name] = _metrics_from_sums(st.sums(), models, probs_ok, u_of[st.name])
+    # Every slice's per-query sums side by side over all queries (zeros where a query is absent): one
+    # matrix product per chunk, no per-slice gathers (those copies cost more than the zero padding).
+    dtype = np.dtype(config.bootstrap_dtype)
+    offsets, at = {}, 0
+    for st in boot_stats:
+        offsets[st.name] = at
+        at += st.width
+    big = np.zeros((n_queries, at), dtype=dtype)
+    for st in boot_stats:
+        for key, a in st.columns.items():
+            sl = st.slices[key]
+            big[st.qidx, offsets[st.name] + sl.start : offsets[st.name] + sl.stop] = a
+        st.columns = {}  # free as we go
+    with threadpool_limits(limits=config.blas_threads, user_api="blas"):
+        _resample(boot_stats, big, offsets, resampled, recall_by, u_of, probs_ok, config, rng, models)
+    del big
 
-    comparison: dict[str, Any] = {"method": {
-        "resamples": B,
-        "unit": "query",
-        "paired": True,
-        "ci_level": config.ci_level,
-        "interval": "percentile",
-        "binned": f"{', '.join(BINNED)}: resampled on {config.auc_bins} score-quantile bins, "
-        "shifted to the exact point difference",
-    }, "slices": {}}
+    comparison: dict[str, Any] = {
+        "method": {
+            "resamples": B,
+            "unit": "query",
+            "paired": True,
+            "ci_level": config.ci_level,
+            "interval": "percentile",
+            "pr_auc": f"resampled on {config.pr_auc_bins} score-quantile bins, shifted to the exact point",
+            "roc_auc": "resampled through per-query sums of DeLong placement values (first order)",
+            "others": "exact: ratios of per-query sums, the same as recomputing on the resampled queries",
+        },
+        "slices": {},
+    }
     for name in result["slices"]:
         entry: dict[str, Any] = {}
         for metric in SLICE_METRICS:
@@ -666,8 +764,11 @@ def _compare(
             p = result["metrics"]["production"][name][metric]["value"]
             point = None if c is None or p is None else c - p
             if name not in resampled or metric not in resampled[name]["candidate"]:
-                entry[metric] = _undefined("empty slice") if point is None else {
-                    "value": point, "ci_low": None, "ci_high": None, "undefined": "no bootstrap"}
+                entry[metric] = (
+                    _undefined("empty slice")
+                    if point is None
+                    else {"value": point, "ci_low": None, "ci_high": None, "undefined": "no bootstrap"}
+                )
                 continue
             diffs = resampled[name]["candidate"][metric] - resampled[name]["production"][metric]
             binned_full = None
@@ -685,12 +786,43 @@ def _compare(
         with np.errstate(invalid="ignore"):
             g = {m: np.nanmax(per[m], 0) - np.nanmin(per[m], 0) for m in models}
         comparison["fairness"] = {
-            "recall_gap": _interval(g["candidate"] - g["production"], gaps["candidate"] - gaps["production"], None,
-                                    config.ci_level)
+            "recall_gap": _interval(
+                g["candidate"] - g["production"],
+                gaps["candidate"] - gaps["production"],
+                None,
+                config.ci_level,
+            )
         }
     else:
         comparison["fairness"] = {"recall_gap": _undefined("recall gap undefined for a model")}
     return comparison
+
+
+def _resample(boot_stats, big, offsets, resampled, recall_by, u_of, probs_ok, config, rng, models) -> None:
+    """Fill the resampled metric arrays, one chunk of multiplicity rows (resamples x queries) at a time."""
+    B = config.n_bootstrap
+    n_queries = big.shape[0]
+    done = 0
+    while done < B:
+        b = min(config.bootstrap_chunk, B - done)
+        draws = rng.integers(0, n_queries, size=(b, n_queries))
+        mult = (
+            np.bincount((draws + np.arange(b)[:, None] * n_queries).ravel(), minlength=b * n_queries)
+            .reshape(b, n_queries)
+            .astype(big.dtype)
+        )
+        totals = (mult @ big).astype(np.float64)
+        for st in boot_stats:
+            at = offsets[st.name]
+            t = {key: totals[:, at + sl.start : at + sl.stop] for key, sl in st.slices.items()}
+            vals = _metrics_from_sums(t, models, probs_ok, u_of[st.name])
+            for m in models:
+                for key, arr in vals[m].items():
+                    resampled[st.name][m][key][done : done + b] = arr
+            if st.name in recall_by:
+                for m in models:
+                    recall_by[st.name][m][done : done + b] = vals[m].get("recall", np.full(b, np.nan))
+        done += b
 
 
 # ----------------------------------------------------------------------------------------------
@@ -704,7 +836,11 @@ def metric_value(evaluation: dict, model: str, slice_name: str, metric: str) -> 
 
 
 def reference_loop(
-    eval_df: pd.DataFrame, slices: pd.DataFrame, scores: dict[str, np.ndarray], n_bootstrap: int, seed: int = 0,
+    eval_df: pd.DataFrame,
+    slices: pd.DataFrame,
+    scores: dict[str, np.ndarray],
+    n_bootstrap: int,
+    seed: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> dict:
     """A straightforward per-slice scikit-learn bootstrap loop (the benchmark's baseline; slow on purpose)."""
@@ -728,13 +864,15 @@ def reference_loop(
                 diff = []
                 for model in ("candidate", "production"):
                     s = scores[model][idx][m]
-                    diff.append((roc_auc_score(yy, s), average_precision_score(yy, s), log_loss(yy, s, labels=[0, 1]),
-                                 f1_score(yy, s >= 0.5)))
+                    diff.append(
+                        (
+                            roc_auc_score(yy, s),
+                            average_precision_score(yy, s),
+                            log_loss(yy, s, labels=[0, 1]),
+                            f1_score(yy, s >= 0.5),
+                        )
+                    )
                 out.setdefault(f"{dim}:{value}", []).append(np.subtract(*diff))
         if progress:
             progress(i)
     return {k: np.asarray(v) for k, v in out.items()}
-
-
-def _finite(x: float) -> bool:
-    return x is not None and math.isfinite(x)

@@ -123,7 +123,8 @@ class TrainResult(BaseModel):
     history: list[dict] = Field(description="One row per epoch: loss, valid AUC, samples/s, lr.")
     samples_per_s: float = Field(description="Training throughput of this process (forward+backward+step).")
     best_valid_auc: float | None = Field(None, description="Best validation ROC AUC seen, if validated.")
-    train_seconds: float = Field(0.0, description="Wall time of the training loop in this process.")
+    train_seconds: float = Field(0.0, description="Wall time of the whole train() call in this process.")
+    cpu_seconds: float = Field(0.0, description="Process CPU time spent in the training loop (all threads).")
     resumed_from_step: int | None = Field(None, description="Checkpoint step this run resumed from.")
     missing_keys: list[str] = Field(default_factory=list, description="Weights the base did not provide.")
 
@@ -346,10 +347,19 @@ def _encode(tokenizer: Any, df: pd.DataFrame, max_length: int) -> dict[str, torc
 
 
 def _batch(
-    encoded: dict[str, torch.Tensor], idx: torch.Tensor, device: torch.device
+    encoded: dict[str, torch.Tensor],
+    idx: torch.Tensor,
+    device: torch.device,
+    dev_idx: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
+    """Rows idx, trimmed to their longest; `lengths` stays on the CPU so the width needs no device sync."""
     width = int(encoded["lengths"][idx].max())
-    return {k: v[idx, :width].to(device, non_blocking=True) for k, v in encoded.items() if k != "lengths"}
+    dev_idx = idx if dev_idx is None else dev_idx
+    return {
+        k: v[dev_idx if v.device == dev_idx.device else idx, :width].to(device, non_blocking=True)
+        for k, v in encoded.items()
+        if k != "lengths"
+    }
 
 
 def split_valid_queries(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -405,7 +415,8 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     tensors = {}
     for idx, slots in state["state"].items():
         for name, value in slots.items():
-            tensors[f"{idx}.{name}"] = (value if torch.is_tensor(value) else torch.tensor(value)).contiguous()
+            tensor = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"{idx}.{name}"] = tensor.detach().cpu().contiguous()
     return tensors, {"param_groups": state["param_groups"]}
 
 
@@ -449,6 +460,28 @@ def _write_json_atomic(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
+# Settings that may change between a killed run and its resume without changing what is being trained.
+_RESUME_FREE = {"progress", "tensorboard", "threads", "device", "checkpoint_every", "log_every"}
+
+
+def _check_resumable(checkpoint: Path, config: TrainConfig, train_rows: int) -> None:
+    """Refuse to resume a checkpoint written by a different configuration or training frame."""
+    saved = json.loads((checkpoint / "trainer_state.json").read_text())
+    now = config.model_dump()
+    changed = sorted(k for k in now if k not in _RESUME_FREE and saved["config"].get(k) != now[k])
+    if changed:
+        raise ModelError(
+            f"checkpoint {checkpoint} was written with a different config ({', '.join(changed)}: "
+            f"{[saved['config'].get(k) for k in changed]} -> {[now[k] for k in changed]}); "
+            "use a fresh checkpoint folder or the same settings"
+        )
+    if saved.get("train_rows") not in (None, train_rows):
+        raise ModelError(
+            f"checkpoint {checkpoint} was trained on {saved['train_rows']} rows, this frame has {train_rows} "
+            "after the validation split; resume with the same training data or a fresh checkpoint folder"
+        )
+
+
 def _save_checkpoint(
     checkpoint_dir: Path, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any, state: dict
 ) -> Path:
@@ -481,6 +514,38 @@ def _save_checkpoint(
 
 def _unwrap(model: Any) -> Any:
     return model.module if hasattr(model, "module") else model
+
+
+def push_checkpoint(store: Any, prefix: str, folder: Path) -> list[str]:
+    """Copy one checkpoint (and the best weights so far) to the store; LATEST last, then older ones go."""
+    folder = Path(folder)
+    prefix = prefix.rstrip("/")
+    keys = store.upload_dir(folder, f"{prefix}/{folder.name}")
+    best = folder.parent / "best.safetensors"
+    if best.exists():
+        store.put_file(f"{prefix}/best.safetensors", best)
+    tensorboard = folder.parent / "tensorboard"
+    if tensorboard.is_dir():  # loss/AUC curves live beside the checkpoints, in the store too
+        store.upload_dir(tensorboard, f"{prefix}/tensorboard")
+    store.put_bytes(f"{prefix}/LATEST", folder.name.encode())
+    for key in store.list_keys(f"{prefix}/step-"):
+        if not key.startswith(f"{prefix}/{folder.name}/"):
+            store.delete(key)
+    return keys
+
+
+def pull_checkpoint(store: Any, prefix: str, checkpoint_dir: Path) -> Path | None:
+    """Download the newest checkpoint a previous (killed) run left in the store; None when there is none."""
+    prefix = prefix.rstrip("/")
+    if not store.exists(f"{prefix}/LATEST"):
+        return None
+    name = store.get_bytes(f"{prefix}/LATEST").decode().strip()
+    checkpoint_dir = Path(checkpoint_dir)
+    store.download_dir(f"{prefix}/{name}", checkpoint_dir / name)
+    if store.exists(f"{prefix}/best.safetensors"):
+        store.get_file(f"{prefix}/best.safetensors", checkpoint_dir / "best.safetensors")
+    (checkpoint_dir / "LATEST").write_text(name)
+    return latest_checkpoint(checkpoint_dir)
 
 
 # --- training -----------------------------------------------------------------------------------------
@@ -579,6 +644,7 @@ def train(
     resume = latest_checkpoint(checkpoint_dir)
     missing: list[str] = []
     if resume is not None:
+        _check_resumable(resume, config, len(train_df))
         model, tokenizer = load_model(resume)
         model.train()
     else:
@@ -600,7 +666,7 @@ def train(
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.peak_lr(),
-        foreach=True,
+        fused=True,  # one kernel per step on CPU and GPU: ~10% more samples/s than foreach on the tiny model
     )
     n = len(train_df)
     per_rank = math.ceil(n / world)
@@ -623,13 +689,15 @@ def train(
         "epoch_rows": 0,
         "config": config.model_dump(),
         "total_steps": total_steps,
+        "train_rows": n,
     }
     if resume is not None:
         saved = json.loads((resume / "trainer_state.json").read_text())
         _load_optimizer(optimizer, load_file(resume / "optimizer.safetensors"), saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         _restore_rng(load_file(resume / "rng.safetensors"))
-        state.update({k: saved[k] for k in state if k in saved and k not in ("config", "total_steps")})
+        fixed = ("config", "total_steps", "train_rows")
+        state.update({k: saved[k] for k in state if k in saved and k not in fixed})
     resumed_from = state["step"] if resume is not None else None
     best_path = checkpoint_dir / "best.safetensors" if checkpoint_dir else out_dir / ".best.safetensors"
 
@@ -651,32 +719,54 @@ def train(
 
         progress = tqdm(total=total_steps, initial=state["step"], desc="train", unit="step", mininterval=1.0)
 
+    if device.type == "cuda" and n * config.max_length <= 64_000_000:  # ~1.5 GB of ids/masks: keep on the GPU
+        encoded = {k: v if k == "lengths" else v.to(device) for k, v in encoded.items()}
+        labels = labels.to(device)
+        loss_weights = loss_weights.to(device) if loss_weights is not None else None
+
     train_time = 0.0
+    cpu_time = 0.0  # process CPU seconds in the loop: robust to other processes on shared cores
     rows_done = 0
     window_loss, window_rows = 0.0, 0
+    # Losses are summed on the device and read back only at log points: a .item() per batch stalls a GPU.
+    pending = torch.zeros((), device=device)
+    pending_rows = 0
+
+    def drain() -> float:
+        nonlocal pending_rows
+        total = float(pending)
+        state["epoch_loss_sum"] += total
+        state["epoch_rows"] += pending_rows
+        pending.zero_()
+        pending_rows = 0
+        return total
+
     stop = False
     t_start = time.perf_counter()
     while state["epoch"] < config.epochs and not stop and state["step"] < total_steps:
         epoch = state["epoch"]
         order = _epoch_order(n, weights, config, epoch)
-        order = order[rank::world]
+        if world > 1:  # equal shards (pad by wrapping, like DistributedSampler) or the ranks deadlock
+            order = torch.cat([order, order[: per_rank * world - n]])[rank::world]
+        if device.type == "cuda":
+            order = order.pin_memory()  # pinned slices copy to the GPU without blocking
         batches = order.split(config.batch_size)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         b = state["batch"]
         while b < len(batches) and state["step"] < total_steps:
             group = batches[b : b + config.grad_accum]
             group_rows = sum(len(g) for g in group)
             for idx in group:
-                inputs = _batch(encoded, idx, device)
-                y = labels[idx].to(device)
-                w = loss_weights[idx].to(device) if loss_weights is not None else None
+                dev_idx = idx.to(labels.device, non_blocking=True)
+                inputs = _batch(encoded, idx, device, dev_idx)
+                y = labels[dev_idx].to(device)
+                w = loss_weights[dev_idx].to(device) if loss_weights is not None else None
                 with _autocast(device, config.bf16):
                     logits = model(**inputs).logits.squeeze(-1)
                 loss = loss_fn(logits.float(), y, w)
                 (loss * (len(idx) / group_rows)).backward()
-                state["epoch_loss_sum"] += float(loss.detach()) * len(idx)
-                state["epoch_rows"] += len(idx)
-                window_loss += float(loss.detach()) * len(idx)
+                pending += loss.detach() * len(idx)
+                pending_rows += len(idx)
                 window_rows += len(idx)
                 rows_done += len(idx)
             if config.max_grad_norm:
@@ -688,6 +778,7 @@ def train(
             state["step"] += 1
             state["batch"] = b
             if state["step"] % config.log_every == 0 or state["step"] == total_steps:
+                window_loss += drain()
                 mean_loss = window_loss / max(1, window_rows)
                 state["loss_curve"].append([state["step"], round(mean_loss, 6)])
                 if writer:
@@ -710,12 +801,15 @@ def train(
                 and rank == 0
             ):
                 train_time += time.perf_counter() - t0
+                cpu_time += time.process_time() - c0
+                window_loss += drain()
                 folder = _save_checkpoint(checkpoint_dir, model, tokenizer, optimizer, scheduler, state)
                 if on_checkpoint:
                     on_checkpoint(folder)
-                t0 = time.perf_counter()
-        epoch_time = time.perf_counter() - t0
-        train_time += epoch_time
+                t0, c0 = time.perf_counter(), time.process_time()
+        window_loss += drain()
+        train_time += time.perf_counter() - t0
+        cpu_time += time.process_time() - c0
 
         valid_auc = None
         if valid_encoded is not None and rank == 0:
@@ -748,6 +842,12 @@ def train(
                 state["bad_epochs"] += 1
                 if config.early_stopping_patience and state["bad_epochs"] >= config.early_stopping_patience:
                     stop = True
+        if world > 1:  # only rank 0 validates: every rank must agree to stop
+            import torch.distributed as dist
+
+            flag = [stop]
+            dist.broadcast_object_list(flag, src=0)
+            stop = flag[0]
         if on_epoch and rank == 0:
             on_epoch(dict(row))
         state["epoch"] += 1
@@ -770,6 +870,7 @@ def train(
         steps=state["step"],
         history=state["history"],
         samples_per_s=rows_done * world / max(train_time, 1e-9),
+        cpu_seconds=cpu_time,
         best_valid_auc=state["best_valid_auc"],
         train_seconds=time.perf_counter() - t_start,
         resumed_from_step=resumed_from,
@@ -822,36 +923,48 @@ def plot_history(loss_curve: list[list[float]], history: list[dict], path: Path)
 # --- scoring ------------------------------------------------------------------------------------------
 
 
+class Scorer:
+    """A loaded model that scores frames batch by batch (load once, score many chunks)."""
+
+    def __init__(self, model_dir: Path, batch_size: int = 256, threads: int = 0):
+        if threads:
+            torch.set_num_threads(threads)
+        self.model, self.tokenizer = load_model(Path(model_dir))
+        meta_path = Path(model_dir) / TRAIN_META
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        self.max_length = int(meta.get("max_length", 128))
+        self.batch_size = batch_size
+        self.device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+        self.model.to(self.device)
+
+    def __call__(self, df: pd.DataFrame) -> np.ndarray:
+        """Relevance probabilities aligned with df's rows."""
+        _check_frame(df, "frame to score", need_label=False)
+        queries = df["query"].astype(str).tolist()
+        titles = df["item_title"].astype(str).tolist()
+        out = np.empty(len(df), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(df), self.batch_size):
+                end = min(len(df), start + self.batch_size)
+                enc = self.tokenizer(
+                    queries[start:end],
+                    titles[start:end],
+                    truncation=True,
+                    max_length=self.max_length,
+                    padding=True,
+                    return_tensors="pt",
+                )
+                inputs = {k: v.to(self.device) for k, v in enc.items() if k in _INPUT_KEYS}
+                with _autocast(self.device, True):
+                    logits = self.model(**inputs).logits
+                out[start:end] = torch.sigmoid(logits.float().squeeze(-1)).cpu().numpy()
+        return out
+
+
+_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
 def predict(model_dir: Path, df: pd.DataFrame, batch_size: int = 256, threads: int = 0) -> np.ndarray:
     """Relevance probabilities aligned with df's rows; tokenizes and scores one batch at a time."""
     _check_frame(df, "frame to score", need_label=False)
-    if threads:
-        torch.set_num_threads(threads)
-    model, tokenizer = load_model(Path(model_dir))
-    meta_path = Path(model_dir) / TRAIN_META
-    max_length = json.loads(meta_path.read_text()).get("max_length", 128) if meta_path.exists() else 128
-    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    model.to(device)
-    queries = df["query"].astype(str).tolist()
-    titles = df["item_title"].astype(str).tolist()
-    out = np.empty(len(df), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(df), batch_size):
-            end = min(len(df), start + batch_size)
-            enc = tokenizer(
-                queries[start:end],
-                titles[start:end],
-                truncation=True,
-                max_length=max_length,
-                padding=True,
-                return_tensors="pt",
-            )
-            inputs = {
-                k: v.to(device)
-                for k, v in enc.items()
-                if k in ("input_ids", "attention_mask", "token_type_ids")
-            }
-            with _autocast(device, True):
-                logits = model(**inputs).logits
-            out[start:end] = torch.sigmoid(logits.float().squeeze(-1)).cpu().numpy()
-    return out
+    return Scorer(model_dir, batch_size=batch_size, threads=threads)(df)

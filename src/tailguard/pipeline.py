@@ -45,11 +45,12 @@ class RetrainParams(BaseModel):
 class LoadedBatch:
     """A batch read into the canonical frame, with the files it came from."""
 
-    frame: pd.DataFrame
+    frame: pd.DataFrame | None
     files: list[Path]
     fingerprint: dict
     batch_id: str
     uri: str
+    contract_error: dict | None = None
 
 
 @dataclass
@@ -86,16 +87,20 @@ def new_context(run_id: str | None = None) -> RunContext:
 
 
 def load(params: RetrainParams, ctx: RunContext) -> LoadedBatch:
-    """Read the batch (local or s3://) with the column mapping; errors name file, column and rule."""
-    from tailguard.contract import parse_columns
+    """Read the batch (local or s3://) with the column mapping; a contract breach is kept, not raised."""
+    from tailguard.contract import ContractError, parse_columns
     from tailguard.data import batch_id_for, fingerprint_files, load_batch, materialize
 
     files = materialize(params.data, ctx.work_dir / "input")
+    fp = fingerprint_files(files)
     mapping = parse_columns(params.columns) if params.columns else None
     source = str(files[0].parent if len(files) > 1 else files[0])
-    frame = load_batch(source, mapping)
-    fp = fingerprint_files(files)
-    return LoadedBatch(frame=frame, files=files, fingerprint=fp, batch_id=batch_id_for(fp), uri=params.data)
+    try:
+        frame, error = load_batch(source, mapping), None
+    except ContractError as exc:  # the flow quarantines the batch with this reason
+        frame, error = None, exc.to_dict()
+    return LoadedBatch(frame=frame, files=files, fingerprint=fp, batch_id=batch_id_for(fp), uri=params.data,
+                       contract_error=error)
 
 
 def previous_batch(ctx: RunContext, exclude: str | None = None) -> dict | None:
@@ -112,6 +117,10 @@ def validate(batch: LoadedBatch, ctx: RunContext, params: RetrainParams) -> dict
     """Run the contract-level and GX checks; return the JSON-able result (success, failures, stats)."""
     from tailguard.validation import ValidationPolicy, batch_stats, validate_frame
 
+    if batch.frame is None:  # the contract check refused it before GX could run
+        return {"success": False, "batch_id": batch.batch_id, "stage": "contract", "stats": None,
+                "failures": [{**(batch.contract_error or {}), "severity": "error"}], "could_not_run": [],
+                "warnings": []}
     previous = previous_batch(ctx, exclude=batch.batch_id)
     result = validate_frame(
         batch.frame, batch.uri, previous.get("stats") if previous else None, ValidationPolicy()

@@ -314,7 +314,8 @@ class Registry:
     def _ensure_promote_audit(self, pointer: dict, decision: dict) -> dict:
         """Write the promote audit of a pointer if it is missing (a crash between flip and audit)."""
         recorded = any(
-            a["action"] == "promote" and a.get("approved_at") == pointer.get("approved_at") for a in self.audit()
+            a["action"] == "promote" and a.get("approved_at") == pointer.get("approved_at")
+            for a in self.audit()
         )
         if not recorded:
             self.record_audit("promote", {**pointer, "decision": decision, "audit_recovered": True})
@@ -341,9 +342,14 @@ class Registry:
                 )
             target, history = history[-1], history[:-1]
         else:
-            target = to
+            if to not in history:
+                # Rollback skips review, so it may only return to a version that was in production before.
+                raise RegistryError(
+                    f"{to} was never production of {self.model_name!r} (rollback targets: "
+                    f"{', '.join(history[::-1]) or 'none'}); promote it through review instead"
+                )
             # Rolling back to an older version drops everything after it from the rollback stack.
-            history = history[: len(history) - history[::-1].index(to) - 1] if to in history else history
+            target, history = to, history[: len(history) - history[::-1].index(to) - 1]
         if target == current["version"]:
             raise RegistryError(f"{target} is already in production")
         manifest_sha = hashlib.sha256(self._manifest_bytes(target)).hexdigest()

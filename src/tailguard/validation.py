@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,21 +25,31 @@ EXPECTATIONS_ENV = "TAILGUARD_EXPECTATIONS_DIR"
 class ValidationPolicy(BaseModel):
     """Bands for batch-level checks; each is a parameter of a suite in expectations/ (see its README)."""
 
-    min_rows: int = Field(100, ge=1, description="Fewest rows a batch may have (a 1-row batch is an export bug).")
+    min_rows: int = Field(
+        100, ge=1, description="Fewest rows a batch may have (a 1-row batch is an export bug)."
+    )
     row_count_ratio_min: float = Field(
         0.25, gt=0, description="Smallest rows/previous-rows ratio accepted (a 4x drop is a partial export)."
     )
     row_count_ratio_max: float = Field(
-        4.0, gt=0, description="Largest rows/previous-rows ratio accepted (a 10x jump is a duplicated export)."
+        4.0,
+        gt=0,
+        description="Largest rows/previous-rows ratio accepted (a 10x jump is a duplicated export).",
     )
     positive_share_min: float = Field(
         0.005, ge=0, le=1, description="Lowest share of label=1 (a batch of only negatives teaches nothing)."
     )
     positive_share_max: float = Field(
-        0.95, ge=0, le=1, description="Highest share of label=1 (only positives means the negatives were lost)."
+        0.95,
+        ge=0,
+        le=1,
+        description="Highest share of label=1 (only positives means the negatives were lost).",
     )
     positive_share_max_shift: float = Field(
-        0.15, ge=0, le=1, description="Largest absolute change of the positive share against the previous batch."
+        0.15,
+        ge=0,
+        le=1,
+        description="Largest absolute change of the positive share against the previous batch.",
     )
     # Interaction logs repeat pairs legitimately (one row per impression: ~40% in the demo generator, 0% in
     # Home Depot judgements); a 2x fan-out join alone adds 50%, so 0.5 separates the two.
@@ -46,10 +57,15 @@ class ValidationPolicy(BaseModel):
         0.5, ge=0, le=1, description="Highest share of rows repeating an earlier (query, item_id) pair."
     )
     max_unseen_category_share: float = Field(
-        0.2, ge=0, le=1, description="Highest share of rows whose category the previous batch never had (warning)."
+        0.2,
+        ge=0,
+        le=1,
+        description="Highest share of rows whose category the previous batch never had (warning).",
     )
     title_min_length: int = Field(1, ge=0, description="Shortest item_title in characters.")
-    title_max_length: int = Field(1_000, ge=1, description="Longest item_title in characters (100k = a dump).")
+    title_max_length: int = Field(
+        1_000, ge=1, description="Longest item_title in characters (100k = a dump)."
+    )
     query_max_length: int = Field(500, ge=1, description="Longest query in characters.")
 
     def parameters(self) -> dict[str, Any]:
@@ -116,7 +132,9 @@ class ValidationResult:
         """One line for logs and the CLI."""
         rows = self.stats.get("rows", 0)
         if self.could_not_run:
-            return f"{self.source}: validation could not run ({len(self.could_not_run)} expectation(s) errored)"
+            return (
+                f"{self.source}: validation could not run ({len(self.could_not_run)} expectation(s) errored)"
+            )
         if self.failures:
             rules = ", ".join(sorted({f"{f.column}:{f.rule}" for f in self.failures}))
             return f"{self.source}: REFUSED, {len(self.failures)} rule(s) failed on {rows} rows ({rules})"
@@ -212,7 +230,7 @@ class _Derived:
 def _derive(df: pd.DataFrame) -> _Derived:
     codes: dict[str, np.ndarray] = {}
     uniques: dict[str, pd.Index] = {}
-    for col in ("query", "item_id", "item_title"):
+    for col in ("query", "item_id", "item_title", "category"):
         if col in df.columns:
             # One hash pass per text column (≈0.1 s per 1M rows) replaces every later string pass:
             # nulls, duplicates, lengths and regexes are then checked on distinct values only.
@@ -260,8 +278,8 @@ def _stats(df: pd.DataFrame, derived: _Derived) -> dict:
                 "max": int(lengths.max()),
                 "mean_distinct": float(lengths.mean()),
             }
-    if "category" in df.columns:
-        values = pd.unique(df["category"].dropna().astype(str))
+    if "category" in derived.uniques:
+        values = derived.uniques["category"].astype(str)
         stats["category_values"] = sorted(values.tolist())[:MAX_CATEGORY_VALUES]
         stats["category_values_truncated"] = len(values) > MAX_CATEGORY_VALUES
     stats["content_sha256"] = _content_sha256(df, derived)
@@ -273,7 +291,7 @@ def batch_stats(df: pd.DataFrame) -> dict:
     return _stats(df, _derive(df))
 
 
-def _comparison_frame(stats: dict, df: pd.DataFrame, previous: dict | None) -> tuple[pd.DataFrame, set[str]]:
+def _comparison_frame(stats: dict, derived: _Derived, previous: dict | None) -> tuple[pd.DataFrame, set[str]]:
     """One-row frame of batch-level numbers for the batch suite, and which inputs are available."""
     available = {"rows"}
     row = {"rows": stats["rows"]}
@@ -292,10 +310,11 @@ def _comparison_frame(stats: dict, df: pd.DataFrame, previous: dict | None) -> t
             available.add("positive_share_shift")
         row["identical_to_previous"] = int(stats["content_sha256"] == previous.get("content_sha256"))
         seen = previous.get("category_values")
-        if "category" in df.columns and seen is not None and not previous.get("category_values_truncated"):
-            cats = df["category"]
-            unseen = cats.notna().to_numpy() & ~cats.isin(set(seen)).to_numpy()
-            row["unseen_category_share"] = float(unseen.mean()) if len(df) else 0.0
+        if "category" in derived.codes and seen is not None and not previous.get("category_values_truncated"):
+            codes = derived.codes["category"]
+            unseen_value = ~derived.uniques["category"].astype(str).isin(seen)
+            unseen = (codes >= 0) & unseen_value[np.maximum(codes, 0)]
+            row["unseen_category_share"] = float(unseen.mean()) if len(codes) else 0.0
             available.add("category_vs_previous")
     return pd.DataFrame([row]), available
 
@@ -303,7 +322,19 @@ def _comparison_frame(stats: dict, df: pd.DataFrame, previous: dict | None) -> t
 # --- GX adapter -------------------------------------------------------------------------------------------
 
 
-def _gx_context():
+@dataclass
+class _GXContext:
+    """An ephemeral GX context with one dataframe batch definition per suite, built once per process."""
+
+    context: Any
+    batch_definitions: dict[str, Any]
+
+
+_CONTEXT: _GXContext | None = None
+_CONTEXT_LOCK = threading.RLock()  # one GX context per process: validations take turns
+
+
+def _gx_context() -> Any:
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -313,7 +344,25 @@ def _gx_context():
     return context
 
 
-def _select_expectations(suite_json: dict, frame: pd.DataFrame, available: set[str]) -> tuple[dict, list[str]]:
+def _validation_context() -> _GXContext:
+    # Adding a data source re-serialises the context config as YAML (0.37 s of 1.8 s for a 2k-row batch,
+    # profiled), so the definitions are made once; the frame itself is passed at validate time.
+    global _CONTEXT
+    with _CONTEXT_LOCK:
+        if _CONTEXT is None:
+            context = _gx_context()
+            source = context.data_sources.add_pandas("tailguard")
+            definitions = {
+                name: source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
+                for name in SUITE_NAMES
+            }
+            _CONTEXT = _GXContext(context, definitions)
+        return _CONTEXT
+
+
+def _select_expectations(
+    suite_json: dict, frame: pd.DataFrame, available: set[str]
+) -> tuple[dict, list[str]]:
     """Drop expectations on absent optional columns or on inputs this batch lacks (no previous batch)."""
     kept, skipped = [], []
     for exp in suite_json.get("expectations", []):
@@ -331,15 +380,18 @@ def _select_expectations(suite_json: dict, frame: pd.DataFrame, available: set[s
 
 def _run_suite(context, name: str, suite_json: dict, frame: pd.DataFrame, parameters: dict) -> Any:
     import great_expectations as gx
+    from great_expectations.validator.v1_validator import Validator
 
     suite = gx.ExpectationSuite(**suite_json)
-    asset = context.data_sources.add_or_update_pandas(f"tailguard_{name}").add_dataframe_asset(name)
-    batch = asset.add_batch_definition_whole_dataframe(name).get_batch(batch_parameters={"dataframe": frame})
-    return batch.validate(
-        suite,
-        expectation_parameters=parameters,
+    definition = context.batch_definitions[name]
+    # The validator batch.validate() builds, used directly: get_batch() then validate() loads (and hashes,
+    # for GX's batch markers) the frame twice; this loads it once (1.74 s of 9.1 s at 1M rows, profiled).
+    validator = Validator(
+        batch_definition=definition,
+        batch_parameters={"dataframe": frame},
         result_format={"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES},
     )
+    return validator.validate_expectation_suite(suite, expectation_parameters=parameters)
 
 
 def _exception_message(info: dict) -> str | None:
@@ -438,7 +490,13 @@ def _collect(
         error = _exception_message(er.exception_info or {})
         if error is not None:
             out.could_not_run.append(
-                {"file": source, "column": column, "rule": rule, "expectation": config.type, "exception": error}
+                {
+                    "file": source,
+                    "column": column,
+                    "rule": rule,
+                    "expectation": config.type,
+                    "exception": error,
+                }
             )
             continue
         if er.success:
@@ -479,7 +537,7 @@ def _distinct_frame(derived: _Derived, col: str) -> tuple[pd.DataFrame, np.ndarr
 
 
 def _rows_frame(df: pd.DataFrame, derived: _Derived) -> pd.DataFrame:
-    """Narrow frame for the rows suite: text as categoricals (GX hashes every frame it gets; codes are cheap)."""
+    """Narrow frame for the rows suite: text as categoricals (GX hashes every frame; codes hash cheaply)."""
     cols: dict[str, Any] = {}
     for col in ("query", "item_id", "item_title"):
         if col in derived.codes:
@@ -507,7 +565,7 @@ def validate_frame(
     stats = _stats(df, derived)
     result = ValidationResult(source=str(source), failures=[], warnings=[], could_not_run=[], stats=stats)
     files = df.attrs.get("files")
-    context = _gx_context()
+    context = _validation_context()
     directory = suite_dir(suite_dir_path)
 
     frames: dict[str, tuple[pd.DataFrame, np.ndarray | None, str, set[str]]] = {}
@@ -517,7 +575,7 @@ def validate_frame(
         if col in derived.codes:
             frame, first_row = _distinct_frame(derived, col)
             frames[suite_name] = (frame, first_row, f"distinct {col} values", set())
-    comparison, available = _comparison_frame(stats, df, previous_stats)
+    comparison, available = _comparison_frame(stats, derived, previous_stats)
     frames["batch"] = (comparison, None, "batches", available)
 
     for name in SUITE_NAMES:
@@ -529,7 +587,8 @@ def validate_frame(
         result.skipped += skipped
         if not suite_json["expectations"]:
             continue
-        gx_result = _run_suite(context, name, suite_json, frame, parameters)
+        with _CONTEXT_LOCK:
+            gx_result = _run_suite(context, name, suite_json, frame, parameters)
         result.gx_results.append(gx_result.to_json_dict())
         batch_values = comparison.iloc[0].to_dict() if name == "batch" else None
         _collect(gx_result, str(source), files, parameters, index_to_row, unit, batch_values, result)

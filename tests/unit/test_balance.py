@@ -271,3 +271,15 @@ def test_none_passes_through_with_markers(frame):
     assert len(out) == len(frame) and not out["augmented"].any()
     assert (out["source_row_id"] == out["row_id"]).all()
     assert report["before"]["label_share"] == report["after"]["label_share"]
+
+
+def test_take_rows_keeps_dtypes_and_values(frame):
+    extra = frame.assign(
+        category=pd.Categorical(frame["item_id"].str[-1]),
+        ts=pd.date_range("2026-01-01", periods=len(frame), freq="min", tz="UTC"),
+        price=pd.array(np.arange(len(frame)) % 7, dtype="Int64"),
+    )
+    positions = np.array([5, 3, 3, 0, len(frame) - 1])
+    out = balance.take_rows(extra, positions)
+    expected = extra.take(positions).reset_index(drop=True)
+    pd.testing.assert_frame_equal(out, expected)

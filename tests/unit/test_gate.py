@@ -24,11 +24,13 @@ def batch():
     train_items = rng.choice(items, p=popularity, size=4000)
     train = pd.DataFrame({"query": [f"q{i % 500} drill" for i in range(4000)], "item_id": train_items})
     n = 3000
-    ev = pd.DataFrame({
-        "query": [f"q{i // 10} drill" for i in range(n)],
-        "item_id": rng.choice(items, p=popularity, size=n),
-        "label": (rng.random(n) < 0.4).astype(int),
-    })
+    ev = pd.DataFrame(
+        {
+            "query": [f"q{i // 10} drill" for i in range(n)],
+            "item_id": rng.choice(items, p=popularity, size=n),
+            "label": (rng.random(n) < 0.4).astype(int),
+        }
+    )
     return train, ev, rng
 
 
@@ -59,11 +61,16 @@ def test_no_production_yet_only_floors_apply(batch):
     checks = _by_name(d)
     assert d.promote
     assert checks["floor:overall:roc_auc"].verdict == "pass"
-    assert checks["regression:*"].verdict == "skipped" and "only absolute floors" in checks["regression:*"].reason
+    assert (
+        checks["regression:*"].verdict == "skipped"
+        and "only absolute floors" in checks["regression:*"].reason
+    )
     assert not any(n.startswith(("protected:", "fairness:")) for n in checks)
     # the same candidate under a floor it misses is refused, with the number in the reason
-    d2 = decide_evaluation(evaluate(ev, train, {"candidate": cand}, EvalConfig(n_bootstrap=0)),
-                           GatePolicy(floors={"roc_auc": 0.99}))
+    d2 = decide_evaluation(
+        evaluate(ev, train, {"candidate": cand}, EvalConfig(n_bootstrap=0)),
+        GatePolicy(floors={"roc_auc": 0.99}),
+    )
     assert not d2.promote and "misses >= 0.99" in _by_name(d2)["floor:overall:roc_auc"].reason
 
 
@@ -73,7 +80,9 @@ def test_identical_models_pass_every_comparison(batch):
     res = evaluate(ev, train, {"candidate": cand, "production": cand.copy()}, EvalConfig(n_bootstrap=100))
     d = decide_evaluation(res, GatePolicy())
     assert d.promote, d.summary()
-    regressions = [c for c in d.checks if c.name.startswith(("regression:", "protected:")) and c.verdict == "pass"]
+    regressions = [
+        c for c in d.checks if c.name.startswith(("regression:", "protected:")) and c.verdict == "pass"
+    ]
     assert regressions and all(c.observed == pytest.approx(0, abs=1e-12) for c in regressions)
     assert _by_name(d)["fairness:recall_gap_growth"].observed == 0
 
@@ -104,8 +113,10 @@ def test_tail_regression_hidden_by_overall_gain_is_caught(batch):
 
 
 def _m(**values):
-    return {k: ({"value": v} if v is not None else {"value": None, "undefined": "one class in slice"})
-            for k, v in values.items()}
+    return {
+        k: ({"value": v} if v is not None else {"value": None, "undefined": "one class in slice"})
+        for k, v in values.items()
+    }
 
 
 def test_undefined_floor_metric_fails_never_passes_silently():
@@ -115,14 +126,21 @@ def test_undefined_floor_metric_fails_never_passes_silently():
 
 
 def test_undefined_slice_metric_and_too_small_slices_are_skipped_with_reason():
-    cand = {"overall": _m(roc_auc=0.8, ndcg_at_k=0.5, recall_at_k=0.5),
-            "popularity:tail": _m(roc_auc=None, ndcg_at_k=0.4, recall_at_k=0.5, mrr=0.4),
-            "popularity:cold": _m(roc_auc=0.1, ndcg_at_k=0.1, recall_at_k=0.1, mrr=0.1)}
-    prod = {"overall": _m(roc_auc=0.7, ndcg_at_k=0.5, recall_at_k=0.5),
-            "popularity:tail": _m(roc_auc=0.7, ndcg_at_k=0.4, recall_at_k=0.5, mrr=0.4),
-            "popularity:cold": _m(roc_auc=0.9, ndcg_at_k=0.9, recall_at_k=0.9, mrr=0.9)}
-    slices = {"overall": {"too_small": False}, "popularity:tail": {"too_small": False},
-              "popularity:cold": {"too_small": True, "reason": "0 positives < min_positives 30", "rows": 0}}
+    cand = {
+        "overall": _m(roc_auc=0.8, ndcg_at_k=0.5, recall_at_k=0.5),
+        "popularity:tail": _m(roc_auc=None, ndcg_at_k=0.4, recall_at_k=0.5, mrr=0.4),
+        "popularity:cold": _m(roc_auc=0.1, ndcg_at_k=0.1, recall_at_k=0.1, mrr=0.1),
+    }
+    prod = {
+        "overall": _m(roc_auc=0.7, ndcg_at_k=0.5, recall_at_k=0.5),
+        "popularity:tail": _m(roc_auc=0.7, ndcg_at_k=0.4, recall_at_k=0.5, mrr=0.4),
+        "popularity:cold": _m(roc_auc=0.9, ndcg_at_k=0.9, recall_at_k=0.9, mrr=0.9),
+    }
+    slices = {
+        "overall": {"too_small": False},
+        "popularity:tail": {"too_small": False},
+        "popularity:cold": {"too_small": True, "reason": "0 positives < min_positives 30", "rows": 0},
+    }
     d = decide(cand, prod, GatePolicy(max_share_drifted_columns=None), slices=slices)
     checks = _by_name(d)
     assert checks["regression:popularity:tail:roc_auc"].verdict == "skipped"
@@ -140,8 +158,12 @@ def test_interval_bound_not_point_estimate_decides():
     cand = {"overall": _m(roc_auc=0.80)}
     prod = {"overall": _m(roc_auc=0.80)}
     wide = {"slices": {"overall": {"roc_auc": {"value": 0.0, "ci_low": -0.05, "ci_high": 0.05}}}}
-    policy = GatePolicy(max_regression={"roc_auc": 0.02}, protected_slices=[], max_share_drifted_columns=None,
-                        max_fairness_gap_growth=None)
+    policy = GatePolicy(
+        max_regression={"roc_auc": 0.02},
+        protected_slices=[],
+        max_share_drifted_columns=None,
+        max_fairness_gap_growth=None,
+    )
     assert not decide(cand, prod, policy, comparison=wide).promote  # non-inferiority not shown
     upper = policy.model_copy(update={"regression_bound": "upper"})
     assert decide(cand, prod, upper, comparison=wide).promote  # no established regression
@@ -157,9 +179,17 @@ def test_tie_exactly_at_threshold_passes():
     d = decide({"overall": _m(roc_auc=0.55)}, None, GatePolicy(max_share_drifted_columns=None))
     assert d.promote
     cmp = {"slices": {"overall": {"roc_auc": {"value": -0.01, "ci_low": -0.02, "ci_high": 0.0}}}}
-    d = decide({"overall": _m(roc_auc=0.8)}, {"overall": _m(roc_auc=0.81)},
-               GatePolicy(max_share_drifted_columns=None, protected_slices=[], max_fairness_gap_growth=None,
-                          max_regression={"roc_auc": 0.02}), comparison=cmp)
+    d = decide(
+        {"overall": _m(roc_auc=0.8)},
+        {"overall": _m(roc_auc=0.81)},
+        GatePolicy(
+            max_share_drifted_columns=None,
+            protected_slices=[],
+            max_fairness_gap_growth=None,
+            max_regression={"roc_auc": 0.02},
+        ),
+        comparison=cmp,
+    )
     assert _by_name(d)["regression:overall:roc_auc"].verdict == "pass"
 
 
@@ -169,7 +199,9 @@ def test_drift_and_fairness_inputs():
     d = decide(base, None, GatePolicy(), drift=drift)
     c = _by_name(d)["drift:share_drifted_columns"]
     assert not d.promote and c.verdict == "fail" and "query, price, category" in c.reason
-    d = decide(base, None, GatePolicy(max_share_drifted_columns=None, blocking_drift_columns=["price"]), drift=drift)
+    d = decide(
+        base, None, GatePolicy(max_share_drifted_columns=None, blocking_drift_columns=["price"]), drift=drift
+    )
     assert _by_name(d)["drift:price"].verdict == "fail"
     assert _by_name(decide(base, None, GatePolicy()))["drift:share_drifted_columns"].verdict == "skipped"
     fair = {"fairness": {"recall_gap": {"value": 0.1, "ci_low": 0.07, "ci_high": 0.13}}, "slices": {}}

@@ -44,14 +44,23 @@ def test_share_buckets_never_split_ties():
     b = M._share_buckets(counts, 0.5, 0.3)
     assert b[5] == "head" and b[3] == "torso" and b[1] == "tail"  # before(3)=20 < 24, before(1)=26
     counts2 = pd.Series({"a": 10, "b": 4, "c": 4, "d": 1, "e": 1})
-    b2 = M._share_buckets(counts2, 0.5, 0.3)  # 20 rows: before(10)=0 head, before(4)=10 torso, before(1)=18 tail
+    b2 = M._share_buckets(
+        counts2, 0.5, 0.3
+    )  # 20 rows: before(10)=0 head, before(4)=10 torso, before(1)=18 tail
     assert (b2[10], b2[4], b2[1]) == ("head", "torso", "tail")
 
 
 def test_assign_slices_buckets_cold_unseen_and_query_frequency():
-    train = pd.DataFrame({"query": ["red drill"] * 6 + ["blue paint"] * 3 + ["saw"], "item_id": list("aaaaaabbbc")})
-    ev = pd.DataFrame({"query": ["red paint", "red paint", "红色 drill", "saw"], "item_id": ["a", "b", "c", "z"],
-                       "category": ["x", "y", "x", "x"]})
+    train = pd.DataFrame(
+        {"query": ["red drill"] * 6 + ["blue paint"] * 3 + ["saw"], "item_id": list("aaaaaabbbc")}
+    )
+    ev = pd.DataFrame(
+        {
+            "query": ["red paint", "red paint", "红色 drill", "saw"],
+            "item_id": ["a", "b", "c", "z"],
+            "category": ["x", "y", "x", "x"],
+        }
+    )
     s = assign_slices(ev, train, EvalConfig())
     assert list(s["popularity"].astype(str)) == ["head", "torso", "tail", "cold"]
     assert list(s["item_train_count"]) == [6, 3, 1, 0]
@@ -79,8 +88,11 @@ def test_classification_metrics_match_sklearn(data):
     res = evaluate(ev, train, {"candidate": cand}, EvalConfig(n_bootstrap=0, min_positives=5))
     slices = assign_slices(ev, train, EvalConfig())
     y = ev["label"].to_numpy()
-    for name, mask in [("overall", np.ones(len(ev), bool)), ("popularity:tail", slices["popularity"] == "tail"),
-                       ("category:paint", slices["category"] == "paint")]:
+    for name, mask in [
+        ("overall", np.ones(len(ev), bool)),
+        ("popularity:tail", slices["popularity"] == "tail"),
+        ("category:paint", slices["category"] == "paint"),
+    ]:
         got = res["metrics"]["candidate"][name]
         yy, ss = y[np.asarray(mask)], cand[np.asarray(mask)]
         assert got["roc_auc"]["value"] == pytest.approx(roc_auc_score(yy, ss), abs=1e-9)
@@ -90,7 +102,9 @@ def test_classification_metrics_match_sklearn(data):
     # tied scores: scikit-learn counts ties half in AUC and as one threshold in AP
     tied = np.round(cand, 1)
     res = evaluate(ev, train, {"candidate": tied}, EvalConfig(n_bootstrap=0))
-    assert res["metrics"]["candidate"]["overall"]["roc_auc"]["value"] == pytest.approx(roc_auc_score(y, tied), abs=1e-9)
+    assert res["metrics"]["candidate"]["overall"]["roc_auc"]["value"] == pytest.approx(
+        roc_auc_score(y, tied), abs=1e-9
+    )
     assert res["metrics"]["candidate"]["overall"]["pr_auc"]["value"] == pytest.approx(
         average_precision_score(y, tied), abs=1e-9
     )
@@ -99,8 +113,12 @@ def test_classification_metrics_match_sklearn(data):
 def test_per_query_auc_and_ece_by_hand(data):
     train, ev, cand, _ = data
     res = evaluate(ev, train, {"candidate": cand}, EvalConfig(n_bootstrap=0))
-    aucs = [roc_auc_score(g["label"], cand[g.index]) for _, g in ev.groupby("query") if g["label"].nunique() == 2]
-    assert res["metrics"]["candidate"]["overall"]["roc_auc_per_query"]["value"] == pytest.approx(np.mean(aucs), abs=1e-9)
+    aucs = [
+        roc_auc_score(g["label"], cand[g.index]) for _, g in ev.groupby("query") if g["label"].nunique() == 2
+    ]
+    assert res["metrics"]["candidate"]["overall"]["roc_auc_per_query"]["value"] == pytest.approx(
+        np.mean(aucs), abs=1e-9
+    )
     y = ev["label"].to_numpy()
     b = np.minimum((cand * 10).astype(int), 9)
     ece = sum(abs(cand[b == i].sum() - y[b == i].sum()) for i in range(10)) / len(y)
@@ -113,32 +131,39 @@ def test_ranking_metrics_match_ranx(data):
     ev = ev[ev.groupby("query")["label"].transform("max") > 0].reset_index(drop=True)
     ev = ev[ev.groupby("query")["relevance"].transform("max") > 0].reset_index(drop=True)
     cand = np.random.default_rng(7).random(len(ev))
-    run = ranx.Run.from_df(ev.assign(doc=ev.index.astype(str), s=cand), q_id_col="query", doc_id_col="doc",
-                           score_col="s")
-    pos = ev[ev["label"] > 0]
-    qrels_bin = ranx.Qrels.from_dict(
-        {q: {str(i): 1 for i in g.index} for q, g in pos.groupby("query")}
+    run = ranx.Run.from_df(
+        ev.assign(doc=ev.index.astype(str), s=cand), q_id_col="query", doc_id_col="doc", score_col="s"
     )
+    pos = ev[ev["label"] > 0]
+    qrels_bin = ranx.Qrels.from_dict({q: {str(i): 1 for i in g.index} for q, g in pos.groupby("query")})
     graded = ev[ev["relevance"] > 0]
     qrels_graded = ranx.Qrels.from_dict(
         {q: {str(i): int(r) for i, r in g["relevance"].items()} for q, g in graded.groupby("query")}
     )
-    res = evaluate(ev, train, {"candidate": cand}, EvalConfig(n_bootstrap=0))["metrics"]["candidate"]["overall"]
+    res = evaluate(ev, train, {"candidate": cand}, EvalConfig(n_bootstrap=0))["metrics"]["candidate"][
+        "overall"
+    ]
     assert res["mrr"]["value"] == pytest.approx(ranx.evaluate(qrels_bin, run, "mrr"), abs=1e-9)
     assert res["recall_at_k"]["value"] == pytest.approx(ranx.evaluate(qrels_bin, run, "recall@10"), abs=1e-9)
     assert res["ndcg_at_k"]["value"] == pytest.approx(ranx.evaluate(qrels_graded, run, "ndcg@10"), abs=1e-9)
-    res3 = evaluate(ev.drop(columns=["relevance"]), train, {"candidate": cand}, EvalConfig(n_bootstrap=0, k=3))
+    res3 = evaluate(
+        ev.drop(columns=["relevance"]), train, {"candidate": cand}, EvalConfig(n_bootstrap=0, k=3)
+    )
     ndcg3 = res3["metrics"]["candidate"]["overall"]["ndcg_at_k"]["value"]
     assert ndcg3 == pytest.approx(ranx.evaluate(qrels_bin, run, "ndcg@3"), abs=1e-9)
 
 
 def test_popularity_bias_follows_recbole_definitions_by_hand():
-    train = pd.DataFrame({"query": ["t"] * 10, "item_id": list("aaaaabbbcd")})  # a:5 head, b:3 torso, c,d:1 tail
-    ev = pd.DataFrame({
-        "query": ["q1"] * 3 + ["q2"] * 3,
-        "item_id": ["a", "c", "e", "a", "b", "d"],
-        "label": [1, 0, 0, 0, 1, 1],
-    })
+    train = pd.DataFrame(
+        {"query": ["t"] * 10, "item_id": list("aaaaabbbcd")}
+    )  # a:5 head, b:3 torso, c,d:1 tail
+    ev = pd.DataFrame(
+        {
+            "query": ["q1"] * 3 + ["q2"] * 3,
+            "item_id": ["a", "c", "e", "a", "b", "d"],
+            "label": [1, 0, 0, 0, 1, 1],
+        }
+    )
     cand = np.array([0.9, 0.8, 0.1, 0.2, 0.7, 0.6])  # top-2: q1 -> a, c ; q2 -> b, d
     res = evaluate(ev, train, {"candidate": cand}, EvalConfig(k=2, n_bootstrap=0, min_positives=0))
     bias = res["popularity_bias"]["candidate"]
@@ -146,7 +171,9 @@ def test_popularity_bias_follows_recbole_definitions_by_hand():
     assert bias["aplt"]["value"] == pytest.approx(np.mean([1 / 2, 1 / 2]), abs=1e-12)  # c, d are tail
     # pool {a,b,c,d,e}; listed counts sorted ascending [0,1,1,1,1]; RecBole: sum((2i-n-1) c_i) / (n * total)
     cnt, n = np.array([0, 1, 1, 1, 1]), 5
-    assert bias["gini"]["value"] == pytest.approx(np.sum((2 * np.arange(1, 6) - n - 1) * cnt) / (n * 4), abs=1e-12)
+    assert bias["gini"]["value"] == pytest.approx(
+        np.sum((2 * np.arange(1, 6) - n - 1) * cnt) / (n * 4), abs=1e-12
+    )
     assert bias["item_coverage"]["value"] == pytest.approx(4 / 5)
     exp = res["fairness"]["candidate"]["exposure"]
     w1, w2 = 1.0, 1 / np.log2(3)
@@ -160,8 +187,12 @@ def test_popularity_bias_follows_recbole_definitions_by_hand():
 def test_undefined_values_are_explicit_and_json_clean():
     train = pd.DataFrame({"query": ["a b"] * 4, "item_id": list("xxyz")})
     ev = pd.DataFrame({"query": ["a", "a", "b"], "item_id": ["x", "x", "y"], "label": [0, 0, 0]})
-    res = evaluate(ev, train, {"candidate": np.array([0.2, 0.4, 0.9]), "production": np.array([0.3, 0.3, 0.3])},
-                   EvalConfig(n_bootstrap=20))
+    res = evaluate(
+        ev,
+        train,
+        {"candidate": np.array([0.2, 0.4, 0.9]), "production": np.array([0.3, 0.3, 0.3])},
+        EvalConfig(n_bootstrap=20),
+    )
     overall = res["metrics"]["candidate"]["overall"]
     assert overall["roc_auc"] == {"value": None, "undefined": "one class in slice"}
     assert overall["mrr"]["value"] is None and "positive" in overall["mrr"]["undefined"]
@@ -197,13 +228,22 @@ def _reference_bootstrap(ev, cand, prod, n_boot, seed, metric):
 
 def test_paired_bootstrap_matches_explicit_resampling(data):
     train, ev, cand, prod = data
-    cfg = EvalConfig(n_bootstrap=60, bootstrap_chunk=60, seed=5)
+    cfg = EvalConfig(n_bootstrap=60, bootstrap_chunk=60, seed=5, bootstrap_dtype="float64")
     res = evaluate(ev, train, {"candidate": cand, "production": prod}, cfg)
     cmp = res["comparison"]["slices"]["overall"]
     lo, hi = _reference_bootstrap(ev, cand, prod, 60, 5, log_loss)
     assert (cmp["log_loss"]["ci_low"], cmp["log_loss"]["ci_high"]) == pytest.approx((lo, hi), abs=1e-9)
     lo, hi = _reference_bootstrap(ev, cand, prod, 60, 5, lambda a, b: f1_score(a, b >= 0.5))
     assert (cmp["f1"]["ci_low"], cmp["f1"]["ci_high"]) == pytest.approx((lo, hi), abs=1e-9)
+    # float32 products (the default) move the interval by rounding only
+    res32 = evaluate(
+        ev,
+        train,
+        {"candidate": cand, "production": prod},
+        cfg.model_copy(update={"bootstrap_dtype": "float32"}),
+    )
+    f1_32 = res32["comparison"]["slices"]["overall"]["f1"]
+    assert (f1_32["ci_low"], f1_32["ci_high"]) == pytest.approx((lo, hi), abs=1e-5)
     # pooled ROC AUC is resampled on score bins and re-centred: close to the exact bootstrap
     lo, hi = _reference_bootstrap(ev, cand, prod, 60, 5, roc_auc_score)
     assert cmp["roc_auc"]["ci_low"] == pytest.approx(lo, abs=0.01)

@@ -158,11 +158,11 @@ def test_tensorboard_and_checkpoints_written(tmp_path):
 
 
 _RESUME_SCRIPT = """
-import sys, time, pandas as pd
+import json, sys, time
+import pandas as pd
 from tailguard import model as M
 df = pd.read_parquet(sys.argv[1])
-cfg = M.TrainConfig(epochs=3, batch_size=8, threads=1, progress=False, tensorboard=False, lr=3e-3,
-                    checkpoint_every=5, valid_fraction=0.0)
+cfg = M.TrainConfig(**json.loads(sys.argv[5]))
 slow = sys.argv[4] == "slow"
 def on_ckpt(folder):
     print("CKPT", folder.name, flush=True)
@@ -171,8 +171,13 @@ def on_ckpt(folder):
 r = M.train(df, cfg, sys.argv[2], checkpoint_dir=sys.argv[3], on_checkpoint=on_ckpt)
 print("DONE", r.steps, r.resumed_from_step, flush=True)
 """
+RESUME_CONFIG = {
+    "epochs": 3, "batch_size": 8, "threads": 1, "progress": False, "tensorboard": False, "lr": 3e-3,
+    "checkpoint_every": 5, "valid_fraction": 0.0,
+}  # fmt: skip
 
 
+@pytest.mark.slow  # two fresh interpreters importing transformers: ~15 s idle, 40 s on busy shared cores
 def test_sigkill_mid_training_then_resume_ends_with_same_steps(tmp_path):
     df = pairs(20)
     data = tmp_path / "train.parquet"
@@ -180,27 +185,13 @@ def test_sigkill_mid_training_then_resume_ends_with_same_steps(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(_RESUME_SCRIPT)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    argv = [sys.executable, str(script), str(data), str(tmp_path / "out"), str(tmp_path / "ckpt")]
 
-    def run(out: str, ckpt: str, mode: str) -> str:
-        proc = subprocess.run(
-            [sys.executable, str(script), str(data), str(tmp_path / out), str(tmp_path / ckpt), mode],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        return proc.stdout
-
-    reference = run("ref", "ref_ckpt", "fast")
-    ref_steps = int(reference.split("DONE ")[1].split()[0])
-    assert ref_steps == 3 * math.ceil(160 / 8)
+    reference = M.train(df, M.TrainConfig(**RESUME_CONFIG), tmp_path / "ref")  # uninterrupted, in-process
+    assert reference.steps == 3 * math.ceil(160 / 8)
 
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(data), str(tmp_path / "out"), str(tmp_path / "ckpt"), "slow"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
+        [*argv, "slow", json.dumps(RESUME_CONFIG)], stdout=subprocess.PIPE, text=True, env=env
     )
     seen = 0
     deadline = time.monotonic() + 90
@@ -211,12 +202,71 @@ def test_sigkill_mid_training_then_resume_ends_with_same_steps(tmp_path):
     proc.wait()
     assert seen == 2 and proc.returncode == -signal.SIGKILL
     assert not (tmp_path / "out" / "model.safetensors").exists()
-    killed_at = M.latest_checkpoint(tmp_path / "ckpt")
-    assert killed_at is not None
+    assert M.latest_checkpoint(tmp_path / "ckpt") is not None
 
-    resumed = run("out", "ckpt", "fast")
-    steps, resumed_from = resumed.split("DONE ")[1].split()[:2]
-    assert int(steps) == ref_steps
-    assert 0 < int(resumed_from) < ref_steps
+    resumed = subprocess.run(
+        [*argv, "fast", json.dumps(RESUME_CONFIG)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    steps, resumed_from = resumed.stdout.split("DONE ")[1].split()[:2]
+    assert int(steps) == reference.steps
+    assert 0 < int(resumed_from) < reference.steps
     # same data order, optimizer state and RNG: the resumed model matches the uninterrupted one
     np.testing.assert_allclose(M.predict(tmp_path / "out", df), M.predict(tmp_path / "ref", df), atol=1e-5)
+
+
+def test_resume_refuses_a_checkpoint_from_another_config(tmp_path):
+    df = pairs(10)
+    M.train(
+        df,
+        quick(max_steps=4, checkpoint_every=2, valid_fraction=0),
+        tmp_path / "a",
+        checkpoint_dir=tmp_path / "c",
+    )
+    with pytest.raises(M.ModelError, match="different config.*lr"):
+        M.train(df, quick(max_steps=4, checkpoint_every=2, valid_fraction=0, lr=1e-4), tmp_path / "b",
+                checkpoint_dir=tmp_path / "c")  # fmt: skip
+    # a finished run resumes to its end at once: same steps, nothing retrained
+    config = quick(max_steps=4, checkpoint_every=2, valid_fraction=0, progress=False)
+    again = M.train(df, config, tmp_path / "d", checkpoint_dir=tmp_path / "c")
+    assert again.steps == 4 and again.resumed_from_step == 4
+
+
+def test_on_epoch_reports_each_epoch(tmp_path):
+    rows: list[dict] = []
+    M.train(pairs(20), quick(epochs=2), tmp_path / "m", on_epoch=rows.append)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert {"train_loss", "valid_auc", "samples_per_s", "lr", "step"} <= set(rows[0])
+
+
+_DDP_SCRIPT = """
+import os, sys
+import pandas as pd
+from tailguard import model as M
+df = pd.read_parquet(sys.argv[1])
+cfg = M.TrainConfig(epochs=2, batch_size=8, threads=1, progress=False, tensorboard=False, valid_fraction=0.0)
+r = M.train(df.iloc[:-3], cfg, sys.argv[2])  # 157 rows: the shards need padding to stay equal
+print("RANK", os.environ["RANK"], "STEPS", r.steps, flush=True)
+"""
+
+
+@pytest.mark.slow  # two processes importing transformers: ~10 s idle
+def test_two_process_gloo_run_trains_in_step(tmp_path):
+    data = tmp_path / "train.parquet"
+    pairs(20).to_parquet(data)
+    script = tmp_path / "ddp.py"
+    script.write_text(_DDP_SCRIPT)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [*launcher, str(script), str(data), str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps = sorted(line.split() for line in proc.stdout.splitlines() if line.startswith("RANK"))
+    # each rank sees ceil(157 / 2) = 79 rows -> 10 batches of 8 per epoch, in lockstep
+    assert steps == [["RANK", "0", "STEPS", "20"], ["RANK", "1", "STEPS", "20"]]
+    assert (tmp_path / "m" / "model.safetensors").exists()

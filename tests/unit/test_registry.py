@@ -181,9 +181,21 @@ def test_rollback_after_bad_promotion_restores_previous_model_exactly(store, tmp
     assert registry.audit()[-1]["action"] == "rollback" and registry.audit()[-1]["rolled_back_from"] == bad
     with pytest.raises(RegistryError, match="no previous version"):
         registry.rollback()
-    assert registry.rollback(to=bad, by="oncall")["version"] == bad  # explicit target works
-    with pytest.raises(RegistryError, match="already in production"):
-        registry.rollback(to=bad)
+    with pytest.raises(RegistryError, match="never production"):
+        registry.rollback(to=bad)  # rolled away from: no longer a rollback target
+
+
+def test_rollback_to_named_version_pops_the_stack(store, tmp_path):
+    registry = Registry(store, "relevance")
+    v1, v2, v3 = (add_version(registry, tmp_path, tag) for tag in ("a", "b", "c"))
+    unreviewed = add_version(registry, tmp_path, "never-promoted")
+    for version in (v1, v2, v3):
+        registry.promote(version, approved_by="ana", decision=PASS)
+    with pytest.raises(RegistryError, match="never production"):
+        registry.rollback(to=unreviewed)  # rollback skips review: only former production versions
+    pointer = registry.rollback(to=v1, by="oncall")
+    assert (pointer["version"], pointer["previous"], pointer["history"]) == (v1, v3, [])
+    assert [a["action"] for a in registry.audit()] == ["promote"] * 3 + ["rollback"]
 
 
 def test_rollback_without_production_is_clear(store):
@@ -261,7 +273,11 @@ def test_retried_promotion_after_flip_finishes_audit_without_second_flip(store, 
     again = registry.promote(v2, approved_by="bo", decision=PASS)  # the task retry
     assert again == pointer == registry.production()
     last = registry.audit()[-1]
-    assert (last["version"], last["approved_at"], last["audit_recovered"]) == (v2, pointer["approved_at"], True)
+    assert (last["version"], last["approved_at"], last["audit_recovered"]) == (
+        v2,
+        pointer["approved_at"],
+        True,
+    )
     assert registry.promote(v2, approved_by="bo", decision=PASS) == pointer and len(registry.audit()) == 2
 
 
@@ -271,16 +287,18 @@ def _count_requests(store: S3Store) -> list[str]:
     return sent
 
 
-def test_s3_unreachable_during_promotion_fails_clearly_and_leaves_pointer(s3_uri, tmp_path, monkeypatch):
+def test_s3_unreachable_during_promotion_fails_clearly_and_leaves_pointer(
+    s3_uri, tmp_path, monkeypatch, procs
+):
     healthy = open_store(s3_uri)
     registry = Registry(healthy, "relevance")
     v1, v2 = add_version(registry, tmp_path, "a"), add_version(registry, tmp_path, "b")
     registry.promote(v1, approved_by="ana", decision=PASS)
     pointer_before = healthy.read_versioned("models/relevance/production.json")
 
-    from conftest import free_port
-
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # the S3 endpoint goes away
+    monkeypatch.setenv(
+        "AWS_ENDPOINT_URL", f"http://127.0.0.1:{procs.free_port()}"
+    )  # the S3 endpoint goes away
     bucket, prefix = s3_uri[5:].split("/", 1)
     dead = S3Store(bucket, prefix, max_attempts=3, connect_timeout=1)
     sent = _count_requests(dead)
@@ -363,3 +381,41 @@ def test_concurrent_audit_writes_are_never_lost(s3_uri):
         t.join()
     assert len(set(keys)) == 8
     assert sorted(a["version"] for a in registry.audit()) == [f"v{i}" for i in range(8)]
+
+
+def test_cli_models_promote_rollback(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tailguard.cli import app
+
+    store_dir = tmp_path / "store"
+    monkeypatch.setenv("TAILGUARD_STORE", str(store_dir))
+    registry = Registry(open_store(str(store_dir)), "relevance")
+    v1, v2 = add_version(registry, tmp_path, "a"), add_version(registry, tmp_path, "b")
+    failing = registry.new_version_id()
+    model, files = make_model(tmp_path, "f")
+    registry.write_version(failing, model, files, {"decision": FAIL})
+    registry.store.put_bytes("models/relevance/versions/20000101T000000Z-000000/model/x.bin", b"partial")
+    runner = CliRunner()
+
+    assert runner.invoke(app, ["promote", v1, "--by", "ana"]).exit_code == 0
+    assert runner.invoke(app, ["promote", v2, "--by", "bo", "--comment", "better tail"]).exit_code == 0
+    listing = runner.invoke(app, ["models"])
+    assert listing.exit_code == 0
+    lines = {
+        line.split()[1] if line.startswith("*") else line.split()[0]: line
+        for line in listing.output.splitlines()
+    }
+    assert lines[v2].startswith("*") and "production" in lines[v2] and v1 in lines
+    assert "20000101T000000Z-000000" not in listing.output and "1 incomplete version(s)" in listing.output
+    assert "INCOMPLETE" in runner.invoke(app, ["models", "--all"]).output
+
+    refused = runner.invoke(app, ["promote", failing, "--by", "bo"])
+    assert refused.exit_code == 1 and "override" in refused.output
+    assert registry.production()["version"] == v2
+
+    rolled = runner.invoke(app, ["rollback", "--by", "oncall"])
+    assert rolled.exit_code == 0 and f"is now {v1}" in rolled.output
+    assert registry.production()["version"] == v1 and registry.audit()[-1]["approved_by"] == "oncall"
+    missing = runner.invoke(app, ["promote", "20990101T000000Z-abcdef"])
+    assert missing.exit_code == 1 and "does not exist" in missing.output

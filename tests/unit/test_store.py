@@ -137,10 +137,8 @@ def test_s3_errors_name_bucket_and_key(s3_env):
     assert not info.value.transient
 
 
-def test_s3_unreachable_is_a_clear_transient_error(s3_env, monkeypatch):
-    from conftest import free_port
-
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+def test_s3_unreachable_is_a_clear_transient_error(s3_env, monkeypatch, procs):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{procs.free_port()}")  # nothing listens there
     store = S3Store("bucket", "p", max_attempts=2, connect_timeout=1)
     with pytest.raises(StoreError, match="unreachable") as info:
         store.get_bytes("models/m/production.json")

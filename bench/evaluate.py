@@ -1,0 +1,121 @@
+"""Benchmark: metrics.evaluate (vectorised, paired bootstrap) vs a straightforward per-slice scikit-learn loop.
+
+    .venv/bin/python bench/evaluate.py --rows 1000000 --queries 50000 --bootstrap 1000 --baseline-resamples 3
+
+Prints wall time and peak memory of evaluate() (candidate + production, every slice, every interval).
+The baseline resamples queries and calls scikit-learn per slice (pooled ROC AUC, PR AUC, log loss,
+F1, popularity and query-frequency buckets only, so it does less work); it runs a few resamples and
+its time is extrapolated linearly to the full count (marked "extrapolated").
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from tailguard.metrics import EvalConfig, assign_slices, evaluate, reference_loop  # noqa: E402
+
+
+def generate(rows: int, queries: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
+    """Eval and train frames with Zipf item popularity, ~30% positives, a category, and two models' scores."""
+    rng = np.random.default_rng(seed)
+    n_items = max(rows // 5, 100)
+    words = np.array(["drill", "saw", "paint", "hammer", "ladder", "tile", "glue", "brush", "hose", "lamp"])
+
+    def frame(n_rows: int, n_q: int, prefix: str) -> pd.DataFrame:
+        q = np.sort(rng.integers(0, n_q, n_rows))
+        names = np.array([f"{prefix}{i} {words[i % 10]} {words[(i // 10) % 10]}" for i in range(n_q)], dtype=object)
+        items = (rng.zipf(1.2, n_rows) % n_items).astype(np.int64)
+        return pd.DataFrame(
+            {
+                "query": names[q],
+                "item_id": pd.Series(items).map("I{:07d}".format),
+                "label": (rng.random(n_rows) < 0.3).astype(np.int8),
+                "category": np.array(["tools", "paint", "garden", "kitchen", "lighting"])[items % 5],
+            }
+        )
+
+    ev = frame(rows, queries, "q")
+    train = frame(rows, queries, "t")
+    y = ev["label"].to_numpy()
+    noise = rng.random(rows)
+    scores = {
+        "candidate": np.clip(0.30 * y + 0.70 * noise, 0, 1),
+        "production": np.clip(0.25 * y + 0.75 * rng.random(rows), 0, 1),
+    }
+    return ev, train, scores
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--queries", type=int, default=50_000)
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--baseline-resamples", type=int, default=3, help="0 skips the scikit-learn loop")
+    ap.add_argument("--memory", action="store_true", help="Also a tracemalloc pass (slower) for peak memory")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    t = time.perf_counter()
+    ev, train, scores = generate(args.rows, args.queries, args.seed)
+    print(f"generated {len(ev):,} eval rows / {ev['query'].nunique():,} queries in {time.perf_counter() - t:.1f} s")
+    config = EvalConfig(n_bootstrap=args.bootstrap)
+
+    t = time.perf_counter()
+    slices = assign_slices(ev, train, config)
+    t_slices = time.perf_counter() - t
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    no_boot = config.model_copy(update={"n_bootstrap": 0})
+    t = time.perf_counter()
+    evaluate(ev, train, scores, no_boot, slices=slices)
+    t_point = time.perf_counter() - t
+    t = time.perf_counter()
+    result = evaluate(ev, train, scores, config, slices=slices)
+    t_full = time.perf_counter() - t
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    n_slices = len(result["slices"])
+    n_intervals = sum(
+        1 for s in result["comparison"]["slices"].values() for d in s.values() if d.get("ci_low") is not None
+    )
+
+    rows = [
+        ("assign_slices", t_slices, ""),
+        ("evaluate, point estimates only", t_point, f"{n_slices} slices x 2 models"),
+        (f"evaluate, + {args.bootstrap} paired resamples", t_full, f"{n_intervals} intervals"),
+    ]
+    if args.memory:
+        tracemalloc.start()
+        evaluate(ev, train, scores, config, slices=slices)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        rows.append(("  peak traced memory", float("nan"), f"{peak / 2**20:,.0f} MiB (tracemalloc)"))
+    if args.baseline_resamples:
+        t = time.perf_counter()
+        reference_loop(ev, slices, scores, args.baseline_resamples, seed=args.seed)
+        t_base = time.perf_counter() - t
+        per = t_base / args.baseline_resamples
+        rows.append((f"sklearn loop, {args.baseline_resamples} resamples (measured)", t_base, f"{per:.2f} s/resample"))
+        rows.append(
+            (f"sklearn loop, {args.bootstrap} resamples (extrapolated)", per * args.bootstrap,
+             f"{per * args.bootstrap / t_full:.0f}x evaluate")
+        )
+
+    print(f"\n{'step':<48} {'seconds':>9}  note")
+    for name, sec, note in rows:
+        print(f"{name:<48} {sec:>9.2f}  {note}" if sec == sec else f"{name:<48} {'':>9}  {note}")
+    print(f"\npeak RSS of the process after evaluate: {rss1 / 1024:,.0f} MiB (before it: {rss0 / 1024:,.0f} MiB)")
+    cmp = result["comparison"]["slices"]["overall"]["roc_auc"]
+    print(f"overall roc_auc difference {cmp['value']:+.4f} [{cmp['ci_low']:+.4f}, {cmp['ci_high']:+.4f}]")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The fine-tune flow: its own deployment on the `gpu` work pool, started by retrain with run_deployment.
+
+The training frame and the trained model travel through the store, never through memory, so the run can
+happen on another machine. Checkpoints go to the store too: a retried run resumes where the last one died.
+Run it locally:
+`python -m flows.fine_tune --data-key runs/<id>/train.parquet --output-prefix runs/<id>/candidate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from tasks import training
+
+
+@flow(name="fine-tune", log_prints=True)
+def fine_tune(
+    data_key: str,
+    config: dict[str, Any],
+    output_prefix: str,
+    store_uri: str = "",
+    checkpoint_prefix: str = "",
+) -> str:
+    """Train on the store's `data_key` with TrainConfig fields `config`; returns the model's store prefix."""
+    from tailguard.settings import get_settings
+
+    store_uri = store_uri or get_settings().store_uri
+    checkpoint_prefix = checkpoint_prefix or f"{output_prefix.rstrip('/')}-checkpoints"
+    with tempfile.TemporaryDirectory(prefix="tailguard-fine-tune-") as tmp:
+        work = Path(tmp)
+        train_df = training.fetch_training_frame(store_uri, data_key, work)
+        training.restore_checkpoint(store_uri, checkpoint_prefix, work / "checkpoints")
+        result = training.fine_tune(
+            train_df, config, work / "model", work / "checkpoints", store_uri, checkpoint_prefix
+        )
+        training.publish_training_summary(result, work / "model")
+        return training.upload_model(store_uri, work / "model", output_prefix)
+
+
+def main() -> None:
+    """Command line: `python -m flows.fine_tune --data-key KEY --output-prefix PREFIX [--config JSON]`."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data-key", required=True, help="Store key of the training frame (parquet or csv).")
+    parser.add_argument("--output-prefix", required=True, help="Store prefix the model folder is written to.")
+    parser.add_argument("--config", default="{}", help="TrainConfig fields as JSON.")
+    parser.add_argument(
+        "--store", default="", help="Store URI; empty uses TAILGUARD_STORE / the local default."
+    )
+    args = parser.parse_args()
+    print(fine_tune(args.data_key, json.loads(args.config), args.output_prefix, store_uri=args.store))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Local Prefect server + moto_server (S3 API) without Docker, so the review flow can be tried on a laptop.
+#   scripts/server.sh start   PostgreSQL on loopback when initdb/pg_ctl exist (else SQLite), Prefect, moto
+#   scripts/server.sh stop    stops what start started, by the PIDs it recorded
+#   scripts/server.sh env     prints the exports that point tailguard, Prefect and boto3 at them
+# Ports and folders come from the environment: PREFECT_PORT (4200), MOTO_PORT (5055), PG_PORT (54329),
+# TAILGUARD_SERVER_DIR (.tailguard/server), TAILGUARD_BUCKET (tailguard), USE_POSTGRES (auto|yes|no).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STATE=$(mkdir -p "${TAILGUARD_SERVER_DIR:-$ROOT/.tailguard/server}" && cd "${TAILGUARD_SERVER_DIR:-$ROOT/.tailguard/server}" && pwd)
+BIN=${VENV_BIN:-$ROOT/.venv/bin}
+PREFECT_PORT=${PREFECT_PORT:-4200}
+MOTO_PORT=${MOTO_PORT:-5055}
+PG_PORT=${PG_PORT:-54329}
+BUCKET=${TAILGUARD_BUCKET:-tailguard}
+USE_POSTGRES=${USE_POSTGRES:-auto}
+PGDATA_DIR=$STATE/pg
+
+as_postgres() {
+  # initdb refuses to run as root: run the PostgreSQL tools as the postgres user then.
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+wait_http() {  # url seconds
+  "$BIN/python" - "$1" "$2" <<'PY'
+import sys, time, urllib.request
+url, deadline = sys.argv[1], time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            if r.status < 500:
+                sys.exit(0)
+    except Exception:
+        time.sleep(0.2)
+sys.exit(f"{url} did not answer within {sys.argv[2]} s")
+PY
+}
+
+postgres_wanted() {
+  case "$USE_POSTGRES" in
+    yes) return 0 ;;
+    no) return 1 ;;
+    *) command -v initdb >/dev/null && command -v pg_ctl >/dev/null \
+         && { [ "$(id -u)" != 0 ] || id postgres >/dev/null 2>&1; } ;;
+  esac
+}
+
+write_env() {
+  {
+    echo "export PREFECT_API_URL=http://127.0.0.1:$PREFECT_PORT/api"
+    echo "export AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT"
+    # moto accepts any credentials; these are placeholders, not secrets.
+    echo "export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1"
+    echo "export TAILGUARD_STORE=s3://$BUCKET/store"
+    echo "export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1"
+  } >"$STATE/env.sh"
+}
+
+start_postgres() {
+  if [ ! -s "$PGDATA_DIR/PG_VERSION" ]; then
+    mkdir -p "$PGDATA_DIR"
+    [ "$(id -u)" = 0 ] && chown postgres "$PGDATA_DIR"
+    chmod 700 "$PGDATA_DIR"
+    as_postgres initdb -D "$PGDATA_DIR" -U prefect --auth=trust -E UTF8 >"$STATE/initdb.log" 2>&1
+  fi
+  # Loopback TCP only, socket inside the data folder: nothing else on the machine is touched.
+  as_postgres pg_ctl -D "$PGDATA_DIR" -l "$PGDATA_DIR/server.log" -w -t 60 \
+    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $PGDATA_DIR" start >/dev/null
+  if ! as_postgres psql -h 127.0.0.1 -p "$PG_PORT" -U prefect -d postgres -tAc \
+      "select 1 from pg_database where datname='prefect'" | grep -q 1; then
+    as_postgres createdb -h 127.0.0.1 -p "$PG_PORT" -U prefect prefect
+  fi
+  echo "postgresql+asyncpg://prefect@127.0.0.1:$PG_PORT/prefect"
+}
+
+start() {
+  local db_url=""
+  if postgres_wanted; then
+    db_url=$(start_postgres)
+    echo "postgres: 127.0.0.1:$PG_PORT (data $PGDATA_DIR)"
+  else
+    echo "postgres: not available, Prefect uses SQLite (slower under load, see STACK_NOTES)"
+  fi
+  set -m  # own process groups: background jobs then honour SIGTERM (STACK_NOTES)
+  (
+    export PREFECT_HOME=$STATE/prefect-home PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1
+    [ -n "$db_url" ] && export PREFECT_API_DATABASE_CONNECTION_URL=$db_url
+    exec "$BIN/prefect" server start --host 127.0.0.1 --port "$PREFECT_PORT"
+  ) >"$STATE/prefect.log" 2>&1 &
+  echo $! >"$STATE/prefect.pid"
+  "$BIN/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$STATE/moto.log" 2>&1 &
+  echo $! >"$STATE/moto.pid"
+  set +m
+  write_env
+  wait_http "http://127.0.0.1:$MOTO_PORT/" 30
+  # shellcheck disable=SC1091
+  (. "$STATE/env.sh" && "$BIN/python" -c "from tailguard.store import S3Store; S3Store('$BUCKET').ensure_bucket()")
+  wait_http "http://127.0.0.1:$PREFECT_PORT/api/health" 120
+  echo "prefect: http://127.0.0.1:$PREFECT_PORT (UI), pid $(cat "$STATE/prefect.pid"), log $STATE/prefect.log"
+  echo "moto_server: http://127.0.0.1:$MOTO_PORT, bucket s3://$BUCKET, pid $(cat "$STATE/moto.pid")"
+  echo "point your shell at them:  source $STATE/env.sh"
+}
+
+stop_pidfile() {  # name
+  local file=$STATE/$1.pid pid
+  [ -f "$file" ] || return 0
+  pid=$(cat "$file")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid"
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+    echo "stopped $1 (pid $pid)"
+  fi
+  rm -f "$file"
+}
+
+stop() {
+  stop_pidfile prefect
+  stop_pidfile moto
+  if [ -f "$PGDATA_DIR/postmaster.pid" ]; then
+    as_postgres pg_ctl -D "$PGDATA_DIR" -m fast -w stop >/dev/null && echo "stopped postgres"
+  fi
+}
+
+case "${1:-start}" in
+  start) start ;;
+  stop) stop ;;
+  env) cat "$STATE/env.sh" ;;
+  *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+esac

@@ -1,0 +1,84 @@
+"""Tasks of the fine-tune deployment: fetch the frame, train with checkpoints in the store, upload."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tasks.retry import transient_io
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
+def fetch_training_frame(store_uri: str, data_key: str, work_dir: Path):
+    """Download the staged training frame (parquet or csv) from the store and read it."""
+    import pandas as pd
+
+    from tailguard.store import open_store
+
+    local = Path(work_dir) / Path(data_key).name
+    open_store(store_uri).get_file(data_key, local)
+    return pd.read_parquet(local) if local.suffix == ".parquet" else pd.read_csv(local)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
+def restore_checkpoint(store_uri: str, checkpoint_prefix: str, checkpoint_dir: Path) -> str | None:
+    """Bring back the newest checkpoint of an earlier, interrupted attempt (None: start fresh)."""
+    from tailguard.model import pull_checkpoint
+    from tailguard.store import open_store
+
+    found = pull_checkpoint(open_store(store_uri), checkpoint_prefix, checkpoint_dir)
+    return found.name if found else None
+
+
+@task(cache_policy=NO_CACHE)
+def fine_tune(
+    train_df, config: dict, out_dir: Path, checkpoint_dir: Path, store_uri: str, checkpoint_prefix: str
+):
+    """Train; log each epoch to Prefect and push every checkpoint to the store."""
+    from tailguard.model import TrainConfig, push_checkpoint, train
+    from tailguard.store import open_store
+
+    logger, store = get_run_logger(), open_store(store_uri)
+    result = train(
+        train_df,
+        TrainConfig(**config),
+        out_dir,
+        checkpoint_dir=checkpoint_dir,
+        on_epoch=lambda row: logger.info("epoch %s", {k: v for k, v in row.items()}),
+        on_checkpoint=lambda folder: push_checkpoint(store, checkpoint_prefix, folder),
+    )
+    return result.model_dump(mode="json")
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
+def upload_model(store_uri: str, model_dir: Path, output_prefix: str) -> str:
+    """Put the model folder in the store; the retrain flow reads it from there."""
+    from tailguard.store import open_store
+
+    open_store(store_uri).upload_dir(Path(model_dir), output_prefix)
+    return output_prefix
+
+
+@task(cache_policy=NO_CACHE)
+def publish_training_summary(result: dict, model_dir: Path) -> None:
+    """Per-epoch table and the loss/validation plot as a markdown artifact."""
+    rows = "\n".join(
+        f"| {h['epoch']} | {h['step']} | {h['train_loss']:.4f} | {h['valid_auc']} | "
+        f"{h['samples_per_s']:.0f} |"
+        for h in result["history"]
+    )
+    plot = Path(model_dir) / "training_curves.png"
+    image = (
+        f"\n\n![curves](data:image/png;base64,{base64.b64encode(plot.read_bytes()).decode()})"
+        if plot.exists()
+        else ""
+    )
+    create_markdown_artifact(
+        f"| epoch | step | train loss | valid AUC | samples/s |\n|---|---|---|---|---|\n{rows}{image}",
+        key="fine-tune-summary",
+        description="Training curves",
+    )

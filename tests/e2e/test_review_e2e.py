@@ -1,0 +1,246 @@
+"""End to end: a real Prefect server (PostgreSQL when installed) and moto_server on loopback, deployments
+from prefect.yaml, a process worker, a manual review answered with `tailguard approve`, the pointer in S3."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+RUN_PARAMS = {
+    "approval": "manual",
+    "epochs": 1,
+    "max_steps": 30,
+    "n_bootstrap": 50,
+    "base_model": "tiny",
+    "review_timeout_s": 900,
+    "allow_duplicate_batch": True,
+}
+
+
+def _run(args: list[str], env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def stack(procs):
+    """scripts/server.sh start in a private folder on free ports; stopped (by PID) when the module ends."""
+    # 0755: PostgreSQL runs as the postgres user when we are root and must reach its data folder.
+    state = Path(tempfile.mkdtemp(prefix="tailguard-e2e-"))
+    state.chmod(0o755)
+    ports = {name: procs.free_port() for name in ("PREFECT_PORT", "MOTO_PORT", "PG_PORT")}
+    env = {
+        **os.environ,
+        **{k: str(v) for k, v in ports.items()},
+        "TAILGUARD_SERVER_DIR": str(state / "server"),
+        "TAILGUARD_BUCKET": "tailguard-e2e",
+        "VENV_BIN": str(VENV_BIN),
+    }
+    for name in ("PREFECT_API_URL", "AWS_PROFILE", "TAILGUARD_STORE", "AWS_ENDPOINT_URL"):
+        env.pop(name, None)
+    started = time.monotonic()
+    try:
+        start = subprocess.run(
+            ["bash", "scripts/server.sh", "start"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert start.returncode == 0, f"server.sh start failed:\n{start.stdout}\n{start.stderr}"
+        for line in (state / "server" / "env.sh").read_text().splitlines():
+            for pair in line.removeprefix("export ").split():
+                key, _, value = pair.partition("=")
+                env[key] = value
+        env.update(
+            PREFECT_HOME=str(state / "client-home"),
+            TAILGUARD_HOME=str(state / "tg"),
+            TAILGUARD_TORCH_THREADS="1",
+            PREFECT_WORKER_QUERY_SECONDS="1",  # default 10 s polling would dominate the test
+            PREFECT_LOGGING_LEVEL="INFO",
+            HF_HUB_OFFLINE="1",
+            AWS_CONFIG_FILE=str(state / "no-aws-config"),
+            AWS_SHARED_CREDENTIALS_FILE=str(state / "no-aws-credentials"),
+        )
+        yield {
+            "env": env,
+            "state": state,
+            "api": env["PREFECT_API_URL"],
+            "start_s": time.monotonic() - started,
+            "postgres": "postgres: 127.0.0.1" in start.stdout,
+        }
+    finally:
+        subprocess.run(
+            ["bash", "scripts/server.sh", "stop"], cwd=REPO, env=env, capture_output=True, timeout=120
+        )
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def worker(stack, procs):
+    """Deploy from prefect.yaml, then one process worker on the cpu pool (own session, stopped by PID)."""
+    env = stack["env"]
+    prefect = str(VENV_BIN / "prefect")
+    for pool in ("cpu", "gpu", "cpu"):  # the second `cpu` proves the creation is idempotent
+        _run([prefect, "work-pool", "create", pool, "--type", "process", "--overwrite"], env)
+    _run([prefect, "--no-prompt", "deploy", "--all"], env)  # what `make deploy` runs
+    log = open(stack["state"] / "worker.log", "wb")  # noqa: SIM115 - closed after the worker stops
+    proc = subprocess.Popen(
+        [prefect, "worker", "start", "--pool", "cpu", "--type", "process"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own session, like `set -m`: SIGTERM reaches it (STACK_NOTES)
+    )
+    try:
+        yield proc
+    finally:
+        procs.stop_pid(proc, timeout=30)
+        log.close()
+
+
+def _client(stack) -> httpx.Client:
+    return httpx.Client(base_url=stack["api"], timeout=30)
+
+
+def _trigger(stack, data: Path | None, deployment: str = "retrain/retrain", **parameters) -> str:
+    """Create a flow run of a deployment through the REST API; returns its id."""
+    if data is not None:
+        parameters = {"data": str(data), **RUN_PARAMS, **parameters}
+    with _client(stack) as client:
+        found = client.get(f"/deployments/name/{deployment}").raise_for_status().json()
+        created = client.post(f"/deployments/{found['id']}/create_flow_run", json={"parameters": parameters})
+    return created.raise_for_status().json()["id"]
+
+
+def _logs(stack, flow_run_id: str) -> str:
+    with _client(stack) as client:
+        body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}
+        rows = client.post("/logs/filter", json=body).json()
+    return "\n".join(row["message"] for row in rows)[-6000:]
+
+
+def _wait_for(stack, flow_run_id: str, wanted: str, timeout: float) -> dict:
+    """Poll the flow run until its state type is `wanted`; fail with its logs if it ends otherwise."""
+    deadline = time.monotonic() + timeout
+    state = None
+    with _client(stack) as client:
+        while time.monotonic() < deadline:
+            run = client.get(f"/flow_runs/{flow_run_id}").raise_for_status().json()
+            state = (run.get("state") or {}).get("type")
+            if state == wanted:
+                return run
+            if state in ("FAILED", "CRASHED", "CANCELLED") or (
+                state == "COMPLETED" and wanted != "COMPLETED"
+            ):
+                break
+            time.sleep(1)
+    worker_log = (stack["state"] / "worker.log").read_text(errors="replace")[-4000:]
+    pytest.fail(f"flow run {flow_run_id} is {state}, expected {wanted}\n--- logs\n{_logs(stack, flow_run_id)}"
+                f"\n--- worker\n{worker_log}")  # fmt: skip
+
+
+def _approve(stack, flow_run_id: str, *args: str) -> str:
+    return _run(
+        [str(VENV_BIN / "tailguard"), "approve", flow_run_id, *args], stack["env"], timeout=120
+    ).stdout
+
+
+def _registry(stack):
+    from tailguard.registry import Registry
+    from tailguard.store import S3Store
+
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    os.environ.update({k: stack["env"][k] for k in saved})
+    try:
+        store = S3Store(stack["env"]["TAILGUARD_STORE"][5:].split("/", 1)[0], "store")
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    return Registry(store, "relevance")
+
+
+def _version_of(registry, flow_run_id: str) -> str:
+    (row,) = [r for r in registry.list_versions() if r.get("flow_run_id") == flow_run_id]
+    return row["version"]
+
+
+def test_manual_review_approve_then_reject(stack, worker, tmp_path):
+    timings = {"servers_start_s": round(stack["start_s"], 1)}
+    started = time.monotonic()
+    data_dir = tmp_path / "batches"
+    demo = ["demo-data", "--out", str(data_dir), "--rows", "600", "--batches", "1"]
+    _run([str(VENV_BIN / "tailguard"), *demo], stack["env"])
+    (batch,) = sorted(p for p in data_dir.iterdir() if p.is_file())
+    registry = _registry(stack)
+
+    # 1. Approved: the run pauses for review, `tailguard approve` resumes it, the pointer flips in S3.
+    first = _trigger(stack, batch)
+    _wait_for(stack, first, "PAUSED", timeout=600)
+    timings["first_run_to_paused_s"] = round(time.monotonic() - started, 1)
+    assert registry.production() is None  # nothing is promoted while the review is open
+    # --override: a tiny model on 600 rows may fail a gate; the override is then recorded in the audit.
+    out = _approve(stack, first, "--reviewer", "e2e-ana", "--comment", "reports read", "--override")
+    assert "approved" in out
+    _wait_for(stack, first, "COMPLETED", timeout=300)
+    candidate = _version_of(registry, first)
+    pointer = registry.production()
+    assert pointer["version"] == candidate and pointer["approved_by"] == "e2e-ana"
+    promotes = [a for a in registry.audit() if a["action"] == "promote"]
+    assert [(a["version"], a["approved_by"], a["comment"]) for a in promotes] == [
+        (candidate, "e2e-ana", "reports read")
+    ]
+    pointer_bytes = registry.store.read_versioned(registry.pointer_key)
+
+    # 2. Rejected: same flow, the reviewer says no; the pointer object is byte-for-byte unchanged.
+    second = _trigger(stack, batch)
+    _wait_for(stack, second, "PAUSED", timeout=600)
+    assert "rejected" in _approve(
+        stack, second, "--reviewer", "e2e-bo", "--reject", "--comment", "tail worse"
+    )
+    _wait_for(stack, second, "COMPLETED", timeout=300)
+    rejected = _version_of(registry, second)
+    assert rejected != candidate
+    assert registry.store.read_versioned(registry.pointer_key) == pointer_bytes
+    rejects = [a for a in registry.audit() if a["action"] == "reject"]
+    assert [(a["version"], a["rejected_by"]) for a in rejects] == [(rejected, "e2e-bo")]
+    assert "tail worse" in rejects[0]["comment"]
+
+    # Answering a run that is no longer paused is a clear error, not a silent success.
+    late = subprocess.run([str(VENV_BIN / "tailguard"), "approve", second, "--reviewer", "x"], cwd=REPO,
+                          env=stack["env"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert late.returncode == 1 and "could not resume" in late.stderr
+
+    # 3. A bad promotion (the rejected candidate, by hand) is undone by the `rollback` deployment.
+    tailguard = str(VENV_BIN / "tailguard")
+    _run([tailguard, "promote", rejected, "--by", "e2e-carol", "--override"], stack["env"])
+    assert registry.production()["version"] == rejected
+    undo = _trigger(stack, None, "rollback/rollback", by="e2e-oncall")
+    _wait_for(stack, undo, "COMPLETED", timeout=300)
+    pointer = registry.production()
+    assert (pointer["version"], pointer["action"], pointer["approved_by"]) == (
+        candidate,
+        "rollback",
+        "e2e-oncall",
+    )
+    assert registry.audit()[-1]["action"] == "rollback"
+    assert f"* {candidate}" in _run([tailguard, "models"], stack["env"]).stdout
+    timings["total_s"] = round(time.monotonic() - started + stack["start_s"], 1)
+    timings["postgres"] = stack["postgres"]
+    print("e2e timings:", json.dumps(timings), file=sys.stderr)

@@ -1,0 +1,151 @@
+"""The data contract: reading, column mapping, dtype coercion and the typed error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tailguard.contract import (
+    BadValues,
+    ColumnMapping,
+    ContractError,
+    MissingColumn,
+    UnreadableInput,
+    coerce_frame,
+    parse_columns,
+    read_table,
+)
+from tailguard.data import load_batch
+
+
+def frame(n: int = 20) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "query": [f"q{i % 4}" for i in range(n)],
+            "item_id": [f"i{i}" for i in range(n)],
+            "item_title": [f"title {i}" for i in range(n)],
+            "label": [i % 2 for i in range(n)],
+        }
+    )
+
+
+def test_parse_columns_maps_canonical_to_source() -> None:
+    assert parse_columns("query=search_term, item_id=product_uid,") == {
+        "query": "search_term",
+        "item_id": "product_uid",
+    }
+
+
+@pytest.mark.parametrize(("spec", "rule"), [("query", "mapping_syntax"), ("colour=c", "mapping_target")])
+def test_parse_columns_rejects_bad_specs(spec: str, rule: str) -> None:
+    with pytest.raises(ContractError) as info:
+        parse_columns(spec)
+    assert info.value.rule == rule and info.value.hint
+
+
+def test_csv_is_coerced_to_contract_dtypes(tmp_path: Path) -> None:
+    df = frame()
+    df["price"] = ["1.5", "", "3"] + ["2"] * 17
+    df["ts"] = "2026-01-05T10:00:00Z"
+    df["position"] = range(20)
+    df.loc[0, "query"] = "NA"  # a real query text, not a missing value
+    path = tmp_path / "b.csv"
+    df.to_csv(path, index=False)
+    out = coerce_frame(read_table(path), str(path))
+    assert out["label"].dtype == np.int8 and out["label"].tolist()[:3] == [0, 1, 0]
+    assert out["price"].dtype == np.float64 and np.isnan(out["price"].iloc[1])
+    assert str(out["position"].dtype) == "Int64"
+    assert pd.api.types.is_datetime64_any_dtype(out["ts"])
+    assert out["query"].iloc[0] == "NA"
+
+
+def test_labels_from_bools_and_strings() -> None:
+    df = frame(4)
+    df["label"] = [True, False, True, False]
+    assert coerce_frame(df, "mem").label.tolist() == [1, 0, 1, 0]
+    df["label"] = ["true", "FALSE", "1", "0.0"]
+    assert coerce_frame(df, "mem").label.tolist() == [1, 0, 1, 0]
+
+
+@pytest.mark.parametrize("bad", ["yes", None, 2, -1, 0.5])
+def test_label_outside_0_1_is_refused_with_row_numbers(bad) -> None:
+    df = frame()
+    df["label"] = df["label"].astype(object)
+    df.loc[7, "label"] = bad
+    with pytest.raises(BadValues) as info:
+        coerce_frame(df, "batch.csv")
+    err = info.value
+    assert err.column == "label" and err.rule in ("label_binary", "not_null")
+    assert err.examples[0]["row"] == 7
+    assert "batch.csv" in str(err) and "column 'label'" in str(err) and "Fix:" in str(err)
+
+
+def test_price_abc_names_value_and_row() -> None:
+    df = frame()
+    df["price"] = ["1.0"] * 19 + ["abc"]
+    with pytest.raises(BadValues, match=r"rule 'numeric'.*row': 19, 'value': 'abc'"):
+        coerce_frame(df, "b.csv")
+
+
+def test_numeric_ids_become_text_without_float_suffix() -> None:
+    df = frame(3)
+    df["item_id"] = [101.0, np.nan, 103.0]
+    out = coerce_frame(df, "mem")
+    assert out["item_id"].tolist()[0] == "101" and out["item_id"].iloc[1] is None
+
+
+def test_missing_column_suggests_a_mapping() -> None:
+    df = frame().rename(columns={"query": "Query"})
+    with pytest.raises(MissingColumn) as info:
+        coerce_frame(df, "b.csv")
+    assert info.value.column == "query" and "--columns query=Query" in info.value.hint
+
+
+def test_mapping_and_delimiter_read_a_real_world_file(tmp_path: Path) -> None:
+    df = frame().rename(columns={"query": "search_term", "item_id": "product_uid"})
+    path = tmp_path / "hd.csv"
+    df.to_csv(path, index=False, sep=";")
+    mapping = ColumnMapping(columns=parse_columns("query=search_term,item_id=product_uid"), delimiter=";")
+    out = load_batch(path, mapping)  # type: ignore[arg-type]
+    assert {"query", "item_id", "row_id"} <= set(out.columns) and "search_term" not in out.columns
+    assert out["row_id"].tolist() == list(range(20))
+
+
+def test_bom_is_stripped_from_the_first_column(tmp_path: Path) -> None:
+    path = tmp_path / "b.csv"
+    frame().to_csv(path, index=False, encoding="utf-8-sig")
+    assert list(read_table(path).columns)[0] == "query"
+
+
+def test_multi_file_batch_records_row_ranges(tmp_path: Path) -> None:
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    frame(5).to_csv(folder / "a.csv", index=False)
+    frame(7).to_parquet(folder / "b.parquet", index=False)
+    out = load_batch(folder)
+    assert len(out) == 12 and out["row_id"].tolist() == list(range(12))
+    assert [(Path(f["file"]).name, f["first_row"], f["rows"]) for f in out.attrs["files"]] == [
+        ("a.csv", 0, 5),
+        ("b.parquet", 5, 7),
+    ]
+
+
+def test_one_bad_file_refuses_the_whole_batch(tmp_path: Path) -> None:
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    frame().to_csv(folder / "a.csv", index=False)
+    (folder / "b.csv").write_text("query,item_id,item_title,label\nq,i,t,maybe\n")
+    with pytest.raises(BadValues) as info:
+        load_batch(folder)
+    assert info.value.file.endswith("b.csv")
+
+
+def test_error_to_dict_is_json_and_shaped_like_a_failure() -> None:
+    err = UnreadableInput("x.csv", None, "encoding", "bad bytes", [b"\xe9t\xe9"], hint="re-encode")
+    record = json.loads(json.dumps(err.to_dict()))
+    assert {"file", "column", "rule", "observed", "examples", "severity"} <= set(record)
+    assert record["severity"] == "error" and record["error"] == "UnreadableInput"
