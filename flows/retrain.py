@@ -107,7 +107,7 @@ def retrain(
         metrics = evaluation.evaluate_models(eval_df, train, scores, params)
         decision = evaluation.decide_gate(metrics, drift_summary, params)
     with Timer(ctx, "reports"):
-        evaluation.render_reports(eval_df, scores, metrics, decision, ctx)
+        evaluation.render_reports(eval_df, train, scores, metrics, decision, ctx)
 
     manifest = promotion.write_candidate(model_dir, batch, params, metrics, decision, balance_report,
                                          drift_summary, ctx, _flow_run_id())
@@ -129,7 +129,7 @@ def retrain(
 
     promoted, why = pipeline.resolve_review(decision, review)
     if promoted:
-        pointer = promotion.promote_candidate(version, decision, review, ctx)
+        pointer = promotion.promote_candidate(version, decision, review, ctx, production[0] if production else None)
     else:
         promotion.reject_candidate(version, decision, {**review, "comment": f"{review.get('comment', '')} ({why})"}, ctx)
         pointer = None

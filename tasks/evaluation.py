@@ -34,6 +34,6 @@ def decide_gate(evaluation: dict, drift_summary: dict | None, params) -> dict:
 
 
 @task(cache_policy=NO_CACHE)
-def render_reports(eval_df, scores, evaluation: dict, decision: dict, ctx) -> dict:
+def render_reports(eval_df, train, scores, evaluation: dict, decision: dict, ctx) -> dict:
     """Render the Evidently pages and the summary page."""
-    return pipeline.render_reports(eval_df, scores, evaluation, decision, ctx)
+    return pipeline.render_reports(eval_df, train, scores, evaluation, decision, ctx)

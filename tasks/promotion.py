@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
 
 from tailguard import pipeline
 from tasks.retry import transient_io
@@ -18,9 +19,10 @@ def write_candidate(model_dir, batch, params, evaluation, decision, balance_repo
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
-def promote_candidate(version: str, decision: dict, review: dict, ctx) -> dict:
-    """Flip the production pointer to the candidate."""
-    return pipeline.promote(version, decision, review, ctx)
+def promote_candidate(version: str, decision: dict, review: dict, ctx, expected_production: str | None) -> dict:
+    """Flip the production pointer, one promotion per model at a time (the conditional write backs it up)."""
+    with concurrency(f"promote-{ctx.settings.model_name}", occupy=1, strict=False):
+        return pipeline.promote(version, decision, review, ctx, expected_production)
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)

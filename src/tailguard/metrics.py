@@ -55,7 +55,7 @@ class EvalConfig(BaseModel):
     ci_level: float = Field(0.95, gt=0, lt=1, description="Confidence level of the intervals.")
     ece_bins: int = Field(10, ge=1, description="Equal-width score bins of the expected calibration error.")
     pr_auc_bins: int = Field(
-        16,
+        8,
         ge=4,
         description="Score quantile bins used only inside the bootstrap for pooled PR AUC "
         "(the point estimate is exact; the resampled deviation is added to it).",
@@ -218,14 +218,16 @@ def _auc_from_sorted(g: np.ndarray, s: np.ndarray, y: np.ndarray, n_groups: int)
 def _placements(s: np.ndarray, y: np.ndarray) -> np.ndarray:
     """DeLong placement values for rows sorted by score: for a positive, the negatives below it (ties
     half); for a negative, the positives above it (ties half). Each sums to the Mann-Whitney U."""
-    zero = np.zeros(len(s), dtype=np.int64)
-    r_all = _sorted_midranks(zero, s)
-    out = np.empty(len(s))
-    pos = y > 0
-    n_pos = int(pos.sum())
-    out[pos] = r_all[pos] - _sorted_midranks(zero[pos], s[pos])
-    out[~pos] = n_pos - (r_all[~pos] - _sorted_midranks(zero[~pos], s[~pos]))
-    return out
+    if len(s) == 0:
+        return np.zeros(0)
+    run_id = np.cumsum(np.r_[True, s[1:] != s[:-1]]) - 1
+    pos_in_run = np.bincount(run_id, weights=y)
+    neg_in_run = np.bincount(run_id) - pos_in_run
+    pos_before = np.cumsum(pos_in_run) - pos_in_run
+    neg_before = np.cumsum(neg_in_run) - neg_in_run
+    below = (neg_before + 0.5 * neg_in_run)[run_id]
+    above = (pos_in_run.sum() - pos_before - 0.5 * pos_in_run)[run_id]
+    return np.where(y > 0, below, above)
 
 
 def average_precision(s: np.ndarray, y: np.ndarray) -> float:
@@ -589,12 +591,31 @@ def evaluate(
     ideal_order = np.lexsort((-gain, q))
     bins = {m: np.searchsorted(edges[m], scores[m], side="right") for m in models}
     n_hbins = {m: len(edges[m]) + 1 for m in models}
+    # Row-level pieces of the bootstrap sums, computed once per model rather than once per slice.
+    row_stats: dict[str, dict[str, np.ndarray]] = {}
+    for m in models:
+        sm = scores[m]
+        rs = {"hist_flat": q * n_hbins[m] + bins[m]}
+        if probs_ok[m]:
+            eps = np.finfo(np.float64).eps
+            sc = np.clip(sm, eps, 1 - eps)
+            pred = (sm >= config.threshold).astype(np.float64)
+            eb = np.minimum((sm * config.ece_bins).astype(np.int64), config.ece_bins - 1)
+            rs |= {
+                "ll": -(y * np.log(sc) + (1 - y) * np.log(1 - sc)),
+                "tp": pred * y,
+                "fp": pred * (1 - y),
+                "ece_flat": q * config.ece_bins + eb,
+                "ece_w": sm - y,
+            }
+        row_stats[m] = rs
     per_query_cache: dict[str, dict] = {}
 
     for dim, name, mask in masks:
         rows = int(mask.sum())
         pos = int(y[mask].sum())
-        qs = np.unique(q[mask])
+        n_q = np.bincount(q[mask], minlength=n_queries).astype(float)
+        qs = np.flatnonzero(n_q)
         reason = (
             "empty slice"
             if rows == 0
@@ -613,7 +634,6 @@ def evaluate(
             "reason": reason,
         }
         pos_q = np.bincount(q[mask], weights=y[mask], minlength=n_queries)
-        n_q = np.bincount(q[mask], minlength=n_queries).astype(float)
         both = (pos_q > 0) & (pos_q < n_q)
         cols: dict[str, np.ndarray] = {
             "n": n_q[qs],
@@ -638,9 +658,9 @@ def evaluate(
             result["metrics"][m][name] = {k: res[k] for k in SLICE_METRICS}
             per_query_cache[f"{m}|{name}"] = pq
             if len(models) == 2 and config.n_bootstrap and rows:
-                qm, ym, sm = q[mask], y[mask], s[mask]
+                qm, ym, rs = q[mask], y[mask], row_stats[m]
                 hb = n_hbins[m]
-                flat = qm * hb + bins[m][mask]
+                flat = rs["hist_flat"][mask]
                 # pooled ROC AUC: per-query sums of DeLong placements (first-order resampling of U)
                 cols[f"{m}.place"] = np.bincount(q[o], weights=place, minlength=n_queries)[qs]
                 cols[f"{m}.pos_h"] = np.bincount(flat, weights=ym, minlength=n_queries * hb).reshape(
@@ -650,17 +670,11 @@ def evaluate(
                     n_queries, hb
                 )[qs]
                 if probs_ok[m]:
-                    eps = np.finfo(np.float64).eps
-                    sc = np.clip(sm, eps, 1 - eps)
-                    ll = -(ym * np.log(sc) + (1 - ym) * np.log(1 - sc))
-                    pred = sm >= config.threshold
-                    eb = np.minimum((sm * config.ece_bins).astype(np.int64), config.ece_bins - 1)
                     ece = np.bincount(
-                        qm * config.ece_bins + eb, weights=sm - ym, minlength=n_queries * config.ece_bins
+                        rs["ece_flat"][mask], weights=rs["ece_w"][mask], minlength=n_queries * config.ece_bins
                     )
-                    cols[f"{m}.ll"] = np.bincount(qm, weights=ll, minlength=n_queries)[qs]
-                    cols[f"{m}.tp"] = np.bincount(qm, weights=pred * ym, minlength=n_queries)[qs]
-                    cols[f"{m}.fp"] = np.bincount(qm, weights=pred * (1 - ym), minlength=n_queries)[qs]
+                    for key in ("ll", "tp", "fp"):
+                        cols[f"{m}.{key}"] = np.bincount(qm, weights=rs[key][mask], minlength=n_queries)[qs]
                     cols[f"{m}.ece"] = ece.reshape(n_queries, config.ece_bins)[qs]
                 cols[f"{m}.auc_q"] = np.nan_to_num(pq["roc_auc_per_query"])[qs]
                 cols[f"{m}.ndcg"] = np.nan_to_num(pq["ndcg_at_k"])[qs]

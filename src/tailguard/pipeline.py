@@ -269,13 +269,13 @@ def decide(evaluation: dict, drift_summary: dict | None, params: RetrainParams) 
     return decide_evaluation(evaluation, policy, drift=drift_summary).to_dict()
 
 
-def render_reports(eval_df: pd.DataFrame, scores: dict[str, np.ndarray], evaluation: dict, decision: dict,
-                   ctx: RunContext) -> dict[str, str]:
-    """Evidently pages and tailguard's summary page for the reviewer."""
+def render_reports(eval_df: pd.DataFrame, train: pd.DataFrame, scores: dict[str, np.ndarray], evaluation: dict,
+                   decision: dict, ctx: RunContext) -> dict[str, str]:
+    """Evidently pages (overall and per popularity bucket) and tailguard's summary page for the reviewer."""
     from tailguard.reports import evaluation_reports
 
     out = ctx.work_dir / "reports"
-    pages = evaluation_reports(eval_df, scores, evaluation, decision, out)
+    pages = evaluation_reports(eval_df, scores, evaluation, decision, out, train_df=train)
     return {name: str(path) for name, path in pages.items()}
 
 
@@ -314,15 +314,21 @@ def write_candidate(model_dir: Path, batch: LoadedBatch, params: RetrainParams, 
     return registry.write_version(version, model_dir, files, manifest)
 
 
-def promote(version: str, decision: dict, review: dict, ctx: RunContext) -> dict:
-    """Flip production to the candidate (conditional write) and record who approved it."""
-    return ctx.registry.promote(version, approved_by=review.get("reviewer", "policy:auto"), decision=decision,
-                                override=bool(review.get("override")), comment=review.get("comment", ""))
+def promote(version: str, decision: dict, review: dict, ctx: RunContext, expected_production: str | None) -> dict:
+    """Flip production to the candidate (conditional write) and record who approved it.
+
+    expected_production is the version the candidate was evaluated against: if another run promoted
+    in between, the flip is refused rather than shipping a model judged against the wrong baseline.
+    """
+    override = bool(review.get("override")) and not decision.get("promote")  # recorded only when it mattered
+    return ctx.registry.promote(version, approved_by=review.get("reviewer") or "unnamed reviewer",
+                                decision=decision, override=override, comment=review.get("comment", ""),
+                                expected_production=expected_production)
 
 
 def reject(version: str, decision: dict, review: dict, ctx: RunContext) -> None:
     """Record the rejection; production stays as it was."""
-    ctx.registry.reject(version, by=review.get("reviewer", "policy:auto"), decision=decision,
+    ctx.registry.reject(version, by=review.get("reviewer") or "unnamed reviewer", decision=decision,
                         comment=review.get("comment", ""))
 
 

@@ -251,8 +251,9 @@ class Registry:
             self.store.put_conditional(self.pointer_key, body, expected_etag)
         except PreconditionFailed as exc:
             raise PromotionConflict(lost) from exc
-        # Read our write back: an S3-compatible server whose conditional put checks then writes in two
-        # steps (moto_server: 2 of 8 racing If-Match writers "won") is caught here, before any audit.
+        # Read our write back: a server whose conditional put checks and then writes without a lock
+        # (moto_server's threaded handler does) could let two racers "win"; the loser finds out here,
+        # before it writes any audit.
         found = self.store.read_versioned(self.pointer_key)
         if found is None or found[0] != body:
             raise PromotionConflict(
@@ -284,9 +285,11 @@ class Registry:
         found = self.store.read_versioned(self.pointer_key)
         previous = json.loads(found[0]) if found else None
         previous_version = previous["version"] if previous else None
-        if previous and previous_version == version and previous.get("manifest_sha256") == manifest_sha:
-            # A retried promotion whose flip already landed: finish its audit instead of flipping twice.
-            return self._ensure_promote_audit(previous, decision)
+        if previous_version == version:
+            if previous.get("action") == "promote" and previous.get("manifest_sha256") == manifest_sha:
+                # A retried promotion whose flip already landed: finish its audit instead of flipping twice.
+                return self._ensure_promote_audit(previous, decision)
+            raise RegistryError(f"{version} is already production of {self.model_name!r}")
         if expected_production != ANY_PRODUCTION and previous_version != expected_production:
             raise PromotionConflict(
                 f"{version} was evaluated against production {expected_production}, but production is now "

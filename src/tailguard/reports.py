@@ -281,7 +281,10 @@ def summary_html(
         f"{_e(', '.join(models))}.</p>"
     )
 
-    parts.append("<h2>Reports</h2><ul>")
+    parts.append(
+        "<h2>Reports</h2><p class='small'>Evidently pages: <b>current</b> = candidate, <b>reference</b> = "
+        "production, scored on the same rows.</p><ul>"
+    )
     for key, href in links.items():
         parts.append(f'<li><a href="{_e(href)}">{_e(key.replace("_", " "))}</a></li>')
     for key, why in (skipped or {}).items():

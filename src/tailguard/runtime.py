@@ -15,6 +15,8 @@ def configure_embedded() -> None:
         # An unwritable PREFECT_HOME fails after 25 s with a misleading timeout (STACK_NOTES): keep it ours.
         "PREFECT_HOME": str(home / "prefect"),
         "PREFECT_LOGGING_LEVEL": "WARNING",
+        # The temporary server needs 9-13 s on 2 idle cores; its 20 s default timed out on a loaded machine.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
         "TOKENIZERS_PARALLELISM": "false",

@@ -25,7 +25,7 @@ def _registry(home) -> Registry:
 def test_retrain_twice_promotes_first_then_judges_candidate_against_production(tailguard_home, demo_batches):
     from flows.retrain import retrain
 
-    first = retrain(data=str(demo_batches[0]), epochs=6, learning_rate=2e-3, n_bootstrap=200)
+    first = retrain(data=str(demo_batches[0]), epochs=6, n_bootstrap=200)
     registry = _registry(tailguard_home)
     assert first["promoted"] is True, first["decision"]
     pointer = registry.production()
@@ -41,7 +41,7 @@ def test_retrain_twice_promotes_first_then_judges_candidate_against_production(t
     assert metrics["metrics"]["candidate"]["overall"]["roc_auc"]["value"] > 0.62
     assert "production" not in metrics["metrics"]  # nothing to compare with on the first run
 
-    second = retrain(data=str(demo_batches[1]), epochs=6, learning_rate=2e-3, n_bootstrap=200)
+    second = retrain(data=str(demo_batches[1]), epochs=6, n_bootstrap=200)
     metrics2 = json.loads(registry.store.get_bytes(
         f"models/relevance/versions/{second['version']}/metrics.json"))
     assert set(metrics2["metrics"]) == {"candidate", "production"}  # same eval rows, both models

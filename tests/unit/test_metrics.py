@@ -249,6 +249,9 @@ def test_paired_bootstrap_matches_explicit_resampling(data):
     assert cmp["roc_auc"]["ci_low"] == pytest.approx(lo, abs=0.01)
     assert cmp["roc_auc"]["ci_high"] == pytest.approx(hi, abs=0.01)
     assert cmp["roc_auc"]["ci_low"] <= cmp["roc_auc"]["value"] <= cmp["roc_auc"]["ci_high"]
+    # pooled PR AUC is resampled on 8 score bins and re-centred (8 and 16 bins were both within 0.005)
+    lo, hi = _reference_bootstrap(ev, cand, prod, 60, 5, average_precision_score)
+    assert (cmp["pr_auc"]["ci_low"], cmp["pr_auc"]["ci_high"]) == pytest.approx((lo, hi), abs=0.01)
 
 
 def test_identical_models_have_zero_width_intervals(data):
@@ -267,3 +270,47 @@ def test_bootstrap_is_seeded(data):
     a = evaluate(ev, train, {"candidate": cand, "production": prod}, EvalConfig(n_bootstrap=30, seed=1))
     b = evaluate(ev, train, {"candidate": cand, "production": prod}, EvalConfig(n_bootstrap=30, seed=1))
     assert a["comparison"] == b["comparison"]
+
+
+def test_metrics_command_writes_documented_json(tmp_path, data):
+    from typer.testing import CliRunner
+
+    from tailguard.cli import app
+
+    train, ev, cand, prod = data
+    preds = ev.assign(score=cand, score_production=prod)
+    preds.to_parquet(tmp_path / "preds.parquet")
+    train.to_csv(tmp_path / "train.csv", index=False)
+    out = tmp_path / "metrics.json"
+    args = [
+        "metrics",
+        "--predictions",
+        str(tmp_path / "preds.parquet"),
+        "--train",
+        str(tmp_path / "train.csv"),
+    ]
+    result = CliRunner().invoke(app, [*args, "--k", "5", "--bootstrap", "50", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    assert saved["config"]["k"] == 5 and saved["models"] == ["candidate", "production"]
+    assert saved["metrics"]["candidate"]["overall"]["roc_auc"]["value"] == pytest.approx(
+        roc_auc_score(ev["label"], cand), abs=1e-9
+    )
+    assert "ci_low" in saved["comparison"]["slices"]["overall"]["roc_auc"]
+    bad = preds.assign(label=preds["label"].astype(object))
+    bad.loc[3, "label"] = "yes"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    result = CliRunner().invoke(
+        app,
+        [
+            "metrics",
+            "--predictions",
+            str(tmp_path / "bad.csv"),
+            "--train",
+            str(tmp_path / "train.csv"),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "bad.csv: column 'label' must be 0 or 1" in result.output and "'yes'" in result.output

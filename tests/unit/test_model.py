@@ -270,3 +270,62 @@ def test_two_process_gloo_run_trains_in_step(tmp_path):
     # each rank sees ceil(157 / 2) = 79 rows -> 10 batches of 8 per epoch, in lockstep
     assert steps == [["RANK", "0", "STEPS", "20"], ["RANK", "1", "STEPS", "20"]]
     assert (tmp_path / "m" / "model.safetensors").exists()
+
+
+def test_auc_matches_scikit_learn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)
+    scores = np.round(rng.random(300) + 0.3 * labels, 1)  # rounding makes many ties
+    assert M._auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert M._auc(np.ones(5), np.arange(5)) is None
+
+
+def test_remote_base_is_downloaded_once_and_checksummed(tmp_path):
+    df = pairs(10)
+    M.train(df, quick(max_steps=2, valid_fraction=0), tmp_path / "base")  # a real (tiny) HF folder
+    source = tmp_path / "bucket"
+    import shutil
+
+    shutil.copytree(tmp_path / "base", source)
+    cache = tmp_path / "cache"
+    first = M.fetch_s3_base(str(source), cache_dir=cache)  # any store URI; s3:// in production
+    assert (first / "model.safetensors").read_bytes() == (source / "model.safetensors").read_bytes()
+    (source / "model.safetensors").write_bytes(b"changed upstream")
+    assert M.fetch_s3_base(str(source), cache_dir=cache) == first  # cached: not downloaded again
+    assert (first / "model.safetensors").read_bytes() != b"changed upstream"
+    (first / "config.json").write_text("{}")  # a corrupted cache fails its sha256 and is fetched afresh
+    again = M.fetch_s3_base(str(source), cache_dir=cache)
+    assert (again / "config.json").read_text() == (source / "config.json").read_text()
+
+
+def test_checkpoints_round_trip_through_the_store(tmp_path):
+    from tailguard.store import open_store
+
+    store = open_store(str(tmp_path / "store"))
+    pushed = []
+    config = quick(max_steps=6, checkpoint_every=3, valid_fraction=0, tensorboard=True)
+    M.train(pairs(10), config, tmp_path / "m", checkpoint_dir=tmp_path / "ck",
+            on_checkpoint=lambda folder: pushed.append(folder.name)
+            or M.push_checkpoint(store, "runs/x-checkpoints", folder))  # fmt: skip
+    # every 3 steps plus each epoch end (80 rows / 16 = 5 steps per epoch; max_steps 6 ends epoch 2)
+    assert pushed == ["step-00000003", "step-00000005", "step-00000006"]
+    keys = store.list_keys("runs/x-checkpoints/")
+    assert store.get_bytes("runs/x-checkpoints/LATEST") == b"step-00000006"
+    assert not [k for k in keys if "/step-00000003/" in k]  # older checkpoints are pruned from the store
+    assert [k for k in keys if "/tensorboard/" in k]
+    restored = M.pull_checkpoint(store, "runs/x-checkpoints", tmp_path / "fresh")
+    assert restored is not None and restored.name == "step-00000006"
+    again = M.train(pairs(10), config, tmp_path / "m2", checkpoint_dir=tmp_path / "fresh")
+    assert again.resumed_from_step == 6 and again.steps == 6
+    assert M.pull_checkpoint(store, "runs/none", tmp_path / "empty") is None
+
+
+@pytest.mark.parametrize("loss", ["bce", "weighted_bce", "focal", "logit_adjustment"])
+def test_every_balancing_loss_trains(tmp_path, loss):
+    pytest.importorskip("tailguard.losses")
+    result = M.train(
+        pairs(10).assign(weight=1.0), quick(max_steps=3, loss=loss, valid_fraction=0), tmp_path / "m"
+    )
+    assert result.steps == 3 and np.isfinite(result.history[-1]["train_loss"])

@@ -23,10 +23,16 @@ pytestmark = pytest.mark.skipif(
 
 def pairs() -> pd.DataFrame:
     """Eight relevant and eight irrelevant English pairs (MiniLM is an uncased English model)."""
-    relevant = [("cordless drill", "18v cordless drill kit"), ("white paint", "interior white paint gallon"),
-                ("garden hose", "50 ft garden hose"), ("led bulb", "soft white led light bulb 4 pack"),
-                ("office chair", "ergonomic mesh office chair"), ("bath towel", "cotton bath towel set"),
-                ("door lock", "keyed entry door lock"), ("ceiling fan", "52 in ceiling fan with light")]
+    relevant = [
+        ("cordless drill", "18v cordless drill kit"),
+        ("white paint", "interior white paint gallon"),
+        ("garden hose", "50 ft garden hose"),
+        ("led bulb", "soft white led light bulb 4 pack"),
+        ("office chair", "ergonomic mesh office chair"),
+        ("bath towel", "cotton bath towel set"),
+        ("door lock", "keyed entry door lock"),
+        ("ceiling fan", "52 in ceiling fan with light"),
+    ]
     rows = []
     for i, (query, title) in enumerate(relevant):
         rows.append((query, f"r{i}", title, 1))
@@ -42,8 +48,18 @@ def test_minilm_is_found_without_importing_the_package():
 
 def test_minilm_fine_tunes_and_round_trips(tmp_path):
     df = pairs()
-    config = M.TrainConfig(base="minilm-l6", epochs=3, batch_size=8, lr=1e-4, warmup_ratio=0.0, max_length=16,
-                           threads=1, valid_fraction=0, progress=False, tensorboard=False)
+    config = M.TrainConfig(
+        base="minilm-l6",
+        epochs=3,
+        batch_size=8,
+        lr=1e-4,
+        warmup_ratio=0.0,
+        max_length=16,
+        threads=1,
+        valid_fraction=0,
+        progress=False,
+        tensorboard=False,
+    )
     result = M.train(df, config, tmp_path / "model")
     # the pretrained encoder loads completely: only the new classification head is initialised fresh
     assert result.missing_keys == ["classifier.bias", "classifier.weight"]
@@ -56,8 +72,14 @@ def test_minilm_fine_tunes_and_round_trips(tmp_path):
     model, tokenizer = M.load_model(tmp_path / "model")
     import torch
 
-    enc = tokenizer(df["query"].tolist(), df["item_title"].tolist(), truncation=True, max_length=16,
-                    padding=True, return_tensors="pt")
+    enc = tokenizer(
+        df["query"].tolist(),
+        df["item_title"].tolist(),
+        truncation=True,
+        max_length=16,
+        padding=True,
+        return_tensors="pt",
+    )
     with torch.inference_mode():
         direct = torch.sigmoid(model(**enc).logits.squeeze(-1)).numpy()
     np.testing.assert_allclose(scores, direct, atol=1e-5)

@@ -196,6 +196,9 @@ def test_rollback_to_named_version_pops_the_stack(store, tmp_path):
     pointer = registry.rollback(to=v1, by="oncall")
     assert (pointer["version"], pointer["previous"], pointer["history"]) == (v1, v3, [])
     assert [a["action"] for a in registry.audit()] == ["promote"] * 3 + ["rollback"]
+    with pytest.raises(RegistryError, match="already production"):
+        registry.promote(v1, approved_by="ana", decision=PASS)  # not mistaken for a retried promotion
+    assert len(registry.audit()) == 4
 
 
 def test_rollback_without_production_is_clear(store):
