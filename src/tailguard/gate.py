@@ -30,13 +30,17 @@ class GatePolicy(BaseModel):
         default_factory=lambda: {"roc_auc": 0.02, "ndcg_at_k": 0.02, "recall_at_k": 0.03},
         description="Largest allowed candidate − production loss per judged slice, in metric units.",
     )
+    # 'upper' by default (measured on the demo generator, 9k eval rows, 300 resamples): a candidate that
+    # was better everywhere by construction failed 7 of ~90 non-inferiority ('lower') checks, because
+    # with that many slice x metric intervals some lower ends dip below -0.02 by chance.
     regression_bound: Bound = Field(
-        "lower",
+        "upper",
         description="Which end of the 95% interval judges a regression: 'lower' = non-inferiority (the whole "
         "interval must stay above −margin); 'upper' = fail only when the regression is established.",
     )
     regression_dimensions: list[str] = Field(
-        default_factory=lambda: ["overall", "popularity", "query_frequency", "query_terms", "category"],
+        # Categories are reported but not gated by default: 8+ small slices add false rejections.
+        default_factory=lambda: ["overall", "popularity", "query_frequency", "query_terms"],
         description="Slice dimensions whose slices the regression check judges.",
     )
     protected_slices: list[str] = Field(

@@ -163,10 +163,13 @@ def test_interval_bound_not_point_estimate_decides():
         protected_slices=[],
         max_share_drifted_columns=None,
         max_fairness_gap_growth=None,
+        regression_bound="lower",
     )
     assert not decide(cand, prod, policy, comparison=wide).promote  # non-inferiority not shown
     upper = policy.model_copy(update={"regression_bound": "upper"})
     assert decide(cand, prod, upper, comparison=wide).promote  # no established regression
+    established = {"slices": {"overall": {"roc_auc": {"value": -0.04, "ci_low": -0.05, "ci_high": -0.03}}}}
+    assert not decide(cand, prod, upper, comparison=established).promote  # a loss beyond the margin
     # lower-is-better metrics flip sign: a log-loss rise is a loss
     rise = {"slices": {"overall": {"log_loss": {"value": 0.1, "ci_low": 0.08, "ci_high": 0.12}}}}
     ll = policy.model_copy(update={"max_regression": {"log_loss": 0.05}})
