@@ -65,11 +65,24 @@ def retrain(
 ) -> dict:
     """Retrain the relevance model on one batch and promote it only if it does not hurt the long tail."""
     params = RetrainParams(
-        data=data, columns=columns, balance=balance, balance_options=balance_options or {},
-        base_model=base_model, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-        learning_rate=learning_rate, train_options=train_options or {}, eval_fraction=eval_fraction, seed=seed,
-        approval=approval, review_timeout_s=review_timeout_s, gate_policy=gate_policy,
-        gate_overrides=gate_overrides or {}, n_bootstrap=n_bootstrap, allow_duplicate_batch=allow_duplicate_batch,
+        data=data,
+        columns=columns,
+        balance=balance,
+        balance_options=balance_options or {},
+        base_model=base_model,
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        train_options=train_options or {},
+        eval_fraction=eval_fraction,
+        seed=seed,
+        approval=approval,
+        review_timeout_s=review_timeout_s,
+        gate_policy=gate_policy,
+        gate_overrides=gate_overrides or {},
+        n_bootstrap=n_bootstrap,
+        allow_duplicate_batch=allow_duplicate_batch,
     )
     logger = get_run_logger()
     ctx = pipeline.new_context()
@@ -109,29 +122,46 @@ def retrain(
     with Timer(ctx, "reports"):
         evaluation.render_reports(eval_df, train, scores, metrics, decision, ctx)
 
-    manifest = promotion.write_candidate(model_dir, batch, params, metrics, decision, balance_report,
-                                         drift_summary, ctx, _flow_run_id())
+    manifest = promotion.write_candidate(
+        model_dir, batch, params, metrics, decision, balance_report, drift_summary, ctx, _flow_run_id()
+    )
     version = manifest["version"]
-    artifacts.publish_review_pack(metrics, decision, pipeline.stored_reports(manifest, ctx), version, ctx.store.uri)
+    artifacts.publish_review_pack(
+        metrics, decision, pipeline.stored_reports(manifest, ctx), version, ctx.store.uri
+    )
 
     if params.approval == "manual":
-        logger.info("Candidate %s is waiting for review in the Prefect UI (approve, reviewer, comment).", version)
+        logger.info(
+            "Candidate %s is waiting for review in the Prefect UI (approve, reviewer, comment).", version
+        )
         try:
             answer = pause_flow_run(
                 wait_for_input=Review.with_initial_data(
-                    description=pipeline.review_prompt(decision, version), approve=False, reviewer=""),
-                timeout=params.review_timeout_s, poll_interval=1)
+                    description=pipeline.review_prompt(decision, version), approve=False, reviewer=""
+                ),
+                timeout=params.review_timeout_s,
+                poll_interval=1,
+            )
             review = answer.model_dump()
         except FlowPauseTimeout:
-            review = {"approve": False, "reviewer": "timeout", "comment": "review timed out", "override": False}
+            review = {
+                "approve": False,
+                "reviewer": "timeout",
+                "comment": "review timed out",
+                "override": False,
+            }
     else:
         review = pipeline.auto_review(decision)
 
     promoted, why = pipeline.resolve_review(decision, review)
     if promoted:
-        pointer = promotion.promote_candidate(version, decision, review, ctx, production[0] if production else None)
+        pointer = promotion.promote_candidate(
+            version, decision, review, ctx, production[0] if production else None
+        )
     else:
-        promotion.reject_candidate(version, decision, {**review, "comment": f"{review.get('comment', '')} ({why})"}, ctx)
+        promotion.reject_candidate(
+            version, decision, {**review, "comment": f"{review.get('comment', '')} ({why})"}, ctx
+        )
         pointer = None
 
     outcome = pipeline.outcome(version, promoted, why, decision, metrics, pointer, manifest, ctx)
@@ -152,8 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
-        outcome = retrain(data=args.data, columns=args.columns, balance=args.balance,
-                          base_model=args.base_model, epochs=args.epochs, approval=args.approval, seed=args.seed)
+        outcome = retrain(
+            data=args.data,
+            columns=args.columns,
+            balance=args.balance,
+            base_model=args.base_model,
+            epochs=args.epochs,
+            approval=args.approval,
+            seed=args.seed,
+        )
     except BatchRejected as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -26,8 +26,11 @@ def stage_training_data(balanced, ctx) -> str:
 def train_on_pool(data_key: str, config: dict, ctx) -> str:
     """Run the fine-tune deployment (gpu pool) and return the store prefix of the model it wrote."""
     output_prefix = f"runs/{ctx.run_id}/candidate"
-    flow_run = run_deployment(ctx.settings.fine_tune_deployment, timeout=None, parameters={
-        "data_key": data_key, "config": config, "output_prefix": output_prefix})
+    flow_run = run_deployment(
+        ctx.settings.fine_tune_deployment,
+        timeout=None,
+        parameters={"data_key": data_key, "config": config, "output_prefix": output_prefix},
+    )
     if not flow_run.state or not flow_run.state.is_completed():
         raise RuntimeError(f"fine-tune run {flow_run.id} ended {flow_run.state and flow_run.state.name}")
     return output_prefix

@@ -11,15 +11,19 @@ from tasks.retry import transient_io
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
-def write_candidate(model_dir, batch, params, evaluation, decision, balance_report, drift_summary, ctx,
-                    flow_run_id: str = "") -> dict:
+def write_candidate(
+    model_dir, batch, params, evaluation, decision, balance_report, drift_summary, ctx, flow_run_id: str = ""
+) -> dict:
     """Upload the candidate's version folder; the manifest goes last."""
-    return pipeline.write_candidate(model_dir, batch, params, evaluation, decision, balance_report,
-                                    drift_summary, ctx, flow_run_id)
+    return pipeline.write_candidate(
+        model_dir, batch, params, evaluation, decision, balance_report, drift_summary, ctx, flow_run_id
+    )
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
-def promote_candidate(version: str, decision: dict, review: dict, ctx, expected_production: str | None) -> dict:
+def promote_candidate(
+    version: str, decision: dict, review: dict, ctx, expected_production: str | None
+) -> dict:
     """Flip the production pointer, one promotion per model at a time (the conditional write backs it up)."""
     with concurrency(f"promote-{ctx.settings.model_name}", occupy=1, strict=False):
         return pipeline.promote(version, decision, review, ctx, expected_production)

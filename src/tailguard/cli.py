@@ -390,8 +390,11 @@ def _read_predictions(path: Path, required: tuple[str, ...]):
         bad = df.loc[wrong.to_numpy(), col]
         if len(bad):
             rule = "must be 0 or 1" if col == "label" else "must be a finite number"
-            typer.echo(f"[error] {path}: column '{col}' {rule}; {len(bad)} rows fail, e.g. rows "
-                       f"{bad.index[:3].tolist()} = {bad.head(3).tolist()}", err=True)
+            typer.echo(
+                f"[error] {path}: column '{col}' {rule}; {len(bad)} rows fail, e.g. rows "
+                f"{bad.index[:3].tolist()} = {bad.head(3).tolist()}",
+                err=True,
+            )
             raise typer.Exit(2)
         df[col] = values
     return df
@@ -399,8 +402,11 @@ def _read_predictions(path: Path, required: tuple[str, ...]):
 
 @app.command("metrics")
 def metrics_cmd(
-    predictions: Path = typer.Option(..., "--predictions", help="CSV/Parquet: query, item_id, label, score "
-                                     "[, relevance, category, score_production]."),
+    predictions: Path = typer.Option(
+        ...,
+        "--predictions",
+        help="CSV/Parquet: query, item_id, label, score [, relevance, category, score_production].",
+    ),
     train: Path = typer.Option(..., "--train", help="Training rows (query, item_id) for the buckets."),
     k: int = typer.Option(10, "--k", help="Top-k cut-off for nDCG@k, recall@k and popularity bias."),
     out: Path = typer.Option(Path("metrics.json"), "--out", help="Where to write metrics.json."),
@@ -445,6 +451,7 @@ def metrics_cmd(
 
         decision = decide_evaluation(result, load_policy(policy))
         typer.echo(decision.summary())
+
 
 # --- registry: models, promote, rollback, approve ------------------------------------------------
 
@@ -592,20 +599,33 @@ def _run_retrain(**kwargs) -> dict | None:
 @app.command()
 def retrain(
     data: str = typer.Option(..., "--data", help="Batch file, folder of files, or s3:// URI."),
-    columns: str = typer.Option("", "--columns", help="Column mapping, e.g. query=search_term,item_id=product_uid."),
+    columns: str = typer.Option(
+        "", "--columns", help="Column mapping, e.g. query=search_term,item_id=product_uid."
+    ),
     balance: str = typer.Option("random_under", "--balance", help="Balancing strategies, comma-separated."),
     base_model: str = typer.Option("tiny", "--base-model", help="tiny, minilm-l6, a folder or an s3:// URI."),
     epochs: int = typer.Option(3, "--epochs", min=1, help="Training epochs."),
     max_steps: int = typer.Option(0, "--max-steps", min=0, help="Cap on optimizer steps (0: none)."),
-    approval: str = typer.Option("auto", "--approval", help="auto or manual (manual needs a Prefect server)."),
+    approval: str = typer.Option(
+        "auto", "--approval", help="auto or manual (manual needs a Prefect server)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for split, balancing and training."),
     n_bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples per difference."),
     as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
 ) -> None:
     """Run one retrain: validate, rebalance, fine-tune, evaluate vs production, gate, promote or reject."""
     _offline()
-    outcome = _run_retrain(data=data, columns=columns, balance=balance, base_model=base_model, epochs=epochs,
-                           max_steps=max_steps, approval=approval, seed=seed, n_bootstrap=n_bootstrap)
+    outcome = _run_retrain(
+        data=data,
+        columns=columns,
+        balance=balance,
+        base_model=base_model,
+        epochs=epochs,
+        max_steps=max_steps,
+        approval=approval,
+        seed=seed,
+        n_bootstrap=n_bootstrap,
+    )
     if outcome is None:
         raise typer.Exit(2)
     from tailguard.summary import outcome_text
@@ -615,11 +635,13 @@ def retrain(
 
 @app.command()
 def demo(
-    home: Path = typer.Option(Path(".tailguard/demo"), "--home", help="State folder for the demo (wiped first)."),
+    home: Path = typer.Option(
+        Path(".tailguard/demo"), "--home", help="State folder for the demo (wiped first)."
+    ),
     rows: int = typer.Option(5000, "--rows", min=200, help="Rows per demo batch."),
     epochs: int = typer.Option(6, "--epochs", min=1, help="Training epochs per run."),
 ) -> None:
-    """Generate two demo batches and run the retrain flow twice: first promotion, then candidate vs production."""
+    """Generate two demo batches and retrain twice: first promotion, then candidate vs production."""
     import shutil
     import time
 

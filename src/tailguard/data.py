@@ -42,7 +42,7 @@ def list_batch_files(uri: str | Path) -> list[Path]:
 
 
 def materialize(uri: str, cache_dir: Path | None = None) -> list[Path]:
-    """Local files for a batch URI; s3:// URIs (one object or a prefix) are downloaded into a scratch folder."""
+    """Local files for a batch URI; s3:// URIs (one object or a prefix) are downloaded to a scratch folder."""
     if not str(uri).startswith("s3://"):
         return list_batch_files(uri)
     from tailguard.store import open_store
@@ -74,7 +74,9 @@ def load_batch(uri: str | Path, columns: dict[str, str] | None = None) -> pd.Dat
         if cols != contract_columns[0]:
             odd = sorted(set(cols) ^ set(contract_columns[0]))
             raise ContractError(
-                f, odd[0], "same_columns_in_every_file",
+                f,
+                odd[0],
+                "same_columns_in_every_file",
                 f"contract columns {cols} differ from {files[0].name}'s {contract_columns[0]}",
                 hint="export every file of a batch with the same columns",
             )
@@ -93,7 +95,10 @@ def load_batch(uri: str | Path, columns: dict[str, str] | None = None) -> pd.Dat
 def stable_hash(values: pd.Series, salt: str = "") -> np.ndarray:
     """64-bit stable hash of strings (independent of PYTHONHASHSEED and of pandas versions)."""
     return np.fromiter(
-        (int.from_bytes(hashlib.blake2b((salt + v).encode(), digest_size=8).digest(), "little") for v in values),
+        (
+            int.from_bytes(hashlib.blake2b((salt + v).encode(), digest_size=8).digest(), "little")
+            for v in values
+        ),
         dtype=np.uint64,
         count=len(values),
     )

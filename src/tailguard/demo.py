@@ -11,23 +11,68 @@ from pydantic import BaseModel, Field
 
 # (category, [(english type, chinese type), ...]); brand names are shared by both languages.
 CATALOGUE = [
-    ("kitchen", [("kettle", "水壶"), ("frying pan", "煎锅"), ("knife set", "刀具套装"), ("blender", "搅拌机")]),
-    ("lighting", [("desk lamp", "台灯"), ("led bulb", "灯泡"), ("ceiling light", "吸顶灯"), ("night light", "夜灯")]),
+    (
+        "kitchen",
+        [("kettle", "水壶"), ("frying pan", "煎锅"), ("knife set", "刀具套装"), ("blender", "搅拌机")],
+    ),
+    (
+        "lighting",
+        [("desk lamp", "台灯"), ("led bulb", "灯泡"), ("ceiling light", "吸顶灯"), ("night light", "夜灯")],
+    ),
     ("shoes", [("running shoes", "跑步鞋"), ("sneakers", "运动鞋"), ("boots", "靴子"), ("sandals", "凉鞋")]),
-    ("phone", [("phone case", "手机壳"), ("charger", "充电器"), ("usb cable", "数据线"), ("earbuds", "耳机")]),
+    (
+        "phone",
+        [("phone case", "手机壳"), ("charger", "充电器"), ("usb cable", "数据线"), ("earbuds", "耳机")],
+    ),
     ("garden", [("garden hose", "水管"), ("shovel", "铁锹"), ("planter", "花盆"), ("lawn mower", "割草机")]),
     ("tools", [("drill", "电钻"), ("hammer", "锤子"), ("screwdriver", "螺丝刀"), ("tape measure", "卷尺")]),
-    ("bath", [("towel", "毛巾"), ("shower head", "花洒"), ("bath mat", "浴室垫"), ("soap dispenser", "皂液器")]),
+    (
+        "bath",
+        [("towel", "毛巾"), ("shower head", "花洒"), ("bath mat", "浴室垫"), ("soap dispenser", "皂液器")],
+    ),
     ("office", [("office chair", "办公椅"), ("notebook", "笔记本"), ("backpack", "背包"), ("desk", "书桌")]),
 ]
-COLORS = [("black", "黑色"), ("white", "白色"), ("red", "红色"), ("blue", "蓝色"), ("green", "绿色"),
-          ("grey", "灰色"), ("pink", "粉色"), ("silver", "银色")]
-MATERIALS = [("steel", "不锈钢"), ("wood", "木质"), ("plastic", "塑料"), ("leather", "皮革"), ("cotton", "棉质"),
-             ("glass", "玻璃")]
-BRANDS = ["acme", "nordica", "zenith", "orbit", "pioneer", "lumen", "kaito", "vela", "brio", "tundra", "maple",
-          "sora"]
-MODIFIERS = [("cheap", "便宜"), ("for kids", "儿童"), ("2 pack", "两件装"), ("large", "大号"), ("mini", "迷你"),
-             ("waterproof", "防水"), ("wireless", "无线")]
+COLORS = [
+    ("black", "黑色"),
+    ("white", "白色"),
+    ("red", "红色"),
+    ("blue", "蓝色"),
+    ("green", "绿色"),
+    ("grey", "灰色"),
+    ("pink", "粉色"),
+    ("silver", "银色"),
+]
+MATERIALS = [
+    ("steel", "不锈钢"),
+    ("wood", "木质"),
+    ("plastic", "塑料"),
+    ("leather", "皮革"),
+    ("cotton", "棉质"),
+    ("glass", "玻璃"),
+]
+BRANDS = [
+    "acme",
+    "nordica",
+    "zenith",
+    "orbit",
+    "pioneer",
+    "lumen",
+    "kaito",
+    "vela",
+    "brio",
+    "tundra",
+    "maple",
+    "sora",
+]
+MODIFIERS = [
+    ("cheap", "便宜"),
+    ("for kids", "儿童"),
+    ("2 pack", "两件装"),
+    ("large", "大号"),
+    ("mini", "迷你"),
+    ("waterproof", "防水"),
+    ("wireless", "无线"),
+]
 
 
 class DemoConfig(BaseModel):
@@ -36,13 +81,19 @@ class DemoConfig(BaseModel):
     rows: int = Field(2000, gt=0, description="Rows per batch.")
     batches: int = Field(2, gt=0, description="Number of weekly batches over the same catalogue.")
     items: int = Field(0, ge=0, description="Catalogue size; 0 picks rows // 3 (bounded to 200..200,000).")
-    queries: int = Field(0, ge=0, description="Distinct queries; 0 picks rows // 4 (bounded to 100..500,000).")
+    queries: int = Field(
+        0, ge=0, description="Distinct queries; 0 picks rows // 4 (bounded to 100..500,000)."
+    )
     item_zipf: float = Field(1.1, gt=0, description="Zipf exponent of item popularity.")
     query_zipf: float = Field(1.05, gt=0, description="Zipf exponent of query frequency.")
     chinese_share: float = Field(0.25, ge=0, le=1, description="Share of items and queries in Chinese.")
-    new_item_share: float = Field(0.08, ge=0, lt=1, description="Share of the catalogue launched per batch (cold items).")
+    new_item_share: float = Field(
+        0.08, ge=0, lt=1, description="Share of the catalogue launched per batch (cold items)."
+    )
     seed: int = Field(0, description="Everything is deterministic given the seed.")
-    chunk_rows: int = Field(500_000, gt=0, description="Rows generated and written per chunk (bounds memory).")
+    chunk_rows: int = Field(
+        500_000, gt=0, description="Rows generated and written per chunk (bounds memory)."
+    )
 
 
 def _zipf_probs(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
@@ -72,8 +123,11 @@ class _Catalogue:
         self.item_type, self.item_color, self.item_brand = t, color, brand
         self.item_pop = _zipf_probs(n_items, cfg.item_zipf, rng)
         # Later batches launch new items: they are cold for a model trained on earlier batches.
-        self.item_launch = np.where(rng.random(n_items) < cfg.new_item_share * cfg.batches, rng.integers(
-            1, max(cfg.batches, 2), n_items), 0)
+        self.item_launch = np.where(
+            rng.random(n_items) < cfg.new_item_share * cfg.batches,
+            rng.integers(1, max(cfg.batches, 2), n_items),
+            0,
+        )
         self.item_id = np.array([f"I{i:07d}" for i in range(n_items)], dtype=object)
         self.item_category = np.array([CATALOGUE[types[k][0]][0] for k in t], dtype=object)
         self.price = np.round(np.exp(rng.normal(3.2, 0.9, n_items)), 2)
@@ -116,7 +170,7 @@ class _Catalogue:
 
 
 def _shown(cat: _Catalogue, batch: int, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """n (query, shown item) pairs: half the items come from the query's product type, as a retriever's would."""
+    """n (query, shown item) pairs; half the items come from the query's product type, as a retriever's."""
     live = cat.item_launch <= batch
     pop = np.where(live, cat.item_pop, 0.0)
     pop /= pop.sum()
@@ -147,21 +201,21 @@ def _chunk(cat: _Catalogue, batch: int, n: int, rng: np.random.Generator, t0: pd
     latent = _latent(cat, q, item, rng)
     label = (latent > cat.threshold).astype(np.int8)
     relevance = np.clip(np.round(1 + latent / 3.0, 2), 1.0, 3.0)
-    return pd.DataFrame({
-        "query": cat.query_text[q],
-        "item_id": cat.item_id[item],
-        "item_title": cat.item_title[item],
-        "category": cat.item_category[item],
-        "price": cat.price[item],
-        "ts": t0 + pd.to_timedelta(np.sort(rng.integers(0, 7 * 86_400, n)), unit="s"),
-        "relevance": relevance,
-        "label": label,
-    })
+    return pd.DataFrame(
+        {
+            "query": cat.query_text[q],
+            "item_id": cat.item_id[item],
+            "item_title": cat.item_title[item],
+            "category": cat.item_category[item],
+            "price": cat.price[item],
+            "ts": t0 + pd.to_timedelta(np.sort(rng.integers(0, 7 * 86_400, n)), unit="s"),
+            "relevance": relevance,
+            "label": label,
+        }
+    )
 
 
-def generate_batches(
-    config: DemoConfig, out_dir: Path, fmt: Literal["csv", "parquet"] = "csv"
-) -> list[Path]:
+def generate_batches(config: DemoConfig, out_dir: Path, fmt: Literal["csv", "parquet"] = "csv") -> list[Path]:
     """Write config.batches batch files to out_dir, streaming config.chunk_rows rows at a time."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

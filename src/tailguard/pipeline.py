@@ -22,23 +22,45 @@ class RetrainParams(BaseModel):
     """Parameters of one retrain run; the Prefect deployment exposes the same fields as a UI form."""
 
     data: str = Field(description="Batch to train on: a CSV/Parquet file, a folder of them, or an s3:// URI.")
-    columns: str = Field("", description="Column mapping for real-world files, e.g. 'query=search_term,item_id=product_uid'.")
-    balance: str = Field("random_under", description="Balancing strategies, comma-separated (see `tailguard balance --help`).")
-    balance_options: dict[str, Any] = Field(default_factory=dict, description="Options of the balancing strategies, e.g. {'ratio': 1.0}.")
-    base_model: str = Field("tiny", description="'tiny' (from scratch), 'minilm-l6', a local HF folder or an s3:// URI.")
+    columns: str = Field(
+        "", description="Column mapping for real-world files, e.g. 'query=search_term,item_id=product_uid'."
+    )
+    balance: str = Field(
+        "random_under", description="Balancing strategies, comma-separated (see `tailguard balance --help`)."
+    )
+    balance_options: dict[str, Any] = Field(
+        default_factory=dict, description="Options of the balancing strategies, e.g. {'ratio': 1.0}."
+    )
+    base_model: str = Field(
+        "tiny", description="'tiny' (from scratch), 'minilm-l6', a local HF folder or an s3:// URI."
+    )
     epochs: int = Field(3, ge=1, le=100, description="Training epochs.")
     max_steps: int = Field(0, ge=0, description="Stop after this many optimizer steps (0: no cap).")
     batch_size: int = Field(32, ge=1, description="Training batch size.")
     learning_rate: float = Field(0.0, ge=0, description="Learning rate; 0 picks the base model's default.")
-    train_options: dict[str, Any] = Field(default_factory=dict, description="Further TrainConfig fields (loss, sampler, ...).")
-    eval_fraction: float = Field(0.2, gt=0, lt=1, description="Share of queries held out for evaluation (split by query).")
+    train_options: dict[str, Any] = Field(
+        default_factory=dict, description="Further TrainConfig fields (loss, sampler, ...)."
+    )
+    eval_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of queries held out for evaluation (split by query)."
+    )
     seed: int = Field(0, description="Seed for the split, balancing and training.")
-    approval: Literal["auto", "manual"] = Field("auto", description="auto: promote only when every gate check passes; manual: pause for a reviewer.")
-    review_timeout_s: int = Field(86_400, ge=1, description="How long a manual review may take; a timeout means rejected.")
+    approval: Literal["auto", "manual"] = Field(
+        "auto", description="auto: promote only when every gate check passes; manual: pause for a reviewer."
+    )
+    review_timeout_s: int = Field(
+        86_400, ge=1, description="How long a manual review may take; a timeout means rejected."
+    )
     gate_policy: str = Field("", description="Path of a gate policy YAML; empty uses policies/gate.yaml.")
-    gate_overrides: dict[str, Any] = Field(default_factory=dict, description="Per-run overrides of gate policy fields.")
-    n_bootstrap: int = Field(1000, ge=0, description="Paired bootstrap resamples for every candidate - production difference.")
-    allow_duplicate_batch: bool = Field(False, description="Accept a batch whose content was already accepted before.")
+    gate_overrides: dict[str, Any] = Field(
+        default_factory=dict, description="Per-run overrides of gate policy fields."
+    )
+    n_bootstrap: int = Field(
+        1000, ge=0, description="Paired bootstrap resamples for every candidate - production difference."
+    )
+    allow_duplicate_batch: bool = Field(
+        False, description="Accept a batch whose content was already accepted before."
+    )
 
 
 @dataclass
@@ -99,8 +121,14 @@ def load(params: RetrainParams, ctx: RunContext) -> LoadedBatch:
         frame, error = load_batch(source, mapping), None
     except ContractError as exc:  # the flow quarantines the batch with this reason
         frame, error = None, exc.to_dict()
-    return LoadedBatch(frame=frame, files=files, fingerprint=fp, batch_id=batch_id_for(fp), uri=params.data,
-                       contract_error=error)
+    return LoadedBatch(
+        frame=frame,
+        files=files,
+        fingerprint=fp,
+        batch_id=batch_id_for(fp),
+        uri=params.data,
+        contract_error=error,
+    )
 
 
 def previous_batch(ctx: RunContext, exclude: str | None = None) -> dict | None:
@@ -118,20 +146,31 @@ def validate(batch: LoadedBatch, ctx: RunContext, params: RetrainParams) -> dict
     from tailguard.validation import ValidationPolicy, batch_stats, validate_frame
 
     if batch.frame is None:  # the contract check refused it before GX could run
-        return {"success": False, "batch_id": batch.batch_id, "stage": "contract", "stats": None,
-                "failures": [{**(batch.contract_error or {}), "severity": "error"}], "could_not_run": [],
-                "warnings": []}
+        return {
+            "success": False,
+            "batch_id": batch.batch_id,
+            "stage": "contract",
+            "stats": None,
+            "failures": [{**(batch.contract_error or {}), "severity": "error"}],
+            "could_not_run": [],
+            "warnings": [],
+        }
     previous = previous_batch(ctx, exclude=batch.batch_id)
     result = validate_frame(
         batch.frame, batch.uri, previous.get("stats") if previous else None, ValidationPolicy()
     ).to_dict()
     if not params.allow_duplicate_batch and ctx.store.exists(f"batches/{batch.batch_id}/fingerprint.json"):
         result["success"] = False
-        result.setdefault("failures", []).append({
-            "file": batch.uri, "column": "*", "rule": "batch_not_seen_before", "severity": "error",
-            "observed": f"identical content was accepted before as {batch.batch_id}",
-            "examples": [f["name"] for f in batch.fingerprint["files"]],
-        })
+        result.setdefault("failures", []).append(
+            {
+                "file": batch.uri,
+                "column": "*",
+                "rule": "batch_not_seen_before",
+                "severity": "error",
+                "observed": f"identical content was accepted before as {batch.batch_id}",
+                "examples": [f["name"] for f in batch.fingerprint["files"]],
+            }
+        )
     result["batch_id"] = batch.batch_id
     result["stats"] = batch_stats(batch.frame)
     return result
@@ -148,15 +187,25 @@ def quarantine(batch: LoadedBatch, result: dict, ctx: RunContext) -> str:
         docs = build_data_docs(result, ctx.work_dir / "data_docs")
     except ImportError:  # data docs are optional; the JSON result is the record
         docs = None
-    return ctx.store.uri.rstrip("/") + "/" + quarantine_batch(ctx.store, batch.batch_id, batch.files, result, docs)
+    return (
+        ctx.store.uri.rstrip("/")
+        + "/"
+        + quarantine_batch(ctx.store, batch.batch_id, batch.files, result, docs)
+    )
 
 
 def accept(batch: LoadedBatch, result: dict, ctx: RunContext) -> str:
     """Keep the accepted batch as received with its fingerprint and stats under batches/<batch_id>/."""
     from tailguard.data import accept_batch
 
-    meta = {**batch.fingerprint, "batch_id": batch.batch_id, "uri": batch.uri, "stats": result.get("stats"),
-            "accepted_at": datetime.now(UTC).isoformat(), "warnings": result.get("warnings", [])}
+    meta = {
+        **batch.fingerprint,
+        "batch_id": batch.batch_id,
+        "uri": batch.uri,
+        "stats": result.get("stats"),
+        "accepted_at": datetime.now(UTC).isoformat(),
+        "warnings": result.get("warnings", []),
+    }
     return accept_batch(ctx.store, batch.batch_id, batch.files, meta)
 
 
@@ -175,8 +224,9 @@ def drift(train: pd.DataFrame, batch: LoadedBatch, ctx: RunContext) -> dict | No
     from tailguard.data import load_batch
     from tailguard.reports import drift_report
 
-    manifest = json.loads(ctx.store.get_bytes(
-        f"models/{ctx.settings.model_name}/versions/{pointer['version']}/manifest.json"))
+    manifest = json.loads(
+        ctx.store.get_bytes(f"models/{ctx.settings.model_name}/versions/{pointer['version']}/manifest.json")
+    )
     ref_id = manifest.get("data", {}).get("batch_id")
     if not ref_id or not ctx.store.list_keys(f"batches/{ref_id}/input/"):
         return None
@@ -189,8 +239,9 @@ def drift(train: pd.DataFrame, batch: LoadedBatch, ctx: RunContext) -> dict | No
 
 
 def rebalance(train: pd.DataFrame, params: RetrainParams, ctx: RunContext) -> tuple[pd.DataFrame, dict]:
-    """Apply the balancing strategies to the training split only; return the frame and the before/after report."""
-    from tailguard.balance import BalanceConfig, rebalance as run_rebalance
+    """Balance the training split only; return the frame and the before/after report."""
+    from tailguard.balance import BalanceConfig
+    from tailguard.balance import rebalance as run_rebalance
 
     config = BalanceConfig.from_spec(params.balance, seed=params.seed, **params.balance_options)
     balanced, report = run_rebalance(train, config)
@@ -205,8 +256,14 @@ def rebalance(train: pd.DataFrame, params: RetrainParams, ctx: RunContext) -> tu
 
 def train_config(params: RetrainParams, settings: Settings) -> dict:
     """The TrainConfig fields for this run (a dict, so it can travel to a GPU worker as a parameter)."""
-    config = {"base": params.base_model, "epochs": params.epochs, "batch_size": params.batch_size,
-              "seed": params.seed, "threads": settings.torch_threads, "max_steps": params.max_steps}
+    config = {
+        "base": params.base_model,
+        "epochs": params.epochs,
+        "batch_size": params.batch_size,
+        "seed": params.seed,
+        "threads": settings.torch_threads,
+        "max_steps": params.max_steps,
+    }
     if params.learning_rate:
         config["lr"] = params.learning_rate
     return {**config, **params.train_options}
@@ -216,8 +273,12 @@ def train_in_process(balanced: pd.DataFrame, config: dict, ctx: RunContext) -> P
     """Fine-tune the candidate here (embedded default) and return its model folder."""
     from tailguard.model import TrainConfig, train
 
-    result = train(balanced, TrainConfig(**config), ctx.work_dir / "candidate",
-                   checkpoint_dir=ctx.work_dir / "checkpoints")
+    result = train(
+        balanced,
+        TrainConfig(**config),
+        ctx.work_dir / "candidate",
+        checkpoint_dir=ctx.work_dir / "checkpoints",
+    )
     return Path(result.model_dir)
 
 
@@ -253,10 +314,12 @@ def production_model(ctx: RunContext) -> tuple[str, Path] | None:
     return pointer["version"], ctx.registry.fetch_model(pointer["version"], dest)
 
 
-def evaluate(eval_df: pd.DataFrame, train: pd.DataFrame, scores: dict[str, np.ndarray],
-             params: RetrainParams) -> dict:
+def evaluate(
+    eval_df: pd.DataFrame, train: pd.DataFrame, scores: dict[str, np.ndarray], params: RetrainParams
+) -> dict:
     """tailguard's own metrics overall and per slice, with paired bootstrap intervals."""
-    from tailguard.metrics import EvalConfig, evaluate as run_evaluate
+    from tailguard.metrics import EvalConfig
+    from tailguard.metrics import evaluate as run_evaluate
 
     return run_evaluate(eval_df, train, scores, EvalConfig(n_bootstrap=params.n_bootstrap, seed=params.seed))
 
@@ -269,8 +332,14 @@ def decide(evaluation: dict, drift_summary: dict | None, params: RetrainParams) 
     return decide_evaluation(evaluation, policy, drift=drift_summary).to_dict()
 
 
-def render_reports(eval_df: pd.DataFrame, train: pd.DataFrame, scores: dict[str, np.ndarray], evaluation: dict,
-                   decision: dict, ctx: RunContext) -> dict[str, str]:
+def render_reports(
+    eval_df: pd.DataFrame,
+    train: pd.DataFrame,
+    scores: dict[str, np.ndarray],
+    evaluation: dict,
+    decision: dict,
+    ctx: RunContext,
+) -> dict[str, str]:
     """Evidently pages (overall and per popularity bucket) and tailguard's summary page for the reviewer."""
     from tailguard.reports import evaluation_reports
 
@@ -279,9 +348,17 @@ def render_reports(eval_df: pd.DataFrame, train: pd.DataFrame, scores: dict[str,
     return {name: str(path) for name, path in pages.items()}
 
 
-def write_candidate(model_dir: Path, batch: LoadedBatch, params: RetrainParams, evaluation: dict,
-                    decision: dict, balance_report: dict, drift_summary: dict | None, ctx: RunContext,
-                    flow_run_id: str = "") -> dict:
+def write_candidate(
+    model_dir: Path,
+    batch: LoadedBatch,
+    params: RetrainParams,
+    evaluation: dict,
+    decision: dict,
+    balance_report: dict,
+    drift_summary: dict | None,
+    ctx: RunContext,
+    flow_run_id: str = "",
+) -> dict:
     """Write the candidate's version folder (files first, manifest last); production is not touched."""
     registry = ctx.registry
     version = registry.new_version_id()
@@ -300,8 +377,13 @@ def write_candidate(model_dir: Path, batch: LoadedBatch, params: RetrainParams, 
     manifest = {
         "version": version,
         "model_name": ctx.settings.model_name,
-        "data": {"batch_id": batch.batch_id, "uri": batch.uri, "fingerprint": batch.fingerprint,
-                 "columns": params.columns or None, "rows": len(batch.frame)},
+        "data": {
+            "batch_id": batch.batch_id,
+            "uri": batch.uri,
+            "fingerprint": batch.fingerprint,
+            "columns": params.columns or None,
+            "rows": len(batch.frame),
+        },
         "params": params.model_dump(),
         "decision": {"promote": decision.get("promote"), "reasons": decision.get("reasons", [])},
         "balance": balance_report,
@@ -314,29 +396,44 @@ def write_candidate(model_dir: Path, batch: LoadedBatch, params: RetrainParams, 
     return registry.write_version(version, model_dir, files, manifest)
 
 
-def promote(version: str, decision: dict, review: dict, ctx: RunContext, expected_production: str | None) -> dict:
+def promote(
+    version: str, decision: dict, review: dict, ctx: RunContext, expected_production: str | None
+) -> dict:
     """Flip production to the candidate (conditional write) and record who approved it.
 
     expected_production is the version the candidate was evaluated against: if another run promoted
     in between, the flip is refused rather than shipping a model judged against the wrong baseline.
     """
     override = bool(review.get("override")) and not decision.get("promote")  # recorded only when it mattered
-    return ctx.registry.promote(version, approved_by=review.get("reviewer") or "unnamed reviewer",
-                                decision=decision, override=override, comment=review.get("comment", ""),
-                                expected_production=expected_production)
+    return ctx.registry.promote(
+        version,
+        approved_by=review.get("reviewer") or "unnamed reviewer",
+        decision=decision,
+        override=override,
+        comment=review.get("comment", ""),
+        expected_production=expected_production,
+    )
 
 
 def reject(version: str, decision: dict, review: dict, ctx: RunContext) -> None:
     """Record the rejection; production stays as it was."""
-    ctx.registry.reject(version, by=review.get("reviewer") or "unnamed reviewer", decision=decision,
-                        comment=review.get("comment", ""))
+    ctx.registry.reject(
+        version,
+        by=review.get("reviewer") or "unnamed reviewer",
+        decision=decision,
+        comment=review.get("comment", ""),
+    )
 
 
 def auto_review(decision: dict) -> dict:
     """The unattended policy: approve exactly when every gate check passed."""
-    return {"approve": bool(decision.get("promote")), "reviewer": "policy:auto", "override": False,
-            "comment": "approval=auto: " + ("all gate checks passed" if decision.get("promote")
-                                            else "a gate check failed")}
+    return {
+        "approve": bool(decision.get("promote")),
+        "reviewer": "policy:auto",
+        "override": False,
+        "comment": "approval=auto: "
+        + ("all gate checks passed" if decision.get("promote") else "a gate check failed"),
+    }
 
 
 def resolve_review(decision: dict, review: dict) -> tuple[bool, str]:
@@ -375,12 +472,22 @@ def review_prompt(decision: dict, version: str) -> str:
     """What the reviewer sees above the form in the Prefect UI."""
     verdict = "PASSES" if decision.get("promote") else "FAILS"
     reasons = "\n".join(f"- {r}" for r in decision.get("reasons", [])[:10])
-    return (f"Candidate {version} {verdict} the gate. Read the 'candidate-review' artifact and the report "
-            f"links, then approve or reject. Approving a failing candidate needs override=true.\n{reasons}")
+    return (
+        f"Candidate {version} {verdict} the gate. Read the 'candidate-review' artifact and the report "
+        f"links, then approve or reject. Approving a failing candidate needs override=true.\n{reasons}"
+    )
 
 
-def outcome(version: str, promoted: bool, why: str, decision: dict, evaluation: dict, pointer: dict | None,
-            manifest: dict, ctx: RunContext) -> dict:
+def outcome(
+    version: str,
+    promoted: bool,
+    why: str,
+    decision: dict,
+    evaluation: dict,
+    pointer: dict | None,
+    manifest: dict,
+    ctx: RunContext,
+) -> dict:
     """What the run did, with the paths a person opens next."""
     from tailguard.summary import slice_rows
 
@@ -407,8 +514,11 @@ def outcome(version: str, promoted: bool, why: str, decision: dict, evaluation: 
 def stored_reports(manifest: dict, ctx: RunContext) -> dict[str, str]:
     """Report pages of a written version, by name, as URIs in the store (what the review links point to)."""
     base = f"{ctx.store.uri.rstrip('/')}/models/{ctx.settings.model_name}/versions/{manifest['version']}"
-    return {Path(k).stem: f"{base}/{k}" for k in sorted(manifest.get("files", {})) if k.startswith("reports/")
-            and k.endswith(".html")}
+    return {
+        Path(k).stem: f"{base}/{k}"
+        for k in sorted(manifest.get("files", {}))
+        if k.startswith("reports/") and k.endswith(".html")
+    }
 
 
 def cleanup(ctx: RunContext) -> None:

@@ -28,12 +28,21 @@ def slice_rows(evaluation: dict, metrics: tuple[str, ...] = SHOWN_METRICS) -> li
             cand = values.get("candidate", {}).get(name, {}).get(metric, {})
             prod = values.get("production", {}).get(name, {}).get(metric, {})
             diff = comparison.get(name, {}).get(metric, {})
-            rows.append({
-                "slice": name, "metric": metric, "rows": info.get("rows"), "positives": info.get("positives"),
-                "judged": not info.get("too_small"), "note": info.get("reason") or cand.get("undefined") or "",
-                "candidate": cand.get("value"), "production": prod.get("value") if prod else None,
-                "diff": diff.get("value"), "ci_low": diff.get("ci_low"), "ci_high": diff.get("ci_high"),
-            })
+            rows.append(
+                {
+                    "slice": name,
+                    "metric": metric,
+                    "rows": info.get("rows"),
+                    "positives": info.get("positives"),
+                    "judged": not info.get("too_small"),
+                    "note": info.get("reason") or cand.get("undefined") or "",
+                    "candidate": cand.get("value"),
+                    "production": prod.get("value") if prod else None,
+                    "diff": diff.get("value"),
+                    "ci_low": diff.get("ci_low"),
+                    "ci_high": diff.get("ci_high"),
+                }
+            )
     return rows
 
 
@@ -42,10 +51,12 @@ def slice_table(rows: list[dict]) -> str:
     header = f"{'slice':<26}{'metric':<19}{'rows':>6}{'pos':>6}{'cand':>8}{'prod':>8}{'diff':>8}  95% CI"
     lines = [header, "-" * len(header)]
     for r in rows:
-        ci = ("" if r["ci_low"] is None else f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]")
+        ci = "" if r["ci_low"] is None else f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
         note = "" if r["judged"] else f"  (not judged: {r['note']})"
-        lines.append(f"{r['slice']:<26}{r['metric']:<19}{r['rows']:>6}{r['positives']:>6}"
-                     f"{_fmt(r['candidate']):>8}{_fmt(r['production']):>8}{_fmt(r['diff'], True):>8}  {ci}{note}")
+        lines.append(
+            f"{r['slice']:<26}{r['metric']:<19}{r['rows']:>6}{r['positives']:>6}"
+            f"{_fmt(r['candidate']):>8}{_fmt(r['production']):>8}{_fmt(r['diff'], True):>8}  {ci}{note}"
+        )
     return "\n".join(lines)
 
 
@@ -54,8 +65,10 @@ def checks_text(decision: dict) -> str:
     lines = []
     for check in decision.get("checks", []):
         verdict = str(check.get("verdict", "")).upper()
-        lines.append(f"  [{verdict:<7}] {check.get('name')}: observed {check.get('observed')} "
-                     f"vs {check.get('threshold')}" + (f" — {check['reason']}" if check.get("reason") else ""))
+        lines.append(
+            f"  [{verdict:<7}] {check.get('name')}: observed {check.get('observed')} "
+            f"vs {check.get('threshold')}" + (f" — {check['reason']}" if check.get("reason") else "")
+        )
     return "\n".join(lines) or "  (no checks)"
 
 
@@ -73,7 +86,7 @@ def outcome_text(outcome: dict) -> str:
         "",
         f"production is now: {outcome.get('production_version')}",
         f"model version:     {paths.get('version')}",
-        f"production pointer:{' ' if paths.get('production_pointer') else ''}{paths.get('production_pointer')}",
+        f"production pointer: {paths.get('production_pointer')}",
         "reports:",
         *[f"  {p}" for p in paths.get("reports", [])],
         "stage timings (s): " + ", ".join(f"{k} {v}" for k, v in outcome.get("timings_s", {}).items()),
@@ -95,16 +108,40 @@ def _md_cell(value: object) -> str:
 
 def review_markdown(evaluation: dict, decision: dict, version: str, store_uri: str) -> str:
     """The reviewer's artifact: verdict, gate checks, and the slice table with intervals."""
-    checks = [{"check": c.get("name"), "verdict": c.get("verdict"), "observed": c.get("observed"),
-               "threshold": c.get("threshold"), "reason": c.get("reason")} for c in decision.get("checks", [])]
+    checks = [
+        {
+            "check": c.get("name"),
+            "verdict": c.get("verdict"),
+            "observed": c.get("observed"),
+            "threshold": c.get("threshold"),
+            "reason": c.get("reason"),
+        }
+        for c in decision.get("checks", [])
+    ]
     rows = slice_rows(evaluation)
-    return (f"# Candidate {version}\n\nGate: **{'PASS' if decision.get('promote') else 'FAIL'}**\n\n"
-            + "".join(f"- {html.escape(r)}\n" for r in decision.get("reasons", []))
-            + "\n## Gate checks\n\n" + _md_table(checks, ["check", "verdict", "observed", "threshold", "reason"])
-            + "\n## Slices (candidate − production, paired bootstrap 95% CI over queries)\n\n"
-            + _md_table(rows, ["slice", "metric", "rows", "positives", "candidate", "production", "diff",
-                               "ci_low", "ci_high", "note"])
-            + f"\nStore: `{store_uri}`\n")
+    return (
+        f"# Candidate {version}\n\nGate: **{'PASS' if decision.get('promote') else 'FAIL'}**\n\n"
+        + "".join(f"- {html.escape(r)}\n" for r in decision.get("reasons", []))
+        + "\n## Gate checks\n\n"
+        + _md_table(checks, ["check", "verdict", "observed", "threshold", "reason"])
+        + "\n## Slices (candidate − production, paired bootstrap 95% CI over queries)\n\n"
+        + _md_table(
+            rows,
+            [
+                "slice",
+                "metric",
+                "rows",
+                "positives",
+                "candidate",
+                "production",
+                "diff",
+                "ci_low",
+                "ci_high",
+                "note",
+            ],
+        )
+        + f"\nStore: `{store_uri}`\n"
+    )
 
 
 def validation_text(result: dict, quarantine_uri: str) -> str:
@@ -117,19 +154,30 @@ def validation_text(result: dict, quarantine_uri: str) -> str:
         if f.get("severity", "error") != "error":
             continue
         examples = ", ".join(repr(e) for e in (f.get("examples") or [])[:5])
-        lines.append(f"  - {f.get('file')}: column '{f.get('column')}' broke rule {f.get('rule')}: "
-                     f"{f.get('observed')}" + (f" (e.g. {examples})" if examples else ""))
+        lines.append(
+            f"  - {f.get('file')}: column '{f.get('column')}' broke rule {f.get('rule')}: "
+            f"{f.get('observed')}" + (f" (e.g. {examples})" if examples else "")
+        )
     return "\n".join(lines)
 
 
 def validation_markdown(result: dict, quarantine_uri: str) -> str:
     """The refused batch's artifact."""
-    rows = [{k: f.get(k) for k in ("file", "column", "rule", "observed", "severity")}
-            | {"examples": ", ".join(map(str, (f.get("examples") or [])[:5]))} for f in result.get("failures", [])]
-    could = "".join(f"- validation could not run: {html.escape(str(x))}\n" for x in result.get("could_not_run", []))
-    return (f"# Batch {result.get('batch_id', '?')} refused\n\nQuarantined at `{quarantine_uri}`; "
-            "production was not touched.\n\n" + could + "\n"
-            + _md_table(rows, ["file", "column", "rule", "observed", "severity", "examples"]))
+    rows = [
+        {k: f.get(k) for k in ("file", "column", "rule", "observed", "severity")}
+        | {"examples": ", ".join(map(str, (f.get("examples") or [])[:5]))}
+        for f in result.get("failures", [])
+    ]
+    could = "".join(
+        f"- validation could not run: {html.escape(str(x))}\n" for x in result.get("could_not_run", [])
+    )
+    return (
+        f"# Batch {result.get('batch_id', '?')} refused\n\nQuarantined at `{quarantine_uri}`; "
+        "production was not touched.\n\n"
+        + could
+        + "\n"
+        + _md_table(rows, ["file", "column", "rule", "observed", "severity", "examples"])
+    )
 
 
 def balance_rows(report: dict) -> list[dict]:
@@ -145,11 +193,14 @@ def balance_rows(report: dict) -> list[dict]:
 def outcome_markdown(outcome: dict) -> str:
     """The run's outcome artifact."""
     paths = outcome.get("paths", {})
-    return (f"# Retrain outcome\n\nCandidate `{outcome.get('version')}`: "
-            f"**{'promoted' if outcome.get('promoted') else 'not promoted'}** — {html.escape(str(outcome.get('why')))}\n\n"
-            f"- production: `{outcome.get('production_version')}`\n- version folder: `{paths.get('version')}`\n"
-            f"- pointer: `{paths.get('production_pointer')}`\n"
-            + "".join(f"- report: `{p}`\n" for p in paths.get("reports", [])))
+    return (
+        f"# Retrain outcome\n\nCandidate `{outcome.get('version')}`: "
+        f"**{'promoted' if outcome.get('promoted') else 'not promoted'}** — "
+        f"{html.escape(str(outcome.get('why')))}\n\n"
+        f"- production: `{outcome.get('production_version')}`\n- version folder: `{paths.get('version')}`\n"
+        f"- pointer: `{paths.get('production_pointer')}`\n"
+        + "".join(f"- report: `{p}`\n" for p in paths.get("reports", []))
+    )
 
 
 def file_link(path: str) -> str:

@@ -34,16 +34,18 @@ def test_retrain_twice_promotes_first_then_judges_candidate_against_production(t
     assert manifest["data"]["rows"] == 4000
     assert {"model/model.safetensors", "metrics.json"} <= set(manifest["files"])
     assert not any(k.endswith((".bin", ".pkl", ".pt")) for k in manifest["files"])  # safetensors only
-    metrics = json.loads(registry.store.get_bytes(
-        f"models/relevance/versions/{first['version']}/metrics.json"))
+    metrics = json.loads(
+        registry.store.get_bytes(f"models/relevance/versions/{first['version']}/metrics.json")
+    )
     # The tiny model learns the generated relevance: well above chance on held-out queries.
     # (measured: 0.66-0.84 over seeds and sizes; chance is 0.5)
     assert metrics["metrics"]["candidate"]["overall"]["roc_auc"]["value"] > 0.62
     assert "production" not in metrics["metrics"]  # nothing to compare with on the first run
 
     second = retrain(data=str(demo_batches[1]), epochs=6, n_bootstrap=200)
-    metrics2 = json.loads(registry.store.get_bytes(
-        f"models/relevance/versions/{second['version']}/metrics.json"))
+    metrics2 = json.loads(
+        registry.store.get_bytes(f"models/relevance/versions/{second['version']}/metrics.json")
+    )
     assert set(metrics2["metrics"]) == {"candidate", "production"}  # same eval rows, both models
     overall = metrics2["comparison"]["slices"]["overall"]["roc_auc"]
     assert overall["ci_low"] <= overall["value"] <= overall["ci_high"]

@@ -36,8 +36,12 @@ def test_library_source_never_imports_prefect():
 
 
 def test_one_adapter_module_per_third_party_library():
-    owners = {"great_expectations": {"validation.py"}, "evidently": {"reports.py"}, "boto3": {"store.py"},
-              "botocore": {"store.py"}}
+    owners = {
+        "great_expectations": {"validation.py"},
+        "evidently": {"reports.py"},
+        "boto3": {"store.py"},
+        "botocore": {"store.py"},
+    }
     misplaced = []
     for path in SRC.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -56,7 +60,8 @@ def test_one_adapter_module_per_third_party_library():
 def test_pinned_stack_imports_together():
     code = (
         "import evidently, great_expectations, prefect, transformers, pandas, torch\n"
-        "print(evidently.__version__, great_expectations.__version__, prefect.__version__, pandas.__version__,"
+        "print(evidently.__version__, great_expectations.__version__, prefect.__version__,"
+        " pandas.__version__,"
         " torch.__version__)"
     )
     evidently_v, gx_v, prefect_v, pandas_v, torch_v = _run(code).split()

@@ -44,7 +44,9 @@ def test_later_batches_hold_cold_items(tmp_path):
 
 def test_split_by_query_never_splits_a_query_and_is_stable():
     rng = np.random.default_rng(0)
-    df = pd.DataFrame({"query": rng.choice([f"q{i}" for i in range(500)], 5_000), "label": rng.integers(0, 2, 5_000)})
+    df = pd.DataFrame(
+        {"query": rng.choice([f"q{i}" for i in range(500)], 5_000), "label": rng.integers(0, 2, 5_000)}
+    )
     train, held = split_by_query(df, 0.2, seed=0)
     assert set(train["query"]).isdisjoint(held["query"])
     assert len(train) + len(held) == len(df)

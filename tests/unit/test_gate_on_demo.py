@@ -1,4 +1,4 @@
-"""On the demo generator, where the truth is known, the gate catches a tail regression hidden by a head gain."""
+"""On demo data, where the truth is known, the gate catches a tail regression hidden by a head gain."""
 
 from __future__ import annotations
 
@@ -36,7 +36,9 @@ def test_gate_rejects_tail_regression_and_accepts_uniform_improvement(demo_split
     better_everywhere = _scores(truth, 0.5, rng)
     policy = load_policy()
 
-    bad = evaluate(held, train, {"candidate": regresses_tail, "production": production}, config, slices=slices)
+    bad = evaluate(
+        held, train, {"candidate": regresses_tail, "production": production}, config, slices=slices
+    )
     assert bad["slices"]["popularity:tail"]["positives"] >= config.min_positives  # the tail is judged
     head_gain = bad["comparison"]["slices"]["popularity:head"]["roc_auc"]["value"]
     assert head_gain > 0  # the regression hides behind a head gain
@@ -45,6 +47,8 @@ def test_gate_rejects_tail_regression_and_accepts_uniform_improvement(demo_split
     failed = {c.name for c in bad_decision.failed()}
     assert any("popularity:tail" in name or "popularity:cold" in name for name in failed), failed
 
-    good = evaluate(held, train, {"candidate": better_everywhere, "production": production}, config, slices=slices)
+    good = evaluate(
+        held, train, {"candidate": better_everywhere, "production": production}, config, slices=slices
+    )
     good_decision = decide_evaluation(good, policy)
     assert good_decision.promote, good_decision.summary()
