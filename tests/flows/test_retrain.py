@@ -18,6 +18,15 @@ def demo_batches(tmp_path_factory):
     return generate_batches(DemoConfig(rows=4000, batches=2, seed=7), tmp_path_factory.mktemp("demo"))
 
 
+def _artifacts(key: str) -> list:
+    """Artifacts with this key, read back through the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+
 def _registry(home) -> Registry:
     return Registry(open_store(str(home / "store")), "relevance")
 
@@ -55,6 +64,10 @@ def test_retrain_twice_promotes_first_then_judges_candidate_against_production(t
     assert actions == sorted(["promote", "promote" if second["promoted"] else "reject"])
     versions = {v["version"] for v in registry.list_versions()}
     assert {first["version"], second["version"]} <= versions
+    # The reviewer's pack is in Prefect: the slice table with intervals and the outcome.
+    review = _artifacts("candidate-review")
+    assert any(second["version"] in (a.data or "") and "popularity:tail" in (a.data or "") for a in review)
+    assert any(second["version"] in (a.data or "") for a in _artifacts("retrain-outcome"))
 
 
 def test_refused_batch_is_quarantined_and_nothing_else_changes(tailguard_home, demo_batches, tmp_path):
@@ -74,3 +87,4 @@ def test_refused_batch_is_quarantined_and_nothing_else_changes(tailguard_home, d
     keys = store.list_keys("quarantine/")
     assert any(k.endswith("/validation.json") for k in keys)
     assert any(k.endswith("/input/bad.csv") for k in keys)
+    assert any("label_binary" in (a.data or "") for a in _artifacts("batch-validation"))
