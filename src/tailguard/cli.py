@@ -588,10 +588,11 @@ def _run_retrain(**kwargs) -> dict | None:
 
     configure_embedded()
     from flows.retrain import BatchRejected, retrain
+    from tailguard.contract import ContractError
 
     try:
         return retrain(**kwargs)
-    except BatchRejected as exc:
+    except (BatchRejected, ContractError) as exc:  # refused batch, or an input that cannot be read at all
         typer.echo(str(exc), err=True)
         return None
 
@@ -615,6 +616,9 @@ def retrain(
 ) -> None:
     """Run one retrain: validate, rebalance, fine-tune, evaluate vs production, gate, promote or reject."""
     _offline()
+    if "://" not in data and not Path(data).exists():  # fail before starting Prefect (~10 s) for a typo
+        typer.echo(f"{data}: no such file or folder (expected a CSV/Parquet file, a folder, or s3://...)", err=True)
+        raise typer.Exit(2)
     outcome = _run_retrain(
         data=data,
         columns=columns,

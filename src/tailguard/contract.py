@@ -166,22 +166,6 @@ def _head_bytes(path: Path, size: int) -> tuple[bytes, bytes]:
         ) from None
 
 
-def _gzip_complete(path: Path) -> None:
-    """Stream through a gzip file once so a truncated tail is reported before any row is used."""
-    try:
-        with gzip.open(path, "rb") as fh:
-            while fh.read(1 << 24):
-                pass
-    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
-        raise UnreadableInput(
-            path,
-            None,
-            "readable_gzip",
-            f"truncated or corrupt gzip stream ({exc})",
-            hint="the upload was cut short; re-upload the complete file (`gzip -t FILE` checks it)",
-        ) from None
-
-
 def read_table(path: str | Path, mapping: ColumnMapping | dict[str, str] | None = None) -> pd.DataFrame:
     """Read one CSV/TSV/Parquet file (optionally gzipped) as received; every failure is a ContractError."""
     path = Path(path)
@@ -205,8 +189,6 @@ def read_table(path: str | Path, mapping: ColumnMapping | dict[str, str] | None 
             "this is a ZIP/XLSX archive, not CSV or Parquet",
             hint="export as CSV or Parquet",
         )
-    if raw.startswith(b"\x1f\x8b"):
-        _gzip_complete(path)
     return _read_csv(path, head, cfg)
 
 
@@ -348,8 +330,13 @@ def _read_csv(path: Path, head: bytes, cfg: ColumnMapping) -> pd.DataFrame:
             hint="re-encode the file as UTF-8 (iconv -f latin1 -t utf-8)",
         ) from None
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        # A truncated upload surfaces here, mid-parse, before any row is returned: nothing half-loads.
         raise UnreadableInput(
-            path, None, "readable_gzip", f"corrupt gzip ({exc})", hint="re-upload"
+            path,
+            None,
+            "readable_gzip",
+            f"truncated or corrupt gzip stream ({exc})",
+            hint="the upload was cut short; re-upload the complete file (`gzip -t FILE` checks it)",
         ) from None
     df.columns = [str(c).strip() for c in df.columns]
     if len(df) == 0:

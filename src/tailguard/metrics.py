@@ -55,7 +55,12 @@ class EvalConfig(BaseModel):
     ci_level: float = Field(0.95, gt=0, lt=1, description="Confidence level of the intervals.")
     ece_bins: int = Field(10, ge=1, description="Equal-width score bins of the expected calibration error.")
     max_categories: int = Field(30, ge=1, description="Largest categories sliced; the rest form '(other)'.")
-    bootstrap_chunk: int = Field(50, ge=1, description="Resamples per matrix product (memory bound).")
+    bootstrap_chunk: int = Field(
+        64,
+        ge=1,
+        description="Resamples per matrix product (memory bound); a multiple of 16 keeps every lane of "
+        "the pooled ROC/PR pass busy.",
+    )
     blas_threads: int = Field(1, ge=1, description="BLAS threads for the bootstrap's matrix products.")
     bootstrap_dtype: Literal["float32", "float64"] = Field(
         "float32",
@@ -423,91 +428,116 @@ class _Curve:
         self.single = (run_start & run_end).astype(np.uint8)
 
 
-def _pooled_curve_sums_py(q, y, run_end, single, weights, out) -> None:  # pragma: no cover - numba body
-    """Weighted pooled ROC/PR sums over rows by descending score (rows weigh their query's multiplicity).
+# Resamples handled per pass over a slice's rows: 16 uint8 multiplicities per query are 16 bytes, so the
+# weights of 50k queries (800 kB) stay in L2 while rows visit queries in score order (random access);
+# measured 0.59 ns per row and resample at 16 lanes (1M rows, 50k queries), 2.2 ns at 8, 0.77 at 24.
+_LANES = 16
 
-    out[0] = U (weighted pairs positive-above-negative, ties half), out[1] = Σ over tie runs of the run's
-    positive weight × precision at the run, out[2] = positive weight, out[3] = negative weight;
-    one column per resample (weights is queries × resamples). ROC AUC = U / (W+ W-), AP = out[1] / W+.
+
+def _pooled_curve_sums_py(q, y, single, run_end, weights, out) -> None:  # pragma: no cover - numba body
+    """Weighted pooled ROC/PR sums over a slice's rows by descending score (row weight = query multiplicity).
+
+    weights is (blocks, queries, _LANES): one lane per resample. Per resample: out[0] = U (weighted
+    positive-above-negative pairs, ties half), out[1] = Σ over tie runs of the run's positive weight x
+    precision at the run, out[2] = positive weight, out[3] = negative weight. ROC AUC = U / (W+ W-) and
+    AP = out[1] / W+, exactly what the expanded rows give (scikit-learn's step-wise AP, ties one threshold).
     """
-    b = weights.shape[1]
-    cpos = np.zeros(b)
-    cneg = np.zeros(b)
-    rpos = np.zeros(b)
-    rneg = np.zeros(b)
-    u = np.zeros(b)
-    ap = np.zeros(b)
-    run_has_pos = False
-    for i in range(len(q)):
-        w = weights[q[i]]
-        if single[i]:
-            # Most rows are alone in their tie run: one pass, no run buffers.
+    for blk in range(weights.shape[0]):
+        cpos = np.zeros(_LANES)
+        cneg = np.zeros(_LANES)
+        rpos = np.zeros(_LANES)
+        rneg = np.zeros(_LANES)
+        u = np.zeros(_LANES)
+        ap = np.zeros(_LANES)
+        run_has_pos = False
+        for i in range(len(q)):
+            qi = q[i]
+            if single[i]:
+                # A row alone in its tie run (almost all rows): branch-free over the label, since a
+                # mispredicted label branch cost more (1.07 vs 0.59 ns) than the idle division.
+                yf = float(y[i])
+                for k in range(_LANES):
+                    w = float(weights[blk, qi, k])
+                    wp = w * yf
+                    wn = w - wp
+                    u[k] += wn * cpos[k]
+                    cpos[k] += wp
+                    cneg[k] += wn
+                    ap[k] += wp * cpos[k] / max(cpos[k] + cneg[k], 1.0)
+                continue
             if y[i]:
-                for k in range(b):
-                    cpos[k] += w[k]
-                    ap[k] += w[k] * cpos[k] / max(cpos[k] + cneg[k], 1.0)
+                run_has_pos = True
+                for k in range(_LANES):
+                    rpos[k] += weights[blk, qi, k]
             else:
-                for k in range(b):
-                    u[k] += w[k] * cpos[k]
-                    cneg[k] += w[k]
-            continue
-        if y[i]:
-            run_has_pos = True
-            for k in range(b):
-                rpos[k] += w[k]
-        else:
-            for k in range(b):
-                rneg[k] += w[k]
-        if run_end[i]:
-            for k in range(b):
-                u[k] += rneg[k] * (cpos[k] + 0.5 * rpos[k])
-                cpos[k] += rpos[k]
-                cneg[k] += rneg[k]
-            if run_has_pos:
-                for k in range(b):
-                    ap[k] += rpos[k] * cpos[k] / max(cpos[k] + cneg[k], 1.0)
-            rpos[:] = 0.0
-            rneg[:] = 0.0
-            run_has_pos = False
-    out[0, :] = u
-    out[1, :] = ap
-    out[2, :] = cpos
-    out[3, :] = cneg
+                for k in range(_LANES):
+                    rneg[k] += weights[blk, qi, k]
+            if run_end[i]:
+                for k in range(_LANES):
+                    u[k] += rneg[k] * (cpos[k] + 0.5 * rpos[k])
+                    cpos[k] += rpos[k]
+                    cneg[k] += rneg[k]
+                if run_has_pos:
+                    for k in range(_LANES):
+                        ap[k] += rpos[k] * cpos[k] / max(cpos[k] + cneg[k], 1.0)
+                rpos[:] = 0.0
+                rneg[:] = 0.0
+                run_has_pos = False
+        for k in range(_LANES):
+            at = blk * _LANES + k
+            out[0, at] = u[k]
+            out[1, at] = ap[k]
+            out[2, at] = cpos[k]
+            out[3, at] = cneg[k]
+
+
+def _lane_weights(mult: np.ndarray) -> np.ndarray:
+    """Multiplicities (resamples x queries) as (blocks, queries, _LANES) small integers, zero-padded."""
+    b, n_queries = mult.shape
+    blocks = -(-b // _LANES)
+    dtype = np.uint8 if mult.max(initial=0) <= 255 else np.uint16
+    padded = np.zeros((blocks * _LANES, n_queries), dtype=dtype)
+    padded[:b] = mult
+    return np.ascontiguousarray(padded.reshape(blocks, _LANES, n_queries).transpose(0, 2, 1))
 
 
 def _pooled_curve_sums_numpy(curve: _Curve, weights: np.ndarray) -> np.ndarray:
-    """The same sums as the compiled kernel, with (rows x resamples) arrays (fallback without numba)."""
-    w = weights[curve.q].astype(np.float64)
+    """The same sums as the compiled kernel with (rows x resamples) arrays (the fallback without numba)."""
+    blocks, n_queries, lanes = weights.shape
+    out = np.zeros((4, blocks * lanes))
+    if len(curve.q) == 0:
+        return out
+    w = weights.transpose(1, 0, 2).reshape(n_queries, -1)[curve.q].astype(np.float64)
     pos = w * curve.y[:, None]
-    starts = np.flatnonzero(np.r_[True, curve.run_end[:-1] > 0]) if len(curve.q) else np.zeros(0, int)
-    if len(starts) == 0:
-        return np.zeros((4, weights.shape[1]))
+    starts = np.flatnonzero(np.r_[True, curve.run_end[:-1] > 0])
     p_run = np.add.reduceat(pos, starts, axis=0)
     n_run = np.add.reduceat(w - pos, starts, axis=0)
     cp, cn = np.cumsum(p_run, 0), np.cumsum(n_run, 0)
-    u = (n_run * (cp - 0.5 * p_run)).sum(0)
-    ap = (p_run * cp / np.maximum(cp + cn, 1.0)).sum(0)
-    return np.vstack([u, ap, cp[-1], cn[-1]])
+    out[0] = (n_run * (cp - 0.5 * p_run)).sum(0)
+    out[1] = (p_run * cp / np.maximum(cp + cn, 1.0)).sum(0)
+    out[2], out[3] = cp[-1], cn[-1]
+    return out
 
 
 _KERNEL: list = []
 
 
 def _pooled_curve_sums(curve: _Curve, weights: np.ndarray) -> np.ndarray:
-    """(4, resamples) weighted pooled ROC/PR sums of one slice and model; exact for integer weights."""
+    """(4, blocks x _LANES) weighted pooled ROC/PR sums of one slice and model (see _pooled_curve_sums_py)."""
     if not _KERNEL:
         try:
             import numba
 
-            # Compiled once per machine (cache=True): ~1 s; then a row costs ~0.3 ns per resample.
-            _KERNEL.append(numba.njit(cache=True, nogil=True)(_pooled_curve_sums_py))
-        except ImportError:  # pragma: no cover - numba is a dependency; kept for minimal installs
+            # error_model="numpy": no ZeroDivisionError checks in the lane loops, so they vectorise.
+            # cache=True: compiled once per machine (~2 s), then loaded from __pycache__ (~0.4 s import).
+            _KERNEL.append(numba.njit(cache=True, nogil=True, error_model="numpy")(_pooled_curve_sums_py))
+        except ImportError:  # pragma: no cover - numba is a dependency; this keeps minimal installs working
             _KERNEL.append(None)
-    out = np.zeros((4, weights.shape[1]))
     if _KERNEL[0] is None:
         return _pooled_curve_sums_numpy(curve, weights)
+    out = np.zeros((4, weights.shape[0] * weights.shape[2]))
     if len(curve.q):
-        _KERNEL[0](curve.q, curve.y, curve.run_end, curve.single, weights, out)
+        _KERNEL[0](curve.q, curve.y, curve.single, curve.run_end, weights, out)
     return out
 
 
@@ -895,13 +925,11 @@ def _resample(boot_stats, big, offsets, resampled, recall_by, probs_ok, config, 
             .astype(big.dtype)
         )
         totals = (mult @ big).astype(np.float64)
-        # queries x resamples, so a row's weights for the whole chunk are one contiguous read; float32
-        # holds the integer multiplicities exactly and halves the cache footprint (50k queries: 10 MB).
-        weights = np.ascontiguousarray(mult.T, dtype=np.float32)
+        weights = _lane_weights(mult)
         for st in boot_stats:
             at = offsets[st.name]
             t = {key: totals[:, at + sl.start : at + sl.stop] for key, sl in st.slices.items()}
-            curves = {m: _pooled_curve_sums(st.curves[m], weights) for m in models}
+            curves = {m: _pooled_curve_sums(st.curves[m], weights)[:, :b] for m in models}
             vals = _metrics_from_sums(t, models, probs_ok, curves)
             for m in models:
                 for key, arr in vals[m].items():

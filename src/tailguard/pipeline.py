@@ -172,7 +172,7 @@ def validate(batch: LoadedBatch, ctx: RunContext, params: RetrainParams) -> dict
             }
         )
     result["batch_id"] = batch.batch_id
-    result["stats"] = batch_stats(batch.frame)
+    result["stats"] = result.get("stats") or batch_stats(batch.frame)
     return result
 
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -416,12 +417,14 @@ def _file_of(rows: list[int], files: list[dict] | None, source: str) -> str:
     return source
 
 
-def _row_examples(res: dict, index_to_row: np.ndarray | None) -> tuple[list, list[int]]:
+def _row_examples(
+    res: dict, index_to_row: np.ndarray | None, regex: str | None = None
+) -> tuple[list, list[int]]:
     values = res.get("partial_unexpected_list") or []
     index = res.get("partial_unexpected_index_list") or []
     examples, rows = [], []
     for pos, value in enumerate(values[:MAX_EXAMPLES]):
-        item: dict[str, Any] = {"value": _clip(value)}
+        item: dict[str, Any] = {"value": _clip(value, regex)}
         if pos < len(index):
             row = int(index[pos]) if index_to_row is None else int(index_to_row[int(index[pos])])
             item["row"] = row
@@ -438,9 +441,14 @@ def _show_example(example: Any) -> str:
     return repr(example)
 
 
-def _clip(value: Any) -> Any:
+def _clip(value: Any, regex: str | None = None) -> Any:
     if isinstance(value, float) and np.isnan(value):
         return None
+    match = re.search(regex, value) if regex and isinstance(value, str) and len(value) > 80 else None
+    if match:
+        # Show what the rule matched, not just the start of a long title (HTML entities sit mid-title).
+        start, end = max(0, match.start() - 30), min(len(value), match.end() + 30)
+        return f"...{value[start:end]}... ({len(value)} chars)"
     if isinstance(value, str) and len(value) > 80:
         return value[:77] + f"... ({len(value)} chars)"
     if isinstance(value, np.generic):
@@ -502,7 +510,7 @@ def _collect(
         if er.success:
             continue
         res = dict(er.result or {})
-        examples, rows = _row_examples(res, index_to_row)
+        examples, rows = _row_examples(res, index_to_row, kwargs.get("regex"))
         if batch_values is not None:
             stat = kwargs.get("column")
             observed = f"{stat}={_clip(batch_values.get(stat))}, {_bounds(kwargs, parameters)}"

@@ -107,6 +107,14 @@ def _truncated_gzip(d: Path) -> Path:
     return d / "batch.csv.gz"
 
 
+def _truncated_gzip_past_header(d: Path) -> Path:
+    # Large enough that the cut lies beyond the 64 KiB sniffed at the start: it must fail mid-parse.
+    text = pd.concat([good_frame(seed=s) for s in range(150)]).to_csv(index=False)
+    data = gzip.compress(text.encode(), compresslevel=1)
+    (d / "batch.csv.gz").write_bytes(data[: len(data) * 3 // 4])
+    return d / "batch.csv.gz"
+
+
 def _zip_named_csv() -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -209,6 +217,7 @@ def _unseen_categories(d: Path) -> Path:
 CASES: dict[str, Case] = {
     # --- unreadable input (contract, before GX) ---
     "truncated_gzip": Case(_truncated_gzip, UnreadableInput, None, "readable_gzip"),
+    "truncated_gzip_past_header": Case(_truncated_gzip_past_header, UnreadableInput, None, "readable_gzip"),
     "binary_not_csv": Case(
         _raw(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(200)), UnreadableInput, None, "format"
     ),

@@ -244,14 +244,12 @@ def test_paired_bootstrap_matches_explicit_resampling(data):
     )
     f1_32 = res32["comparison"]["slices"]["overall"]["f1"]
     assert (f1_32["ci_low"], f1_32["ci_high"]) == pytest.approx((lo, hi), abs=1e-5)
-    # pooled ROC AUC is resampled on score bins and re-centred: close to the exact bootstrap
+    # pooled ROC and PR AUC are weighted exactly per resample: the same as scikit-learn on the rows
     lo, hi = _reference_bootstrap(ev, cand, prod, 60, 5, roc_auc_score)
-    assert cmp["roc_auc"]["ci_low"] == pytest.approx(lo, abs=0.01)
-    assert cmp["roc_auc"]["ci_high"] == pytest.approx(hi, abs=0.01)
+    assert (cmp["roc_auc"]["ci_low"], cmp["roc_auc"]["ci_high"]) == pytest.approx((lo, hi), abs=1e-9)
     assert cmp["roc_auc"]["ci_low"] <= cmp["roc_auc"]["value"] <= cmp["roc_auc"]["ci_high"]
-    # pooled PR AUC is resampled on 8 score bins and re-centred (8 and 16 bins were both within 0.005)
     lo, hi = _reference_bootstrap(ev, cand, prod, 60, 5, average_precision_score)
-    assert (cmp["pr_auc"]["ci_low"], cmp["pr_auc"]["ci_high"]) == pytest.approx((lo, hi), abs=0.01)
+    assert (cmp["pr_auc"]["ci_low"], cmp["pr_auc"]["ci_high"]) == pytest.approx((lo, hi), abs=1e-9)
 
 
 def test_identical_models_have_zero_width_intervals(data):
@@ -314,3 +312,190 @@ def test_metrics_command_writes_documented_json(tmp_path, data):
     )
     assert result.exit_code == 2
     assert "bad.csv: column 'label' must be 0 or 1" in result.output and "'yes'" in result.output
+
+
+# ----------------------------------------------------------------------------------------------
+# paired bootstrap on Zipf-skewed query sizes: a few huge queries hold most rows, many small ones the rest
+
+
+def _zipf_queries(seed: int, n_small: int = 60) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Three huge queries (~65% of rows) and many small ones; rounded scores so ties occur."""
+    rng = np.random.default_rng(seed)
+    sizes = np.r_[[260, 120, 70], rng.integers(2, 9, size=n_small)]
+    q = np.repeat([f"query {i} word{i % 7}" for i in range(len(sizes))], sizes)
+    n = len(q)
+    # The huge queries have more positives than the small ones, as head queries do.
+    share = np.repeat(np.r_[[0.55, 0.45, 0.4], np.full(n_small, 0.25)], sizes)
+    y = (rng.random(n) < share).astype(int)
+    rel = y * rng.integers(1, 4, size=n)
+    ev = pd.DataFrame(
+        {
+            "query": q,
+            "item_id": (rng.zipf(1.3, size=n) % 200).astype(str),
+            "label": y,
+            "relevance": rel.astype(float),
+            "category": rng.choice(["tools", "paint"], size=n),
+        }
+    )
+    cand = np.round(np.clip(0.5 + 0.1 * (y - 0.5) + rng.normal(0, 0.25, n), 0, 1), 2)
+    prod = np.round(1 / (1 + np.exp(-(2.5 * y - 1.2 + rng.normal(0, 1, n)))), 2)
+    return ev, cand, prod
+
+
+def _expanded(q: np.ndarray, mult: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Row indices of the resampled data set restricted to a slice: each row repeated by its query's count."""
+    rows = np.flatnonzero(mask)
+    return np.repeat(rows, mult[q[rows]])
+
+
+def _pooled_reference(y: np.ndarray, s: np.ndarray) -> dict[str, float]:
+    """Pooled metrics of expanded rows, straight from scikit-learn and the METRICS.md definitions."""
+    out = {"roc_auc": np.nan, "pr_auc": np.nan}
+    if 0 < y.sum() < len(y):
+        out["roc_auc"] = roc_auc_score(y, s)
+    if y.sum() > 0:
+        out["pr_auc"] = average_precision_score(y, s)
+    pred = s >= 0.5
+    tp, fp = float((pred & (y > 0)).sum()), float((pred & (y == 0)).sum())
+    p = float(y.sum())
+    bins = np.minimum((s * 10).astype(int), 9)
+    out |= {
+        "log_loss": log_loss(y, s, labels=[0, 1]) if len(y) else np.nan,
+        "ece": np.abs(np.bincount(bins, weights=s - y, minlength=10)).sum() / len(y) if len(y) else np.nan,
+        "f1": 2 * tp / (tp + fp + p) if tp + fp + p else np.nan,
+        "recall": tp / p if p else np.nan,
+        "precision": tp / (tp + fp) if tp + fp else np.nan,
+    }
+    return out
+
+
+def _per_query_reference(y, gain, s, k) -> dict[str, float]:
+    """One query's AUC, nDCG@k, MRR, recall@k from their definitions (ranks: descending, stable)."""
+    order = np.argsort(-s, kind="stable")
+    yr, gr = y[order], gain[order]
+    disc = 1 / np.log2(np.arange(2, len(s) + 2))
+    ideal = np.sort(gain)[::-1]
+    idcg = (ideal[:k] * disc[:k]).sum()
+    has_pos = yr.sum() > 0
+    return {
+        "roc_auc_per_query": roc_auc_score(y, s) if 0 < y.sum() < len(y) else np.nan,
+        "ndcg_at_k": (gr[:k] * disc[:k]).sum() / idcg if idcg > 0 else np.nan,
+        "mrr": 1 / (np.argmax(yr > 0) + 1) if has_pos else np.nan,
+        "recall_at_k": yr[:k].sum() / yr.sum() if has_pos else np.nan,
+    }
+
+
+def _interval_of(diffs: list[float]) -> tuple[float, float] | None:
+    d = np.asarray(diffs, dtype=float)
+    d = d[np.isfinite(d)]
+    if len(d) < max(10, 0.5 * len(diffs)):
+        return None
+    lo, hi = np.quantile(d, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+@pytest.fixture(scope="module")
+def zipf_case():
+    ev, cand, prod = _zipf_queries(11)
+    train = _frame(300, 6, 1)
+    cfg = EvalConfig(n_bootstrap=40, seed=4, min_positives=5, bootstrap_dtype="float64")
+    res = evaluate(ev, train, {"candidate": cand, "production": prod}, cfg)
+    q, names = pd.factorize(ev["query"].astype(str))
+    draws = np.random.default_rng(cfg.seed).integers(0, len(names), size=(cfg.n_bootstrap, len(names)))
+    mults = np.stack([np.bincount(d, minlength=len(names)) for d in draws])
+    return ev, train, cand, prod, cfg, res, q, mults
+
+
+def test_zipf_pooled_intervals_match_explicit_resampling(zipf_case):
+    """Every pooled metric's interval on every slice equals explicit resampling + scikit-learn."""
+    ev, train, cand, prod, cfg, res, q, mults = zipf_case
+    assert ev["query"].value_counts().iloc[0] / len(ev) > 0.3  # one query holds >30% of the rows
+    slices = assign_slices(ev, train, cfg)
+    y = ev["label"].to_numpy()
+    checked = 0
+    for name, entry in res["comparison"]["slices"].items():
+        dim, _, value = name.partition(":")
+        mask = np.ones(len(ev), bool) if name == "overall" else (slices[dim].astype(str) == value).to_numpy()
+        if not mask.any():
+            continue
+        diffs: dict[str, list[float]] = {}
+        for mult in mults:
+            idx = _expanded(q, mult, mask)
+            c, p = _pooled_reference(y[idx], cand[idx]), _pooled_reference(y[idx], prod[idx])
+            for metric in c:
+                diffs.setdefault(metric, []).append(c[metric] - p[metric])
+        for metric, d in diffs.items():
+            ref, got = _interval_of(d), entry[metric]
+            if ref is None:
+                assert got.get("ci_low") is None, (name, metric)
+                continue
+            assert (got["ci_low"], got["ci_high"]) == pytest.approx(ref, abs=1e-9), (name, metric)
+            checked += 1
+    assert checked >= 40
+
+
+def test_zipf_per_query_intervals_match_explicit_resampling(zipf_case):
+    """Per-query means (AUC, nDCG, MRR, recall@k) on query-level slices equal explicit resampling."""
+    ev, train, cand, prod, cfg, res, q, mults = zipf_case
+    slices = assign_slices(ev, train, cfg)
+    y, gain = ev["label"].to_numpy(), ev["relevance"].to_numpy()
+    rows_of = pd.Series(np.arange(len(q))).groupby(q).indices
+    per_q = {
+        m: [_per_query_reference(y[rows_of[j]], gain[rows_of[j]], s[rows_of[j]], cfg.k) for j in rows_of]
+        for m, s in (("candidate", cand), ("production", prod))
+    }
+    for name in ("overall", "query_frequency:head", "query_frequency:tail", "query_terms:seen-terms"):
+        dim, _, value = name.partition(":")
+        in_slice = (slices[dim].astype(str) == value).to_numpy() if value else np.ones(len(ev), bool)
+        queries = np.unique(q[in_slice])
+        for metric in ("roc_auc_per_query", "ndcg_at_k", "mrr", "recall_at_k"):
+            diffs = []
+            for mult in mults:
+                means = {}
+                for m in per_q:
+                    v = np.array([per_q[m][j][metric] for j in queries])
+                    w = mult[queries] * np.isfinite(v)
+                    means[m] = np.nansum(w * v) / w.sum() if w.sum() else np.nan
+                diffs.append(means["candidate"] - means["production"])
+            ref, got = _interval_of(diffs), res["comparison"]["slices"][name][metric]
+            if ref is None:
+                assert got.get("ci_low") is None, (name, metric)
+                continue
+            assert (got["ci_low"], got["ci_high"]) == pytest.approx(ref, abs=1e-9), (name, metric)
+
+
+def test_zipf_intervals_are_feasible_and_hold_the_point(zipf_case):
+    """No bound of a [0, 1] metric's difference leaves [-1, 1]; AUC intervals contain the point here."""
+    *_, res, _, _ = zipf_case
+    for name, entry in res["comparison"]["slices"].items():
+        for metric, d in entry.items():
+            if d.get("ci_low") is None:
+                continue
+            assert d["ci_low"] <= d["ci_high"], (name, metric)
+            if metric != "log_loss":
+                assert d["ci_low"] >= -1 and d["ci_high"] <= 1, (name, metric, d)
+    for metric in ("roc_auc", "pr_auc"):
+        d = res["comparison"]["slices"]["overall"][metric]
+        assert d["ci_low"] <= d["value"] <= d["ci_high"], (metric, d)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_weighted_pooled_sums_equal_sklearn_sample_weights(seed):
+    """Compiled pass = numpy fallback = scikit-learn with integer sample weights, ties included."""
+    rng = np.random.default_rng(seed)
+    n, n_queries, b = 300, 25, 20
+    q = rng.integers(0, n_queries, n)
+    y = (rng.random(n) < 0.3).astype(int)
+    s = np.round(rng.random(n) + 0.3 * y, 1)  # few distinct values: long tie runs
+    o = np.argsort(-s, kind="stable")
+    curve = M._Curve(q[o], y[o], s[o])
+    mult = rng.integers(0, 4, size=(b, n_queries)).astype(float)
+    weights = M._lane_weights(mult)
+    fast = M._pooled_curve_sums(curve, weights)[:, :b]
+    slow = M._pooled_curve_sums_numpy(curve, weights)[:, :b]
+    np.testing.assert_allclose(fast, slow, rtol=1e-12)
+    for r in range(b):
+        w = mult[r][q]
+        u, ap, w_pos, w_neg = fast[:, r]
+        assert u / (w_pos * w_neg) == pytest.approx(roc_auc_score(y, s, sample_weight=w), abs=1e-12)
+        assert ap / w_pos == pytest.approx(average_precision_score(y, s, sample_weight=w), abs=1e-12)
