@@ -529,8 +529,12 @@ def _pooled_curve_sums(curve: _Curve, weights: np.ndarray) -> np.ndarray:
             import numba
 
             # error_model="numpy": no ZeroDivisionError checks in the lane loops, so they vectorise.
-            # cache=True: compiled once per machine (~2 s), then loaded from __pycache__ (~0.4 s import).
-            _KERNEL.append(numba.njit(cache=True, nogil=True, error_model="numpy")(_pooled_curve_sums_py))
+            # cache=True: compiled once per machine (1.1 CPU s), then loaded from __pycache__ (~0.5 s import).
+            try:
+                kernel = numba.njit(cache=True, nogil=True, error_model="numpy")(_pooled_curve_sums_py)
+            except RuntimeError:  # no writable cache location (read-only install): compile per process
+                kernel = numba.njit(nogil=True, error_model="numpy")(_pooled_curve_sums_py)
+            _KERNEL.append(kernel)
         except ImportError:  # pragma: no cover - numba is a dependency; this keeps minimal installs working
             _KERNEL.append(None)
     if _KERNEL[0] is None:
