@@ -22,7 +22,9 @@ class GatePolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     floors: dict[str, float] = Field(
-        default_factory=lambda: {"roc_auc": 0.55},
+        # Per-query AUC too: on Home Depot a MiniLM after 40 steps had pooled AUC 0.558 (query priors)
+        # but per-query AUC 0.496, i.e. no ranking within a query; a pooled floor alone promoted it.
+        default_factory=lambda: {"roc_auc": 0.55, "roc_auc_per_query": 0.55},
         description="Absolute floors on the candidate's overall metrics (apply even with no production). "
         "For lower-is-better metrics (log_loss, ece) the value is a ceiling.",
     )

@@ -42,7 +42,8 @@ def test_policy_yaml_mirrors_builtin_defaults():
 
 def test_policy_overrides_and_bad_files(tmp_path):
     p = load_policy(overrides={"floors": {"ndcg_at_k": 0.3}, "regression_bound": "upper"})
-    assert p.floors == {"roc_auc": 0.55, "ndcg_at_k": 0.3} and p.regression_bound == "upper"
+    assert p.floors == {"roc_auc": 0.55, "roc_auc_per_query": 0.55, "ndcg_at_k": 0.3}
+    assert p.regression_bound == "upper"
     bad = tmp_path / "gate.yaml"
     bad.write_text("regression_bound: sideways\n")
     with pytest.raises(ValueError, match=r"gate.yaml: invalid gate policy.*regression_bound"):
@@ -113,6 +114,9 @@ def test_tail_regression_hidden_by_overall_gain_is_caught(batch):
 
 
 def _m(**values):
+    # Per-query AUC mirrors pooled AUC unless a test sets it (both have default floors).
+    if "roc_auc" in values:
+        values.setdefault("roc_auc_per_query", values["roc_auc"])
     return {
         k: ({"value": v} if v is not None else {"value": None, "undefined": "one class in slice"})
         for k, v in values.items()
@@ -211,3 +215,10 @@ def test_drift_and_fairness_inputs():
     d = decide(base, base, GatePolicy(max_share_drifted_columns=None), comparison=fair)
     assert _by_name(d)["fairness:recall_gap_growth"].verdict == "fail"
     assert d.to_dict()["promote"] is False and isinstance(d.to_dict()["checks"][0], dict)
+
+
+def test_pooled_auc_from_query_priors_alone_does_not_pass_the_floor():
+    # Measured on Home Depot: pooled 0.558 (query priors) with per-query 0.496 (no ranking within queries).
+    d = decide({"overall": _m(roc_auc=0.558, roc_auc_per_query=0.496)}, None, GatePolicy())
+    assert not d.promote
+    assert [c.name for c in d.failed()] == ["floor:overall:roc_auc_per_query"]
