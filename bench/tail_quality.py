@@ -48,6 +48,7 @@ STRATEGIES: dict[str, tuple[str, dict, dict]] = {
     "augment": ("augment", {"aug_copies": 4}, {}),
     "random_under+augment": ("augment,random_under", {"ratio": 1.0, "aug_copies": 4}, {}),
 }
+NOTES_MARKER = "<!-- notes: kept across re-runs -->"
 SLICES = {
     "overall": "overall",
     "query tail": "query_frequency:tail",
@@ -401,7 +402,10 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/tail_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
     page = render(results, args, command)
     print(page)
-    Path(args.out).write_text(page)
+    out = Path(args.out)
+    # Hand-written interpretation below the marker survives a re-run; the tables above it are regenerated.
+    notes = out.read_text().partition(NOTES_MARKER)[2] if out.exists() else ""
+    out.write_text(page + (f"\n{NOTES_MARKER}{notes}" if notes else ""))
     (work / "results.json").write_text(json.dumps(results, indent=2, default=str))
     return 0
 

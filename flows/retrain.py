@@ -64,26 +64,8 @@ def retrain(
     allow_duplicate_batch: bool = False,
 ) -> dict:
     """Retrain the relevance model on one batch and promote it only if it does not hurt the long tail."""
-    params = RetrainParams(
-        data=data,
-        columns=columns,
-        balance=balance,
-        balance_options=balance_options or {},
-        base_model=base_model,
-        epochs=epochs,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        train_options=train_options or {},
-        eval_fraction=eval_fraction,
-        seed=seed,
-        approval=approval,
-        review_timeout_s=review_timeout_s,
-        gate_policy=gate_policy,
-        gate_overrides=gate_overrides or {},
-        n_bootstrap=n_bootstrap,
-        allow_duplicate_batch=allow_duplicate_batch,
-    )
+    # The parameters above are RetrainParams' fields, flat so the Prefect UI shows one typed form.
+    params = RetrainParams(**{name: value for name, value in locals().items() if value is not None})
     logger = get_run_logger()
     ctx = pipeline.new_context()
 

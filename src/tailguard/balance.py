@@ -234,15 +234,20 @@ def random_under_positions(labels: np.ndarray, ratio: float, rng: np.random.Gene
 
 def random_over_positions(labels: np.ndarray, over_ratio: float, rng: np.random.Generator) -> np.ndarray:
     """Positions: every row, then random positives (with replacement) to int(n_neg * over_ratio) in all."""
+    return np.concatenate([np.arange(len(labels)), random_over_extra(labels, over_ratio, rng)])
+
+
+def random_over_extra(labels: np.ndarray, over_ratio: float, rng: np.random.Generator) -> np.ndarray:
+    """Positions of the duplicated positives only: what random_over appends after every original row."""
     positives = np.flatnonzero(labels != 0)
     target = int((len(labels) - len(positives)) * over_ratio + 1e-9)
     extra = target - len(positives)
     if extra <= 0 or len(positives) == 0:
-        return np.arange(len(labels))
+        return np.empty(0, dtype=np.int64)
     # Multinomial counts per positive = sampling with replacement, already sorted without a sort (an 8M-row
     # np.sort cost ~0.8 s); sorted copies keep the frame take sequential in memory (trainers shuffle anyway).
     copies = np.bincount(rng.integers(0, len(positives), size=extra), minlength=len(positives))
-    return np.concatenate([np.arange(len(labels)), np.repeat(positives, copies)])
+    return np.repeat(positives, copies)
 
 
 def _rank_within(groups: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -406,17 +411,30 @@ def rebalance(
             notes.append(
                 f"random_under: already at or below {config.ratio} negatives per positive; nothing dropped"
             )
+    # Duplicates are kept apart from the rows they copy: when every input row survives (random_over alone)
+    # the output is the input's columns followed by the duplicates, with no 18M-row position array.
+    duplicates = np.empty(0, dtype=np.int64)
     if "random_over" in strategies:
-        sub = random_over_positions(combined_labels[combined], config.over_ratio, rng)
-        if len(sub) == len(combined):
+        duplicates = combined[random_over_extra(combined_labels[combined], config.over_ratio, rng)]
+        if len(duplicates) == 0:
             notes.append(f"random_over: already at or above {config.over_ratio} positives per negative")
-        combined = combined[sub]
 
-    from_train = combined < len(pos)
-    if augmented is None or from_train.all():
-        out = take_rows(train_df, pos[combined])
-        src = pos[combined]
+    if augmented is None or (combined < len(pos)).all() and (duplicates < len(pos)).all():
+        every_row = len(combined) == len(train_df)  # positions only increase: every input row, in order
+        kept = np.arange(len(train_df)) if every_row else pos[combined]
+        copies = pos[duplicates]
+        # Source positions feed only the weights and the report (an 18M-row array at 10M input rows).
+        needs_src = report or not every_row or bool(WEIGHTING & set(strategies))
+        src = np.concatenate([kept, copies]) if needs_src else None
+        columns = _take_columns(train_df, copies if every_row else src, keep_all=every_row)
+        if "augmented" not in columns:
+            columns["augmented"] = np.zeros(len(columns["row_id"]), dtype=bool)
+        if "source_row_id" not in columns:
+            columns["source_row_id"] = columns["row_id"].astype(np.int64, copy=True)
+        out = _frame(columns, None)
     else:
+        combined = np.concatenate([combined, duplicates])
+        from_train = combined < len(pos)
         parts = np.flatnonzero(from_train)
         out = pd.concat(
             [
@@ -454,35 +472,60 @@ def rebalance(
     return out, result
 
 
-def take_rows(df: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
-    """Rows at positions with a fresh RangeIndex, one numpy take per column.
+def take_rows(df: pd.DataFrame, positions: np.ndarray, *, keep_all: bool = False) -> pd.DataFrame:
+    """Rows at positions (after every row of df, in order, when keep_all) with a fresh RangeIndex."""
+    return _frame(_take_columns(df, positions, keep_all), df.columns)
 
-    DataFrame.take spent 8.0 s on 18M rows x 3 object columns where numpy's take needs 1.2 s per column.
+
+def _take_columns(df: pd.DataFrame, positions: np.ndarray, keep_all: bool) -> dict[Any, Any]:
+    """One array per column: rows at positions, after every row of df when keep_all.
+
+    One numpy operation per column: DataFrame.take spent 8.0 s on 18M rows x 3 object columns where numpy's
+    take needs 1.2 s per column, and `Series.array.to_numpy()` scanned object columns for NA (2.0 s at 10M).
+    keep_all copies the input rows sequentially and needs no position array for them.
     """
+    n, k = len(df), len(positions)
     columns = {}
     for name, series in df.items():
-        values = series.array
-        if isinstance(values, pd.arrays.NumpyExtensionArray):
-            columns[name] = values.to_numpy().take(positions)
+        if isinstance(series.dtype, np.dtype):
+            values = series.to_numpy()
+            if keep_all:
+                # Straight into one buffer: np.concatenate would hold a k-row temporary per column.
+                column = np.empty(n + k, dtype=values.dtype)
+                column[:n] = values
+                # mode="clip" because mode="raise" buffers `out`; positions come from this frame, in range.
+                np.take(values, positions, out=column[n:], mode="clip")
+            else:
+                column = values.take(positions)
         else:
-            columns[name] = values.take(positions)
-    out = pd.DataFrame(columns, index=pd.RangeIndex(len(positions)), copy=False)
-    out.columns = df.columns
+            column = series.array.take(np.concatenate([np.arange(n), positions]) if keep_all else positions)
+        columns[name] = column
+    return columns
+
+
+def _frame(columns: dict[Any, Any], names: Any) -> pd.DataFrame:
+    """A DataFrame over these arrays without copying them."""
+    n = len(next(iter(columns.values()))) if columns else 0
+    # copy=False: no consolidation of same-dtype columns into 2-D blocks (a second full copy); assigning a
+    # column afterwards (df[name] = array) would copy it again.
+    out = pd.DataFrame(columns, index=pd.RangeIndex(n), copy=False)
+    out.columns = pd.Index(names) if names is not None else out.columns
     return out
 
 
 def _ensure_markers(out: pd.DataFrame) -> pd.DataFrame:
     if "augmented" not in out.columns:
-        out["augmented"] = False
-    else:
+        out["augmented"] = np.zeros(len(out), dtype=bool)
+    elif out["augmented"].dtype != bool:
         out["augmented"] = out["augmented"].fillna(False).astype(bool)
     if "source_row_id" not in out.columns:
-        out["source_row_id"] = out["row_id"].astype(np.int64)
+        out["source_row_id"] = out["row_id"].to_numpy(dtype=np.int64, copy=True)
     else:
         own = out["source_row_id"].isna()
         if own.any():
             out.loc[own, "source_row_id"] = out.loc[own, "row_id"]
-        out["source_row_id"] = out["source_row_id"].astype(np.int64)
+        if out["source_row_id"].dtype != np.int64:
+            out["source_row_id"] = out["source_row_id"].astype(np.int64)
     return out
 
 

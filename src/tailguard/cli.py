@@ -45,20 +45,14 @@ def demo_data(
 
 def _previous_stats(store, previous: str) -> tuple[str | None, dict | None]:
     """Stats of the named accepted batch, or of the most recently accepted one when previous is 'latest'."""
+    from tailguard.data import accepted_batch
+
     if previous == "none":
         return None, None
-    if previous != "latest":
-        key = f"batches/{previous}/fingerprint.json"
-        if not store.exists(key):
-            raise typer.BadParameter(f"no accepted batch {previous!r} in {store.uri} (looked for {key})")
-        return previous, json.loads(store.get_bytes(key)).get("stats")
-    records = [
-        json.loads(store.get_bytes(k)) for k in store.list_keys("batches/") if k.endswith("/fingerprint.json")
-    ]
-    if not records:
-        return None, None
-    latest = max(records, key=lambda r: r.get("accepted_at", ""))
-    return latest.get("batch_id"), latest.get("stats")
+    record = accepted_batch(store, None if previous == "latest" else previous)
+    if record is None and previous != "latest":
+        raise typer.BadParameter(f"no accepted batch {previous!r} in {store.uri}")
+    return (record.get("batch_id"), record.get("stats")) if record else (None, None)
 
 
 @app.command()
@@ -617,7 +611,7 @@ def retrain(
     """Run one retrain: validate, rebalance, fine-tune, evaluate vs production, gate, promote or reject."""
     _offline()
     if "://" not in data and not Path(data).exists():  # fail before starting Prefect (~10 s) for a typo
-        typer.echo(f"{data}: no such file or folder (expected a CSV/Parquet file, a folder, or s3://...)", err=True)
+        typer.echo(f"{data}: no such file or folder (expected CSV/Parquet, a folder or s3://...)", err=True)
         raise typer.Exit(2)
     outcome = _run_retrain(
         data=data,

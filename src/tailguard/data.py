@@ -160,3 +160,18 @@ def accept_batch(store: ArtifactStore, batch_id: str, source_paths: list[Path], 
         store.put_file(f"{prefix}/input/{path.name}", path)
     store.put_bytes(f"{prefix}/fingerprint.json", json.dumps(meta, indent=2, default=str).encode())
     return prefix
+
+
+def accepted_batch(
+    store: ArtifactStore, batch_id: str | None = None, exclude: str | None = None
+) -> dict | None:
+    """The record (fingerprint, stats) of an accepted batch: the named one, else the latest accepted."""
+    if batch_id is not None:
+        key = f"batches/{batch_id}/fingerprint.json"
+        return json.loads(store.get_bytes(key)) if store.exists(key) else None
+    records = [
+        json.loads(store.get_bytes(k))
+        for k in store.list_keys("batches/")
+        if k.endswith("/fingerprint.json") and not (exclude and k.startswith(f"batches/{exclude}/"))
+    ]
+    return max(records, key=lambda r: r.get("accepted_at", "")) if records else None

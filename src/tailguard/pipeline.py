@@ -133,12 +133,9 @@ def load(params: RetrainParams, ctx: RunContext) -> LoadedBatch:
 
 def previous_batch(ctx: RunContext, exclude: str | None = None) -> dict | None:
     """The most recently accepted batch's record (fingerprint, stats), or None before the first."""
-    store = ctx.store
-    records = []
-    for key in store.list_keys("batches/"):
-        if key.endswith("/fingerprint.json") and not key.startswith(f"batches/{exclude}/"):
-            records.append(json.loads(store.get_bytes(key)))
-    return max(records, key=lambda r: r.get("accepted_at", "")) if records else None
+    from tailguard.data import accepted_batch
+
+    return accepted_batch(ctx.store, exclude=exclude)
 
 
 def validate(batch: LoadedBatch, ctx: RunContext, params: RetrainParams) -> dict:
