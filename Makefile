@@ -56,9 +56,6 @@ clean:
 deploy: venv
 	$(BIN)/prefect work-pool create cpu --type process --overwrite
 	$(BIN)/prefect work-pool create gpu --type process --overwrite
-	# One promotion per model at a time (tasks/promotion.py takes a slot of this limit).
-	$(BIN)/prefect gcl create promote-$${TAILGUARD_MODEL_NAME:-relevance} --limit 1 >/dev/null 2>&1 \
-	  || $(BIN)/prefect gcl update promote-$${TAILGUARD_MODEL_NAME:-relevance} --limit 1 >/dev/null
 	$(BIN)/prefect --no-prompt deploy --all
 
 # Local Prefect server (PostgreSQL on loopback when installed, else SQLite) + moto_server, no Docker.

@@ -1,12 +1,16 @@
 """Benchmark: tailguard's vectorised resamplers vs imbalanced-learn, and augmentation throughput.
 
-Each measurement runs in its own subprocess: the child builds the frame, resets its peak-RSS counter
-(/proc/self/clear_refs), runs one method, and reports wall time and peak RSS (VmHWM) — the process peak
-including the input frame — plus the increase over the RSS just before the call. The
-time tailguard spends choosing row positions, before the frame is materialised ("index s").
+Each measurement runs in its own subprocess, the same way for both libraries: the child imports its
+library, builds the same frame, resets its peak-RSS counter (/proc/self/clear_refs), runs one method and
+reports wall and CPU time (user + system of the process, less disturbed by other jobs on shared cores), the
+process peak RSS (VmHWM, which includes the input frame) and that peak minus the RSS just before the call
+("+GB": what the method itself adds). Also the time tailguard spends choosing row positions, before any
+frame is built ("index s"). `tailguard_over_report` is the call the retrain pipeline makes (report=True:
+bucket statistics before and after); the others time `rebalance(..., report=False)`.
 
     .venv/bin/python bench/balance.py --rows 1000000            # one size
     .venv/bin/python bench/balance.py --rows 1000000 10000000   # both sizes (10M needs ~15 GB free)
+    .venv/bin/python bench/balance.py --text category           # text columns as pandas category, both sides
     .venv/bin/python bench/balance.py --augment-only
 """
 
@@ -19,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-METHODS = ("tailguard_under", "imblearn_under", "tailguard_over", "imblearn_over")
+METHODS = ("tailguard_under", "imblearn_under", "tailguard_over", "imblearn_over", "tailguard_over_report")
 
 
 def _status(field: str) -> int:
@@ -30,8 +34,8 @@ def _status(field: str) -> int:
     raise KeyError(field)
 
 
-def make_frame(n: int, seed: int = 0):
-    """n rows of the canonical frame: Zipf items and queries, ~10% positives, object string columns."""
+def make_frame(n: int, seed: int = 0, text: str = "object"):
+    """n rows of the canonical frame: Zipf items and queries, ~10% positives, object (or category) text."""
     import numpy as np
     import pandas as pd
 
@@ -45,6 +49,8 @@ def make_frame(n: int, seed: int = 0):
         object
     )
     query = pd.Categorical.from_codes(queries, [f"query words {q}" for q in range(n_queries)]).astype(object)
+    if text == "category":  # what-if: the contract coerces text to object (contract.py), so not the product
+        query, item_ids, titles = (pd.Categorical(c) for c in (query, item_ids, titles))
     return pd.DataFrame(
         {
             "query": query,
@@ -56,9 +62,9 @@ def make_frame(n: int, seed: int = 0):
     )
 
 
-def child(method: str, rows: int) -> dict:
+def child(method: str, rows: int, text: str) -> dict:
     """Run one method once in this process; return time and memory."""
-    frame = make_frame(rows)
+    frame = make_frame(rows, text=text)
     if method.startswith("imblearn"):
         from imblearn.over_sampling import RandomOverSampler
         from imblearn.under_sampling import RandomUnderSampler
@@ -75,20 +81,22 @@ def child(method: str, rows: int) -> dict:
         from tailguard.balance import BalanceConfig, rebalance
 
         config = BalanceConfig.from_spec("random_under" if method == "tailguard_under" else "random_over")
-        run = lambda: rebalance(frame, config, report=False)  # noqa: E731
+        with_report = method == "tailguard_over_report"
+        run = lambda: rebalance(frame, config, report=with_report)  # noqa: E731
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM so frame building does not count
     rss_before = _status("VmRSS")
-    t0 = time.perf_counter()
+    cpu0, t0 = time.process_time(), time.perf_counter()
     result = run()
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
     out_rows = len(result[0])
     index_seconds = None
     if method.startswith("tailguard"):
         import numpy as np
 
-        from tailguard.balance import random_over_positions, random_under_positions
+        from tailguard.balance import random_over_extra, random_under_positions
 
-        sample = random_under_positions if method == "tailguard_under" else random_over_positions
+        # What rebalance computes: kept positions (under), or only the duplicated positives (over).
+        sample = random_under_positions if method == "tailguard_under" else random_over_extra
         labels = frame["label"].to_numpy()
         t0 = time.perf_counter()
         sample(labels, 1.0, np.random.default_rng(0))
@@ -99,32 +107,39 @@ def child(method: str, rows: int) -> dict:
         "rows": rows,
         "out_rows": out_rows,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "peak_rss": _status("VmHWM"),
         "rss_before": rss_before,
     }
 
 
-def measure(method: str, rows: int) -> dict:
+def measure(method: str, rows: int, text: str) -> dict:
     """Run one method in a fresh subprocess."""
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", method, "--rows", str(rows)], capture_output=True, text=True
+        [sys.executable, __file__, "--child", method, "--rows", str(rows), "--text", text],
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{method} at {rows} rows failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def resampling(rows_list: list[int]) -> None:
+def resampling(rows_list: list[int], text: str) -> None:
     """Print the side-by-side table and ratios."""
     gb = 1024**3
-    print(f"{'rows':>10}  {'method':<16} {'out rows':>10} {'seconds':>8} {'peak GB':>8} {'+GB':>6}  index s")
+    print(f"text columns: {text}")
+    print(
+        f"{'rows':>10}  {'method':<22} {'out rows':>10} {'seconds':>8} {'cpu s':>7} {'peak GB':>8} {'+GB':>6}"
+        "  index s"
+    )
     for rows in rows_list:
         results = {}
         for method in METHODS:
-            r = measure(method, rows)
+            r = measure(method, rows, text)
             results[method] = r
             print(
-                f"{rows:>10}  {method:<16} {r['out_rows']:>10} {r['seconds']:>8.2f} "
+                f"{rows:>10}  {method:<22} {r['out_rows']:>10} {r['seconds']:>8.2f} {r['cpu_seconds']:>7.2f} "
                 f"{r['peak_rss'] / gb:>8.2f} {(r['peak_rss'] - r['rss_before']) / gb:>6.2f}  "
                 + ("" if r["index_seconds"] is None else f"{r['index_seconds']:.2f}"),
                 flush=True,
@@ -134,7 +149,8 @@ def resampling(rows_list: list[int]) -> None:
             inc_ours = max(ours["peak_rss"] - ours["rss_before"], 1)
             inc_theirs = max(theirs["peak_rss"] - theirs["rss_before"], 1)
             print(
-                f"{rows:>10}  random_{kind}: speed-up {theirs['seconds'] / ours['seconds']:.1f}x, "
+                f"{rows:>10}  random_{kind}: speed-up {theirs['seconds'] / ours['seconds']:.1f}x wall, "
+                f"{theirs['cpu_seconds'] / ours['cpu_seconds']:.1f}x cpu; "
                 f"peak RSS {ours['peak_rss'] / theirs['peak_rss']:.2f} of imbalanced-learn's, "
                 f"increase {inc_ours / inc_theirs:.2f} of its increase; same rows: "
                 f"{ours['out_rows'] == theirs['out_rows']}"
@@ -176,14 +192,15 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--child", choices=METHODS)
+    parser.add_argument("--text", choices=("object", "category"), default="object")
     parser.add_argument("--augment-only", action="store_true")
     parser.add_argument("--skip-augment", action="store_true")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.rows[0])))
+        print(json.dumps(child(args.child, args.rows[0], args.text)))
         return
     if not args.augment_only:
-        resampling(args.rows)
+        resampling(args.rows, args.text)
     if not args.skip_augment:
         augmentation()
 

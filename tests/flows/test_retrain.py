@@ -50,6 +50,10 @@ def test_retrain_twice_promotes_first_then_judges_candidate_against_production(t
     # (measured: 0.66-0.84 over seeds and sizes; chance is 0.5)
     assert metrics["metrics"]["candidate"]["overall"]["roc_auc"]["value"] > 0.62
     assert "production" not in metrics["metrics"]  # nothing to compare with on the first run
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:  # promotions of this model take one slot of this limit
+        assert client.read_global_concurrency_limit_by_name("promote-relevance").limit == 1
 
     second = retrain(data=str(demo_batches[1]), epochs=6, n_bootstrap=200)
     metrics2 = json.loads(

@@ -283,3 +283,33 @@ def test_take_rows_keeps_dtypes_and_values(frame):
     out = balance.take_rows(extra, positions)
     expected = extra.take(positions).reset_index(drop=True)
     pd.testing.assert_frame_equal(out, expected)
+
+
+def test_take_rows_keep_all_appends_copies_after_every_row(frame):
+    extra = frame.assign(
+        category=pd.Categorical(frame["item_id"].str[-1]),
+        ts=pd.date_range("2026-01-01", periods=len(frame), freq="min", tz="UTC"),
+        price=pd.array(np.arange(len(frame)) % 7, dtype="Int64"),
+    )
+    positions = np.array([5, 3, 3, 0, len(frame) - 1])
+    out = balance.take_rows(extra, positions, keep_all=True)
+    expected = extra.take(np.r_[np.arange(len(frame)), positions]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(out, expected)
+
+
+def test_random_over_layout_matches_imbalanced_learn_and_owns_its_memory(frame):
+    """Every input row once, in order, then the duplicated positives; no buffer shared with the input."""
+    out, _ = rebalance(frame.drop(columns="augmented"), BalanceConfig.from_spec("random_over"))
+    ref_x, _ = RandomOverSampler(sampling_strategy=1.0, random_state=0).fit_resample(
+        frame.drop(columns="label"), frame["label"]
+    )
+    n = len(frame)
+    assert len(out) == len(ref_x)
+    pd.testing.assert_frame_equal(out.iloc[:n][list(frame.columns[:-1])], frame.drop(columns="augmented"))
+    assert (ref_x["row_id"].to_numpy()[:n] == np.arange(n)).all()  # imbalanced-learn appends the same way
+    assert (out["label"].iloc[n:] == 1).all() and not out["augmented"].any()
+    assert (out["source_row_id"] == out["row_id"]).all()
+    for column in out.columns:
+        mine = out[column].to_numpy()
+        assert not any(np.shares_memory(mine, frame[c].to_numpy()) for c in frame.columns), column
+    assert not np.shares_memory(out["row_id"].to_numpy(), out["source_row_id"].to_numpy())

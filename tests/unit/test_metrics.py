@@ -499,3 +499,74 @@ def test_weighted_pooled_sums_equal_sklearn_sample_weights(seed):
         u, ap, w_pos, w_neg = fast[:, r]
         assert u / (w_pos * w_neg) == pytest.approx(roc_auc_score(y, s, sample_weight=w), abs=1e-12)
         assert ap / w_pos == pytest.approx(average_precision_score(y, s, sample_weight=w), abs=1e-12)
+
+
+def test_one_pass_slot_sums_equal_per_slice_sums_and_sklearn():
+    """One pass serving every slice = a pass over each slice's own rows = scikit-learn, ties included."""
+    rng = np.random.default_rng(7)
+    n, n_queries, b = 400, 30, 16
+    q = rng.integers(0, n_queries, n)
+    y = (rng.random(n) < 0.3).astype(int)
+    s = np.round(rng.random(n) + 0.3 * y, 1)  # long tie runs that cross slices
+    # two dimensions: a row-level one with 3 slices (slots 1-3) and a query-level one with 2 (slots 4-5)
+    slots = np.stack([np.zeros(n, int), 1 + rng.integers(0, 3, n), 4 + q % 2], axis=1)
+    o = np.argsort(-s, kind="stable")
+    curve = M._Curve(q[o], y[o], s[o], slots[o], 6)
+    mult = rng.integers(0, 4, size=(b, n_queries))
+    weights = M._lane_weights(mult)
+    fast = M._pooled_slot_sums(curve, weights)[:, :, :b]
+    for slot in range(6):
+        rows = np.flatnonzero((slots[o] == slot).any(axis=1))
+        slow = M._pooled_curve_sums_numpy(curve, weights, rows)[:, :b]
+        np.testing.assert_allclose(fast[:, slot], slow, rtol=1e-12, atol=1e-12)
+        in_slice = (slots == slot).any(axis=1)
+        for r in range(0, b, 5):
+            w = mult[r][q[in_slice]]
+            u, ap, w_pos, w_neg = fast[:, slot, r]
+            yy, ss = y[in_slice], s[in_slice]
+            assert u / (w_pos * w_neg) == pytest.approx(roc_auc_score(yy, ss, sample_weight=w), abs=1e-12)
+            assert ap / w_pos == pytest.approx(average_precision_score(yy, ss, sample_weight=w), abs=1e-12)
+
+
+def test_point_estimates_of_every_slice_match_sklearn_on_its_rows(zipf_case):
+    """Pooled and per-query values of every slice (one grouped pass per dimension) equal a per-slice loop."""
+    ev, train, cand, prod, cfg, res, q, _ = zipf_case
+    slices = assign_slices(ev, train, cfg)
+    y, gain = ev["label"].to_numpy(), ev["relevance"].to_numpy()
+    checked = 0
+    for name in res["slices"]:
+        dim, _, value = name.partition(":")
+        mask = np.ones(len(ev), bool) if name == "overall" else (slices[dim].astype(str) == value).to_numpy()
+        if not mask.any():
+            continue
+        got = res["metrics"]["candidate"][name]
+        ref = _pooled_reference(y[mask], cand[mask])
+        for metric in ("roc_auc", "pr_auc", "log_loss", "ece", "f1", "recall", "precision"):
+            if np.isfinite(ref[metric]):
+                assert got[metric]["value"] == pytest.approx(ref[metric], abs=1e-9), (name, metric)
+                checked += 1
+        # per-query values: ranks from the query's full list, only the slice's rows relevant
+        per_q = {}
+        for j in np.unique(q[mask]):
+            rows = np.flatnonzero(q == j)
+            order = rows[np.argsort(-cand[rows], kind="stable")]
+            rank = np.empty(len(ev), int)
+            rank[order] = np.arange(1, len(order) + 1)
+            sl = rows[mask[rows]]
+            ys, gs, rk = y[sl], gain[sl], rank[sl]
+            ideal = np.sort(gs)[::-1][: cfg.k]
+            idcg = (ideal / np.log2(np.arange(2, len(ideal) + 2))).sum()
+            dcg = (gs * (rk <= cfg.k) / np.log2(rk + 1)).sum()
+            per_q.setdefault("roc_auc_per_query", []).append(
+                roc_auc_score(ys, cand[sl]) if 0 < ys.sum() < len(ys) else np.nan
+            )
+            per_q.setdefault("ndcg_at_k", []).append(dcg / idcg if idcg > 0 else np.nan)
+            per_q.setdefault("mrr", []).append(1 / rk[ys > 0].min() if ys.sum() else np.nan)
+            per_q.setdefault("recall_at_k", []).append(
+                ((rk <= cfg.k) & (ys > 0)).sum() / ys.sum() if ys.sum() else np.nan
+            )
+        for metric, vals in per_q.items():
+            if np.isfinite(vals).any():
+                assert got[metric]["value"] == pytest.approx(np.nanmean(vals), abs=1e-9), (name, metric)
+                checked += 1
+    assert checked >= 60
