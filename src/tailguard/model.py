@@ -366,17 +366,33 @@ def _batch(
 
 def split_valid_queries(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train, valid) with a `fraction` of the queries held out; valid is empty when it cannot judge AUC."""
-    queries = np.sort(df["query"].astype(str).unique())
+    origin = _origin_query(df)
+    queries = np.sort(origin.unique())
     n_valid = int(round(len(queries) * fraction))
     if fraction <= 0 or n_valid < 1 or n_valid >= len(queries):
         return df, df.iloc[:0]
     rng = np.random.default_rng(seed)
     held = set(rng.choice(queries, size=n_valid, replace=False).tolist())
-    mask = df["query"].astype(str).isin(held).to_numpy()
-    valid = df[mask]
+    mask = origin.isin(held).to_numpy()
+    augmented = (
+        df["augmented"].fillna(False).to_numpy(dtype=bool) if "augmented" in df else np.zeros(len(df), bool)
+    )
+    # Validate on real rows only, and drop augmented copies of held-out rows from training: otherwise an
+    # EDA copy of a validation positive sits in training and inflates the AUC that picks the best epoch.
+    valid = df[mask & ~augmented]
     if valid["label"].nunique() < 2:
         return df, df.iloc[:0]
     return df[~mask], valid
+
+
+def _origin_query(df: pd.DataFrame) -> pd.Series:
+    """Each row's query, or for an augmented row the query of the row it was made from."""
+    query = df["query"].astype(str)
+    if "source_row_id" not in df or "row_id" not in df:
+        return query
+    by_row = pd.Series(query.to_numpy(), index=df["row_id"].to_numpy())
+    by_row = by_row[~by_row.index.duplicated()]
+    return df["source_row_id"].map(by_row).fillna(query).astype(str).set_axis(df.index)
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:

@@ -329,3 +329,22 @@ def test_every_balancing_loss_trains(tmp_path, loss):
         pairs(10).assign(weight=1.0), quick(max_steps=3, loss=loss, valid_fraction=0), tmp_path / "m"
     )
     assert result.steps == 3 and np.isfinite(result.history[-1]["train_loss"])
+
+
+def test_validation_split_keeps_augmented_copies_with_their_source_query():
+    from tailguard.model import split_valid_queries
+
+    real = pd.DataFrame({"query": [f"q{i}" for i in range(40)], "item_title": "t", "label": [0, 1] * 20})
+    real["row_id"] = range(40)
+    real["source_row_id"] = real["row_id"]
+    real["augmented"] = False
+    copies = real.iloc[:20].assign(
+        query=lambda d: d["query"] + " variant", row_id=lambda d: -1 - d["row_id"], augmented=True
+    )
+    frame = pd.concat([real, copies], ignore_index=True)
+    for seed in range(5):
+        train, valid = split_valid_queries(frame, 0.3, seed)
+        assert not valid["augmented"].any()  # validation is real rows only
+        held_sources = set(valid["row_id"])
+        leaked = train[train["augmented"] & train["source_row_id"].isin(held_sources)]
+        assert leaked.empty  # no EDA copy of a validation row is trained on
