@@ -313,3 +313,10 @@ def test_random_over_layout_matches_imbalanced_learn_and_owns_its_memory(frame):
         mine = out[column].to_numpy()
         assert not any(np.shares_memory(mine, frame[c].to_numpy()) for c in frame.columns), column
     assert not np.shares_memory(out["row_id"].to_numpy(), out["source_row_id"].to_numpy())
+
+
+def test_take_rows_rejects_positions_out_of_range(frame):
+    with pytest.raises(IndexError, match="positions must lie in"):
+        balance.take_rows(frame, np.array([0, len(frame)]), keep_all=True)
+    wrapped = balance.take_rows(frame, np.array([-1]), keep_all=True)
+    assert wrapped["row_id"].iloc[-1] == frame["row_id"].iloc[-1]
