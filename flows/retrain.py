@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger, pause_flow_run
@@ -18,7 +19,7 @@ from prefect.input import RunInput
 
 from tailguard import pipeline
 from tailguard.pipeline import RetrainParams, Timer
-from tasks import artifacts, candidate, evaluation, promotion
+from tasks import artifacts, candidate, evaluation, promotion, training
 from tasks import data as data_tasks
 
 
@@ -92,7 +93,9 @@ def retrain(
             prefix = candidate.train_on_pool(candidate.stage_training_data(balanced, ctx), config, ctx)
             model_dir = candidate.fetch_trained(prefix, ctx)
         else:
-            model_dir = candidate.train_candidate(balanced, config, ctx)
+            trained = candidate.train_candidate(balanced, config, ctx)
+            model_dir = Path(trained["model_dir"])
+            training.publish_training_summary(trained, model_dir)
 
     with Timer(ctx, "evaluate"):
         production = evaluation.fetch_production(ctx)

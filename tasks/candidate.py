@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.deployments import run_deployment
 
@@ -11,9 +11,10 @@ from tasks.retry import transient_io
 
 
 @task(cache_policy=NO_CACHE)
-def train_candidate(balanced, config: dict, ctx):
-    """Fine-tune the candidate in this process (embedded default)."""
-    return pipeline.train_in_process(balanced, config, ctx)
+def train_candidate(balanced, config: dict, ctx) -> dict:
+    """Fine-tune the candidate in this process (embedded default), logging each epoch to Prefect."""
+    logger = get_run_logger()
+    return pipeline.train_in_process(balanced, config, ctx, on_epoch=lambda row: logger.info("epoch %s", row))
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)

@@ -266,8 +266,8 @@ def train_config(params: RetrainParams, settings: Settings) -> dict:
     return {**config, **params.train_options}
 
 
-def train_in_process(balanced: pd.DataFrame, config: dict, ctx: RunContext) -> Path:
-    """Fine-tune the candidate here (embedded default) and return its model folder."""
+def train_in_process(balanced: pd.DataFrame, config: dict, ctx: RunContext, on_epoch=None) -> dict:
+    """Fine-tune the candidate here (embedded default); returns the TrainResult as a dict."""
     from tailguard.model import TrainConfig, train
 
     result = train(
@@ -275,8 +275,9 @@ def train_in_process(balanced: pd.DataFrame, config: dict, ctx: RunContext) -> P
         TrainConfig(**config),
         ctx.work_dir / "candidate",
         checkpoint_dir=ctx.work_dir / "checkpoints",
+        on_epoch=on_epoch,
     )
-    return Path(result.model_dir)
+    return result.model_dump(mode="json")
 
 
 def stage_training_data(balanced: pd.DataFrame, ctx: RunContext) -> str:

@@ -72,6 +72,8 @@ def test_retrain_twice_promotes_first_then_judges_candidate_against_production(t
     review = _artifacts("candidate-review")
     assert any(second["version"] in (a.data or "") and "popularity:tail" in (a.data or "") for a in review)
     assert any(second["version"] in (a.data or "") for a in _artifacts("retrain-outcome"))
+    # Per-epoch training table with the loss/validation plot.
+    assert any("data:image/png;base64," in (a.data or "") for a in _artifacts("fine-tune-summary"))
 
 
 def test_refused_batch_is_quarantined_and_nothing_else_changes(tailguard_home, demo_batches, tmp_path):
