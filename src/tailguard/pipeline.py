@@ -176,13 +176,11 @@ def validate(batch: LoadedBatch, ctx: RunContext, params: RetrainParams) -> dict
 def quarantine(batch: LoadedBatch, result: dict, ctx: RunContext) -> str:
     """Store the refused batch and its reasons under quarantine/<batch_id>/; nothing else changes."""
     from tailguard.data import quarantine_batch
+    from tailguard.validation import build_data_docs
 
-    docs = None
     try:
-        from tailguard.validation import build_data_docs
-
         docs = build_data_docs(result, ctx.work_dir / "data_docs")
-    except ImportError:  # data docs are optional; the JSON result is the record
+    except Exception:  # the docs are a view; validation.json is the record, so quarantine never waits on them
         docs = None
     return (
         ctx.store.uri.rstrip("/")
@@ -218,6 +216,7 @@ def drift(train: pd.DataFrame, batch: LoadedBatch, ctx: RunContext) -> dict | No
     pointer = ctx.registry.production()
     if not pointer:
         return None
+    from tailguard.contract import parse_columns
     from tailguard.data import load_batch
     from tailguard.reports import drift_report
 
@@ -229,7 +228,8 @@ def drift(train: pd.DataFrame, batch: LoadedBatch, ctx: RunContext) -> dict | No
         return None
     ref_dir = ctx.work_dir / "reference"
     ctx.store.download_dir(f"batches/{ref_id}/input", ref_dir)
-    reference = load_batch(str(ref_dir), manifest.get("data", {}).get("columns"))
+    columns = manifest.get("data", {}).get("columns")  # the mapping production's batch was read with
+    reference = load_batch(str(ref_dir), parse_columns(columns) if columns else None)
     summary = drift_report(reference, batch.frame, ctx.work_dir / "reports" / "drift.html")
     summary["reference_batch_id"] = ref_id
     return summary
@@ -239,15 +239,11 @@ def rebalance(train: pd.DataFrame, params: RetrainParams, ctx: RunContext) -> tu
     """Balance the training split only; return the frame and the before/after report."""
     from tailguard.balance import BalanceConfig
     from tailguard.balance import rebalance as run_rebalance
+    from tailguard.reports import class_balance_report
 
     config = BalanceConfig.from_spec(params.balance, seed=params.seed, **params.balance_options)
     balanced, report = run_rebalance(train, config)
-    try:
-        from tailguard.reports import class_balance_report
-
-        class_balance_report(train, balanced, ctx.work_dir / "reports" / "class_balance.html")
-    except ImportError:
-        pass
+    class_balance_report(train, balanced, ctx.work_dir / "reports" / "class_balance.html")
     return balanced, report
 
 

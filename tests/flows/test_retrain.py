@@ -14,8 +14,23 @@ from tailguard.store import open_store, tree_digest
 
 @pytest.fixture(scope="module")
 def demo_batches(tmp_path_factory):
-    """Two weekly batches of ~2k rows over the same catalogue."""
+    """Two weekly batches of 4k rows over the same catalogue."""
     return generate_batches(DemoConfig(rows=4000, batches=2, seed=7), tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="module")
+def export_batches(demo_batches, tmp_path_factory):
+    """The same batches as a real-world export with its own column names (read via --columns)."""
+    out = tmp_path_factory.mktemp("export")
+    paths = []
+    for path in demo_batches:
+        frame = pd.read_csv(path).rename(columns={"query": "search_term", "item_id": "product_uid"})
+        frame.to_csv(out / path.name, index=False)
+        paths.append(out / path.name)
+    return paths
+
+
+EXPORT_COLUMNS = "query=search_term,item_id=product_uid"
 
 
 def _artifacts(key: str) -> list:
@@ -31,10 +46,10 @@ def _registry(home) -> Registry:
     return Registry(open_store(str(home / "store")), "relevance")
 
 
-def test_retrain_twice_promotes_first_then_judges_candidate_against_production(tailguard_home, demo_batches):
+def test_retrain_twice_first_promotes_then_judges_candidate_vs_production(tailguard_home, export_batches):
     from flows.retrain import retrain
 
-    first = retrain(data=str(demo_batches[0]), epochs=6, n_bootstrap=200)
+    first = retrain(data=str(export_batches[0]), columns=EXPORT_COLUMNS, epochs=6, n_bootstrap=200)
     registry = _registry(tailguard_home)
     assert first["promoted"] is True, first["decision"]
     pointer = registry.production()
@@ -55,13 +70,17 @@ def test_retrain_twice_promotes_first_then_judges_candidate_against_production(t
     with get_client(sync_client=True) as client:  # promotions of this model take one slot of this limit
         assert client.read_global_concurrency_limit_by_name("promote-relevance").limit == 1
 
-    second = retrain(data=str(demo_batches[1]), epochs=6, n_bootstrap=200)
+    second = retrain(data=str(export_batches[1]), columns=EXPORT_COLUMNS, epochs=6, n_bootstrap=200)
     metrics2 = json.loads(
         registry.store.get_bytes(f"models/relevance/versions/{second['version']}/metrics.json")
     )
     assert set(metrics2["metrics"]) == {"candidate", "production"}  # same eval rows, both models
     overall = metrics2["comparison"]["slices"]["overall"]["roc_auc"]
     assert overall["ci_low"] <= overall["value"] <= overall["ci_high"]
+    # Drift of the new batch against the batch production was trained on is recorded with the version.
+    drift = registry.manifest(second["version"])["drift"]
+    assert drift["reference_batch_id"] == manifest["data"]["batch_id"]
+    assert 0.0 <= drift["share_drifted_columns"] <= 1.0
     expected = second["version"] if second["promoted"] else first["version"]
     assert registry.production()["version"] == expected
     actions = sorted(a["action"] for a in registry.audit())
