@@ -270,6 +270,17 @@ def test_bootstrap_is_seeded(data):
     assert a["comparison"] == b["comparison"]
 
 
+def test_thread_count_never_changes_a_number(data):
+    train, ev, cand, prod = data
+    scores = {"candidate": cand, "production": prod}
+    runs = [
+        evaluate(ev, train, scores, EvalConfig(n_bootstrap=100, seed=2, threads=t, bootstrap_chunk=48))
+        for t in (1, 2, 3)
+    ]
+    texts = [json.dumps({k: v for k, v in r.items() if k != "config"}, sort_keys=True) for r in runs]
+    assert texts[0] == texts[1] == texts[2]
+
+
 def test_metrics_command_writes_documented_json(tmp_path, data):
     from typer.testing import CliRunner
 
