@@ -108,6 +108,20 @@ def validate(
         raise typer.Exit(code)
 
 
+def _parse_options(items: list[str]) -> dict:
+    """KEY=JSON pairs (a bare string when the value is not JSON)."""
+    options: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--option {item!r}: expected KEY=VALUE")
+        try:
+            options[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key.strip()] = raw
+    return options
+
+
 # --- balance ----------------------------------------------------------------------------------
 
 
@@ -162,6 +176,7 @@ def balance_cmd(
 ) -> None:
     """Rebalance training data and print the before/after table (the training split only: never eval data)."""
     from tailguard.balance import BalanceConfig, BalanceConfigError, rebalance, report_table
+    from tailguard.contract import ContractError
     from tailguard.data import load_batch
 
     given = {
@@ -169,15 +184,7 @@ def balance_cmd(
         "positive_share": positive_share, "reweight_key": reweight_key, "alpha": alpha, "beta": beta,
         "aug_alpha": aug_alpha, "aug_copies": aug_copies, "aug_rows": aug_rows, "aug_max_rows": aug_max_rows,
     }  # fmt: skip
-    options: dict = {k: v for k, v in given.items() if v is not None}
-    for item in option:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--option {item!r}: expected KEY=VALUE")
-        try:
-            options[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            options[key.strip()] = raw
+    options: dict = {k: v for k, v in given.items() if v is not None} | _parse_options(option)
     try:
         config = BalanceConfig.from_spec(strategy, seed=seed, **options)
     except BalanceConfigError as err:
@@ -186,7 +193,7 @@ def balance_cmd(
     try:
         train = load_batch(data)
         balanced, report = rebalance(train, config)
-    except (BalanceConfigError, FileNotFoundError) as err:
+    except (BalanceConfigError, ContractError) as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from None
     typer.echo(report_table(report))
@@ -202,31 +209,12 @@ def balance_cmd(
         report_json.write_text(json.dumps(report, indent=2))
         typer.echo(f"wrote report to {report_json}")
     if report_html is not None:
-        try:
-            from tailguard.reports import class_balance_report
-        except ImportError as err:
-            typer.echo(
-                f"skipped --report-html: tailguard.reports.class_balance_report unavailable ({err})", err=True
-            )
-        else:
-            typer.echo(f"wrote {class_balance_report(train, balanced, report_html)}")
+        from tailguard.reports import class_balance_report  # Evidently: imported only when asked (3-9 s)
+
+        typer.echo(f"wrote {class_balance_report(train, balanced, report_html)}")
 
 
 # --- model: train, predict -------------------------------------------------------------------
-
-
-def _parse_options(items: list[str]) -> dict:
-    """KEY=JSON pairs (a bare string when the value is not JSON)."""
-    options: dict = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--option {item!r}: expected KEY=VALUE")
-        try:
-            options[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            options[key.strip()] = raw
-    return options
 
 
 @app.command("train")
