@@ -7,6 +7,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 
 from tailguard import summary
+from tailguard.balance import report_rows
 
 
 @task(cache_policy=NO_CACHE)
@@ -22,9 +23,7 @@ def publish_rejection(result: dict, quarantine_uri: str) -> None:
 @task(cache_policy=NO_CACHE)
 def publish_balance(report: dict) -> None:
     """The rebalancing before/after table."""
-    create_table_artifact(
-        summary.balance_rows(report), key="rebalancing", description="Before/after rebalancing"
-    )
+    create_table_artifact(report_rows(report), key="rebalancing", description="Before/after rebalancing")
 
 
 @task(cache_policy=NO_CACHE)

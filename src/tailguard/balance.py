@@ -186,21 +186,20 @@ def explain(err: ValidationError) -> str:
 def _popularity_bucket(keys: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row: bucket code (0 head, 1 torso, 2 tail) and the key's row count.
 
-    Keys are ranked by count; a tie group (same count) is one unit, never split. A group is head while the
-    interactions before it are under 50%, torso under 80%, else tail; the most popular group is always
-    head. Same rule as the evaluation slices (metrics._share_buckets), so "tail" means the same thing in
-    the balance report and in the gate.
+    The evaluation's rule (metrics.share_buckets), so "tail" means the same thing in the balance report
+    and in the gate: keys ranked by count, a tie group is never split, the most popular group is head.
     """
+    from tailguard.metrics import share_buckets
+
     codes, uniques = pd.factorize(np.asarray(keys, dtype=object), use_na_sentinel=False)
     counts = np.bincount(codes, minlength=len(uniques))
-    values, keys_per_value = np.unique(counts, return_counts=True)
-    values, keys_per_value = values[::-1], keys_per_value[::-1]
-    mass = values * keys_per_value
-    share_before = (np.cumsum(mass) - mass) / max(int(counts.sum()), 1)
-    group_bucket = np.searchsorted(np.asarray(BUCKET_EDGES), share_before, side="right").astype(np.int8)
-    bucket_of_count = np.zeros(int(values[0]) + 1 if len(values) else 1, dtype=np.int8)
-    bucket_of_count[values] = group_bucket
-    return bucket_of_count[counts][codes], counts[codes]
+    head, torso_end = BUCKET_EDGES
+    label_of_count = share_buckets(pd.Series(counts), head, torso_end - head)
+    code_of_count = np.zeros(int(counts.max()) + 1 if len(counts) else 1, dtype=np.int8)
+    code_of_count[label_of_count.index.to_numpy()] = pd.Categorical(
+        label_of_count.to_numpy(), categories=BUCKETS
+    ).codes
+    return code_of_count[counts][codes], counts[codes]
 
 
 class _Keys:

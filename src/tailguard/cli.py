@@ -70,7 +70,7 @@ def validate(
 ) -> None:
     """Validate a batch: exit 0 with a summary, 2 listing every failed rule, 3 if validation could not run."""
     from tailguard.contract import ColumnMapping, ContractError, parse_columns
-    from tailguard.data import batch_id_for, fingerprint_files, load_batch, materialize, quarantine_batch
+    from tailguard.data import batch_id_for, fingerprint_files, materialize, quarantine_batch, read_files
     from tailguard.settings import get_settings
     from tailguard.store import open_store
     from tailguard.validation import ValidationPolicy, build_data_docs, validate_frame
@@ -83,8 +83,8 @@ def validate(
         mapping = ColumnMapping(
             columns=parse_columns(columns) if columns else {}, delimiter=delimiter or None
         )
-        files = materialize(data)
-        frame = load_batch(data, mapping)  # type: ignore[arg-type]
+        files = materialize(data)  # an s3:// batch is downloaded once, then read from these files
+        frame = read_files(files, mapping)  # type: ignore[arg-type]
         previous_id, previous_stats = _previous_stats(store, previous)
         outcome = validate_frame(frame, data, previous_stats, ValidationPolicy())
         result = outcome.to_dict() | {"previous_batch_id": previous_id}

@@ -45,6 +45,7 @@ def materialize(uri: str, cache_dir: Path | None = None) -> list[Path]:
     """Local files for a batch URI; s3:// URIs (one object or a prefix) are downloaded to a scratch folder."""
     if not str(uri).startswith("s3://"):
         return list_batch_files(uri)
+    from tailguard.contract import UnreadableInput
     from tailguard.store import open_store
 
     bucket, _, key = str(uri)[len("s3://") :].partition("/")
@@ -56,7 +57,7 @@ def materialize(uri: str, cache_dir: Path | None = None) -> list[Path]:
         return [target / Path(key).name]
     keys = store.list_keys(key + "/" if key else "")
     if not keys:
-        raise FileNotFoundError(f"{uri}: no objects under this URI")
+        raise UnreadableInput(uri, None, "exists", "no objects under this URI", hint="check the s3:// URI")
     for k in keys:
         store.get_file(k, target / Path(k).name)
     return list_batch_files(target)
@@ -64,9 +65,13 @@ def materialize(uri: str, cache_dir: Path | None = None) -> list[Path]:
 
 def load_batch(uri: str | Path, columns: dict[str, str] | None = None) -> pd.DataFrame:
     """Read a batch into the canonical frame (contract columns, dtypes, row_id); never half-loaded."""
+    return read_files(materialize(str(uri)), columns)
+
+
+def read_files(files: list[Path], columns: dict[str, str] | None = None) -> pd.DataFrame:
+    """Read a batch's local files (from materialize) into one canonical frame; never half-loaded."""
     from tailguard.contract import CANONICAL_COLUMNS, ContractError, coerce_frame, read_table
 
-    files = materialize(str(uri))
     # Every file is read and coerced before any is concatenated: an error in file 3 loads nothing.
     frames = [coerce_frame(read_table(f, columns), str(f), columns) for f in files]
     contract_columns = [sorted(set(f.columns) & set(CANONICAL_COLUMNS)) for f in frames]
@@ -117,17 +122,10 @@ def split_by_query(
     return df.loc[~is_eval].reset_index(drop=True), df.loc[is_eval].reset_index(drop=True)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fingerprint_files(paths: list[Path]) -> dict:
     """Content fingerprint of a batch: sha256 and size of every file, and one digest over all of them."""
+    from tailguard.store import sha256_file
+
     files = [{"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in paths]
     overall = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
     return {"files": files, "sha256": overall}

@@ -93,7 +93,7 @@ def query_terms(query: str) -> list[str]:
     return _TOKEN.findall(str(query).lower())
 
 
-def _share_buckets(counts: pd.Series, head_share: float, torso_share: float) -> pd.Series:
+def share_buckets(counts: pd.Series, head_share: float, torso_share: float) -> pd.Series:
     """Bucket per distinct count: a count group is head/torso while the rows *before* it are under the cut.
 
     Every key with the same count lands in the same bucket (ties are never split), and the most
@@ -128,7 +128,7 @@ def assign_slices(eval_df: pd.DataFrame, train_df: pd.DataFrame, config: EvalCon
     out = pd.DataFrame(index=eval_df.index)
 
     item_counts = train_df["item_id"].astype(str).value_counts()
-    item_bucket = _share_buckets(item_counts, config.head_share, config.torso_share)
+    item_bucket = share_buckets(item_counts, config.head_share, config.torso_share)
     eval_items = eval_df["item_id"].astype(str)
     train_count = eval_items.map(item_counts).fillna(0).astype(np.int64)
     bucket = train_count.map(item_bucket).fillna("cold")
@@ -137,7 +137,7 @@ def assign_slices(eval_df: pd.DataFrame, train_df: pd.DataFrame, config: EvalCon
 
     # Query frequency: cut-offs from training queries; each eval query is placed by its own row count.
     train_q = train_df["query"].astype(str).value_counts()
-    q_bucket = _share_buckets(train_q, config.head_share, config.torso_share)
+    q_bucket = share_buckets(train_q, config.head_share, config.torso_share)
     head_min = int(q_bucket.index[q_bucket == "head"].min())
     torso_counts = q_bucket.index[q_bucket == "torso"]
     torso_min = int(torso_counts.min()) if len(torso_counts) else head_min
@@ -168,7 +168,7 @@ def slice_cutoffs(train_df: pd.DataFrame, config: EvalConfig) -> dict:
     out = {}
     for name, col in (("popularity", "item_id"), ("query_frequency", "query")):
         counts = train_df[col].astype(str).value_counts()
-        b = _share_buckets(counts, config.head_share, config.torso_share)
+        b = share_buckets(counts, config.head_share, config.torso_share)
         out[name] = {
             bucket: {
                 "min_train_count": int(b.index[b == bucket].min()),

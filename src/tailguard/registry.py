@@ -84,7 +84,8 @@ class Registry:
 
     # --- keys -------------------------------------------------------------------------------------------
 
-    def _version_prefix(self, version: str) -> str:
+    def version_prefix(self, version: str) -> str:
+        """Store prefix of a version folder (models/<name>/versions/<version>)."""
         if not _VERSION_RE.match(version):
             raise RegistryError(f"invalid version id {version!r}")
         return f"{self.root}/versions/{version}"
@@ -103,7 +104,7 @@ class Registry:
         self, version: str, model_dir: Path, extra_files: dict[str, Path], manifest: dict
     ) -> dict:
         """Upload model/ and extra files, then the model card, then manifest.json last; returns it."""
-        prefix = self._version_prefix(version)
+        prefix = self.version_prefix(version)
         if self.store.exists(f"{prefix}/{MANIFEST}"):
             raise RegistryError(
                 f"version {version} of {self.model_name!r} already exists; versions are immutable"
@@ -154,7 +155,7 @@ class Registry:
         return json.loads(self._manifest_bytes(version))
 
     def _manifest_bytes(self, version: str) -> bytes:
-        prefix = self._version_prefix(version)
+        prefix = self.version_prefix(version)
         try:
             return self.store.get_bytes(f"{prefix}/{MANIFEST}")
         except KeyNotFound:
@@ -212,7 +213,7 @@ class Registry:
                 f"{expected_manifest_sha} recorded in {POINTER}; refusing to load"
             )
         manifest = json.loads(data)
-        prefix = self._version_prefix(version)
+        prefix = self.version_prefix(version)
         dest = Path(dest)
         bad = []
         for name, meta in manifest["files"].items():

@@ -180,16 +180,6 @@ def validation_markdown(result: dict, quarantine_uri: str) -> str:
     )
 
 
-def balance_rows(report: dict) -> list[dict]:
-    """Rows of the rebalancing before/after table (uses balance.report_rows when available)."""
-    try:
-        from tailguard.balance import report_rows
-
-        return report_rows(report)
-    except ImportError:
-        return [{"key": k, "value": str(v)} for k, v in report.items()]
-
-
 def outcome_markdown(outcome: dict) -> str:
     """The run's outcome artifact."""
     paths = outcome.get("paths", {})

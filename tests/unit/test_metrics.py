@@ -41,10 +41,10 @@ def data():
 def test_share_buckets_never_split_ties():
     # 4 items with count 5 (20 rows of 30) straddle the 50% cut: all of them are head together.
     counts = pd.Series({"a": 5, "b": 5, "c": 5, "d": 5, "e": 3, "f": 3, "g": 1, "h": 1, "i": 1, "j": 1})
-    b = M._share_buckets(counts, 0.5, 0.3)
+    b = M.share_buckets(counts, 0.5, 0.3)
     assert b[5] == "head" and b[3] == "torso" and b[1] == "tail"  # before(3)=20 < 24, before(1)=26
     counts2 = pd.Series({"a": 10, "b": 4, "c": 4, "d": 1, "e": 1})
-    b2 = M._share_buckets(
+    b2 = M.share_buckets(
         counts2, 0.5, 0.3
     )  # 20 rows: before(10)=0 head, before(4)=10 torso, before(1)=18 tail
     assert (b2[10], b2[4], b2[1]) == ("head", "torso", "tail")
