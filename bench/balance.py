@@ -5,8 +5,11 @@ library, builds the same frame, resets its peak-RSS counter (/proc/self/clear_re
 reports wall and CPU time (user + system of the process, less disturbed by other jobs on shared cores), the
 process peak RSS (VmHWM, which includes the input frame) and that peak minus the RSS just before the call
 ("+GB": what the method itself adds). Also the time tailguard spends choosing row positions, before any
-frame is built ("index s"). `tailguard_over_report` is the call the retrain pipeline makes (report=True:
-bucket statistics before and after); the others time `rebalance(..., report=False)`.
+frame is built ("index s"). tailguard's rows time `rebalance(..., report=False, compact=True)`: the
+representation the retrain pipeline trains on (each distinct row once with a `repeats` count; "out rows"
+counts repeats, "distinct" the frame's rows); `tailguard_over_full` writes the duplicates out (compact=False,
+what `tailguard balance --out` writes without --compact); `tailguard_over_report` is the pipeline's exact call
+(compact, report=True: bucket statistics before and after).
 
     .venv/bin/python bench/balance.py --rows 1000000            # one size
     .venv/bin/python bench/balance.py --rows 1000000 10000000   # both sizes (10M needs ~15 GB free)
@@ -23,7 +26,14 @@ import sys
 import time
 from pathlib import Path
 
-METHODS = ("tailguard_under", "imblearn_under", "tailguard_over", "imblearn_over", "tailguard_over_report")
+METHODS = (
+    "tailguard_under",
+    "imblearn_under",
+    "tailguard_over",
+    "imblearn_over",
+    "tailguard_over_full",
+    "tailguard_over_report",
+)
 
 
 def _status(field: str) -> int:
@@ -82,13 +92,15 @@ def child(method: str, rows: int, text: str) -> dict:
 
         config = BalanceConfig.from_spec("random_under" if method == "tailguard_under" else "random_over")
         with_report = method == "tailguard_over_report"
-        run = lambda: rebalance(frame, config, report=with_report)  # noqa: E731
+        compact = method != "tailguard_over_full"  # the retrain pipeline's call is compact
+        run = lambda: rebalance(frame, config, report=with_report, compact=compact)  # noqa: E731
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM so frame building does not count
     rss_before = _status("VmRSS")
     cpu0, t0 = time.process_time(), time.perf_counter()
     result = run()
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
-    out_rows = len(result[0])
+    out = result[0]
+    out_rows = int(out["repeats"].sum()) if "repeats" in out.columns else len(out)
     index_seconds = None
     if method.startswith("tailguard"):
         import numpy as np
@@ -106,6 +118,7 @@ def child(method: str, rows: int, text: str) -> dict:
         "method": method,
         "rows": rows,
         "out_rows": out_rows,
+        "distinct_rows": len(out),
         "seconds": seconds,
         "cpu_seconds": cpu_seconds,
         "peak_rss": _status("VmHWM"),
@@ -130,8 +143,8 @@ def resampling(rows_list: list[int], text: str) -> None:
     gb = 1024**3
     print(f"text columns: {text}")
     print(
-        f"{'rows':>10}  {'method':<22} {'out rows':>10} {'seconds':>8} {'cpu s':>7} {'peak GB':>8} {'+GB':>6}"
-        "  index s"
+        f"{'rows':>10}  {'method':<22} {'out rows':>10} {'distinct':>10} {'seconds':>8} {'cpu s':>7} "
+        f"{'peak GB':>8} {'+GB':>6}  index s"
     )
     for rows in rows_list:
         results = {}
@@ -139,17 +152,18 @@ def resampling(rows_list: list[int], text: str) -> None:
             r = measure(method, rows, text)
             results[method] = r
             print(
-                f"{rows:>10}  {method:<22} {r['out_rows']:>10} {r['seconds']:>8.2f} {r['cpu_seconds']:>7.2f} "
+                f"{rows:>10}  {method:<22} {r['out_rows']:>10} {r['distinct_rows']:>10} {r['seconds']:>8.2f} "
+                f"{r['cpu_seconds']:>7.2f} "
                 f"{r['peak_rss'] / gb:>8.2f} {(r['peak_rss'] - r['rss_before']) / gb:>6.2f}  "
                 + ("" if r["index_seconds"] is None else f"{r['index_seconds']:.2f}"),
                 flush=True,
             )
-        for kind in ("under", "over"):
-            ours, theirs = results[f"tailguard_{kind}"], results[f"imblearn_{kind}"]
+        for kind, mine in (("under", "under"), ("over", "over"), ("over", "over_full")):
+            ours, theirs = results[f"tailguard_{mine}"], results[f"imblearn_{kind}"]
             inc_ours = max(ours["peak_rss"] - ours["rss_before"], 1)
             inc_theirs = max(theirs["peak_rss"] - theirs["rss_before"], 1)
             print(
-                f"{rows:>10}  random_{kind}: speed-up {theirs['seconds'] / ours['seconds']:.1f}x wall, "
+                f"{rows:>10}  {mine}: speed-up {theirs['seconds'] / ours['seconds']:.1f}x wall, "
                 f"{theirs['cpu_seconds'] / ours['cpu_seconds']:.1f}x cpu; "
                 f"peak RSS {ours['peak_rss'] / theirs['peak_rss']:.2f} of imbalanced-learn's, "
                 f"increase {inc_ours / inc_theirs:.2f} of its increase; same rows: "

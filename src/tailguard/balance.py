@@ -312,28 +312,29 @@ def stratified_positions(
 # --- weights ------------------------------------------------------------------------------------
 
 
-def popularity_weights(popularity: np.ndarray, alpha: float) -> np.ndarray:
-    """popularity^-alpha normalised to mean 1."""
+def popularity_weights(popularity: np.ndarray, alpha: float, counts: np.ndarray | None = None) -> np.ndarray:
+    """popularity^-alpha normalised to mean 1 (each row counted `counts` times)."""
     w = np.power(popularity.astype(np.float64), -alpha)
-    return w / w.mean()
+    return w / np.average(w, weights=counts)
 
 
-def class_balanced_weights(labels: np.ndarray, beta: float) -> np.ndarray:
-    """Per-row (1-beta)/(1-beta^n_y) (Cui et al. 2019) normalised to mean 1."""
+def class_balanced_weights(labels: np.ndarray, beta: float, counts: np.ndarray | None = None) -> np.ndarray:
+    """Per-row (1-beta)/(1-beta^n_y) (Cui et al. 2019) normalised to mean 1 (rows counted `counts` times)."""
     y = (labels != 0).astype(np.int64)
-    n_y = np.bincount(y, minlength=2).astype(np.float64)
+    n_y = np.bincount(y, weights=counts, minlength=2).astype(np.float64)
     per_class = np.where(n_y > 0, (1 - beta) / np.maximum(1 - np.power(beta, n_y), 1e-300), 0.0)
     if beta == 0:
         per_class = np.ones(2)
     w = per_class[y]
-    return w / w.mean()
+    return w / np.average(w, weights=counts)
 
 
-def kish_ess(weights: np.ndarray | None, n: int) -> float:
-    """Kish effective sample size (sum w)^2 / sum w^2; n without weights."""
+def kish_ess(weights: np.ndarray | None, n: int, counts: np.ndarray | None = None) -> float:
+    """Kish effective sample size (sum w)^2 / sum w^2 (rows counted `counts` times); n without weights."""
     if weights is None or len(weights) == 0:
         return float(n)
-    return float(weights.sum() ** 2 / np.square(weights).sum())
+    c = np.ones(len(weights)) if counts is None else counts.astype(np.float64)
+    return float((c @ weights) ** 2 / (c @ np.square(weights)))
 
 
 # --- the entry point ----------------------------------------------------------------------------------
@@ -370,13 +371,16 @@ def rebalance(
     *,
     back_translate: Callable[[list[str]], list[str]] | None = None,
     report: bool = True,
+    compact: bool = False,
 ) -> tuple[pd.DataFrame, dict]:
     """Return the training frame to learn from and the before/after report (JSON-able).
 
     Only the training split comes in; the input is never modified. Resampled rows keep their `row_id`;
     augmented rows get `augmented=True`, their `source_row_id` and a negative `row_id`. A `weight` column
     (mean 1) is written when a weighting strategy is on. `report=False` skips the bucket statistics (the
-    benchmark measures resampling alone).
+    benchmark measures resampling alone). `compact=True` returns each distinct row once with a `repeats`
+    column (how many times it counts) instead of writing the duplicates out; rows that are all kept share the
+    input's columns read-only. `expand` turns it into the written-out frame; the trainer reads it as is.
     """
     labels = _check_frame(train_df, config)
     rng = np.random.default_rng(config.seed)
@@ -419,7 +423,12 @@ def rebalance(
         if len(duplicates) == 0:
             notes.append(f"random_over: already at or above {config.over_ratio} positives per negative")
 
-    if augmented is None or ((combined < len(pos)).all() and (duplicates < len(pos)).all()):
+    counts = None  # per output row, how many times it counts (compact only)
+    if compact:
+        n_combined = len(combined_labels)
+        out, src, counts = _compact(train_df, pos, combined, duplicates, augmented, aug_src, n_combined)
+        del combined, duplicates
+    elif augmented is None or ((combined < len(pos)).all() and (duplicates < len(pos)).all()):
         every_row = len(combined) == len(train_df)  # positions only increase: every input row, in order
         kept = None if every_row else pos[combined]
         copies = duplicates if len(pos) == len(train_df) else pos[duplicates]
@@ -451,27 +460,97 @@ def rebalance(
 
     weights = None
     if "popularity_reweight" in strategies:
-        weights = popularity_weights(keys.get(config.reweight_key)[1][src], config.alpha)
+        weights = popularity_weights(keys.get(config.reweight_key)[1][src], config.alpha, counts)
     if "class_balanced" in strategies:
-        cb = class_balanced_weights(out["label"].to_numpy(), config.beta)
+        cb = class_balanced_weights(out["label"].to_numpy(), config.beta, counts)
         weights = cb if weights is None else weights * cb
     if weights is not None:
-        out["weight"] = weights / weights.mean()
+        out["weight"] = weights / np.average(weights, weights=counts)
         weights = out["weight"].to_numpy()
 
+    out_labels = out["label"].to_numpy()
     result: dict[str, Any] = {
         "strategies": strategies or ["none"],
         "options": config.model_dump(mode="json"),
-        "augmented_rows": int(out["augmented"].sum()),
+        "augmented_rows": _count(out["augmented"].to_numpy(), counts),
+        "compact": compact,
         "notes": notes,
     }
     if report:
         result["before"] = _summary(labels, np.arange(len(train_df)), keys, None)
-        result["after"] = _summary(out["label"].to_numpy(), src, keys, weights)
+        result["after"] = _summary(out_labels, src, keys, weights, counts)
     else:
         result["before"] = {"rows": len(train_df), "positives": int(labels.sum())}
-        result["after"] = {"rows": len(out), "positives": int(out["label"].sum())}
+        result["after"] = {"rows": _count(None, counts, len(out)), "positives": _count(out_labels, counts)}
     return out, result
+
+
+def _count(values: np.ndarray | None, counts: np.ndarray | None, n: int = 0) -> int:
+    """Sum of values (all ones when None, over n rows) with each row counted `counts` times."""
+    if values is None:
+        return int(counts.sum()) if counts is not None else n
+    values = values.astype(np.int64)
+    return int(values.sum() if counts is None else values @ counts)
+
+
+def _compact(
+    train_df: pd.DataFrame,
+    pos: np.ndarray,
+    combined: np.ndarray,
+    duplicates: np.ndarray,
+    augmented: pd.DataFrame | None,
+    aug_src: np.ndarray,
+    n_combined: int,
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """(frame of the distinct rows with `repeats`, their source positions in train_df, the repeats).
+
+    Positions index the kept rows (`pos`) followed by the augmented rows. When every input row survives (the
+    usual random_over) the frame shares train_df's columns read-only: 0.2 s and ~50 MB at 10M rows instead
+    of writing 8M duplicated rows (2.5 s, 0.8 GB).
+    """
+    counts = np.bincount(combined, minlength=n_combined)
+    if len(duplicates):
+        counts += np.bincount(duplicates, minlength=n_combined)
+    picked = np.flatnonzero(counts)
+    repeats = counts[picked].astype(np.int32)
+    in_train = picked < len(pos)
+    train_pos = pos[picked[in_train]]
+    every_row = len(train_pos) == len(train_df)  # positions only increase: every input row, in order
+    columns = _shared_columns(train_df) if every_row else _take_columns(train_df, train_pos, keep_all=False)
+    if "augmented" not in columns:
+        columns["augmented"] = np.zeros(len(train_pos), dtype=bool)
+    if "source_row_id" not in columns:
+        columns["source_row_id"] = columns["row_id"]  # shared read-only: assigning replaces, never writes
+    out = _frame(columns)
+    src = train_pos
+    aug_idx = picked[~in_train] - len(pos)
+    if augmented is not None and len(aug_idx):
+        out = pd.concat([out, augmented.take(aug_idx)], ignore_index=True)
+        src = np.concatenate([train_pos, aug_src[aug_idx]])
+    out = _ensure_markers(out)
+    out["repeats"] = repeats
+    return out, src, repeats
+
+
+def _shared_columns(df: pd.DataFrame) -> dict[Any, Any]:
+    """df's columns without copying: numpy columns as read-only views (writing raises), others copied."""
+    columns = {}
+    for name, series in df.items():
+        if isinstance(series.dtype, np.dtype):
+            view = series.to_numpy().view()
+            view.flags.writeable = False
+            columns[name] = view
+        else:
+            columns[name] = series.array.copy()  # categoricals copy only their int codes
+    return columns
+
+
+def expand(df: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+    """The written-out frame of a compact one: each row `repeats` times (consecutive), no `repeats` column."""
+    if "repeats" not in df.columns:
+        return df if columns is None else df[columns]
+    keep = [c for c in df.columns if c != "repeats"] if columns is None else columns
+    return take_rows(df[keep], np.repeat(np.arange(len(df)), df["repeats"].to_numpy()))
 
 
 def take_rows(df: pd.DataFrame, positions: np.ndarray, *, keep_all: bool = False) -> pd.DataFrame:
@@ -535,9 +614,10 @@ def _ensure_markers(out: pd.DataFrame) -> pd.DataFrame:
     if "source_row_id" not in out.columns:
         out["source_row_id"] = out["row_id"].to_numpy(dtype=np.int64, copy=True)
     else:
-        own = out["source_row_id"].isna()
+        # Whole-column assignments: they replace a column and never write into one (which may be read-only).
+        own = out["source_row_id"].isna().to_numpy()
         if own.any():
-            out.loc[own, "source_row_id"] = out.loc[own, "row_id"]
+            out["source_row_id"] = np.where(own, out["row_id"].to_numpy(), out["source_row_id"].to_numpy())
         if out["source_row_id"].dtype != np.int64:
             out["source_row_id"] = out["source_row_id"].astype(np.int64)
     return out
@@ -591,27 +671,35 @@ def _augment(
     return out, sources[within]
 
 
-def _summary(labels: np.ndarray, src: np.ndarray, keys: _Keys, weights: np.ndarray | None) -> dict:
-    """Label share, rows and positive rate per item and query bucket, Kish ESS."""
-    n = len(labels)
+def _summary(
+    labels: np.ndarray,
+    src: np.ndarray,
+    keys: _Keys,
+    weights: np.ndarray | None,
+    counts: np.ndarray | None = None,
+) -> dict:
+    """Label share, rows, positive rate per item and query bucket, Kish ESS; rows counted `counts` times."""
+    c = np.ones(len(labels)) if counts is None else counts.astype(np.float64)
+    n = int(c.sum())
     y = (labels != 0).astype(np.float64)
+    share = float(c @ y / n) if n else 0.0
     summary: dict[str, Any] = {
         "rows": n,
-        "positives": int(y.sum()),
-        "label_share": {"0": float(1 - y.mean()) if n else 0.0, "1": float(y.mean()) if n else 0.0},
-        "effective_sample_size": round(kish_ess(weights, n), 2),
+        "positives": int(round(c @ y)),
+        "label_share": {"0": 1 - share if n else 0.0, "1": share},
+        "effective_sample_size": round(kish_ess(weights, n, counts), 2),
     }
     if weights is not None:
-        summary["weighted_positive_share"] = float((weights * y).sum() / weights.sum())
+        summary["weighted_positive_share"] = float((c * weights) @ y / (c @ weights))
         summary["weight"] = {
             "min": float(weights.min()),
             "max": float(weights.max()),
-            "mean": float(weights.mean()),
+            "mean": float(c @ weights / n),
         }
     for key in ("item", "query"):
         bucket = keys.get(key)[0][src]
-        rows = np.bincount(bucket, minlength=3)
-        pos = np.bincount(bucket, weights=y, minlength=3)
+        rows = np.round(np.bincount(bucket, weights=c, minlength=3)).astype(np.int64)
+        pos = np.bincount(bucket, weights=c * y, minlength=3)
         summary[f"{key}_buckets"] = {
             name: {
                 "rows": int(rows[i]),

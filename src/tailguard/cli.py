@@ -167,6 +167,12 @@ def balance_cmd(
         help="Any other BalanceConfig option as KEY=JSON, e.g. bucket_shares='{\"tail\": 0.5}'.",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed; the same seed gives the same output."),
+    compact: bool = typer.Option(
+        False,
+        "--compact",
+        help="Write each distinct row once with a `repeats` column instead of the duplicates "
+        "(what `tailguard train` and the retrain flow read; ~10x faster for random_over at 10M rows).",
+    ),
     report_json: Path | None = typer.Option(
         None, "--report-json", help="Write the before/after report here."
     ),
@@ -175,7 +181,7 @@ def balance_cmd(
     ),
 ) -> None:
     """Rebalance training data and print the before/after table (the training split only: never eval data)."""
-    from tailguard.balance import BalanceConfig, BalanceConfigError, rebalance, report_table
+    from tailguard.balance import BalanceConfig, BalanceConfigError, expand, rebalance, report_table
     from tailguard.contract import ContractError
     from tailguard.data import load_batch
 
@@ -192,7 +198,7 @@ def balance_cmd(
         raise typer.Exit(2) from None
     try:
         train = load_batch(data)
-        balanced, report = rebalance(train, config)
+        balanced, report = rebalance(train, config, compact=compact)
     except (BalanceConfigError, ContractError) as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from None
@@ -203,7 +209,8 @@ def balance_cmd(
             balanced.to_parquet(out, index=False)
         else:
             balanced.to_csv(out, index=False)
-        typer.echo(f"wrote {len(balanced)} rows to {out}")
+        counted = f" counting {report['after']['rows']}" if compact else ""
+        typer.echo(f"wrote {len(balanced)} rows{counted} to {out}")
     if report_json is not None:
         report_json.parent.mkdir(parents=True, exist_ok=True)
         report_json.write_text(json.dumps(report, indent=2))
@@ -211,7 +218,7 @@ def balance_cmd(
     if report_html is not None:
         from tailguard.reports import class_balance_report  # Evidently: imported only when asked (3-9 s)
 
-        typer.echo(f"wrote {class_balance_report(train, balanced, report_html)}")
+        typer.echo(f"wrote {class_balance_report(train, expand(balanced, ['label']), report_html)}")
 
 
 # --- model: train, predict -------------------------------------------------------------------
@@ -263,7 +270,7 @@ def train_cmd(
         if balance and balance != "none":
             from tailguard.balance import BalanceConfig, rebalance
 
-            frame, _ = rebalance(frame, BalanceConfig.from_spec(balance, seed=seed))
+            frame, _ = rebalance(frame, BalanceConfig.from_spec(balance, seed=seed), compact=True)
         valid_df = load_batch(valid) if valid else None
         result = train(frame, config, out, valid_df=valid_df, checkpoint_dir=checkpoint_dir,
                        on_epoch=lambda row: typer.echo(json.dumps(row)))  # fmt: skip
@@ -271,7 +278,8 @@ def train_cmd(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     typer.echo(
-        f"trained {result.steps} steps at {result.samples_per_s:.0f} samples/s "
+        f"trained {result.steps} steps on {result.train_rows} rows per epoch "
+        f"({result.distinct_rows} distinct) at {result.samples_per_s:.0f} samples/s "
         f"in {result.train_seconds:.1f} s; "
         f"best valid AUC {result.best_valid_auc}; model in {result.model_dir}"
     )

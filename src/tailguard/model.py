@@ -130,6 +130,8 @@ class TrainResult(BaseModel):
     train_seconds: float = Field(0.0, description="Wall time of the whole train() call in this process.")
     cpu_seconds: float = Field(0.0, description="Process CPU time spent in the training loop (all threads).")
     resumed_from_step: int | None = Field(None, description="Checkpoint step this run resumed from.")
+    train_rows: int = Field(0, description="Rows per epoch after the validation split, counting `repeats`.")
+    distinct_rows: int = Field(0, description="Distinct training rows tokenized (< train_rows when compact).")
     missing_keys: list[str] = Field(default_factory=list, description="Weights the base did not provide.")
 
 
@@ -325,6 +327,20 @@ def _check_frame(df: pd.DataFrame, what: str, need_label: bool = True) -> None:
             raise ModelError(
                 f"{what}: column 'label' must be 0/1; offending values {bad.unique()[:5].tolist()}"
             )
+
+
+def _counted_rows(df: pd.DataFrame) -> torch.Tensor | None:
+    """Each counted row's position in a compact frame (row i `repeats[i]` times); None without `repeats`."""
+    if "repeats" not in df.columns:
+        return None
+    repeats = df["repeats"].to_numpy()
+    if not np.issubdtype(repeats.dtype, np.integer) or (repeats < 1).any():
+        bad = df.loc[~df["repeats"].astype(float).ge(1), "repeats"]
+        raise ModelError(
+            "training frame: column 'repeats' must be integers >= 1; offending values "
+            f"{bad.unique()[:5].tolist()}"
+        )
+    return torch.from_numpy(np.repeat(np.arange(len(df), dtype=np.int64), repeats))
 
 
 def _encode(tokenizer: Any, df: pd.DataFrame, max_length: int) -> dict[str, torch.Tensor]:
@@ -588,6 +604,22 @@ def _epoch_order(n: int, weights: torch.Tensor | None, config: TrainConfig, epoc
     return torch.randperm(n, generator=gen)
 
 
+def _epoch_rows(
+    n: int,
+    weights: torch.Tensor | None,
+    row_of: torch.Tensor | None,
+    config: TrainConfig,
+    epoch: int,
+    rank: int = 0,
+    world: int = 1,
+) -> torch.Tensor:
+    """This rank's rows for one epoch, as positions into the distinct rows (encoded, labels, weights)."""
+    order = _epoch_order(n, weights, config, epoch)
+    if world > 1:  # equal shards (pad by wrapping, like DistributedSampler) or the ranks deadlock
+        order = torch.cat([order, order[: math.ceil(n / world) * world - n]])[rank::world]
+    return order if row_of is None else row_of[order]  # counted row -> its distinct row
+
+
 def _scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float) -> Any:
     """Linear warmup then linear decay to 0."""
     warmup = int(math.ceil(total_steps * warmup_ratio))
@@ -650,11 +682,15 @@ def train(
     elif len(valid_df):
         _check_frame(valid_df, "validation frame")
     train_df = train_df.reset_index(drop=True)
+    # A compact frame (balance.rebalance(compact=True)) counts row i `repeats[i]` times: each distinct pair is
+    # tokenized once and the epoch order runs over the counted rows, exactly as over the written-out frame.
+    row_of = _counted_rows(train_df)
+    n = len(train_df) if row_of is None else len(row_of)
 
     resume = latest_checkpoint(checkpoint_dir)
     missing: list[str] = []
     if resume is not None:
-        _check_resumable(resume, config, len(train_df))
+        _check_resumable(resume, config, n)
         model, tokenizer = load_model(resume)
         model.train()
     else:
@@ -667,9 +703,11 @@ def train(
         torch.tensor(train_df["weight"].to_numpy(dtype=np.float32)) if "weight" in train_df.columns else None
     )
     loss_weights = weights if config.sampler == "none" else None  # the sampler already consumed them
+    sampler_weights = weights if weights is None or row_of is None else weights[row_of]
     valid_encoded = _encode(tokenizer, valid_df, config.max_length) if len(valid_df) else None
     valid_labels = valid_df["label"].to_numpy() if len(valid_df) else None
-    loss_fn = _make_loss(config, float(train_df["label"].mean()))
+    counts = None if row_of is None else train_df["repeats"].to_numpy()
+    loss_fn = _make_loss(config, float(np.average(train_df["label"].to_numpy(), weights=counts)))
 
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
@@ -678,7 +716,6 @@ def train(
         lr=config.peak_lr(),
         fused=True,  # one kernel per step on CPU and GPU: ~10% more samples/s than foreach on the tiny model
     )
-    n = len(train_df)
     per_rank = math.ceil(n / world)
     batches_per_epoch = math.ceil(per_rank / config.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
@@ -729,7 +766,8 @@ def train(
 
         progress = tqdm(total=total_steps, initial=state["step"], desc="train", unit="step", mininterval=1.0)
 
-    if device.type == "cuda" and n * config.max_length <= 64_000_000:  # ~1.5 GB of ids/masks: keep on the GPU
+    # ~1.5 GB of ids/masks at most (distinct rows are what is encoded): keep them on the GPU.
+    if device.type == "cuda" and len(train_df) * config.max_length <= 64_000_000:
         encoded = {k: v if k == "lengths" else v.to(device) for k, v in encoded.items()}
         labels = labels.to(device)
         loss_weights = loss_weights.to(device) if loss_weights is not None else None
@@ -755,9 +793,7 @@ def train(
     t_start = time.perf_counter()
     while state["epoch"] < config.epochs and not stop and state["step"] < total_steps:
         epoch = state["epoch"]
-        order = _epoch_order(n, weights, config, epoch)
-        if world > 1:  # equal shards (pad by wrapping, like DistributedSampler) or the ranks deadlock
-            order = torch.cat([order, order[: per_rank * world - n]])[rank::world]
+        order = _epoch_rows(n, sampler_weights, row_of, config, epoch, rank, world)
         if device.type == "cuda":
             order = order.pin_memory()  # pinned slices copy to the GPU without blocking
         batches = order.split(config.batch_size)
@@ -884,6 +920,8 @@ def train(
         best_valid_auc=state["best_valid_auc"],
         train_seconds=time.perf_counter() - t_start,
         resumed_from_step=resumed_from,
+        train_rows=n,
+        distinct_rows=len(train_df),
         missing_keys=missing,
     )
     if rank == 0:

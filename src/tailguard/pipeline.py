@@ -233,14 +233,15 @@ def drift(train: pd.DataFrame, batch: LoadedBatch, ctx: RunContext) -> dict | No
 
 
 def rebalance(train: pd.DataFrame, params: RetrainParams, ctx: RunContext) -> tuple[pd.DataFrame, dict]:
-    """Balance the training split only; return the frame and the before/after report."""
-    from tailguard.balance import BalanceConfig
+    """Balance the training split only; return the compact frame (a `repeats` column) and the report."""
+    from tailguard.balance import BalanceConfig, expand
     from tailguard.balance import rebalance as run_rebalance
     from tailguard.reports import class_balance_report
 
     config = BalanceConfig.from_spec(params.balance, seed=params.seed, **params.balance_options)
-    balanced, report = run_rebalance(train, config)
-    class_balance_report(train, balanced, ctx.work_dir / "reports" / "class_balance.html")
+    # Compact: duplicated rows are counted, not written out; the trainer reads `repeats` (same examples).
+    balanced, report = run_rebalance(train, config, compact=True)
+    class_balance_report(train, expand(balanced, ["label"]), ctx.work_dir / "reports" / "class_balance.html")
     return balanced, report
 
 

@@ -320,3 +320,93 @@ def test_take_rows_rejects_positions_out_of_range(frame):
         balance.take_rows(frame, np.array([0, len(frame)]), keep_all=True)
     wrapped = balance.take_rows(frame, np.array([-1]), keep_all=True)
     assert wrapped["row_id"].iloc[-1] == frame["row_id"].iloc[-1]
+
+
+# --- compact output (what the retrain pipeline trains on) ----------------------------------------------
+
+
+def _multiset(df: pd.DataFrame) -> pd.Series:
+    """How many times each (row_id, augmented) row occurs, counting a compact frame's repeats."""
+    repeats = df["repeats"] if "repeats" in df.columns else pd.Series(1, index=df.index)
+    key = df["row_id"].astype(str) + "/" + df["augmented"].astype(str)
+    return repeats.astype(np.int64).groupby(key.to_numpy()).sum().sort_index().rename("count")
+
+
+COMPACT_SPECS = [
+    ("random_over", {}),
+    ("random_over", {"over_ratio": 0.3}),
+    ("random_under", {"ratio": 2.0}),
+    ("random_under,random_over", {"ratio": 4.0, "over_ratio": 0.5}),
+    ("popularity_cap,random_over", {"cap_k": 5}),
+    ("random_over,popularity_reweight", {"reweight_key": "query"}),
+    ("random_over,class_balanced", {"beta": 0.999}),
+    ("augment,random_over", {"aug_copies": 2}),
+    ("none", {}),
+]
+
+
+@pytest.mark.parametrize(("spec", "options"), COMPACT_SPECS)
+def test_compact_counts_every_row_as_often_as_the_written_out_frame(frame, spec, options):
+    """Same seed: the compact rows x repeats are exactly the materialised rows, and the same report."""
+    config = BalanceConfig.from_spec(spec, seed=3, **options)
+    full, full_report = rebalance(frame, config)
+    compact, compact_report = rebalance(frame, config, compact=True)
+    assert compact["repeats"].min() >= 1 and compact["row_id"].astype(str).add(
+        compact["augmented"].astype(str)
+    ).is_unique
+    pd.testing.assert_series_equal(_multiset(compact), _multiset(full))
+    assert int(compact["repeats"].sum()) == len(full)
+    assert compact_report["compact"] and not full_report["compact"]
+    for part in ("before", "after"):
+        flat = pd.json_normalize(compact_report[part]).iloc[0].to_dict()
+        assert flat == pytest.approx(pd.json_normalize(full_report[part]).iloc[0].to_dict(), rel=1e-12)
+    assert compact_report["augmented_rows"] == full_report["augmented_rows"]
+    if "weight" in full.columns:  # the same weight per row, normalised to mean 1 over the counted rows
+        by_row = full.groupby(["row_id", "augmented"])["weight"].first()
+        mine = compact.set_index(["row_id", "augmented"])["weight"]
+        np.testing.assert_allclose(mine.loc[by_row.index].to_numpy(), by_row.to_numpy(), rtol=1e-9)
+        assert np.average(compact["weight"], weights=compact["repeats"]) == pytest.approx(1.0)
+    expanded = balance.expand(compact)
+    assert "repeats" not in expanded.columns and len(expanded) == len(full)
+    pd.testing.assert_series_equal(_multiset(expanded), _multiset(full))
+
+
+def test_compact_random_over_shares_the_input_read_only_and_never_changes_it(frame):
+    before = frame.copy()
+    out, _ = rebalance(frame, BalanceConfig.from_spec("random_over"), compact=True)
+    assert len(out) == len(frame) and (out["row_id"].to_numpy() == frame["row_id"].to_numpy()).all()
+    assert np.shares_memory(out["query"].to_numpy(), frame["query"].to_numpy())  # no copy of the text
+    with pytest.raises(ValueError, match="read-only"):
+        out.loc[0, "query"] = "changed"
+    out["weight"] = 2.0  # new and replaced columns are the caller's own
+    out["label"] = 0
+    pd.testing.assert_frame_equal(frame, before)
+    editable = out.copy()
+    editable.loc[0, "query"] = "changed"
+    pd.testing.assert_frame_equal(frame, before)
+
+
+def test_cli_compact_file_is_what_train_reads(frame, tmp_path):
+    """`tailguard balance --compact` writes distinct rows + repeats; `tailguard train` counts them."""
+    from typer.testing import CliRunner
+
+    from tailguard.cli import app
+
+    frame.drop(columns=["augmented", "row_id"]).to_parquet(tmp_path / "train.parquet")
+    runner = CliRunner()
+    args = ["balance", "--data", str(tmp_path / "train.parquet"), "--strategy", "random_over", "--seed", "1"]
+    result = runner.invoke(app, [*args, "--compact", "--out", str(tmp_path / "compact.parquet")])
+    assert result.exit_code == 0, result.output
+    written = runner.invoke(app, [*args, "--out", str(tmp_path / "full.parquet")])
+    assert written.exit_code == 0, written.output
+    compact, full = pd.read_parquet(tmp_path / "compact.parquet"), pd.read_parquet(tmp_path / "full.parquet")
+    assert len(compact) == len(frame) and int(compact["repeats"].sum()) == len(full) > len(frame)
+    assert f"wrote {len(frame)} rows counting {len(full)}" in result.output
+    pd.testing.assert_series_equal(_multiset(compact), _multiset(full))
+    trained = runner.invoke(
+        app,
+        ["train", "--data", str(tmp_path / "compact.parquet"), "--out", str(tmp_path / "m"),
+         "--max-steps", "2", "--option", "valid_fraction=0", "--option", "progress=false"],
+    )  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    assert f"on {len(full)} rows per epoch ({len(frame)} distinct)" in trained.output

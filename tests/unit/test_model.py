@@ -348,3 +348,34 @@ def test_validation_split_keeps_augmented_copies_with_their_source_query():
         held_sources = set(valid["row_id"])
         leaked = train[train["augmented"] & train["source_row_id"].isin(held_sources)]
         assert leaked.empty  # no EDA copy of a validation row is trained on
+
+
+def test_compact_frame_trains_exactly_like_its_written_out_rows(tmp_path):
+    """Row i counted repeats[i] times: the same examples, same order as the expanded frame, same model."""
+    from tailguard.balance import expand
+
+    df = pairs(20)
+    compact = df.assign(repeats=np.where(df["label"] == 1, 3, 1).astype(np.int32))
+    config = quick(max_steps=8, seed=5, valid_fraction=0)
+    a = M.train(compact, config, tmp_path / "compact")
+    b = M.train(expand(compact), config, tmp_path / "expanded")
+    assert a.steps == b.steps == 8
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    np.testing.assert_array_equal(M.predict(tmp_path / "compact", df), M.predict(tmp_path / "expanded", df))
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_compact_epoch_visits_each_row_repeats_times(world):
+    repeats = np.array([1, 4, 2, 1, 3])
+    row_of = M._counted_rows(pd.DataFrame({"repeats": repeats}))
+    n = int(repeats.sum())
+    shards = [M._epoch_rows(n, None, row_of, quick(), epoch=1, rank=r, world=world) for r in range(world)]
+    seen = np.bincount(torch.cat(shards).numpy(), minlength=len(repeats))
+    padded = math.ceil(n / world) * world - n  # DistributedSampler-style wrap pads the last shard
+    assert seen.sum() == n + padded and (seen >= repeats).all() and (seen - repeats).sum() == padded
+
+
+def test_bad_repeats_are_named(tmp_path):
+    df = pairs(5).assign(repeats=0)
+    with pytest.raises(M.ModelError, match="'repeats' must be integers >= 1; offending values \\[0\\]"):
+        M.train(df, quick(max_steps=1, valid_fraction=0), tmp_path / "m")
