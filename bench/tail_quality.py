@@ -9,9 +9,15 @@ over queries.
 
 CPU (2 cores, ~90 min):
     python bench/tail_quality.py --strategies none,random_under,augment --seeds 0,1,2 --folds 0
-GPU (full grid):
+GPU (full grid; N training processes share the one GPU):
     python bench/tail_quality.py --device cuda --strategies all --seeds 0,1,2 --folds 0,1,2,3,4 \
-        --train-rows 0 --eval-rows 0
+        --train-rows 0 --eval-rows 0 --workers 8
+Re-render the page from the run cache without training anything (same run-defining options):
+    python bench/tail_quality.py ... --budget-minutes 0
+
+Finished runs are cached per fold in --work/fold{F}-runs.json, each with the options that define it; a
+cached run whose options differ from this call's is not reused. A run is started only while the time
+left in --budget-minutes covers the longest run seen so far of its strategy (or of any strategy).
 """
 
 from __future__ import annotations
@@ -19,8 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -100,6 +109,7 @@ def run_one(name: str, train: pd.DataFrame, eval_df: pd.DataFrame, seed: int, ar
     result = fit(balanced, config, work / f"{name}-s{seed}")
     scores = predict(result.model_dir, eval_df, batch_size=256)
     return {
+        "device": device_name(args.device),
         "scores": scores.tolist(),
         "steps": result.steps,
         "best_valid_auc": result.best_valid_auc,
@@ -109,6 +119,45 @@ def run_one(name: str, train: pd.DataFrame, eval_df: pd.DataFrame, seed: int, ar
         "seconds": round(time.perf_counter() - t0, 1),
         "samples_per_s": round(result.samples_per_s, 1),
     }
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores"
+    return f"{os.cpu_count()} CPU cores (cpu)"
+
+
+def run_signature(args) -> dict:
+    """The options that define a run's result: a cached run is reused only when these match."""
+    return {
+        "data": Path(args.data).name,
+        "columns": args.columns,
+        "base": args.base_label or args.base,
+        "n_folds": args.n_folds,
+        "epochs": args.epochs,
+        "patience": args.patience,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "max_length": args.max_length,
+        "train_rows": args.train_rows,
+        "eval_rows": args.eval_rows,
+    }
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _job(name: str, train: pd.DataFrame, eval_df: pd.DataFrame, seed: int, args, work: Path) -> dict:
+    """One (strategy, seed, fold) run in a worker process; its wall time includes sharing the device."""
+    t0 = time.perf_counter()
+    out = run_one(name, train, eval_df, seed, args, work)
+    out["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    return out
 
 
 def per_query_auc(eval_df: pd.DataFrame, scores: np.ndarray, mask: np.ndarray) -> pd.Series:
@@ -199,6 +248,7 @@ def compare(
                 .dropna()
                 .to_numpy()
             )
+            row["_per_query_diffs"] = d
             if d.size:
                 boots = d[rng.integers(0, d.size, size=(n_boot or 1000, d.size))].mean(axis=1)
                 row["roc_auc_per_query"]["seed_mean_ci"] = [
@@ -217,15 +267,75 @@ def fmt_sd(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}"
 
 
+TARGET = {"tail_lift": 0.02, "tail_over_overall": 0.01, "pooled_floor": -0.005}
+
+
+def summarize(results: dict, diffs: dict, n_boot: int) -> dict:
+    """Per strategy over every compared fold: the tail and overall per-query AUC lift (seed-averaged per
+    query, queries of all folds pooled; folds hold disjoint queries), a bootstrap interval over those
+    queries, the fold-averaged pooled AUC lift, and whether the issue's target is met."""
+    rng = np.random.default_rng(1)
+    out: dict = {}
+    strategies = {st for per_fold in results["comparisons"].values() for st in per_fold}
+    for st in [s for s in STRATEGIES if s in strategies]:
+        folds = [f for f, per_fold in results["comparisons"].items() if st in per_fold]
+        row: dict = {"folds": folds}
+        for label in ("query tail", "overall"):
+            d = np.concatenate([diffs.get((f, st, label), np.zeros(0)) for f in folds])
+            ci = None
+            if d.size:
+                boots = d[rng.integers(0, d.size, size=(n_boot or 1000, d.size))].mean(axis=1)
+                ci = [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
+            row[label] = {"per_query": float(d.mean()) if d.size else None, "ci": ci, "queries": int(d.size)}
+        pooled = [results["comparisons"][f][st]["overall"]["roc_auc"]["mean_diff"] for f in folds]
+        pooled = [x for x in pooled if x is not None]
+        row["overall_pooled"] = float(np.mean(pooled)) if pooled else None
+        tail, overall = row["query tail"], row["overall"]
+        row["target_met"] = bool(
+            tail["per_query"] is not None
+            and overall["per_query"] is not None
+            and row["overall_pooled"] is not None
+            and tail["ci"] is not None
+            and tail["per_query"] >= TARGET["tail_lift"]
+            and tail["per_query"] - overall["per_query"] >= TARGET["tail_over_overall"]
+            and row["overall_pooled"] >= TARGET["pooled_floor"]
+            and tail["ci"][0] > 0
+        )
+        out[st] = row
+    return out
+
+
+def grid_status(results: dict, strategies: list[str], seeds: list[int], folds: list[int]) -> list[str]:
+    """Plain lines on what of the asked grid ran: a partial grid is reported as such."""
+    have = {(r["fold"], r["strategy"], r["seed"]) for r in results["runs"]}
+    asked = len(strategies) * len(seeds) * len(folds)
+    lines = [
+        f"Grid asked: {len(strategies)} strategies × seeds {seeds} × folds {folds} = {asked} runs; "
+        f"{len(have)} finished{' (complete)' if len(have) == asked else ' (PARTIAL: the rest was not run)'}."
+    ]
+    for f in folds:
+        complete = results["complete_seeds"].get(f, [])
+        n = sum(1 for k in have if k[0] == f)
+        lines.append(
+            f"- fold {f}: {n}/{len(strategies) * len(seeds)} runs; seeds compared (every strategy "
+            f"finished): {complete if complete else 'none'}"
+        )
+    return lines
+
+
 def render(results: dict, args, command: str) -> str:
     """The markdown results page (table + headline) written to docs/RESULTS.md."""
     lines = [
         "# Results: what lifts the long tail on real search data",
         "",
-        f"Measured {results['date']} on {results['machine']}; base `{args.base}`; folds {results['folds']}; "
-        f"seeds {results['seeds']}; train rows per fold ≤ {args.train_rows or 'all'}, "
-        f"eval rows ≤ {args.eval_rows or 'all'}; "
-        f"early stopping on validation AUC (patience {args.patience}, ≤ {args.epochs} epochs).",
+        f"Measured {results['date']} on {results['machine']}; base `{args.base_label or args.base}`; "
+        f"folds {results['folds']}; seeds {results['seeds']}; "
+        f"train rows per fold ≤ {args.train_rows or 'all'}, "
+        f"eval rows ≤ {args.eval_rows or 'all'}; batch {args.batch_size}, lr {args.lr}, max length "
+        f"{args.max_length}; early stopping on validation AUC (patience {args.patience}, ≤ {args.epochs} "
+        "epochs).",
+        "",
+        *results["grid"],
         "",
         "Reproduce:",
         "",
@@ -238,9 +348,31 @@ def render(results: dict, args, command: str) -> str:
         "positives; per-query AUC only the ranking within a query.",
         "",
     ]
+    if results["summary"]:
+        lines += [
+            f"## All compared folds ({', '.join(str(f) for f in results['comparisons'])})",
+            "",
+            "Per-query AUC lift over the queries of every compared fold (seed-averaged per query), with a "
+            "bootstrap 95% interval over those queries; pooled lift averaged over folds. Target: tail "
+            "per-query lift ≥ +2.0, tail lift ≥ overall per-query lift + 1.0, overall pooled lift ≥ −0.5, "
+            "and the tail interval above zero.",
+            "",
+            "| strategy | folds | tail queries | tail per-query lift | 95% CI | overall per-query lift | "
+            "95% CI | overall pooled lift | target met |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for st, row in results["summary"].items():
+            tail, overall = row["query tail"], row["overall"]
+            ci = lambda c: f"[{fmt_pts(c[0])}, {fmt_pts(c[1])}]" if c else "n/a"  # noqa: E731
+            lines.append(
+                f"| {st} | {len(row['folds'])} | {tail['queries']} | {fmt_pts(tail['per_query'])} | "
+                f"{ci(tail['ci'])} | {fmt_pts(overall['per_query'])} | {ci(overall['ci'])} | "
+                f"{fmt_pts(row['overall_pooled'])} | {'yes' if row['target_met'] else 'no'} |"
+            )
+        lines.append("")
     for fold, per_fold in results["comparisons"].items():
         lines += [
-            f"## Fold {fold}",
+            f"## Fold {fold} (seeds {results['complete_seeds'][fold]})",
             "",
             "| strategy | slice | rows | pos | per-query AUC (none → strategy) | diff mean | sd | 95% CI | "
             "pooled AUC (none → strategy) | pooled diff | sd |",
@@ -262,15 +394,18 @@ def render(results: dict, args, command: str) -> str:
     lines += [
         "## Training runs",
         "",
+        "`s` is the run's own time (train + score); `wall s` its time in a worker sharing the device with "
+        "the other workers.",
+        "",
         "| fold | strategy | seed | train rows | augmented | epochs | steps | best valid AUC | s "
-        "| samples/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| wall s | samples/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["runs"]:
         lines.append(
             f"| {r['fold']} | {r['strategy']} | {r['seed']} | {r['train_rows']} | {r['augmented_rows']} | "
             f"{r['epochs_run']} | {r['steps']} | {r['best_valid_auc'] or float('nan'):.3f} | "
-            f"{r['seconds']} | "
+            f"{r['seconds']} | {r.get('wall_seconds', 'n/a')} | "
             f"{r['samples_per_s']} |"
         )
     lines += ["", results["headline"], ""]
@@ -278,20 +413,98 @@ def render(results: dict, args, command: str) -> str:
 
 
 def headline(results: dict) -> str:
-    """The one-line headline: the best strategy by tail per-query AUC lift, with the overall pooled lift."""
+    """The one-line headline: the best strategy by tail per-query AUC lift (over all compared folds), with
+    its overall pooled lift."""
     best = None
-    for per_fold in results["comparisons"].values():
-        for strategy, rows in per_fold.items():
-            tail = rows["query tail"]["roc_auc_per_query"]["mean_diff"]
-            pooled = rows["overall"]["roc_auc"]["mean_diff"]
-            if tail is not None and (best is None or tail > best[1]):
-                best = (strategy, tail, pooled)
+    for strategy, row in results["summary"].items():
+        tail, pooled = row["query tail"]["per_query"], row["overall_pooled"]
+        if tail is not None and (best is None or tail > best[1]):
+            best = (strategy, tail, pooled)
     if best is None:
         return "tail per-query AUC lift: n/a (no strategy compared)"
     return (
         f"tail per-query AUC lift: {fmt_pts(best[1])} points (overall pooled: {fmt_pts(best[2])} points), "
         f"strategy: {best[0]}"
     )
+
+
+def write_json_atomic(path: Path, payload) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload))
+    os.replace(tmp, path)
+
+
+def train_grid(jobs: list, frames: dict, done: dict, args, work: Path, deadline: float) -> None:
+    """Run the (fold, seed, strategy) jobs in order, `args.workers` at a time, each cached when it ends.
+
+    A job starts only while the time left covers the longest wall time seen so far for its strategy (or,
+    before that, for any strategy): a budget cut leaves whole seeds, and no run is started that cannot end.
+    """
+    signature = run_signature(args)
+    seen: dict[str, list[float]] = {}
+    queue = deque(jobs)
+    workers = max(1, args.workers)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // workers)
+    pool = None
+    if workers > 1:
+        import multiprocessing as mp
+
+        pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=mp.get_context("spawn"),  # CUDA cannot be used in forked children
+            initializer=_init_worker,
+            initargs=(threads,),
+        )
+    job_args = argparse.Namespace(**{**vars(args), "threads": threads})
+    in_flight: dict = {}
+
+    def estimate(strategy: str) -> float:
+        own = seen.get(strategy)
+        every = [x for xs in seen.values() for x in xs]
+        return max(own) if own else (max(every) if every else 0.0)
+
+    def record(f: int, seed: int, strategy: str, out: dict) -> None:
+        seen.setdefault(strategy, []).append(out.get("wall_seconds", out["seconds"]))
+        done[f][f"{strategy}|{seed}"] = {**out, "config": signature}
+        write_json_atomic(work / f"fold{f}-runs.json", done[f])
+        print(
+            f"fold {f}: {strategy} seed {seed} done in {out.get('wall_seconds', out['seconds'])} s "
+            f"(epochs {out['epochs_run']}, steps {out['steps']}, valid AUC {out['best_valid_auc']})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        while queue or in_flight:
+            while queue and len(in_flight) < workers:
+                f, seed, strategy = queue.popleft()
+                left = deadline - time.monotonic()
+                if left <= 0 or estimate(strategy) > left:
+                    print(
+                        f"budget: not starting {strategy}|{seed} on fold {f} ({left:.0f} s left, a run "
+                        f"takes ~{estimate(strategy):.0f} s)",
+                        file=sys.stderr,
+                    )
+                    continue
+                print(f"fold {f}: training {strategy} seed {seed} ...", file=sys.stderr, flush=True)
+                train, eval_df = frames[f]
+                job = (strategy, train, eval_df, seed, job_args, work / f"fold{f}")
+                if pool is None:
+                    record(f, seed, strategy, _job(*job))
+                else:
+                    in_flight[pool.submit(_job, *job)] = (f, seed, strategy)
+            if not in_flight:
+                continue
+            finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+            for fut in finished:
+                f, seed, strategy = in_flight.pop(fut)
+                try:
+                    record(f, seed, strategy, fut.result())
+                except Exception as exc:  # one failed run must not lose the others
+                    print(f"fold {f}: {strategy} seed {seed} FAILED: {exc!r}", file=sys.stderr, flush=True)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,9 +519,15 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated, or 'all': {', '.join(STRATEGIES)}",
     )
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--folds", default="0", help="eval folds to run (of --n-folds)")
+    parser.add_argument("--folds", default="0", help="eval folds to run (of --n-folds), in priority order")
     parser.add_argument("--n-folds", type=int, default=5)
     parser.add_argument("--base", default="minilm-l6")
+    parser.add_argument(
+        "--base-label",
+        default="",
+        help="what the base is, for the page and the run cache (default: --base), e.g. when --base is a "
+        "local copy of minilm-l6",
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument(
         "--epochs", type=int, default=4, help="most epochs (early stopping usually ends sooner)"
@@ -317,7 +536,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--max-length", type=int, default=48)
-    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per run; 0 = cores / workers")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="training runs at a time, each in its own process (they share one GPU)",
+    )
     parser.add_argument(
         "--train-rows", type=int, default=6000, help="cap training rows per fold (whole queries); 0 = all"
     )
@@ -329,11 +554,13 @@ def main(argv: list[str] | None = None) -> int:
         "--budget-minutes",
         type=float,
         default=90.0,
-        help="stop starting new runs after this; finished runs are reported",
+        help="start no run after this, nor one that would not end by then; finished runs are reported "
+        "(0: only re-render the page from the cache)",
     )
     parser.add_argument("--work", default=str(REPO / ".tailguard" / "tail_quality"))
     parser.add_argument("--out", default=str(REPO / "docs" / "RESULTS.md"))
     args = parser.parse_args(argv)
+    started = time.monotonic()
 
     data = Path(args.data)
     if not data.exists():
@@ -357,49 +584,69 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + 60 * args.budget_minutes
+    signature = run_signature(args)
+    frames, done, jobs = {}, {}, []
+    for f in folds:
+        frames[f] = (
+            subsample_queries(df[fold != f], args.train_rows, seed=f),
+            subsample_queries(df[fold == f], args.eval_rows, seed=100 + f),
+        )
+        cache = work / f"fold{f}-runs.json"
+        done[f] = json.loads(cache.read_text()) if cache.exists() else {}
+        for key, run in list(done[f].items()):
+            if run.get("config") != signature:
+                print(f"fold {f}: cached {key} was made with other options; not reused", file=sys.stderr)
+                del done[f][key]
+        # seeds outer: a budget cut still leaves complete seeds for every strategy
+        jobs += [(f, s, st) for s in seeds for st in strategies if f"{st}|{s}" not in done[f]]
+    if jobs and args.budget_minutes > 0:
+        train_grid(jobs, frames, done, args, work, deadline)
     results = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "machine": f"{os.cpu_count()} CPU cores, device {args.device}",
         "folds": folds,
         "seeds": seeds,
         "runs": [],
         "comparisons": {},
+        "complete_seeds": {},
     }
+    diffs: dict = {}
     for f in folds:
-        train = subsample_queries(df[fold != f], args.train_rows, seed=f)
-        eval_df = subsample_queries(df[fold == f], args.eval_rows, seed=100 + f)
-        cache = work / f"fold{f}-runs.json"
-        done = json.loads(cache.read_text()) if cache.exists() else {}
+        train, eval_df = frames[f]
         runs: dict = {}
-        for seed in seeds:  # seeds outer: a budget cut still leaves complete seeds for every strategy
+        for seed in seeds:
             for strategy in strategies:
-                key = f"{strategy}|{seed}"
-                if key not in done:
-                    if time.monotonic() > deadline:
-                        print(f"budget reached: skipping {key} on fold {f}", file=sys.stderr)
-                        continue
-                    print(f"fold {f}: training {strategy} seed {seed} ...", file=sys.stderr, flush=True)
-                    done[key] = run_one(strategy, train, eval_df, seed, args, work / f"fold{f}")
-                    cache.write_text(json.dumps(done))
-                runs[(strategy, seed)] = done[key]
+                run = done[f].get(f"{strategy}|{seed}")
+                if run is None:
+                    continue
+                runs[(strategy, seed)] = run
                 results["runs"].append(
                     {
                         "fold": f,
                         "strategy": strategy,
                         "seed": seed,
-                        **{k: v for k, v in done[key].items() if k != "scores"},
+                        **{k: v for k, v in run.items() if k not in ("scores", "config")},
                     }
                 )
         complete = [s for s in seeds if all((st, s) in runs for st in strategies)]
+        results["complete_seeds"][f] = complete
         if not complete:
             continue
-        results["comparisons"][f] = {
-            st: compare(eval_df, train, runs, st, complete, args.bootstrap)
-            for st in strategies
-            if st != "none"
-        }
+        results["comparisons"][f] = {}
+        for st in strategies:
+            if st == "none":
+                continue
+            rows = compare(eval_df, train, runs, st, complete, args.bootstrap)
+            for label, row in rows.items():
+                diffs[(f, st, label)] = row.pop("_per_query_diffs", np.zeros(0))
+            results["comparisons"][f][st] = rows
+    unknown_device = f"{os.cpu_count()} CPU cores, device {args.device}"
+    devices = sorted({r.get("device", unknown_device) for r in results["runs"]})
+    results["machine"] = "; ".join(devices) if devices else "nothing (no run finished)"
+    results["summary"] = summarize(results, diffs, args.bootstrap)
+    results["grid"] = grid_status(results, strategies, seeds, folds)
     results["headline"] = headline(results)
-    command = "python bench/tail_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    results["seconds"] = round(time.monotonic() - started, 1)
+    command = "python bench/tail_quality.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     page = render(results, args, command)
     print(page)
     out = Path(args.out)
