@@ -6,10 +6,12 @@
 #   .devcarry/minilm16/          minilm-l6 weights as fp16 safetensors (+ config and tokenizer files)
 #   .devcarry/dev.csv.gz         the Home Depot relevance file (../shared does not travel)
 #   .devcarry/src/tailguard/     optional: a snapshot of the library (e.g. `git archive HEAD src/tailguard`)
+#   .devcarry/cache/             optional: fold*-runs.json from an earlier session, to resume the grid
 # Writes to $OUT as it goes (a timeout still returns what finished): session.log, train_gpu.txt,
 # tail_quality.log, RESULTS.md, runs.tar.gz (the per-fold run caches and results.json).
 #
 #   bash bench/gpu_session.sh                         # on the device (OUT is set there)
+#   GS_SKIP_TG=1 GS_LIMIT_S=400 bash bench/gpu_session.sh   # a second session: the grid only, resumed
 #   OUT=/tmp/gpuout GS_DEVICE=cpu GS_PYTHON=/tmp/devsim/bin/python GS_TQ_ARGS="..." bash bench/gpu_session.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -76,10 +78,18 @@ print("base: /tmp/minilm,", len(sd), "tensors,", sum(v.numel() for v in sd.value
 EOF
 [ "${PIPESTATUS[0]}" = 0 ] || { log "base conversion FAILED"; exit 5; }
 
-log "train_gpu.py $TG_ARGS (timeout ${TG_TIMEOUT}s)"
-# shellcheck disable=SC2086
-timeout -k 5 "$TG_TIMEOUT" "$PY" bench/train_gpu.py $TG_ARGS 2>&1 | tee "$OUT/train_gpu.txt"
-log "train_gpu.py rc ${PIPESTATUS[0]}"
+if [ "${GS_SKIP_TG:-0}" = 1 ]; then
+    log "train_gpu.py skipped (GS_SKIP_TG=1)"
+else
+    log "train_gpu.py $TG_ARGS (timeout ${TG_TIMEOUT}s)"
+    # shellcheck disable=SC2086
+    timeout -k 5 "$TG_TIMEOUT" "$PY" bench/train_gpu.py $TG_ARGS 2>&1 | tee "$OUT/train_gpu.txt"
+    log "train_gpu.py rc ${PIPESTATUS[0]}"
+fi
+# Resume the grid: run caches from an earlier session travel in .devcarry/cache (same options = reused).
+if ls .devcarry/cache/fold*-runs.json >/dev/null 2>&1; then
+    mkdir -p "$WORK" && cp .devcarry/cache/fold*-runs.json "$WORK/" && log "resuming from .devcarry/cache"
+fi
 
 LEFT=$((END - $(date +%s)))
 BUDGET_S=$((LEFT - RENDER_S - 20))  # 20 s: loading the data and starting the workers

@@ -337,9 +337,18 @@ def render(results: dict, args, command: str) -> str:
         "",
         *results["grid"],
         "",
-        "Reproduce:",
-        "",
-        f"    {command}",
+        *(
+            [
+                "Rendered from the run cache (no training) with:",
+                "",
+                f"    {command}",
+                "",
+                "The runs themselves: these options with `--device cuda --workers N` and a run budget, e.g. "
+                "`bash bench/gpu_session.sh` on a GPU machine (see the notes below).",
+            ]
+            if args.budget_minutes == 0
+            else ["Reproduce:", "", f"    {command}"]
+        ),
         "",
         "Differences are strategy − none in AUC points (×100), trained on the same fold and seed. "
         "`mean` is over seeds, `sd` the seed standard deviation, and `95% CI` a bootstrap over queries "

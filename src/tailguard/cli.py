@@ -594,8 +594,16 @@ def retrain(
         "", "--columns", help="Column mapping, e.g. query=search_term,item_id=product_uid."
     ),
     balance: str = typer.Option("random_under", "--balance", help="Balancing strategies, comma-separated."),
+    balance_option: list[str] = typer.Option(
+        [],
+        "--balance-option",
+        help="A balancing option as KEY=JSON (see `tailguard balance --help`), e.g. reweight_key=query.",
+    ),
     base_model: str = typer.Option("tiny", "--base-model", help="tiny, minilm-l6, a folder or an s3:// URI."),
     epochs: int = typer.Option(3, "--epochs", min=1, help="Training epochs."),
+    train_option: list[str] = typer.Option(
+        [], "--train-option", help="A TrainConfig field as KEY=JSON, e.g. loss=weighted_bce."
+    ),
     max_steps: int = typer.Option(0, "--max-steps", min=0, help="Cap on optimizer steps (0: none)."),
     approval: str = typer.Option(
         "auto", "--approval", help="auto or manual (manual needs a Prefect server)."
@@ -609,11 +617,25 @@ def retrain(
     if "://" not in data and not Path(data).exists():  # fail before starting Prefect (~10 s) for a typo
         typer.echo(f"{data}: no such file or folder (expected CSV/Parquet, a folder or s3://...)", err=True)
         raise typer.Exit(2)
+    from pydantic import ValidationError
+
+    from tailguard.pipeline import RetrainParams
+
+    options = {
+        "balance_options": _parse_options(balance_option),
+        "train_options": _parse_options(train_option),
+    }
+    try:  # bad options fail here, before Prefect starts (~10 s) and before the batch is read
+        RetrainParams(data=data, balance=balance, base_model=base_model, seed=seed, **options)
+    except ValidationError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
     outcome = _run_retrain(
         data=data,
         columns=columns,
         balance=balance,
         base_model=base_model,
+        **options,
         epochs=epochs,
         max_steps=max_steps,
         approval=approval,

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from tailguard.settings import Settings, get_settings
 
@@ -61,6 +61,24 @@ class RetrainParams(BaseModel):
     allow_duplicate_batch: bool = Field(
         False, description="Accept a batch whose content was already accepted before."
     )
+
+    @model_validator(mode="after")
+    def _check_options(self) -> RetrainParams:
+        """Bad balancing or training options fail here, before a batch is read, validated and accepted."""
+        from tailguard.balance import BalanceConfig
+
+        # An accepted batch is recorded; failing at the rebalance stage would make the rerun a "duplicate".
+        BalanceConfig.from_spec(self.balance, seed=self.seed, **self.balance_options)
+        if self.train_options:  # TrainConfig imports torch (~2 s): only when there is something to check
+            from pydantic import ValidationError
+
+            from tailguard.model import TrainConfig
+
+            try:
+                TrainConfig(**train_config(self, get_settings()))
+            except ValidationError as err:
+                raise ValueError(f"invalid train_options: {err}") from None
+        return self
 
 
 @dataclass

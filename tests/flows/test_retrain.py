@@ -113,3 +113,17 @@ def test_refused_batch_is_quarantined_and_nothing_else_changes(tailguard_home, d
     assert any(k.endswith("/validation.json") for k in keys)
     assert any(k.endswith("/input/bad.csv") for k in keys)
     assert any("label_binary" in (a.data or "") for a in _artifacts("batch-validation"))
+
+
+def test_bad_balancing_option_fails_before_the_batch_is_read(tailguard_home, demo_batches):
+    """A typo in an option must not accept (record) the batch: the rerun would be refused as a duplicate."""
+    from flows.retrain import retrain
+
+    with pytest.raises(ValueError, match="ratio=0") as info:
+        retrain(data=str(demo_batches[0]), balance="random_under", balance_options={"ratio": 0}, epochs=1)
+    assert "0 < ratio <= 1000" in str(info.value)
+    store = open_store(str(tailguard_home / "store"))
+    assert store.list_keys("") == []  # nothing accepted, quarantined or versioned
+    with pytest.raises(ValueError, match="invalid train_options"):
+        retrain(data=str(demo_batches[0]), train_options={"loss": "no_such_loss"}, epochs=1)
+    assert store.list_keys("") == []

@@ -410,3 +410,22 @@ def test_cli_compact_file_is_what_train_reads(frame, tmp_path):
     )  # fmt: skip
     assert trained.exit_code == 0, trained.output
     assert f"on {len(full)} rows per epoch ({len(frame)} distinct)" in trained.output
+
+
+def test_cli_retrain_refuses_bad_options_before_starting(tmp_path):
+    """`tailguard retrain --balance-option ratio=0` exits 2 naming the option; no state folder is created."""
+    from typer.testing import CliRunner
+
+    from tailguard.cli import app
+
+    data = tmp_path / "batch.csv"
+    make_frame(200).drop(columns=["augmented", "row_id"]).to_csv(data, index=False)
+    home = tmp_path / "home"
+    result = CliRunner().invoke(
+        app,
+        ["retrain", "--data", str(data), "--balance", "random_under", "--balance-option", "ratio=0"],
+        env={"TAILGUARD_HOME": str(home)},
+    )
+    assert result.exit_code == 2
+    assert "ratio=0" in result.output and "0 < ratio <= 1000" in result.output
+    assert not home.exists()
