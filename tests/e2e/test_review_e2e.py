@@ -115,17 +115,41 @@ def worker(stack, procs):
         log.close()
 
 
+@pytest.fixture(scope="module")
+def gpu_worker(stack, worker, procs):
+    """A process worker on the `gpu` pool, where the fine-tune deployment runs (a CPU stands in here)."""
+    log = open(stack["state"] / "gpu-worker.log", "wb")  # noqa: SIM115 - closed after the worker stops
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "prefect"), "worker", "start", "--pool", "gpu", "--type", "process"],
+        cwd=REPO,
+        env=stack["env"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        procs.stop_pid(proc, timeout=30)
+        log.close()
+
+
 def _client(stack) -> httpx.Client:
     return httpx.Client(base_url=stack["api"], timeout=30)
 
 
-def _trigger(stack, data: Path | None, deployment: str = "retrain/retrain", **parameters) -> str:
-    """Create a flow run of a deployment through the REST API; returns its id."""
+def _trigger(
+    stack, data: Path | None, deployment: str = "retrain/retrain", job_env: dict | None = None, **parameters
+) -> str:
+    """Create a flow run of a deployment through the REST API (job_env: the run's extra environment)."""
     if data is not None:
         parameters = {"data": str(data), **RUN_PARAMS, **parameters}
+    body: dict = {"parameters": parameters}
+    if job_env:
+        body["job_variables"] = {"env": job_env}
     with _client(stack) as client:
         found = client.get(f"/deployments/name/{deployment}").raise_for_status().json()
-        created = client.post(f"/deployments/{found['id']}/create_flow_run", json={"parameters": parameters})
+        created = client.post(f"/deployments/{found['id']}/create_flow_run", json=body)
     return created.raise_for_status().json()["id"]
 
 
@@ -244,3 +268,37 @@ def test_manual_review_approve_then_reject(stack, worker, tmp_path):
     timings["total_s"] = round(time.monotonic() - started + stack["start_s"], 1)
     timings["postgres"] = stack["postgres"]
     print("e2e timings:", json.dumps(timings), file=sys.stderr)
+
+
+def test_training_on_the_gpu_pool_through_the_store(stack, worker, gpu_worker, tmp_path):
+    """TAILGUARD_TRAINING_POOL=gpu: retrain stages the compact frame in S3, the fine-tune deployment trains
+    it on the gpu pool's worker, and retrain evaluates the model it left in the store."""
+    import pandas as pd
+
+    data_dir = tmp_path / "batches"
+    demo = ["demo-data", "--out", str(data_dir), "--rows", "600", "--batches", "1", "--seed", "5"]
+    _run([str(VENV_BIN / "tailguard"), *demo], stack["env"])
+    (batch,) = sorted(p for p in data_dir.iterdir() if p.is_file())
+    run_id = _trigger(
+        stack, batch, job_env={"TAILGUARD_TRAINING_POOL": "gpu"}, approval="auto", balance="random_over"
+    )
+    _wait_for(stack, run_id, "COMPLETED", timeout=600)
+
+    with _client(stack) as client:
+        body = {"flows": {"name": {"any_": ["fine-tune"]}}, "sort": "START_TIME_DESC", "limit": 5}
+        (fine_tune,) = client.post("/flow_runs/filter", json=body).raise_for_status().json()
+        pool = client.get(f"/work_pools/{fine_tune['work_pool_name']}").raise_for_status().json()
+    assert fine_tune["state"]["type"] == "COMPLETED" and pool["name"] == "gpu"
+    data_key = fine_tune["parameters"]["data_key"]
+    assert data_key.endswith("/train.parquet")
+
+    registry = _registry(stack)
+    version = _version_of(registry, run_id)
+    manifest = registry.manifest(version)
+    assert "model/model.safetensors" in manifest["files"]
+    # The staged frame is the compact one: distinct rows with `repeats` counting the duplicated positives.
+    local = tmp_path / "train.parquet"
+    registry.store.get_file(data_key, local)
+    staged = pd.read_parquet(local)
+    after = manifest["balance"]["after"]
+    assert staged["repeats"].max() > 1 and int(staged["repeats"].sum()) == after["rows"] > len(staged)
