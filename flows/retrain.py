@@ -69,90 +69,91 @@ def retrain(
     params = RetrainParams(**{name: value for name, value in locals().items() if value is not None})
     logger = get_run_logger()
     ctx = pipeline.new_context()
+    try:  # the scratch folder goes whatever happens: inputs and results live in the store
+        with Timer(ctx, "load"):
+            batch = data_tasks.load_batch(params, ctx)
+        with Timer(ctx, "validate"):
+            result = data_tasks.validate_batch(batch, ctx, params)
+        if not result["success"]:
+            where = data_tasks.quarantine_batch(batch, result, ctx)
+            artifacts.publish_rejection(result, where)
+            raise BatchRejected(pipeline.rejection_message(result, where))
+        data_tasks.accept_batch(batch, result, ctx)
 
-    with Timer(ctx, "load"):
-        batch = data_tasks.load_batch(params, ctx)
-    with Timer(ctx, "validate"):
-        result = data_tasks.validate_batch(batch, ctx, params)
-    if not result["success"]:
-        where = data_tasks.quarantine_batch(batch, result, ctx)
-        artifacts.publish_rejection(result, where)
-        raise BatchRejected(pipeline.rejection_message(result, where))
-    data_tasks.accept_batch(batch, result, ctx)
+        train, eval_df = data_tasks.split_batch(batch, params)
+        with Timer(ctx, "drift"):
+            drift_summary = data_tasks.measure_drift(train, batch, ctx)
+        with Timer(ctx, "rebalance"):
+            balanced, balance_report = data_tasks.rebalance_train(train, params, ctx)
+        artifacts.publish_balance(balance_report)
 
-    train, eval_df = data_tasks.split_batch(batch, params)
-    with Timer(ctx, "drift"):
-        drift_summary = data_tasks.measure_drift(train, batch, ctx)
-    with Timer(ctx, "rebalance"):
-        balanced, balance_report = data_tasks.rebalance_train(train, params, ctx)
-    artifacts.publish_balance(balance_report)
+        config = pipeline.train_config(params, ctx.settings)
+        with Timer(ctx, "train"):
+            if ctx.settings.training_pool:
+                prefix = candidate.train_on_pool(candidate.stage_training_data(balanced, ctx), config, ctx)
+                model_dir = candidate.fetch_trained(prefix, ctx)
+            else:
+                trained = candidate.train_candidate(balanced, config, ctx)
+                model_dir = Path(trained["model_dir"])
+                training.publish_training_summary(trained, model_dir)
 
-    config = pipeline.train_config(params, ctx.settings)
-    with Timer(ctx, "train"):
-        if ctx.settings.training_pool:
-            prefix = candidate.train_on_pool(candidate.stage_training_data(balanced, ctx), config, ctx)
-            model_dir = candidate.fetch_trained(prefix, ctx)
-        else:
-            trained = candidate.train_candidate(balanced, config, ctx)
-            model_dir = Path(trained["model_dir"])
-            training.publish_training_summary(trained, model_dir)
+        with Timer(ctx, "evaluate"):
+            production = evaluation.fetch_production(ctx)
+            scores = {"candidate": evaluation.score_model(model_dir, eval_df)}
+            if production:
+                scores["production"] = evaluation.score_model(production[1], eval_df)
+            metrics = evaluation.evaluate_models(eval_df, train, scores, params)
+            decision = evaluation.decide_gate(metrics, drift_summary, params)
+        with Timer(ctx, "reports"):
+            evaluation.render_reports(eval_df, train, scores, metrics, decision, ctx)
 
-    with Timer(ctx, "evaluate"):
-        production = evaluation.fetch_production(ctx)
-        scores = {"candidate": evaluation.score_model(model_dir, eval_df)}
-        if production:
-            scores["production"] = evaluation.score_model(production[1], eval_df)
-        metrics = evaluation.evaluate_models(eval_df, train, scores, params)
-        decision = evaluation.decide_gate(metrics, drift_summary, params)
-    with Timer(ctx, "reports"):
-        evaluation.render_reports(eval_df, train, scores, metrics, decision, ctx)
-
-    manifest = promotion.write_candidate(
-        model_dir, batch, params, metrics, decision, balance_report, drift_summary, ctx, _flow_run_id()
-    )
-    version = manifest["version"]
-    artifacts.publish_review_pack(
-        metrics, decision, pipeline.stored_reports(manifest, ctx), version, ctx.store.uri
-    )
-
-    if params.approval == "manual":
-        logger.info(
-            "Candidate %s is waiting for review in the Prefect UI (approve, reviewer, comment).", version
+        manifest = promotion.write_candidate(
+            model_dir, batch, params, metrics, decision, balance_report, drift_summary, ctx, _flow_run_id()
         )
-        try:
-            answer = pause_flow_run(
-                wait_for_input=Review.with_initial_data(
-                    description=pipeline.review_prompt(decision, version), approve=False, reviewer=""
-                ),
-                timeout=params.review_timeout_s,
-                poll_interval=1,
+        version = manifest["version"]
+        artifacts.publish_review_pack(
+            metrics, decision, pipeline.stored_reports(manifest, ctx), version, ctx.store.uri
+        )
+
+        if params.approval == "manual":
+            logger.info(
+                "Candidate %s is waiting for review in the Prefect UI (approve, reviewer, comment).", version
             )
-            review = answer.model_dump()
-        except FlowPauseTimeout:
-            review = {
-                "approve": False,
-                "reviewer": "timeout",
-                "comment": "review timed out",
-                "override": False,
-            }
-    else:
-        review = pipeline.auto_review(decision)
+            try:
+                answer = pause_flow_run(
+                    wait_for_input=Review.with_initial_data(
+                        description=pipeline.review_prompt(decision, version), approve=False, reviewer=""
+                    ),
+                    timeout=params.review_timeout_s,
+                    poll_interval=1,
+                )
+                review = answer.model_dump()
+            except FlowPauseTimeout:
+                review = {
+                    "approve": False,
+                    "reviewer": "timeout",
+                    "comment": "review timed out",
+                    "override": False,
+                }
+        else:
+            review = pipeline.auto_review(decision)
 
-    promoted, why = pipeline.resolve_review(decision, review)
-    if promoted:
-        pointer = promotion.promote_candidate(
-            version, decision, review, ctx, production[0] if production else None
-        )
-    else:
-        promotion.reject_candidate(
-            version, decision, {**review, "comment": f"{review.get('comment', '')} ({why})"}, ctx
-        )
-        pointer = None
+        promoted, why = pipeline.resolve_review(decision, review)
+        if promoted:
+            pointer = promotion.promote_candidate(
+                version, decision, review, ctx, production[0] if production else None
+            )
+        else:
+            promotion.reject_candidate(
+                version, decision, {**review, "comment": f"{review.get('comment', '')} ({why})"}, ctx
+            )
+            pointer = None
 
-    outcome = pipeline.outcome(version, promoted, why, decision, metrics, pointer, manifest, ctx)
-    artifacts.publish_outcome(outcome)
-    pipeline.cleanup(ctx)
-    return outcome
+        outcome = pipeline.outcome(version, promoted, why, decision, metrics, pointer, manifest, ctx)
+        artifacts.publish_outcome(outcome)
+        return outcome
+    finally:
+        pipeline.cleanup(ctx)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,6 +113,7 @@ def test_refused_batch_is_quarantined_and_nothing_else_changes(tailguard_home, d
     assert any(k.endswith("/validation.json") for k in keys)
     assert any(k.endswith("/input/bad.csv") for k in keys)
     assert any("label_binary" in (a.data or "") for a in _artifacts("batch-validation"))
+    assert not list(tailguard_home.glob("run-*"))  # no scratch folder left behind, refused run included
 
 
 def test_bad_balancing_option_fails_before_the_batch_is_read(tailguard_home, demo_batches):
