@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import uuid
@@ -433,12 +434,28 @@ def open_store(uri: str = "") -> ArtifactStore:
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise StoreError(f"store URI {uri!r} has no bucket: use s3://bucket/prefix")
-        return S3Store(parsed.netloc, parsed.path.strip("/"))
+        return _s3_store(parsed.netloc, parsed.path.strip("/"), _aws_environment())
     if parsed.scheme == "file":
         return LocalStore(parsed.path)
     if parsed.scheme and len(parsed.scheme) > 1:  # one letter would be a Windows drive
         raise StoreError(f"unsupported store URI {uri!r}: use a folder path or s3://bucket/prefix")
     return LocalStore(uri)
+
+
+def _aws_environment() -> tuple[tuple[str, str], ...]:
+    """The variables an S3Store reads when it is created (its cache key: a changed variable, a new client)."""
+    return tuple(
+        sorted(
+            (k, v) for k, v in os.environ.items() if k.startswith("AWS_") or k == "TAILGUARD_S3_MAX_ATTEMPTS"
+        )
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _s3_store(bucket: str, prefix: str, environment: tuple[tuple[str, str], ...]) -> S3Store:
+    """One S3Store per (bucket, prefix, AWS environment): creating a boto3 client costs ~0.1 s, and a retrain
+    opens its store ~20 times. boto3 clients are thread-safe once created."""
+    return S3Store(bucket, prefix)
 
 
 def tree_digest(store: ArtifactStore, prefix: str = "", exclude_prefix: str | None = None) -> str:

@@ -333,7 +333,7 @@ def test_eight_concurrent_promotions_leave_one_consistent_pointer(s3_uri, tmp_pa
     outcomes: dict[str, str] = {}
 
     def promote(version: str) -> None:
-        own = Registry(open_store(s3_uri), "relevance")  # one client per reviewer process
+        own = Registry(S3Store(*s3_uri[5:].split("/", 1)), "relevance")  # a client per reviewer process
         barrier.wait()
         try:
             own.promote(version, approved_by=f"rev-{version[-6:]}", decision=PASS, expected_production=base)

@@ -143,3 +143,13 @@ def test_s3_unreachable_is_a_clear_transient_error(s3_env, monkeypatch, procs):
     with pytest.raises(StoreError, match="unreachable") as info:
         store.get_bytes("models/m/production.json")
     assert info.value.transient and info.value.key == "models/m/production.json"
+
+
+def test_open_store_reuses_one_s3_client_until_the_aws_environment_changes(s3_env, monkeypatch):
+    """A boto3 client costs ~0.1 s to create and a retrain opens its store ~20 times."""
+    first = open_store("s3://bucket-x/p")
+    assert open_store("s3://bucket-x/p") is first
+    assert open_store("s3://bucket-x/other") is not first
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    moved = open_store("s3://bucket-x/p")
+    assert moved is not first and moved.endpoint == "http://127.0.0.1:9"
