@@ -171,7 +171,7 @@ def balance_cmd(
         False,
         "--compact",
         help="Write each distinct row once with a `repeats` column instead of the duplicates "
-        "(what `tailguard train` and the retrain flow read; ~10x faster for random_over at 10M rows).",
+        "(what `tailguard train` and the retrain flow read; random_over at 10M rows: 0.17 s vs 1.57 s).",
     ),
     report_json: Path | None = typer.Option(
         None, "--report-json", help="Write the before/after report here."

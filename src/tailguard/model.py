@@ -335,7 +335,8 @@ def _counted_rows(df: pd.DataFrame) -> torch.Tensor | None:
         return None
     repeats = df["repeats"].to_numpy()
     if not np.issubdtype(repeats.dtype, np.integer) or (repeats < 1).any():
-        bad = df.loc[~df["repeats"].astype(float).ge(1), "repeats"]
+        as_float = pd.to_numeric(df["repeats"], errors="coerce")
+        bad = df.loc[~(as_float.ge(1) & as_float.mod(1).eq(0)), "repeats"]
         raise ModelError(
             "training frame: column 'repeats' must be integers >= 1; offending values "
             f"{bad.unique()[:5].tolist()}"

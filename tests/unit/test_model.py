@@ -375,7 +375,9 @@ def test_compact_epoch_visits_each_row_repeats_times(world):
     assert seen.sum() == n + padded and (seen >= repeats).all() and (seen - repeats).sum() == padded
 
 
-def test_bad_repeats_are_named(tmp_path):
-    df = pairs(5).assign(repeats=0)
-    with pytest.raises(M.ModelError, match="'repeats' must be integers >= 1; offending values \\[0\\]"):
+@pytest.mark.parametrize(("value", "shown"), [(0, "[0]"), (1.5, "[1.5]"), ("x", "['x']")])
+def test_bad_repeats_are_named(tmp_path, value, shown):
+    df = pairs(5).assign(repeats=value)
+    with pytest.raises(M.ModelError, match="'repeats' must be integers >= 1; offending values") as info:
         M.train(df, quick(max_steps=1, valid_fraction=0), tmp_path / "m")
+    assert str(info.value).endswith(shown)
