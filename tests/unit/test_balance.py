@@ -351,9 +351,10 @@ def test_compact_counts_every_row_as_often_as_the_written_out_frame(frame, spec,
     config = BalanceConfig.from_spec(spec, seed=3, **options)
     full, full_report = rebalance(frame, config)
     compact, compact_report = rebalance(frame, config, compact=True)
-    assert compact["repeats"].min() >= 1 and compact["row_id"].astype(str).add(
-        compact["augmented"].astype(str)
-    ).is_unique
+    assert (
+        compact["repeats"].min() >= 1
+        and compact["row_id"].astype(str).add(compact["augmented"].astype(str)).is_unique
+    )
     pd.testing.assert_series_equal(_multiset(compact), _multiset(full))
     assert int(compact["repeats"].sum()) == len(full)
     assert compact_report["compact"] and not full_report["compact"]
