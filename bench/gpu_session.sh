@@ -24,7 +24,7 @@ MARGIN_S=${GS_MARGIN_S:-45}        # end this long before LIMIT_S
 RENDER_S=${GS_RENDER_S:-60}        # kept after the last run for comparisons and the page
 TG_TIMEOUT=${GS_TG_TIMEOUT:-90}    # hard cap on train_gpu.py
 TG_ARGS=${GS_TG_ARGS:---steps 60 --batch-size 128 --max-length 128}
-TQ_ARGS=${GS_TQ_ARGS:---strategies all --seeds 0,1,2 --folds 0,1,2,3,4 --train-rows 0 --eval-rows 0 \
+TQ_ARGS=${GS_TQ_ARGS:---strategies all,augment_rows --seeds 0,1,2 --folds 0,1,2,3,4 --train-rows 0 --eval-rows 0 \
 --epochs 8 --patience 2 --batch-size 128 --lr 1e-4 --max-length 48}
 BASE_LABEL="minilm-l6 (fp16-rounded copy upcast to fp32)"
 WORK=/tmp/tq_work

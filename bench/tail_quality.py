@@ -57,6 +57,12 @@ STRATEGIES: dict[str, tuple[str, dict, dict]] = {
     "augment": ("augment", {"aug_copies": 4}, {}),
     "random_under+augment": ("augment,random_under", {"ratio": 1.0, "aug_copies": 4}, {}),
 }
+# Asked for by name only (`--strategies all,augment_rows`), so "all" keeps meaning the grid already cached.
+EXTRA_STRATEGIES: dict[str, tuple[str, dict, dict]] = {
+    # Copies of every tail-query row, negatives too: each query keeps its positive rate (positives-only
+    # copies shifted scores between queries: bench/score_shift.py).
+    "augment_rows": ("augment", {"aug_copies": 4, "aug_rows": "tail_query_rows"}, {}),
+}
 NOTES_MARKER = "<!-- notes: kept across re-runs -->"
 SLICES = {
     "overall": "overall",
@@ -88,7 +94,7 @@ def run_one(name: str, train: pd.DataFrame, eval_df: pd.DataFrame, seed: int, ar
     from tailguard.model import TrainConfig, predict
     from tailguard.model import train as fit
 
-    spec, balance_options, train_options = STRATEGIES[name]
+    spec, balance_options, train_options = (STRATEGIES | EXTRA_STRATEGIES)[name]
     balanced, report = rebalance(train, BalanceConfig.from_spec(spec, seed=seed, **balance_options))
     config = TrainConfig(
         base=args.base,
@@ -277,7 +283,7 @@ def summarize(results: dict, diffs: dict, n_boot: int) -> dict:
     rng = np.random.default_rng(1)
     out: dict = {}
     strategies = {st for per_fold in results["comparisons"].values() for st in per_fold}
-    for st in [s for s in STRATEGIES if s in strategies]:
+    for st in [s for s in STRATEGIES | EXTRA_STRATEGIES if s in strategies]:
         folds = [f for f, per_fold in results["comparisons"].items() if st in per_fold]
         row: dict = {"folds": folds}
         for label in ("query tail", "overall"):
@@ -525,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--strategies",
         default="none,random_under,augment",
-        help=f"comma-separated, or 'all': {', '.join(STRATEGIES)}",
+        help=f"comma-separated; 'all' = {', '.join(STRATEGIES)}; also by name: {', '.join(EXTRA_STRATEGIES)}",
     )
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--folds", default="0", help="eval folds to run (of --n-folds), in priority order")
@@ -580,10 +586,10 @@ def main(argv: list[str] | None = None) -> int:
     from tailguard.contract import parse_columns
     from tailguard.data import load_batch
 
-    strategies = list(STRATEGIES) if args.strategies == "all" else args.strategies.split(",")
-    unknown = [s for s in strategies if s not in STRATEGIES]
+    strategies = [s for name in args.strategies.split(",") for s in (STRATEGIES if name == "all" else [name])]
+    unknown = [s for s in strategies if s not in STRATEGIES | EXTRA_STRATEGIES]
     if unknown:
-        parser.error(f"unknown strategies {unknown}; known: {', '.join(STRATEGIES)}")
+        parser.error(f"unknown strategies {unknown}; known: {', '.join(STRATEGIES | EXTRA_STRATEGIES)}")
     if "none" not in strategies:
         strategies.insert(0, "none")
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -111,8 +111,13 @@ class BalanceConfig(BaseModel):
         description="augment: EDA change rate per text (0 < aug_alpha <= 0.5; EDA uses 0.1).",
     )
     aug_copies: int = Field(2, ge=1, le=32, description="augment: augmented copies per source row (1..32).")
-    aug_rows: Literal["tail_query_positives", "tail_item_positives", "tail_positives", "positives"] = Field(
-        "tail_query_positives", description="augment: which rows are augmented."
+    aug_rows: Literal[
+        "tail_query_positives", "tail_item_positives", "tail_positives", "positives", "tail_query_rows"
+    ] = Field(
+        "tail_query_positives",
+        description="augment: which rows are augmented. tail_query_rows takes every row of a tail query, "
+        "negatives too, so each query keeps its positive rate (copies of positives alone shifted scores "
+        "between queries on real data: docs/RESULTS.md).",
     )
     aug_fields: list[Literal["query", "item_title"]] = Field(
         default_factory=lambda: ["query", "item_title"], description="augment: text columns rewritten."
@@ -473,8 +478,9 @@ def _resample_rows(
         augmented, aug_src = _augment(train_df, pos, labels, keys, config, back_translate, notes)
     n_aug = len(aug_src)
 
-    # Label ratio over kept rows plus augmented rows (all positives); under-sampling only drops negatives.
-    combined_labels = np.concatenate([labels[pos], np.ones(n_aug, np.int8)])
+    # Label ratio over kept rows plus augmented rows (each labelled as its source row); under-sampling only
+    # drops negatives.
+    combined_labels = np.concatenate([labels[pos], labels[aug_src]]) if n_aug else labels[pos]
     combined = np.arange(len(combined_labels))
     if "random_under" in strategies:
         combined = random_under_positions(combined_labels, config.ratio, rng)
@@ -704,13 +710,13 @@ def _augment(
     notes: list[str],
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """EDA copies of the selected rows among those kept, and each copy's source position in train_df."""
-    chosen = labels[pos] == 1
+    chosen = labels[pos] == 1 if config.aug_rows != "tail_query_rows" else np.ones(len(pos), dtype=bool)
     tail = 2
-    if config.aug_rows in ("tail_query_positives", "tail_positives"):
+    if config.aug_rows in ("tail_query_positives", "tail_positives", "tail_query_rows"):
         query_tail = keys.get("query")[0][pos] == tail
     if config.aug_rows in ("tail_item_positives", "tail_positives"):
         item_tail = keys.get("item")[0][pos] == tail
-    if config.aug_rows == "tail_query_positives":
+    if config.aug_rows in ("tail_query_positives", "tail_query_rows"):
         chosen &= query_tail
     elif config.aug_rows == "tail_item_positives":
         chosen &= item_tail

@@ -341,6 +341,7 @@ COMPACT_SPECS = [
     ("random_over,popularity_reweight", {"reweight_key": "query"}),
     ("random_over,class_balanced", {"beta": 0.999}),
     ("augment,random_over", {"aug_copies": 2}),
+    ("augment,random_under", {"aug_rows": "tail_query_rows", "aug_copies": 1}),
     ("none", {}),
 ]
 
@@ -430,3 +431,20 @@ def test_cli_retrain_refuses_bad_options_before_starting(tmp_path):
     assert result.exit_code == 2
     assert "ratio=0" in result.output and "0 < ratio <= 1000" in result.output
     assert not home.exists()
+
+
+def test_tail_query_rows_augments_negatives_too_and_keeps_the_positive_rate(frame):
+    """aug_rows=tail_query_rows: copies of every tail-query row, each labelled as its source."""
+    config = BalanceConfig.from_spec(
+        "augment", aug_rows="tail_query_rows", aug_copies=2, aug_mine_synonyms=False
+    )
+    out, report = rebalance(frame, config)
+    copies = out[out["augmented"]]
+    sources = frame.set_index("row_id").loc[copies["source_row_id"]]
+    np.testing.assert_array_equal(copies["label"].to_numpy(), sources["label"].to_numpy())
+    assert copies["label"].eq(0).any() and copies["label"].eq(1).any()
+    tail = balance._popularity_bucket(frame["query"])[0] == 2
+    assert set(copies["source_row_id"]) <= set(frame.loc[tail, "row_id"])
+    assert copies["label"].mean() == pytest.approx(frame.loc[tail, "label"].mean(), abs=0.02)
+    under, _ = rebalance(frame, config.model_copy(update={"strategies": ["augment", "random_under"]}))
+    assert (under["label"] == 0).sum() == (under["label"] == 1).sum()  # copies count in the 1:1 ratio
