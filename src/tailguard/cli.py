@@ -495,12 +495,28 @@ def models_cmd(
     if as_json:
         typer.echo(json.dumps(shown, indent=2))
         return
-    typer.echo(f"{'':2}{'version':26} {'created_at':28} {'flow_run_id':38} status")
+    from tailguard.summary import HEADLINE
+
+    def value(row: dict, key: str) -> str:
+        number = (row.get("headline") or {}).get(key, {}).get("candidate")
+        return "-" if number is None else f"{number:.3f}"
+
+    gate = {True: "pass", False: "FAIL", None: "-"}
+    heads = ["AUC", "AUC/q", "tail AUC/q", "cold AUC"]  # the candidate's value on its eval split
+    typer.echo(
+        f"{'':2}{'version':24} {'created (UTC)':16} {'status':10} {'gate':4} {'balance':14} {'rows':>8} "
+        + " ".join(f"{h:>10}" for h in heads)
+    )
     for row in shown:
         mark = "*" if row["production"] else ""
         status = "production" if row["production"] else ("complete" if row["complete"] else "INCOMPLETE")
-        created = row.get("created_at") or "-"
-        typer.echo(f"{mark:2}{row['version']:26} {created:28} {row.get('flow_run_id') or '-':38} {status}")
+        created = (row.get("created_at") or "-")[:16].replace("T", " ")
+        n_rows = "-" if row.get("rows") is None else str(row["rows"])
+        typer.echo(
+            f"{mark:2}{row['version']:24} {created:16} {status:10} {gate[row.get('gate')]:4} "
+            f"{(row.get('balance') or '-')[:14]:14} {n_rows:>8} "
+            + " ".join(f"{value(row, f'{slice_}/{metric}'):>10}" for slice_, metric in HEADLINE)
+        )
     hidden = len(rows) - len(shown)
     if hidden:
         typer.echo(f"({hidden} incomplete version(s) without manifest.json ignored; --all lists them)")

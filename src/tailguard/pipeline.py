@@ -370,6 +370,8 @@ def write_candidate(
     flow_run_id: str = "",
 ) -> dict:
     """Write the candidate's version folder (files first, manifest last); production is not touched."""
+    from tailguard.summary import headline_metrics
+
     registry = ctx.registry
     version = registry.new_version_id()
     records = {"metrics.json": evaluation, "decision.json": decision, "balance.json": balance_report,
@@ -390,6 +392,7 @@ def write_candidate(
         },
         "params": params.model_dump(),
         "decision": {"promote": decision.get("promote"), "reasons": decision.get("reasons", [])},
+        "headline": headline_metrics(evaluation),
         "balance": balance_report,
         "drift": drift_summary,
         "runtime": {"python": platform.python_version()},

@@ -188,10 +188,16 @@ class Registry:
             if complete:
                 data = self._manifest_bytes(version)
                 manifest = json.loads(data)
+                params = manifest.get("params") or {}
                 row.update(
                     created_at=manifest.get("created_at"),
                     manifest_sha256=hashlib.sha256(data).hexdigest(),
                     flow_run_id=manifest.get("flow_run_id"),
+                    gate=(manifest.get("decision") or {}).get("promote"),
+                    balance=params.get("balance"),
+                    base_model=params.get("base_model"),
+                    rows=(manifest.get("data") or {}).get("rows"),
+                    headline=manifest.get("headline") or {},
                 )
             rows.append(row)
         # Ids made in the same second are not ordered by their random suffix: the manifest time is.

@@ -46,6 +46,27 @@ def slice_rows(evaluation: dict, metrics: tuple[str, ...] = SHOWN_METRICS) -> li
     return rows
 
 
+# What `tailguard models` shows per version (kept in the manifest, so listing needs no metrics.json reads).
+HEADLINE = (
+    ("overall", "roc_auc"),
+    ("overall", "roc_auc_per_query"),
+    ("query_frequency:tail", "roc_auc_per_query"),
+    ("popularity:cold", "roc_auc"),
+)
+
+
+def headline_metrics(evaluation: dict) -> dict:
+    """{"slice/metric": {"candidate": v, "production": v or None}} for the HEADLINE slices present."""
+    values = evaluation.get("metrics", {})
+    out = {}
+    for slice_name, metric in HEADLINE:
+        cand = values.get("candidate", {}).get(slice_name, {}).get(metric, {}).get("value")
+        prod = values.get("production", {}).get(slice_name, {}).get(metric, {}).get("value")
+        if cand is not None or prod is not None:
+            out[f"{slice_name}/{metric}"] = {"candidate": cand, "production": prod}
+    return out
+
+
 def slice_table(rows: list[dict]) -> str:
     """Plain-text table of slice rows for the console."""
     header = f"{'slice':<26}{'metric':<19}{'rows':>6}{'pos':>6}{'cand':>8}{'prod':>8}{'diff':>8}  95% CI"

@@ -85,8 +85,14 @@ def test_retrain_twice_first_promotes_then_judges_candidate_vs_production(tailgu
     assert registry.production()["version"] == expected
     actions = sorted(a["action"] for a in registry.audit())
     assert actions == sorted(["promote", "promote" if second["promoted"] else "reject"])
-    versions = {v["version"] for v in registry.list_versions()}
-    assert {first["version"], second["version"]} <= versions
+    listed = {v["version"]: v for v in registry.list_versions()}
+    assert {first["version"], second["version"]} <= set(listed)
+    # The listing carries the gate verdict and headline numbers, equal to metrics.json's.
+    row = listed[second["version"]]
+    assert row["gate"] is bool(second["decision"]["promote"]) and row["balance"] == "random_under"
+    headline = row["headline"]["overall/roc_auc"]
+    assert headline["candidate"] == metrics2["metrics"]["candidate"]["overall"]["roc_auc"]["value"]
+    assert headline["production"] == metrics2["metrics"]["production"]["overall"]["roc_auc"]["value"]
     # The reviewer's pack is in Prefect: the slice table with intervals and the outcome.
     review = _artifacts("candidate-review")
     assert any(second["version"] in (a.data or "") and "popularity:tail" in (a.data or "") for a in review)

@@ -410,6 +410,7 @@ def test_cli_models_promote_rollback(tmp_path, monkeypatch):
         for line in listing.output.splitlines()
     }
     assert lines[v2].startswith("*") and "production" in lines[v2] and v1 in lines
+    assert " FAIL " in lines[failing] and " FAIL " not in lines[v1]  # the gate's verdict, from the manifest
     assert "20000101T000000Z-000000" not in listing.output and "1 incomplete version(s)" in listing.output
     assert "INCOMPLETE" in runner.invoke(app, ["models", "--all"]).output
 
