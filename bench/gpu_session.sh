@@ -6,7 +6,8 @@
 #   .devcarry/minilm16/          minilm-l6 weights as fp16 safetensors (+ config and tokenizer files)
 #   .devcarry/dev.csv.gz         the Home Depot relevance file (../shared does not travel)
 #   .devcarry/src/tailguard/     optional: a snapshot of the library (e.g. `git archive HEAD src/tailguard`)
-#   .devcarry/cache/             optional: fold*-runs.json from an earlier session, to resume the grid
+#   .devcarry/cache.tar.gz       optional: fold*-runs.json from an earlier session, to resume the grid
+# bench/gpu_carry.sh builds all of it.
 # Writes to $OUT as it goes (a timeout still returns what finished): session.log, train_gpu.txt,
 # tail_quality.log, RESULTS.md, runs.tar.gz (the per-fold run caches and results.json).
 #
@@ -87,7 +88,9 @@ else
     log "train_gpu.py rc ${PIPESTATUS[0]}"
 fi
 # Resume the grid: run caches from an earlier session travel in .devcarry/cache (same options = reused).
-if ls .devcarry/cache/fold*-runs.json >/dev/null 2>&1; then
+if [ -f .devcarry/cache.tar.gz ]; then
+    mkdir -p "$WORK" && tar xzf .devcarry/cache.tar.gz -C "$WORK" && log "resuming from .devcarry/cache.tar.gz"
+elif ls .devcarry/cache/fold*-runs.json >/dev/null 2>&1; then
     mkdir -p "$WORK" && cp .devcarry/cache/fold*-runs.json "$WORK/" && log "resuming from .devcarry/cache"
 fi
 
