@@ -350,13 +350,20 @@ def test_validation_split_keeps_augmented_copies_with_their_source_query():
         assert leaked.empty  # no EDA copy of a validation row is trained on
 
 
-def test_compact_frame_trains_exactly_like_its_written_out_rows(tmp_path):
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"sampler": "weighted"}, {"sampler": "none", "loss": "weighted_bce"}],
+    ids=["plain", "weighted-sampler", "weighted-loss"],
+)
+def test_compact_frame_trains_exactly_like_its_written_out_rows(tmp_path, options):
     """Row i counted repeats[i] times: the same examples, same order as the expanded frame, same model."""
     from tailguard.balance import expand
 
     df = pairs(20)
     compact = df.assign(repeats=np.where(df["label"] == 1, 3, 1).astype(np.int32))
-    config = quick(max_steps=8, seed=5, valid_fraction=0)
+    if options:  # a per-row weight travels with the row (weights of rows with 3 copies differ from the rest)
+        compact = compact.assign(weight=np.linspace(0.5, 1.5, len(compact)))
+    config = quick(max_steps=8, seed=5, valid_fraction=0, **options)
     a = M.train(compact, config, tmp_path / "compact")
     b = M.train(expand(compact), config, tmp_path / "expanded")
     assert a.steps == b.steps == 8
