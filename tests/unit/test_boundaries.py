@@ -52,3 +52,19 @@ def test_one_adapter_module_per_third_party_library():
         if top in owners and path.name not in owners[top]
     ]
     assert misplaced == []
+
+
+def test_prefect_yaml_retrain_parameters_are_valid_retrain_params():
+    """A typo in a deployment's parameters (e.g. a TrainConfig field) fails here, not on Monday at 03:00."""
+    import yaml
+
+    from tailguard.pipeline import RetrainParams
+
+    config = yaml.safe_load((SRC.parents[1] / "prefect.yaml").read_text())
+    retrains = [d for d in config["deployments"] if d["entrypoint"] == "flows/retrain.py:retrain"]
+    assert {d["name"] for d in retrains} == {"retrain-weekly", "retrain"}
+    for deployment in retrains:
+        params = RetrainParams(**{"data": "batch.csv", **deployment.get("parameters", {})})
+        assert params.approval == deployment["parameters"]["approval"]
+    weekly = RetrainParams(**next(d for d in retrains if d["name"] == "retrain-weekly")["parameters"])
+    assert weekly.train_options == {"early_stopping_patience": 2} and weekly.epochs == 8
