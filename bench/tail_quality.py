@@ -166,6 +166,18 @@ def _job(name: str, train: pd.DataFrame, eval_df: pd.DataFrame, seed: int, args,
     return out
 
 
+def mean_ci(d: np.ndarray, n_boot: int, rng: np.random.Generator) -> list[float]:
+    """95% bootstrap interval of the mean of d (resampling its entries: queries)."""
+    boots = d[rng.integers(0, d.size, size=(n_boot or 1000, d.size))].mean(axis=1)
+    return [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
+
+
+def seed_mean(per_seed: dict, model: str, slice_name: str, metric: str) -> float:
+    """A model's metric on a slice, averaged over seeds (NaN where undefined)."""
+    values = [e["metrics"][model].get(slice_name, {}).get(metric, {}).get("value") for e in per_seed.values()]
+    return float(np.mean([np.nan if v is None else v for v in values]))
+
+
 def per_query_auc(eval_df: pd.DataFrame, scores: np.ndarray, mask: np.ndarray) -> pd.Series:
     """Per-query ROC AUC on the rows in mask, indexed by query (NaN where a query lacks a class)."""
     from tailguard.metrics import grouped_auc
@@ -209,30 +221,8 @@ def compare(
                     }
                     for s, d in zip(seeds, diffs, strict=True)
                 ],
-                "candidate": float(
-                    np.mean(
-                        [
-                            per_seed[s]["metrics"]["candidate"]
-                            .get(slice_name, {})
-                            .get(metric, {})
-                            .get("value")
-                            or np.nan
-                            for s in seeds
-                        ]
-                    )
-                ),
-                "none": float(
-                    np.mean(
-                        [
-                            per_seed[s]["metrics"]["production"]
-                            .get(slice_name, {})
-                            .get(metric, {})
-                            .get("value")
-                            or np.nan
-                            for s in seeds
-                        ]
-                    )
-                ),
+                "candidate": seed_mean(per_seed, "candidate", slice_name, metric),
+                "none": seed_mean(per_seed, "production", slice_name, metric),
             }
         # Seed-averaged per-query AUC difference, bootstrapped over queries (seeds averaged per query first).
         mask = (
@@ -256,11 +246,7 @@ def compare(
             )
             row["_per_query_diffs"] = d
             if d.size:
-                boots = d[rng.integers(0, d.size, size=(n_boot or 1000, d.size))].mean(axis=1)
-                row["roc_auc_per_query"]["seed_mean_ci"] = [
-                    float(np.quantile(boots, 0.025)),
-                    float(np.quantile(boots, 0.975)),
-                ]
+                row["roc_auc_per_query"]["seed_mean_ci"] = mean_ci(d, n_boot, rng)
         out[label] = row
     return out
 
@@ -288,10 +274,7 @@ def summarize(results: dict, diffs: dict, n_boot: int) -> dict:
         row: dict = {"folds": folds}
         for label in ("query tail", "overall"):
             d = np.concatenate([diffs.get((f, st, label), np.zeros(0)) for f in folds])
-            ci = None
-            if d.size:
-                boots = d[rng.integers(0, d.size, size=(n_boot or 1000, d.size))].mean(axis=1)
-                ci = [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
+            ci = mean_ci(d, n_boot, rng) if d.size else None
             row[label] = {"per_query": float(d.mean()) if d.size else None, "ci": ci, "queries": int(d.size)}
         pooled = [results["comparisons"][f][st]["overall"]["roc_auc"]["mean_diff"] for f in folds]
         pooled = [x for x in pooled if x is not None]

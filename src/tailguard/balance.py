@@ -561,11 +561,7 @@ def _compact_every_row(
         if not copies.any():
             notes.append(f"random_over: already at or above {config.over_ratio} positives per negative")
         repeats[positives] += copies.astype(np.int32)
-    columns = _shared_columns(train_df)
-    if "augmented" not in columns:
-        columns["augmented"] = np.zeros(len(train_df), dtype=bool)
-    if "source_row_id" not in columns:
-        columns["source_row_id"] = columns["row_id"]  # shared read-only: assigning replaces, never writes
+    columns = _with_markers(_shared_columns(train_df))
     columns["repeats"] = repeats
     return _ensure_markers(_frame(columns)), None, repeats
 
@@ -594,11 +590,7 @@ def _compact(
     train_pos = pos[picked[in_train]]
     every_row = len(train_pos) == len(train_df)  # positions only increase: every input row, in order
     columns = _shared_columns(train_df) if every_row else _take_columns(train_df, train_pos, keep_all=False)
-    if "augmented" not in columns:
-        columns["augmented"] = np.zeros(len(train_pos), dtype=bool)
-    if "source_row_id" not in columns:
-        columns["source_row_id"] = columns["row_id"]  # shared read-only: assigning replaces, never writes
-    out = _frame(columns)
+    out = _frame(_with_markers(columns))
     src = train_pos
     aug_idx = picked[~in_train] - len(pos)
     if augmented is not None and len(aug_idx):
@@ -607,6 +599,16 @@ def _compact(
     out = _ensure_markers(out)
     out["repeats"] = repeats
     return out, src, repeats
+
+
+def _with_markers(columns: dict[Any, Any]) -> dict[Any, Any]:
+    """The columns plus `augmented` (False) and `source_row_id` (= row_id) where missing."""
+    n = len(columns["row_id"])
+    if "augmented" not in columns:
+        columns["augmented"] = np.zeros(n, dtype=bool)
+    if "source_row_id" not in columns:
+        columns["source_row_id"] = columns["row_id"]  # shared read-only: assigning replaces, never writes
+    return columns
 
 
 def _shared_columns(df: pd.DataFrame) -> dict[Any, Any]:

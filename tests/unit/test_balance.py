@@ -273,12 +273,17 @@ def test_none_passes_through_with_markers(frame):
     assert report["before"]["label_share"] == report["after"]["label_share"]
 
 
-def test_take_rows_keeps_dtypes_and_values(frame):
-    extra = frame.assign(
+def _with_other_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame plus a categorical, a tz-aware datetime and a nullable-int column."""
+    return frame.assign(
         category=pd.Categorical(frame["item_id"].str[-1]),
         ts=pd.date_range("2026-01-01", periods=len(frame), freq="min", tz="UTC"),
         price=pd.array(np.arange(len(frame)) % 7, dtype="Int64"),
     )
+
+
+def test_take_rows_keeps_dtypes_and_values(frame):
+    extra = _with_other_dtypes(frame)
     positions = np.array([5, 3, 3, 0, len(frame) - 1])
     out = balance.take_rows(extra, positions)
     expected = extra.take(positions).reset_index(drop=True)
@@ -286,11 +291,7 @@ def test_take_rows_keeps_dtypes_and_values(frame):
 
 
 def test_take_rows_keep_all_appends_copies_after_every_row(frame):
-    extra = frame.assign(
-        category=pd.Categorical(frame["item_id"].str[-1]),
-        ts=pd.date_range("2026-01-01", periods=len(frame), freq="min", tz="UTC"),
-        price=pd.array(np.arange(len(frame)) % 7, dtype="Int64"),
-    )
+    extra = _with_other_dtypes(frame)
     positions = np.array([5, 3, 3, 0, len(frame) - 1])
     out = balance.take_rows(extra, positions, keep_all=True)
     expected = extra.take(np.r_[np.arange(len(frame)), positions]).reset_index(drop=True)
