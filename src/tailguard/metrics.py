@@ -94,22 +94,41 @@ def query_terms(query: str) -> list[str]:
 
 
 def share_buckets(counts: pd.Series, head_share: float, torso_share: float) -> pd.Series:
-    """Bucket per distinct count: a count group is head/torso while the rows *before* it are under the cut.
+    """Bucket per distinct count (index: count, value: head/torso/tail); see _count_buckets for the rule."""
+    return _count_buckets(counts, head_share, torso_share)[0]
 
-    Every key with the same count lands in the same bucket (ties are never split), and the most
-    popular group is always head.
+
+def _count_buckets(counts: pd.Series, head_share: float, torso_share: float) -> tuple[pd.Series, bool]:
+    """Bucket per distinct count, and whether the flat-tail rule applied.
+
+    Share rule: count groups by count, most popular first; a group is head while the rows *before* it
+    are under head_share of all rows, torso while under head_share + torso_share, else tail. Every key
+    with the same count lands in the same bucket (ties are never split), and the most popular group is
+    always head.
+
+    Flat-tail rule: when that leaves the tail empty although there are two or more distinct counts, one
+    tie group straddles the tail cut (Home Depot: items seen once hold ~70% of training rows and start
+    at 30%, so the share rule puts every item in head). Then the least popular group is the tail (it
+    holds more than 1 - head_share - torso_share of the rows, else the share rule had a tail), and the
+    other groups are split into head and torso by the share rule with head_share / (head_share +
+    torso_share) of *their* rows as the head cut.
     """
     if counts.empty:
-        return pd.Series(dtype=object)
+        return pd.Series(dtype=object), False
     mass = counts.groupby(counts).sum().sort_index(ascending=False)
-    before = mass.cumsum() - mass
+    before = (mass.cumsum() - mass).to_numpy(dtype=np.float64)
     total = float(mass.sum())
     labels = np.where(
         before < head_share * total,
         "head",
         np.where(before < (head_share + torso_share) * total, "torso", "tail"),
-    )
-    return pd.Series(labels, index=mass.index)
+    ).astype(object)
+    flat = len(mass) >= 2 and not (labels == "tail").any()
+    if flat:
+        rest = before[-1]  # rows of every group but the least popular one
+        cut = head_share / (head_share + torso_share) * rest
+        labels = np.append(np.where(before[:-1] < cut, "head", "torso").astype(object), "tail")
+    return pd.Series(labels, index=mass.index), flat
 
 
 def _require(df: pd.DataFrame, columns: tuple[str, ...], name: str) -> None:
@@ -158,25 +177,38 @@ def assign_slices(eval_df: pd.DataFrame, train_df: pd.DataFrame, config: EvalCon
 
     if "category" in eval_df.columns:
         cat = eval_df["category"].astype(str).fillna("(missing)")
-        top = cat.value_counts().index[: config.max_categories]
+        counts = cat.value_counts()
+        # Largest first, equal counts by name: which categories make the cut never depends on row order.
+        top = sorted(counts.index, key=lambda c: (-counts[c], c))[: config.max_categories]
         out["category"] = cat.where(cat.isin(top), "(other)").to_numpy()
     return out
 
 
 def slice_cutoffs(train_df: pd.DataFrame, config: EvalConfig) -> dict:
-    """The training counts that separate the buckets (recorded in metrics.json)."""
+    """The training counts that separate the buckets (recorded in metrics.json and on the summary page).
+
+    Per dimension and non-empty bucket: min/max training count of its keys, how many keys, their training
+    rows and share of all training rows; `rule` says which rule of _count_buckets made the cut.
+    """
     out = {}
     for name, col in (("popularity", "item_id"), ("query_frequency", "query")):
         counts = train_df[col].astype(str).value_counts()
-        b = share_buckets(counts, config.head_share, config.torso_share)
-        out[name] = {
-            bucket: {
-                "min_train_count": int(b.index[b == bucket].min()),
-                "keys": int(counts.isin(b.index[b == bucket]).sum()),
+        b, flat = _count_buckets(counts, config.head_share, config.torso_share)
+        total = int(counts.sum())
+        entry: dict[str, Any] = {}
+        for bucket in QUERY_BUCKETS:
+            in_bucket = counts[counts.isin(b.index[b == bucket])]
+            if in_bucket.empty:
+                continue
+            entry[bucket] = {
+                "min_train_count": int(in_bucket.min()),
+                "max_train_count": int(in_bucket.max()),
+                "keys": int(in_bucket.size),
+                "train_rows": int(in_bucket.sum()),
+                "train_share": round(float(in_bucket.sum()) / total, 4),
             }
-            for bucket in QUERY_BUCKETS
-            if (b == bucket).any()
-        }
+        entry["rule"] = "flat-tail" if flat else "shares"
+        out[name] = entry
     return out
 
 
@@ -244,29 +276,85 @@ def _ap_sorted_desc(ss: np.ndarray, yy: np.ndarray) -> float:
 
 
 class _Ranked:
-    """One model's scores ranked within each query (descending; ties broken by row order), plus sort orders
-    that slices filter in O(n) instead of sorting again."""
+    """One model's scores ranked within each query (descending), as tie runs, plus sort orders that slices
+    filter in O(n) instead of sorting again.
+
+    Tied rows have no order of their own: every rank-based metric is the expected value over the orders of
+    each tie run, all equally likely (McSherry & Najork, ECIR 2008). A row of a run of `ties` rows with
+    `above` rows of its query scored higher sits at each rank above+1 .. above+ties with probability 1/ties.
+    """
 
     def __init__(self, q: np.ndarray, n_queries: int, s: np.ndarray):
         # One int64 key (query, position in a stable score sort) instead of lexsort: 1M rows 1.4 s -> ~0.4 s.
         n = len(q)
         self.by_score = np.argsort(s, kind="stable")
         self.by_query_score = self._by_query(q, self.by_score, n)
-        # Descending ranks from the ascending (query, score, row) order instead of a second pair of sorts
-        # (-0.25 s per model at 1M rows): rank = rows of the query scored higher + tied rows before it + 1.
+        # Tie runs from the ascending (query, score, row) order instead of a second pair of sorts
+        # (-0.25 s per model at 1M rows): above = rows of the query after the run's last row.
         o = self.by_query_score
         qs, ss = q[o], s[o]
-        idx = np.arange(n)
         new_run = np.r_[True, (qs[1:] != qs[:-1]) | (ss[1:] != ss[:-1])] if n else np.zeros(0, dtype=bool)
         run_id = np.cumsum(new_run) - 1
         run_first = np.flatnonzero(new_run)
         run_last = np.r_[run_first[1:] - 1, n - 1]
         counts = np.bincount(q, minlength=n_queries)
         end_of_query = np.cumsum(counts)[qs] - 1
-        rank = np.empty(n, dtype=np.int64)
-        rank[o] = end_of_query - run_last[run_id] + idx - run_first[run_id] + 1
-        self.rank = rank
+        self.above = np.empty(n, dtype=np.int64)
+        self.above[o] = end_of_query - run_last[run_id]
+        self.ties = np.empty(n, dtype=np.int64)
+        self.ties[o] = (run_last - run_first + 1)[run_id]
         self.s = s
+
+    def p_top(self, k: int) -> np.ndarray:
+        """Per row, P(rank <= k): the share of its tie run's ranks that are <= k."""
+        return np.clip(k - self.above, 0, self.ties) / self.ties
+
+    def discount(self, k: int) -> np.ndarray:
+        """Per row, E[1/log2(1 + rank) if rank <= k else 0]: the mean discount over its run's ranks."""
+        cum = np.r_[0.0, np.cumsum(1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64)))]
+        hi = np.minimum(self.above + self.ties, k)
+        lo = np.minimum(self.above, k)
+        out = (cum[hi] - cum[lo]) / self.ties
+        # Untied rows (almost all): the exact 1/log2(rank + 1), not a difference of two running sums.
+        single = (self.ties == 1) & (self.above < k)
+        out[single] = 1.0 / np.log2(self.above[single] + 2.0)
+        return out
+
+    def first_reciprocal_rank(self, g: np.ndarray, n_groups: int, y: np.ndarray) -> np.ndarray:
+        """Per group, E[1 / rank of its first positive] over tie orders; NaN where the group has no positive.
+
+        The first positive lies in the best-scored run holding one of the group's positives: `a` rows above
+        it, `t` tied rows of which `m` are the group's positives. Its position X in the run is the smallest
+        of m positions drawn without replacement from 1..t: P(X = j) = C(t - j, m - 1) / C(t, m), so
+        E = sum_{j=1}^{t-m+1} P(X = j) / (a + j) (the expected reciprocal rank of McSherry & Najork).
+        """
+        pos = y > 0
+        first = np.full(n_groups, np.iinfo(np.int64).max)
+        np.minimum.at(first, g[pos], self.above[pos])
+        in_first = pos & (self.above == first[g])
+        m = np.bincount(g[in_first], minlength=n_groups)
+        t = np.zeros(n_groups, dtype=np.int64)
+        t[g[in_first]] = self.ties[in_first]
+        out = np.full(n_groups, np.nan)
+        has = m > 0
+        out[has & (t == 1)] = 1.0 / (first[has & (t == 1)] + 1.0)
+        tied = np.flatnonzero(has & (t > 1))
+        if tied.size:
+            from scipy.special import gammaln
+
+            a, tt, mm = first[tied], t[tied], m[tied]
+            terms = tt - mm + 1  # j = 1 .. t - m + 1; sum(terms) <= rows, so this stays O(rows)
+            owner = np.repeat(np.arange(tied.size), terms)
+            j = np.arange(owner.size) - np.repeat(np.cumsum(terms) - terms, terms) + 1
+            tj, mj = tt[owner], mm[owner]
+            log_p = (
+                gammaln(tj - j + 1)
+                - gammaln(mj)
+                - gammaln(tj - j - mj + 2)
+                - (gammaln(tj + 1) - gammaln(mj + 1) - gammaln(tj - mj + 1))
+            )
+            out[tied] = np.bincount(owner, weights=np.exp(log_p) / (a[owner] + j), minlength=tied.size)
+        return out
 
     @staticmethod
     def _by_query(q: np.ndarray, score_order: np.ndarray, n: int) -> np.ndarray:
@@ -299,26 +387,23 @@ def per_query_values(
 ) -> dict[str, np.ndarray]:
     """Per-query ROC AUC, nDCG@k, MRR and recall@k counting only the masked rows as this slice's.
 
-    Ranks come from the query's full list (what a user sees); AUC compares the slice's rows only.
+    Ranks come from the query's full list (what a user sees); AUC compares the slice's rows only. Rank-based
+    values are expected values over the orders of tied scores (see _Ranked).
     NaN marks a query where the metric is undefined (no positive, one class, zero ideal gain).
     """
-    qm, ym, gm, rm = q[mask], y[mask], gain[mask], ranked.rank[mask]
+    qm, ym, gm = q[mask], y[mask], gain[mask]
     o = ranked.by_query_score[mask[ranked.by_query_score]]
     auc = _auc_from_sorted(q[o], ranked.s[o], y[o], n_queries)
     ideal_order = np.lexsort((-gain, q)) if ideal_order is None else ideal_order
-    top = rm <= k
     pos_q = np.bincount(qm, weights=ym, minlength=n_queries)
-    dcg = np.bincount(qm, weights=np.where(top, gm / np.log2(rm + 1.0), 0.0), minlength=n_queries)
+    dcg = np.bincount(qm, weights=gm * ranked.discount(k)[mask], minlength=n_queries)
     idcg = _ideal_dcg(q, gain, n_queries, k, ideal_order[mask[ideal_order]])
-    first = np.full(n_queries, np.inf)
-    sel = ym > 0
-    np.minimum.at(first, qm[sel], rm[sel].astype(float))
-    hits = np.bincount(qm, weights=ym * top, minlength=n_queries)
+    hits = np.bincount(qm, weights=ym * ranked.p_top(k)[mask], minlength=n_queries)
     with np.errstate(invalid="ignore", divide="ignore"):
         return {
             "roc_auc_per_query": auc,
             "ndcg_at_k": np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), np.nan),
-            "mrr": np.where(pos_q > 0, 1.0 / first, np.nan),
+            "mrr": ranked.first_reciprocal_rank(q, n_queries, np.where(mask, y, 0.0)),
             "recall_at_k": np.where(pos_q > 0, hits / np.where(pos_q > 0, pos_q, 1.0), np.nan),
         }
 
@@ -415,15 +500,12 @@ def _group_ranking(
     idcg = groups.cache["idcg"]
     pos = np.bincount(g, weights=y, minlength=n)
     dcg = np.bincount(g, weights=top_gain, minlength=n)
-    first = np.full(n, np.inf)
-    sel = y > 0
-    np.minimum.at(first, g[sel], ranked.rank[sel].astype(float))
     hits = np.bincount(g, weights=hit, minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
         return {
             "roc_auc_per_query": auc,
             "ndcg_at_k": np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), np.nan),
-            "mrr": np.where(pos > 0, 1.0 / first, np.nan),
+            "mrr": ranked.first_reciprocal_rank(g, n, y),
             "recall_at_k": np.where(pos > 0, hits / np.where(pos > 0, pos, 1.0), np.nan),
         }
 
@@ -439,7 +521,7 @@ def popularity_bias(
     n_items: int,
     item_train_count: np.ndarray,
     long_tail: np.ndarray,
-    rank: np.ndarray,
+    ranked: _Ranked,
     k: int,
 ) -> dict[str, dict]:
     """ARP, APLT, Gini index and item coverage of the top-k lists, as RecBole defines them.
@@ -447,30 +529,66 @@ def popularity_bias(
     ARP: mean over queries of the mean training count of the listed items. APLT: mean over queries
     of the share of listed items in the long tail (here: tail + cold buckets). Gini: over every item
     in the eval candidate pool, of how often it is listed. Coverage: listed items / pool items.
+    With tied scores a row is listed with probability p = ranked.p_top(k): ARP, APLT and coverage are
+    their expected values over tie orders (a list always holds min(k, rows) items); the Gini index is
+    that of the expected listing counts, a lower bound of its expected value (Gini is convex in the
+    counts; Jensen) and equal to it without ties at the cut-off.
     """
-    top = rank <= k
-    if not top.any():
+    p = ranked.p_top(k)
+    if not (p > 0).any():
         return {m: _undefined("no lists") for m in ("arp", "aplt", "gini", "item_coverage")}
-    qt = q[top]
-    listed = np.bincount(qt, minlength=n_queries)
+    listed = np.minimum(np.bincount(q, minlength=n_queries), k).astype(np.float64)
     has = listed > 0
-    arp = np.bincount(qt, weights=item_train_count[top], minlength=n_queries)[has] / listed[has]
-    aplt = np.bincount(qt, weights=long_tail[top].astype(float), minlength=n_queries)[has] / listed[has]
-    cnt = np.sort(np.bincount(item_codes[top], minlength=n_items)).astype(float)
+    arp = np.bincount(q, weights=p * item_train_count, minlength=n_queries)[has] / listed[has]
+    aplt = np.bincount(q, weights=p * long_tail, minlength=n_queries)[has] / listed[has]
+    cnt = np.sort(np.bincount(item_codes, weights=p, minlength=n_items))
     idx = np.arange(1, n_items + 1)
     gini = float(np.sum((2 * idx - n_items - 1) * cnt) / (n_items * cnt.sum()))
     return {
         "arp": {"value": float(arp.mean())},
         "aplt": {"value": float(aplt.mean())},
         "gini": {"value": gini},
-        "item_coverage": {"value": float((cnt > 0).sum() / n_items)},
+        "item_coverage": {"value": _expected_listed_items(q, item_codes, n_items, ranked, k) / n_items},
     }
 
 
-def exposure_by_bucket(bucket: np.ndarray, rank: np.ndarray, k: int) -> dict:
-    """Share of position-weighted exposure (1/log2(1+rank), top-k) going to each popularity bucket."""
-    top = rank <= k
-    w = np.where(top, 1.0 / np.log2(1.0 + rank), 0.0)
+def _expected_listed_items(
+    q: np.ndarray, item_codes: np.ndarray, n_items: int, ranked: _Ranked, k: int
+) -> float:
+    """E[number of items in at least one top-k list] over tie orders (independent across queries).
+
+    Only a query's run straddling rank k is random: of its t rows, s = k - above are listed. An item with
+    m rows in that run is left out with probability C(t - m, s) / C(t, s) (hypergeometric), so
+    P(item listed somewhere) = 1 - prod over queries of those probabilities (1 where a row is surely listed).
+    """
+    from scipy.special import gammaln
+
+    p = ranked.p_top(k)
+    sure = np.zeros(n_items, dtype=bool)
+    sure[item_codes[p >= 1]] = True
+    frac = np.flatnonzero((p > 0) & (p < 1))
+    log_out = np.zeros(n_items)
+    if frac.size:
+        key = q[frac].astype(np.int64) * n_items + item_codes[frac]
+        pairs, first, m = np.unique(key, return_index=True, return_counts=True)
+        t, slots = ranked.ties[frac][first], (k - ranked.above[frac])[first]
+        item = pairs % n_items
+        sure[item[t - m < slots]] = True
+        ok = t - m >= slots
+
+        def log_comb(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return gammaln(a + 1.0) - gammaln(b + 1.0) - gammaln(a - b + 1.0)
+
+        log_none = log_comb(t[ok] - m[ok], slots[ok]) - log_comb(t[ok], slots[ok])
+        log_out = np.bincount(item[ok], weights=log_none, minlength=n_items)
+    return float(np.where(sure, 1.0, -np.expm1(log_out)).sum())
+
+
+def exposure_by_bucket(bucket: np.ndarray, ranked: _Ranked, k: int) -> dict:
+    """Share of position-weighted exposure (1/log2(1+rank), top-k) going to each popularity bucket.
+
+    Each row's weight is its expected discount over tie orders (ranked.discount)."""
+    w = ranked.discount(k)
     total = w.sum()
     shares = {b: float(w[bucket == b].sum() / total) if total else None for b in POPULARITY_BUCKETS}
     head, tail = shares["head"], shares["tail"]
@@ -726,6 +844,16 @@ class _SliceStats:
         self.width = at
 
 
+def _paired_totals(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Resampled totals with the candidate's rebuilt as production's + the paired differences' totals."""
+    out = {key: arr for key, arr in t.items() if not key.startswith("diff.")}
+    for key, arr in t.items():
+        if key.startswith("diff."):
+            name = key.removeprefix("diff.")
+            out[f"candidate.{name}"] = t[f"production.{name}"] + arr
+    return out
+
+
 def _metrics_from_sums(
     t: dict[str, np.ndarray], models: list[str], probs_ok: dict[str, bool], curves: dict[str, np.ndarray]
 ) -> dict:
@@ -793,6 +921,15 @@ def _dimension_codes(slices: pd.DataFrame) -> list[tuple[str, list[str], np.ndar
     return out
 
 
+def _sort_codes(col: pd.Series) -> np.ndarray:
+    """Integer codes that sort like the column's values (categories: their codes; numbers: themselves)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return col.cat.codes.to_numpy()
+    if pd.api.types.is_numeric_dtype(col.dtype):
+        return col.to_numpy()
+    return pd.factorize(col.astype(str), sort=True)[0]
+
+
 def _check_scores(scores: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
     if "candidate" not in scores:
         raise ValueError(f"scores: need a 'candidate' entry, got {sorted(scores)}")
@@ -829,10 +966,9 @@ def evaluate(
     scores = _check_scores(scores, n)
     models = [m for m in ("candidate", "production") if m in scores]
     slices = assign_slices(eval_df, train_df, config) if slices is None else slices
+    if len(slices) != n:
+        raise ValueError(f"slices: {len(slices)} rows for {n} eval rows")
 
-    q, query_names = pd.factorize(eval_df["query"].astype(str))
-    n_queries = len(query_names)
-    items, item_names = pd.factorize(eval_df["item_id"].astype(str))
     y = pd.to_numeric(eval_df["label"]).to_numpy(dtype=np.float64)
     if not np.isin(y, (0.0, 1.0)).all():
         raise ValueError(
@@ -843,6 +979,17 @@ def evaluate(
         if "relevance" in eval_df.columns
         else y
     )
+    # Codes in sorted-string order and rows in one canonical order, so no number (sums, bootstrap draws
+    # over query codes) depends on the input's row order; rows equal in every key are interchangeable.
+    q, query_names = pd.factorize(eval_df["query"].astype(str), sort=True)
+    items, item_names = pd.factorize(eval_df["item_id"].astype(str), sort=True)
+    n_queries = len(query_names)
+    slice_keys = [_sort_codes(slices[c]) for c in slices.columns]
+    keys = [scores[m] for m in reversed(models)] + [gain, y] + slice_keys[::-1] + [items, q]
+    perm = np.lexsort(keys)
+    q, items, y, gain = q[perm], items[perm], y[perm], gain[perm]
+    scores = {m: a[perm] for m, a in scores.items()}
+    slices = slices.iloc[perm].reset_index(drop=True)
     ranked = {m: _Ranked(q, n_queries, scores[m]) for m in models}
     probs_ok = {m: bool(((scores[m] >= 0) & (scores[m] <= 1)).all()) for m in models}
     pop = slices["popularity"]
@@ -878,10 +1025,10 @@ def evaluate(
     row_stats: dict[str, dict[str, np.ndarray]] = {}
     for m in models:
         sm = scores[m]
-        top = ranked[m].rank <= config.k
+        # Expected over tie orders (_Ranked): a row's mean discount and its chance of a top-k place.
         rs: dict[str, np.ndarray] = {
-            "top_gain": np.where(top, gain / np.log2(ranked[m].rank + 1.0), 0.0),
-            "hit": y * top,
+            "top_gain": gain * ranked[m].discount(config.k),
+            "hit": y * ranked[m].p_top(config.k),
         }
         if probs_ok[m]:
             eps = np.finfo(np.float64).eps
@@ -1003,15 +1150,24 @@ def evaluate(
                 "auc_def": ((pos_q > 0) & (pos_q < n_q)).astype(float),
                 "pos_def": (pos_q > 0).astype(float),
             }
+            own: dict[str, dict[str, np.ndarray]] = {}
             for m in models:
-                if probs_ok[m]:
-                    for key, arr in groups.cache[f"boot|{m}"].items():
-                        cols[f"{m}.{key}"] = arr[sel]
                 pq = per_model[m]["pq"]
-                cols[f"{m}.auc_q"] = np.nan_to_num(pq["roc_auc_per_query"][sel])
-                cols[f"{m}.ndcg"] = np.nan_to_num(pq["ndcg_at_k"][sel])
-                cols[f"{m}.mrr"] = np.nan_to_num(pq["mrr"][sel])
-                cols[f"{m}.reck"] = np.nan_to_num(pq["recall_at_k"][sel])
+                own[m] = {
+                    "auc_q": np.nan_to_num(pq["roc_auc_per_query"][sel]),
+                    "ndcg": np.nan_to_num(pq["ndcg_at_k"][sel]),
+                    "mrr": np.nan_to_num(pq["mrr"][sel]),
+                    "reck": np.nan_to_num(pq["recall_at_k"][sel]),
+                }
+                if all(probs_ok.values()):
+                    own[m] |= {key: arr[sel] for key, arr in groups.cache[f"boot|{m}"].items()}
+            # Pair first, then sum: production's per-query sums and the per-query differences are resampled;
+            # the candidate's totals are production's + the differences' (_paired_totals). Identical models
+            # then have bit-identical totals on any BLAS kernel, whereas two separately rounded float32
+            # column sums differed by ~1e-7 (AMD EPYC, OPENBLAS_CORETYPE=Haswell).
+            for key, arr in own["production"].items():
+                cols[f"production.{key}"] = arr
+                cols[f"diff.{key}"] = own["candidate"][key] - arr
             # nDCG is defined where the ideal gain is positive; same for both models.
             cols["ndcg_def"] = np.isfinite(per_model["candidate"]["pq"]["ndcg_at_k"][sel]).astype(float)
             boot_stats.append(_SliceStats(name, groups.query[sel], cols, base + c))
@@ -1020,7 +1176,7 @@ def evaluate(
     long_tail = np.isin(popularity, ("tail", "cold"))
     itc = slices["item_train_count"].to_numpy(dtype=np.float64)
     result["popularity_bias"] = {
-        m: popularity_bias(q, n_queries, items, len(item_names), itc, long_tail, ranked[m].rank, config.k)
+        m: popularity_bias(q, n_queries, items, len(item_names), itc, long_tail, ranked[m], config.k)
         for m in models
     }
     judged_buckets = [b for b in POPULARITY_BUCKETS if not result["slices"][f"popularity:{b}"]["too_small"]]
@@ -1036,7 +1192,7 @@ def evaluate(
             "recall_by_bucket": recalls,
             "judged_buckets": judged_buckets,
             "recall_gap": gap,
-            "exposure": exposure_by_bucket(popularity, ranked[m].rank, config.k),
+            "exposure": exposure_by_bucket(popularity, ranked[m], config.k),
         }
 
     if len(models) == 2:
@@ -1147,6 +1303,8 @@ def _resample(boot_stats, curves, big, offsets, resampled, recall_by, probs_ok, 
     n_queries = big.shape[0]
     threads = _thread_count(config)
     model_curves = {m: curves[m] for m in models}
+    # Probability sums are resampled only when both models' scores are probabilities (see evaluate).
+    probs_paired = dict.fromkeys(models, all(probs_ok.values()))
 
     def draw(b: int) -> tuple[np.ndarray, np.ndarray]:
         draws = rng.integers(0, n_queries, size=(b, n_queries))
@@ -1161,8 +1319,10 @@ def _resample(boot_stats, curves, big, offsets, resampled, recall_by, probs_ok, 
         pooled = collect()
         for st in boot_stats:
             at = offsets[st.name]
-            t = {key: totals[:, at + sl.start : at + sl.stop] for key, sl in st.slices.items()}
-            vals = _metrics_from_sums(t, models, probs_ok, {m: pooled[m][:, st.slot, :b] for m in models})
+            t = _paired_totals(
+                {key: totals[:, at + sl.start : at + sl.stop] for key, sl in st.slices.items()}
+            )
+            vals = _metrics_from_sums(t, models, probs_paired, {m: pooled[m][:, st.slot, :b] for m in models})
             for m in models:
                 for key, arr in vals[m].items():
                     resampled[st.name][m][key][done : done + b] = arr

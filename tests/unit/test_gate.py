@@ -84,7 +84,7 @@ def test_identical_models_pass_every_comparison(batch):
     regressions = [
         c for c in d.checks if c.name.startswith(("regression:", "protected:")) and c.verdict == "pass"
     ]
-    assert regressions and all(c.observed == pytest.approx(0, abs=1e-12) for c in regressions)
+    assert regressions and all(c.observed == 0 for c in regressions), [c for c in regressions if c.observed]
     assert _by_name(d)["fairness:recall_gap_growth"].observed == 0
 
 
@@ -222,3 +222,33 @@ def test_pooled_auc_from_query_priors_alone_does_not_pass_the_floor():
     d = decide({"overall": _m(roc_auc=0.558, roc_auc_per_query=0.496)}, None, GatePolicy())
     assert not d.promote
     assert [c.name for c in d.failed()] == ["floor:overall:roc_auc_per_query"]
+
+
+def test_regression_on_items_seen_once_fails_the_protected_tail_on_flat_tailed_data():
+    """85% of training items seen once (Home Depot's shape): the tail is those items, protected."""
+    rng = np.random.default_rng(3)
+    once = [f"o{i}" for i in range(3400)]
+    repeated = [f"r{i}" for i in range(600)]
+    train_items = once + list(rng.choice(repeated, size=1400))
+    train = pd.DataFrame({"query": [f"t{i % 700}" for i in range(len(train_items))], "item_id": train_items})
+    n = 4000
+    ev = pd.DataFrame(
+        {
+            "query": [f"q{i // 10}" for i in range(n)],
+            "item_id": rng.choice(once + repeated, size=n),
+            "label": (rng.random(n) < 0.3).astype(int),
+        }
+    )
+    from tailguard.metrics import assign_slices
+
+    seen_once = (assign_slices(ev, train, EvalConfig())["item_train_count"] == 1).to_numpy()
+    y = ev["label"].to_numpy()
+    prod = 0.4 * y + 0.6 * rng.random(n)
+    cand = np.where(seen_once, rng.random(n), prod)  # random only on items seen once
+    res = evaluate(ev, train, {"candidate": cand, "production": prod}, EvalConfig(n_bootstrap=200))
+    assert res["slice_definitions"]["cutoffs"]["popularity"]["rule"] == "flat-tail"
+    d = decide_evaluation(res, GatePolicy())
+    checks = _by_name(d)
+    assert not d.promote
+    assert checks["protected:popularity:tail:roc_auc"].verdict == "fail"
+    assert res["comparison"]["slices"]["popularity:head"]["roc_auc"]["value"] == 0  # head untouched

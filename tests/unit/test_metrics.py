@@ -50,6 +50,68 @@ def test_share_buckets_never_split_ties():
     assert (b2[10], b2[4], b2[1]) == ("head", "torso", "tail")
 
 
+@pytest.mark.parametrize(
+    "groups,expected,flat",
+    [
+        # Home Depot shape: 70 items seen once (69% of 102 rows) start at 31% -> the share rule has no tail.
+        # Flat-tail rule: tail = count 1; the other 32 rows split at 0.625 x 32 = 20: before(2) = 22 -> torso.
+        ({10: 1, 4: 3, 2: 5, 1: 70}, {10: "head", 4: "head", 2: "torso", 1: "tail"}, True),
+        # two counts: 40% seen twice, 60% seen once
+        ({2: 20, 1: 60}, {2: "head", 1: "tail"}, True),
+        # Zipf-like: the share rule already has a tail and is kept
+        ({50: 1, 20: 2, 5: 4, 2: 5, 1: 8}, {50: "head", 20: "head", 5: "torso", 2: "tail", 1: "tail"}, False),
+        # one distinct count: no popularity signal, all head (the most popular group is always head)
+        ({1: 40}, {1: "head"}, False),
+    ],
+)
+def test_count_buckets_give_a_tail_on_flat_and_zipf_data(groups, expected, flat):
+    counts = pd.Series(np.repeat(list(groups), list(groups.values())))
+    labels, used_flat = M._count_buckets(counts, 0.5, 0.3)
+    assert labels.to_dict() == expected and used_flat == flat
+    assert M.share_buckets(counts, 0.5, 0.3).to_dict() == expected
+
+
+def test_flat_tail_batch_gets_a_judged_tail_and_cutoffs_in_metrics_json():
+    """Generated flat-tail batch (85% of training items seen once): tail = items seen once, judged."""
+    rng = np.random.default_rng(5)
+    once = [f"o{i}" for i in range(3400)]
+    repeated = [f"r{i}" for i in range(600)]
+    train_items = once + list(rng.choice(repeated, size=1400))
+    train = pd.DataFrame({"query": [f"t{i % 700}" for i in range(len(train_items))], "item_id": train_items})
+    n = 2000
+    ev = pd.DataFrame(
+        {
+            "query": [f"q{i // 10}" for i in range(n)],
+            "item_id": rng.choice(once + repeated + [f"new{i}" for i in range(500)], size=n),
+            "label": (rng.random(n) < 0.3).astype(int),
+        }
+    )
+    res = evaluate(ev, train, {"candidate": rng.random(n)}, EvalConfig(n_bootstrap=0))
+    cut = res["slice_definitions"]["cutoffs"]["popularity"]
+    assert cut["rule"] == "flat-tail"
+    seen_once = int((train["item_id"].value_counts() == 1).sum())  # 3,400 + repeated items drawn once
+    assert seen_once / train["item_id"].nunique() > 0.85
+    assert cut["tail"] == {
+        "min_train_count": 1,
+        "max_train_count": 1,
+        "keys": seen_once,
+        "train_rows": seen_once,
+        "train_share": round(seen_once / len(train), 4),
+    }
+    assert cut["head"]["min_train_count"] >= 2
+    tail = res["slices"]["popularity:tail"]
+    assert not tail["too_small"] and tail["positives"] >= 30
+    slices = assign_slices(ev, train, EvalConfig())
+    is_tail = (slices["popularity"].astype(str) == "tail").to_numpy()
+    assert (slices["item_train_count"].to_numpy()[is_tail] == 1).all()
+    assert tail["rows"] == is_tail.sum() > 0
+    # the reviewer's summary page shows the cut-offs and the rule that made them
+    from tailguard.summary import review_markdown
+
+    page = review_markdown(res, {"promote": True, "checks": []}, "v1", "store")
+    assert f"| popularity | tail | 1-1 | {seen_once} | {seen_once / len(train):.4f} | flat-tail |" in page
+
+
 def test_assign_slices_buckets_cold_unseen_and_query_frequency():
     train = pd.DataFrame(
         {"query": ["red drill"] * 6 + ["blue paint"] * 3 + ["saw"], "item_id": list("aaaaaabbbc")}
@@ -214,8 +276,8 @@ def test_raw_scores_make_probability_metrics_undefined(data):
 
 
 def _reference_bootstrap(ev, cand, prod, n_boot, seed, metric):
-    """Resample queries exactly as evaluate() draws them, recompute with scikit-learn."""
-    q, names = pd.factorize(ev["query"].astype(str))
+    """Resample queries as evaluate() draws them (query codes in sorted order), recompute with sklearn."""
+    q, names = pd.factorize(ev["query"].astype(str), sort=True)
     rows_of = pd.Series(np.arange(len(q))).groupby(q).indices
     draws = np.random.default_rng(seed).integers(0, len(names), size=(n_boot, len(names)))
     y = ev["label"].to_numpy()
@@ -252,15 +314,30 @@ def test_paired_bootstrap_matches_explicit_resampling(data):
     assert (cmp["pr_auc"]["ci_low"], cmp["pr_auc"]["ci_high"]) == pytest.approx((lo, hi), abs=1e-9)
 
 
-def test_identical_models_have_zero_width_intervals(data):
+@pytest.mark.parametrize("dtype,threads", [("float32", 1), ("float32", 2), ("float64", 1)])
+def test_identical_models_have_zero_width_intervals(data, dtype, threads):
+    """Exactly zero, on any BLAS kernel and thread count: paired differences are resampled, not two sums."""
     train, ev, cand, _ = data
-    res = evaluate(ev, train, {"candidate": cand, "production": cand.copy()}, EvalConfig(n_bootstrap=50))
-    for name, entry in res["comparison"]["slices"].items():
-        for metric, d in entry.items():
-            if d["value"] is not None and d.get("ci_low") is not None:
-                assert d["value"] == 0 and d["ci_low"] == pytest.approx(0, abs=1e-12), (name, metric)
-                assert d["ci_high"] == pytest.approx(0, abs=1e-12)
-    assert res["comparison"]["fairness"]["recall_gap"]["value"] == 0
+    tied = np.round(cand, 1)  # ties in every query too
+    for scores in (cand, tied):
+        for frame, s in ((ev, scores), (ev.iloc[::-1].reset_index(drop=True), scores[::-1].copy())):
+            cfg = EvalConfig(n_bootstrap=50, bootstrap_dtype=dtype, threads=threads, min_positives=5)
+            res = evaluate(frame, train, {"candidate": s, "production": s.copy()}, cfg)
+            checked = 0
+            for name, entry in res["comparison"]["slices"].items():
+                for metric, d in entry.items():
+                    if d["value"] is not None:
+                        assert d["value"] == 0, (name, metric, d)
+                    if d.get("ci_low") is not None:
+                        assert d["ci_low"] == 0 and d["ci_high"] == 0, (name, metric, d)
+                        checked += 1
+            assert checked >= 100
+            assert res["comparison"]["fairness"]["recall_gap"]["value"] == 0
+            assert res["comparison"]["fairness"]["recall_gap"]["ci_low"] == 0
+            assert res["comparison"]["fairness"]["recall_gap"]["ci_high"] == 0
+            assert res["popularity_bias"]["candidate"] == res["popularity_bias"]["production"]
+            assert res["fairness"]["candidate"] == res["fairness"]["production"]
+            assert res["metrics"]["candidate"] == res["metrics"]["production"]
 
 
 def test_bootstrap_is_seeded(data):
@@ -322,7 +399,8 @@ def test_metrics_command_writes_documented_json(tmp_path, data):
         ],
     )
     assert result.exit_code == 2
-    assert "bad.csv: column 'label' must be 0 or 1" in result.output and "'yes'" in result.output
+    assert "bad.csv: column 'label'" in result.output and "0 or 1" in result.output
+    assert "'yes'" in result.output
 
 
 # ----------------------------------------------------------------------------------------------
@@ -380,19 +458,46 @@ def _pooled_reference(y: np.ndarray, s: np.ndarray) -> dict[str, float]:
     return out
 
 
+def _tie_aware_reference(y, gain, s, k) -> dict[str, float]:
+    """One query's nDCG@k, MRR, recall@k as expected values over the orders of tied scores.
+
+    nDCG from scikit-learn's ndcg_score (it averages the discount over tied positions); MRR and recall@k
+    from their definitions with Python integers: a row with `a` rows scored higher and `t` tied rows
+    (itself included) is at each rank a+1..a+t with probability 1/t.
+    """
+    from math import comb
+
+    from sklearn.metrics import ndcg_score
+
+    y, gain, s = np.asarray(y), np.asarray(gain, dtype=float), np.asarray(s, dtype=float)
+    has_pos = y.sum() > 0
+    if gain.sum() <= 0:
+        ndcg = np.nan
+    elif len(s) == 1:
+        ndcg = 1.0
+    else:
+        ndcg = ndcg_score([gain], [s], k=k)
+    above = np.array([(s > v).sum() for v in s])
+    ties = np.array([(s == v).sum() for v in s])
+    hits = sum(min(max(k - a, 0), t) / t for a, t, yy in zip(above, ties, y, strict=True) if yy > 0)
+    mrr = np.nan
+    if has_pos:
+        a = above[y > 0].min()  # the best run holding a positive
+        t = int((s == s[y > 0][above[y > 0] == a][0]).sum())
+        m = int(((above == a) & (y > 0)).sum())
+        mrr = sum(comb(t - j, m - 1) / comb(t, m) / (a + j) for j in range(1, t - m + 2))
+    return {
+        "ndcg_at_k": ndcg,
+        "mrr": mrr,
+        "recall_at_k": hits / y.sum() if has_pos else np.nan,
+    }
+
+
 def _per_query_reference(y, gain, s, k) -> dict[str, float]:
-    """One query's AUC, nDCG@k, MRR, recall@k from their definitions (ranks: descending, stable)."""
-    order = np.argsort(-s, kind="stable")
-    yr, gr = y[order], gain[order]
-    disc = 1 / np.log2(np.arange(2, len(s) + 2))
-    ideal = np.sort(gain)[::-1]
-    idcg = (ideal[:k] * disc[:k]).sum()
-    has_pos = yr.sum() > 0
+    """One query's AUC (scikit-learn) and tie-aware nDCG@k, MRR, recall@k."""
     return {
         "roc_auc_per_query": roc_auc_score(y, s) if 0 < y.sum() < len(y) else np.nan,
-        "ndcg_at_k": (gr[:k] * disc[:k]).sum() / idcg if idcg > 0 else np.nan,
-        "mrr": 1 / (np.argmax(yr > 0) + 1) if has_pos else np.nan,
-        "recall_at_k": yr[:k].sum() / yr.sum() if has_pos else np.nan,
+        **_tie_aware_reference(y, gain, s, k),
     }
 
 
@@ -411,7 +516,7 @@ def zipf_case():
     train = _frame(300, 6, 1)
     cfg = EvalConfig(n_bootstrap=40, seed=4, min_positives=5, bootstrap_dtype="float64")
     res = evaluate(ev, train, {"candidate": cand, "production": prod}, cfg)
-    q, names = pd.factorize(ev["query"].astype(str))
+    q, names = pd.factorize(ev["query"].astype(str), sort=True)
     draws = np.random.default_rng(cfg.seed).integers(0, len(names), size=(cfg.n_bootstrap, len(names)))
     mults = np.stack([np.bincount(d, minlength=len(names)) for d in draws])
     return ev, train, cand, prod, cfg, res, q, mults
@@ -556,28 +661,164 @@ def test_point_estimates_of_every_slice_match_sklearn_on_its_rows(zipf_case):
             if np.isfinite(ref[metric]):
                 assert got[metric]["value"] == pytest.approx(ref[metric], abs=1e-9), (name, metric)
                 checked += 1
-        # per-query values: ranks from the query's full list, only the slice's rows relevant
+        # per-query values: ranks from the query's full list (ties: expected over their orders), only the
+        # slice's rows relevant
         per_q = {}
         for j in np.unique(q[mask]):
             rows = np.flatnonzero(q == j)
-            order = rows[np.argsort(-cand[rows], kind="stable")]
-            rank = np.empty(len(ev), int)
-            rank[order] = np.arange(1, len(order) + 1)
             sl = rows[mask[rows]]
-            ys, gs, rk = y[sl], gain[sl], rank[sl]
-            ideal = np.sort(gs)[::-1][: cfg.k]
-            idcg = (ideal / np.log2(np.arange(2, len(ideal) + 2))).sum()
-            dcg = (gs * (rk <= cfg.k) / np.log2(rk + 1)).sum()
+            ys = y[sl]
             per_q.setdefault("roc_auc_per_query", []).append(
                 roc_auc_score(ys, cand[sl]) if 0 < ys.sum() < len(ys) else np.nan
             )
-            per_q.setdefault("ndcg_at_k", []).append(dcg / idcg if idcg > 0 else np.nan)
-            per_q.setdefault("mrr", []).append(1 / rk[ys > 0].min() if ys.sum() else np.nan)
-            per_q.setdefault("recall_at_k", []).append(
-                ((rk <= cfg.k) & (ys > 0)).sum() / ys.sum() if ys.sum() else np.nan
-            )
+            ref = _tie_aware_reference(y[rows] * mask[rows], gain[rows] * mask[rows], cand[rows], cfg.k)
+            for metric, v in ref.items():
+                per_q.setdefault(metric, []).append(v)
         for metric, vals in per_q.items():
             if np.isfinite(vals).any():
                 assert got[metric]["value"] == pytest.approx(np.nanmean(vals), abs=1e-9), (name, metric)
                 checked += 1
     assert checked >= 60
+
+
+# ----------------------------------------------------------------------------------------------
+# tied scores: rank-based metrics are expected values over tie orders, never row order
+
+
+def _all_tied(reverse: bool) -> pd.DataFrame:
+    """Issue 12 item 5: 60 queries x 10 rows, the two clicked rows first (or last), every score 0.5."""
+    label = np.tile([1, 1] + [0] * 8, 60)
+    ev = pd.DataFrame(
+        {"query": np.repeat([f"q{i}" for i in range(60)], 10), "item_id": np.arange(600).astype(str)}
+    )
+    ev["label"] = label[::-1] if reverse else label
+    return ev
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_all_tied_scores_give_the_tie_aware_values_in_any_row_order(reverse):
+    from sklearn.metrics import ndcg_score
+
+    ev = _all_tied(reverse)
+    train = pd.DataFrame({"query": ["t"] * 3, "item_id": ["t1", "t1", "t2"]})  # every eval item is cold
+    res = evaluate(ev, train, {"candidate": np.full(600, 0.5)}, EvalConfig(n_bootstrap=0))
+    got = res["metrics"]["candidate"]["overall"]
+    assert round(got["ndcg_at_k"]["value"], 3) == 0.557
+    assert got["ndcg_at_k"]["value"] == pytest.approx(
+        ndcg_score([[1, 1] + [0] * 8], [[0.5] * 10], k=10), abs=1e-12
+    )
+    # E[1/rank of first of 2 positives among 10 tied] = sum_j C(10-j, 1)/C(10, 2)/j = (10 H_9 - 9)/45
+    h9 = sum(1 / j for j in range(1, 10))
+    assert round(got["mrr"]["value"], 3) == 0.429
+    assert got["mrr"]["value"] == pytest.approx((10 * h9 - 9) / 45, abs=1e-12)
+    assert got["recall_at_k"]["value"] == 1.0  # k = 10 = list length
+    k3 = evaluate(ev, train, {"candidate": np.full(600, 0.5)}, EvalConfig(n_bootstrap=0, k=3))
+    assert k3["metrics"]["candidate"]["overall"]["recall_at_k"]["value"] == pytest.approx(0.3, abs=1e-12)
+    # every item is listed with probability 3/10: coverage 1 - 0.7 = 0.3, exposure all cold
+    bias = k3["popularity_bias"]["candidate"]
+    assert bias["item_coverage"]["value"] == pytest.approx(0.3, abs=1e-12)
+    assert bias["gini"]["value"] == pytest.approx(0.0, abs=1e-12)  # expected counts all equal
+    assert k3["fairness"]["candidate"]["exposure"]["share"]["cold"] == 1.0
+
+
+def _brute_force(ev: pd.DataFrame, s: np.ndarray, train_count: dict[str, int], long_tail: set[str], k: int):
+    """Every metric averaged over every joint tie order of every query (itertools), from the definitions."""
+    import itertools
+
+    queries = list(dict.fromkeys(ev["query"]))
+    orders_per_q = []
+    for qq in queries:
+        rows = np.flatnonzero(ev["query"].to_numpy() == qq)
+        runs = [list(rows[s[rows] == v]) for v in sorted(set(s[rows]), reverse=True)]
+        orders_per_q.append(
+            [
+                sum(combo, [])
+                for combo in itertools.product(*[list(map(list, itertools.permutations(r))) for r in runs])
+            ]
+        )
+    y, items = ev["label"].to_numpy(), ev["item_id"].to_numpy()
+    pool = sorted(set(items))
+    disc = 1 / np.log2(np.arange(2, 40))
+    acc: dict[str, list[float]] = {}
+    for joint in itertools.product(*orders_per_q):
+        ndcg, mrr, rec, arp, aplt, listed, expo = [], [], [], [], [], [], {"tail": 0.0, "all": 0.0}
+        for order in joint:
+            yo = y[order]
+            ideal = np.sort(yo)[::-1]
+            ndcg.append(
+                (yo[:k] * disc[: min(k, len(yo))]).sum() / (ideal[:k] * disc[: min(k, len(yo))]).sum()
+            )
+            mrr.append(1 / (np.argmax(yo > 0) + 1))
+            rec.append(yo[:k].sum() / yo.sum())
+            top = [items[i] for i in order[:k]]
+            listed += top
+            arp.append(np.mean([train_count.get(it, 0) for it in top]))
+            aplt.append(np.mean([it in long_tail for it in top]))
+            for r, it in enumerate(top):
+                expo["all"] += disc[r]
+                expo["tail"] += disc[r] * (it in long_tail and train_count.get(it, 0) > 0)
+        cnt = np.sort([listed.count(it) for it in pool]).astype(float)
+        n = len(pool)
+        gini = np.sum((2 * np.arange(1, n + 1) - n - 1) * cnt) / (n * cnt.sum())
+        for key, v in (
+            ("ndcg", np.mean(ndcg)),
+            ("mrr", np.mean(mrr)),
+            ("recall", np.mean(rec)),
+            ("arp", np.mean(arp)),
+            ("aplt", np.mean(aplt)),
+            ("coverage", len(set(listed)) / n),
+            ("gini", gini),
+            ("tail_exposure", expo["tail"] / expo["all"]),
+        ):
+            acc.setdefault(key, []).append(v)
+    return {key: float(np.mean(v)) for key, v in acc.items()}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tie_aware_metrics_equal_brute_force_enumeration(seed):
+    """nDCG, MRR, recall@k, ARP, APLT, coverage and exposure = the mean over every tie order; Gini <= it."""
+    rng = np.random.default_rng(seed)
+    train = pd.DataFrame({"query": ["t"] * 12, "item_id": list("aaaaaabbbcde")})  # a head, b torso, c-e tail
+    # q1: 6 rows, a run of 4 straddling k=3 holding item "c" twice; q2: 5 rows in runs of 3 and 2
+    ev = pd.DataFrame(
+        {
+            "query": ["q1"] * 6 + ["q2"] * 5,
+            "item_id": ["a", "c", "c", "b", "x", "d", "a", "b", "e", "c", "x"],
+            "label": [0, 1, 0, 1, 0, 1, 0, 1, 1, 0, 1],
+        }
+    )
+    s = np.array([0.9, 0.5, 0.5, 0.5, 0.5, 0.1, 0.7, 0.7, 0.7, 0.2, 0.2])
+    perm = rng.permutation(len(ev))
+    ev, s = ev.iloc[perm].reset_index(drop=True), s[perm]
+    cfg = EvalConfig(k=3, n_bootstrap=0, min_positives=0)
+    res = evaluate(ev, train, {"candidate": s}, cfg)
+    counts = train["item_id"].value_counts().to_dict()
+    slices = assign_slices(ev, train, cfg)
+    tail_items = set(ev["item_id"][slices["popularity"].astype(str).isin(["tail", "cold"])])
+    ref = _brute_force(ev, s, counts, tail_items, cfg.k)
+    got = res["metrics"]["candidate"]["overall"]
+    assert got["ndcg_at_k"]["value"] == pytest.approx(ref["ndcg"], abs=1e-12)
+    assert got["mrr"]["value"] == pytest.approx(ref["mrr"], abs=1e-12)
+    assert got["recall_at_k"]["value"] == pytest.approx(ref["recall"], abs=1e-12)
+    bias = res["popularity_bias"]["candidate"]
+    assert bias["arp"]["value"] == pytest.approx(ref["arp"], abs=1e-12)
+    assert bias["aplt"]["value"] == pytest.approx(ref["aplt"], abs=1e-12)
+    assert bias["item_coverage"]["value"] == pytest.approx(ref["coverage"], abs=1e-12)
+    assert bias["gini"]["value"] <= ref["gini"] + 1e-12  # Gini of expected counts: Jensen lower bound
+    assert res["fairness"]["candidate"]["exposure"]["share"]["tail"] == pytest.approx(
+        ref["tail_exposure"], abs=1e-12
+    )
+
+
+def test_shuffled_rows_give_identical_metrics_json(data):
+    """Same rows in another order (eval and train) -> byte-identical metrics.json, bootstrap included."""
+    train, ev, cand, prod = data
+    scores = {"candidate": np.round(cand, 1), "production": np.round(prod, 2)}  # ties everywhere
+    cfg = EvalConfig(n_bootstrap=64, min_positives=5)
+    base = json.dumps(evaluate(ev, train, scores, cfg), sort_keys=True, allow_nan=False)
+    for seed in (0, 1):
+        perm = np.random.default_rng(seed).permutation(len(ev))
+        shuffled_ev = ev.iloc[perm].reset_index(drop=True)
+        shuffled_train = train.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+        res = evaluate(shuffled_ev, shuffled_train, {m: v[perm] for m, v in scores.items()}, cfg)
+        assert json.dumps(res, sort_keys=True, allow_nan=False) == base
