@@ -15,13 +15,13 @@ from tasks.retry import transient_io
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
 def fetch_training_frame(store_uri: str, data_key: str, work_dir: Path):
     """Download the staged training frame (parquet or csv) from the store and read it."""
-    import pandas as pd
-
+    from tailguard.contract import read_frame
     from tailguard.store import open_store
 
     local = Path(work_dir) / Path(data_key).name
     open_store(store_uri).get_file(data_key, local)
-    return pd.read_parquet(local) if local.suffix == ".parquet" else pd.read_csv(local)
+    # The contract's one reader: exact strings in text columns, typed label/price/ts, strict field counts.
+    return read_frame(local, required=("query", "item_id", "item_title", "label"))
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)

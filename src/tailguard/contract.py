@@ -5,8 +5,13 @@ from __future__ import annotations
 import codecs
 import csv
 import difflib
+import functools
 import gzip
+import re
+import sys
+import unicodedata
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +149,54 @@ def _jsonable(value: Any) -> Any:
     return repr(value)[:200]
 
 
+# --- visible text ---------------------------------------------------------------------------------------
+#
+# Blank and length rules judge what the model sees. BERT-style tokenizers drop control (Cc) and format (Cf)
+# characters and split on whitespace, so a query of U+200B (zero-width space) or U+FEFF (BOM) reaches the
+# model empty. Visible text is: NFKC-normalised (fullwidth/compatibility forms folded, U+00A0 -> space),
+# without Cc/Cf characters and the other Default_Ignorable_Code_Points (Unicode DerivedCoreProperties:
+# Hangul fillers, variation selectors, combining grapheme joiner), and without leading/trailing whitespace
+# (str.strip: every Zs space, U+2028/2029, tabs). A value whose visible text is empty is blank.
+
+# Default_Ignorable_Code_Point outside Cc/Cf (Unicode 15 DerivedCoreProperties.txt).
+_IGNORABLE_RANGES = (
+    "\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef"
+)
+_PLAIN_ASCII = re.compile(r"[ -~]*")
+
+
+@functools.cache
+def _invisible() -> re.Pattern[str]:
+    # Built once (~0.3 s) from the running Python's Unicode tables, so new Cf characters are included.
+    chars = (chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) in ("Cc", "Cf"))
+    ranges = "".join(re.escape(ch) for ch in chars)
+    return re.compile(f"[{ranges}{_IGNORABLE_RANGES}]+")
+
+
+def visible_text(value: str) -> str:
+    r"""What a tokenizer sees of `value`: NFKC, no Cc/Cf/default-ignorable characters, outer space stripped.
+
+    visible_text("\u200b") == "", visible_text("\ufeffdrill ") == "drill",
+    visible_text("\uff44rill") == "drill".
+    """
+    if _PLAIN_ASCII.fullmatch(value):  # fast path: printable ASCII (most catalogue text) needs no tables
+        return value.strip()
+    return _invisible().sub("", unicodedata.normalize("NFKC", value)).strip()
+
+
+def visible_texts(values: pd.Series | pd.Index) -> pd.Series:
+    """visible_text of every value (None stays None), as an object Series aligned with `values`."""
+    series = pd.Series(values, dtype=object) if isinstance(values, pd.Index) else values.astype(object)
+    return series.map(lambda v: visible_text(v) if isinstance(v, str) else v)
+
+
 # --- reading ----------------------------------------------------------------------------------------------
+#
+# One reader for every file tailguard reads or rewrites (batches, predict input, metrics predictions and
+# train files, the staged training frame). CSV goes through pyarrow's streaming reader with every column
+# typed as string: the exact text of each cell is kept ('NA', 'null', 'nan' and '0000741' stay as
+# written), only an empty cell is missing, and a row whose field count differs from the header's is an
+# error (pandas would silently use the first column as an index, or pad short rows with NaN).
 
 
 def _head_bytes(path: Path, size: int) -> tuple[bytes, bytes]:
@@ -166,10 +218,7 @@ def _head_bytes(path: Path, size: int) -> tuple[bytes, bytes]:
         ) from None
 
 
-def read_table(path: str | Path, mapping: ColumnMapping | dict[str, str] | None = None) -> pd.DataFrame:
-    """Read one CSV/TSV/Parquet file (optionally gzipped) as received; every failure is a ContractError."""
-    path = Path(path)
-    cfg = _as_mapping(mapping)
+def _sniff(path: Path) -> tuple[bytes, bytes]:
     if not path.exists():
         raise UnreadableInput(path, None, "exists", "no such file", hint="check the path or s3:// URI")
     if not path.is_file():
@@ -179,8 +228,6 @@ def read_table(path: str | Path, mapping: ColumnMapping | dict[str, str] | None 
             path, None, "not_empty", "the file is empty (0 bytes)", hint="re-export the batch"
         )
     raw, head = _head_bytes(path, SNIFF_BYTES)
-    if head.startswith(b"PAR1") or raw.startswith(b"PAR1"):
-        return _read_parquet(path)
     if head[:4] == b"PK\x03\x04":
         raise UnreadableInput(
             path,
@@ -189,20 +236,73 @@ def read_table(path: str | Path, mapping: ColumnMapping | dict[str, str] | None 
             "this is a ZIP/XLSX archive, not CSV or Parquet",
             hint="export as CSV or Parquet",
         )
-    return _read_csv(path, head, cfg)
+    return raw, head
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
+def iter_table(
+    path: str | Path,
+    mapping: ColumnMapping | dict[str, str] | None = None,
+    chunk_rows: int | None = None,
+) -> Iterator[pd.DataFrame]:
+    """Stream one CSV/TSV/Parquet file (optionally gzipped) as received, `chunk_rows` rows at a time.
+
+    CSV cells come back as the exact strings in the file (object dtype); only an empty cell is None.
+    Parquet columns keep the file's types. Each chunk's index is the 0-based data-row number in the file,
+    so errors found in a chunk name the same row a full read would. chunk_rows None: one chunk.
+
+    Raises UnreadableInput (a ContractError) for a file that is missing, empty, corrupt, in the wrong
+    encoding or format, or has a row with more or fewer fields than its header (rule `field_count`).
+    A streaming caller may have consumed earlier chunks when a later one raises.
+    """
+    path = Path(path)
+    cfg = _as_mapping(mapping)
+    raw, head = _sniff(path)
+    if head.startswith(b"PAR1") or raw.startswith(b"PAR1"):
+        yield from _iter_parquet(path, chunk_rows)
+    else:
+        yield from _iter_csv(path, head, cfg, chunk_rows)
+
+
+def read_table(path: str | Path, mapping: ColumnMapping | dict[str, str] | None = None) -> pd.DataFrame:
+    """Read one whole file as received (see iter_table); every failure is a ContractError."""
+    chunks = list(iter_table(path, mapping, None))
+    return chunks[0] if len(chunks) == 1 else pd.concat(chunks)
+
+
+def source_types(path: str | Path, mapping: ColumnMapping | dict[str, str] | None = None) -> dict[str, Any]:
+    """Column name -> pyarrow type as stored: string for every CSV column, the schema's type for Parquet.
+
+    Used to fix an output schema once per file, so chunks written later are never cast to the types
+    pandas happened to infer for the first chunk.
+    """
+    import pyarrow as pa
+
+    path = Path(path)
+    raw, head = _sniff(path)
+    if head.startswith(b"PAR1") or raw.startswith(b"PAR1"):
+        return {f.name: f.type for f in _parquet_file(path).schema_arrow}
+    header, _ = _csv_header(path, head, _as_mapping(mapping))
+    return {h.strip(): pa.string() for h in header}
+
+
+def _parquet_file(path: Path) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        return pq.ParquetFile(path)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise UnreadableInput(
             path, None, "readable_parquet", f"cannot read Parquet ({exc})", hint="re-export the complete file"
         ) from None
-    names = table.column_names
+
+
+def _iter_parquet(path: Path, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+    import pyarrow as pa
+
+    pf = _parquet_file(path)
+    schema = pf.schema_arrow
+    names = schema.names
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise UnreadableInput(
@@ -212,9 +312,9 @@ def _read_parquet(path: Path) -> pd.DataFrame:
             f"column names repeat: {dupes}",
             hint="rename the duplicates",
         )
-    if table.num_rows == 0:
+    if pf.metadata.num_rows == 0:
         raise UnreadableInput(path, None, "has_rows", "the table has columns but no rows", hint="re-export")
-    for field in table.schema:
+    for field in schema:
         unusable = pa.types.is_nested(field.type) or pa.types.is_binary(field.type)
         if unusable and field.name in CANONICAL_COLUMNS:
             raise BadValues(
@@ -224,7 +324,189 @@ def _read_parquet(path: Path) -> pd.DataFrame:
                 f"Parquet type {field.type} cannot hold a {field.name}",
                 hint="write scalar columns (string, integer, float)",
             )
-    return table.to_pandas()
+    start = 0
+    try:
+        batches = pf.iter_batches(batch_size=chunk_rows) if chunk_rows else [pf.read()]
+        for batch in batches:
+            frame = batch.to_pandas()
+            frame.index = pd.RangeIndex(start, start + len(frame))
+            start += len(frame)
+            yield frame
+    except (pa.ArrowException, OSError) as exc:
+        raise UnreadableInput(
+            path, None, "readable_parquet", f"cannot read Parquet ({exc})", hint="re-export the complete file"
+        ) from None
+
+
+def _csv_header(path: Path, head: bytes, cfg: ColumnMapping) -> tuple[list[str], str]:
+    """The header's field names as written (unstripped) and the delimiter; header faults raise."""
+    text = _decode_head(path, head, cfg.encoding)
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise UnreadableInput(
+            path, None, "has_header", "no header line", hint="the first line must name the columns"
+        )
+    name = path.name.lower().removesuffix(".gz")
+    delimiter = cfg.delimiter or ("\t" if name.endswith(".tsv") else ",")
+    header = next(csv.reader([lines[0]], delimiter=delimiter))
+    if len(header) == 1:
+        for other in OTHER_DELIMITERS:
+            if other != delimiter and len(lines[0].split(other)) > 1:
+                raise UnreadableInput(
+                    path,
+                    None,
+                    "delimiter",
+                    f"header has one column with delimiter {delimiter!r} but splits on {other!r}",
+                    [lines[0][:120]],
+                    hint=f"pass the delimiter explicitly (--delimiter {other!r}) or re-export with commas",
+                )
+    stripped = [h.strip() for h in header]
+    dupes = sorted({h for h in stripped if stripped.count(h) > 1})
+    if dupes:
+        raise UnreadableInput(
+            path,
+            dupes[0],
+            "unique_column_names",
+            f"header repeats column names {dupes}",
+            [lines[0][:120]],
+            hint="rename or drop the repeated columns",
+        )
+    return header, delimiter
+
+
+def _open_csv(path: Path, header: list[str], delimiter: str, cfg: ColumnMapping, bad_rows: list) -> Any:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    def on_bad_row(row: Any) -> str:
+        bad_rows.append(row)
+        return "error"
+
+    utf8 = cfg.encoding.lower().replace("-", "") in ("utf8", "utf8sig")
+    stream = pa.OSFile(str(path))
+    with open(path, "rb") as fh:
+        if fh.read(2) == b"\x1f\x8b":
+            stream = pa.CompressedInputStream(stream, "gzip")
+    # use_threads=False: the invalid-row handler then gets the row's record number (None when parallel).
+    read = pacsv.ReadOptions(
+        column_names=header, skip_rows=1, use_threads=False, encoding="utf8" if utf8 else cfg.encoding
+    )
+    # newlines_in_values: quoted titles may hold line breaks (pandas' default accepted them too).
+    parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_bad_row)
+    convert = pacsv.ConvertOptions(
+        column_types={h: pa.string() for h in header},
+        strings_can_be_null=True,
+        null_values=[""],
+        quoted_strings_can_be_null=True,
+    )
+    return pacsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
+
+
+def _iter_csv(path: Path, head: bytes, cfg: ColumnMapping, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+    import pyarrow as pa
+
+    header, delimiter = _csv_header(path, head, cfg)
+    names = [h.strip() for h in header]
+    bad_rows: list = []
+    start, pending = 0, []
+
+    def emit(batches: list) -> pd.DataFrame:
+        nonlocal start
+        frame = pa.Table.from_batches(batches).to_pandas()
+        frame.columns = names
+        frame.index = pd.RangeIndex(start, start + len(frame))
+        start += len(frame)
+        _check_repeated_header(path, frame)
+        return frame
+
+    try:
+        reader = _open_csv(path, header, delimiter, cfg, bad_rows)
+        buffered = 0
+        for batch in reader:
+            pending.append(batch)
+            buffered += batch.num_rows
+            if chunk_rows and buffered >= chunk_rows:
+                table = pa.Table.from_batches(pending)
+                for offset in range(0, buffered - buffered % chunk_rows, chunk_rows):
+                    yield emit(table.slice(offset, chunk_rows).to_batches())
+                rest = table.slice(buffered - buffered % chunk_rows)
+                pending, buffered = rest.to_batches(), rest.num_rows
+        if buffered:
+            yield emit(pending)
+    except (pa.ArrowException, OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        raise _csv_failure(path, cfg, delimiter, len(header), bad_rows, exc) from None
+    if start == 0:
+        raise UnreadableInput(
+            path,
+            None,
+            "has_rows",
+            f"header only ({len(header)} columns, 0 rows)",
+            [delimiter.join(header)[:120]],
+            hint="the export produced no rows; check the upstream query",
+        )
+
+
+def _csv_failure(
+    path: Path, cfg: ColumnMapping, delimiter: str, expected: int, bad_rows: list, exc: Exception
+) -> UnreadableInput:
+    """Translate a pyarrow/zlib failure into the one ContractError a person can act on."""
+    if bad_rows:
+        row = bad_rows[0]
+        line = _physical_line(path, cfg, delimiter, row.number) if row.number else None
+        where = f"line {line}" if line else "a row"
+        return UnreadableInput(
+            path,
+            None,
+            "field_count",
+            f"{where} has {row.actual_columns} field(s) but the header has {row.expected_columns}",
+            [{"line": line, "text": row.text[:120]}],
+            hint="quote fields that contain the delimiter, drop stray trailing delimiters, "
+            "or check the delimiter",
+        )
+    text = str(exc)
+    if "UTF8" in text or isinstance(exc, UnicodeDecodeError):
+        return UnreadableInput(
+            path,
+            None,
+            "encoding",
+            f"not valid {cfg.encoding} past the first {SNIFF_BYTES} bytes",
+            hint="re-encode the file as UTF-8 (iconv -f latin1 -t utf-8)",
+        )
+    if isinstance(exc, EOFError | zlib.error) or any(w in text.lower() for w in ("gzip", "zlib", "compress")):
+        # A truncated upload surfaces mid-stream: read_table returns nothing, so nothing half-loads.
+        return UnreadableInput(
+            path,
+            None,
+            "readable_gzip",
+            f"truncated or corrupt gzip stream ({text.strip()[:200]})",
+            hint="the upload was cut short; re-upload the complete file (`gzip -t FILE` checks it)",
+        )
+    return UnreadableInput(
+        path, None, "csv_syntax", f"cannot parse CSV ({text.strip()[:200]})", hint="re-export the file as CSV"
+    )
+
+
+def _physical_line(path: Path, cfg: ColumnMapping, delimiter: str, record: int) -> int | None:
+    """1-based file line where CSV record `record` starts (header = record 1; blank lines not counted).
+
+    pyarrow numbers records, not lines; quoted fields with line breaks make the two differ, so the
+    error path re-reads the file once with the csv module to name the line a person opens.
+    """
+    encoding = "utf-8-sig" if cfg.encoding.lower() in ("utf-8", "utf8") else cfg.encoding
+    opener = gzip.open if _head_bytes(path, 2)[0] == b"\x1f\x8b" else open
+    try:
+        with opener(path, "rt", encoding=encoding, newline="", errors="replace") as fh:
+            reader = csv.reader(fh, delimiter=delimiter)
+            count, start = 0, 1
+            for fields in reader:
+                if fields:
+                    count += 1
+                    if count == record:
+                        return start
+                start = reader.line_num + 1
+    except (OSError, EOFError, csv.Error, zlib.error):
+        return None
+    return None
 
 
 def _decode_head(path: Path, head: bytes, encoding: str) -> str:
@@ -262,96 +544,6 @@ def _decode_head(path: Path, head: bytes, encoding: str) -> str:
         ) from None
 
 
-def _read_csv(path: Path, head: bytes, cfg: ColumnMapping) -> pd.DataFrame:
-    text = _decode_head(path, head, cfg.encoding)
-    lines = text.splitlines()
-    if not lines or not lines[0].strip():
-        raise UnreadableInput(
-            path, None, "has_header", "no header line", hint="the first line must name the columns"
-        )
-    name = path.name.lower().removesuffix(".gz")
-    delimiter = cfg.delimiter or ("\t" if name.endswith(".tsv") else ",")
-    header = next(csv.reader([lines[0]], delimiter=delimiter))
-    if len(header) == 1:
-        for other in OTHER_DELIMITERS:
-            if other != delimiter and len(lines[0].split(other)) > 1:
-                raise UnreadableInput(
-                    path,
-                    None,
-                    "delimiter",
-                    f"header has one column with delimiter {delimiter!r} but splits on {other!r}",
-                    [lines[0][:120]],
-                    hint=f"pass the delimiter explicitly (--delimiter {other!r}) or re-export with commas",
-                )
-    header = [h.strip() for h in header]
-    dupes = sorted({h for h in header if header.count(h) > 1})
-    if dupes:
-        raise UnreadableInput(
-            path,
-            dupes[0],
-            "unique_column_names",
-            f"header repeats column names {dupes}",
-            [lines[0][:120]],
-            hint="rename or drop the repeated columns",
-        )
-    encoding = "utf-8-sig" if cfg.encoding.lower() in ("utf-8", "utf8") else cfg.encoding
-    try:
-        # Everything as text first: coercion happens in coerce_frame, where bad values get named.
-        # Only empty cells are missing; literal 'NA'/'null' are legitimate query text.
-        df = pd.read_csv(
-            path,
-            sep=delimiter,
-            dtype=str,
-            keep_default_na=False,
-            na_values=[""],
-            encoding=encoding,
-            compression="infer",
-            on_bad_lines="error",
-            skipinitialspace=False,
-        )
-    except pd.errors.EmptyDataError:
-        raise UnreadableInput(
-            path, None, "has_header", "no columns to read", hint="re-export the batch"
-        ) from None
-    except pd.errors.ParserError as exc:
-        raise UnreadableInput(
-            path,
-            None,
-            "field_count",
-            f"rows do not match the header ({str(exc).strip()})",
-            hint="quote fields that contain the delimiter, or check the delimiter",
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise UnreadableInput(
-            path,
-            None,
-            "encoding",
-            f"not valid {cfg.encoding} past the first {SNIFF_BYTES} bytes ({exc.reason})",
-            hint="re-encode the file as UTF-8 (iconv -f latin1 -t utf-8)",
-        ) from None
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        # A truncated upload surfaces here, mid-parse, before any row is returned: nothing half-loads.
-        raise UnreadableInput(
-            path,
-            None,
-            "readable_gzip",
-            f"truncated or corrupt gzip stream ({exc})",
-            hint="the upload was cut short; re-upload the complete file (`gzip -t FILE` checks it)",
-        ) from None
-    df.columns = [str(c).strip() for c in df.columns]
-    if len(df) == 0:
-        raise UnreadableInput(
-            path,
-            None,
-            "has_rows",
-            f"header only ({len(df.columns)} columns, 0 rows)",
-            [lines[0][:120]],
-            hint="the export produced no rows; check the upstream query",
-        )
-    _check_repeated_header(path, df)
-    return df
-
-
 def _check_repeated_header(path: Path, df: pd.DataFrame) -> None:
     """Concatenated exports repeat the header line inside the data; those rows are not data."""
     cols = list(df.columns[: min(3, len(df.columns))])
@@ -359,7 +551,7 @@ def _check_repeated_header(path: Path, df: pd.DataFrame) -> None:
     for c in cols:
         mask &= (df[c] == c).to_numpy()
     if mask.any():
-        rows = np.flatnonzero(mask)[:MAX_EXAMPLES].tolist()
+        rows = [int(r) for r in df.index[mask][:MAX_EXAMPLES]]
         raise UnreadableInput(
             path,
             cols[0],
@@ -373,13 +565,78 @@ def _check_repeated_header(path: Path, df: pd.DataFrame) -> None:
 # --- coercion ---------------------------------------------------------------------------------------------
 
 
-def coerce_frame(
-    df: pd.DataFrame, source: str | Path, mapping: ColumnMapping | dict[str, str] | None = None
+def read_frame(
+    path: str | Path,
+    mapping: ColumnMapping | dict[str, str] | None = None,
+    required: tuple[str, ...] = REQUIRED_COLUMNS,
+    numeric: tuple[str, ...] = (),
+    not_null: tuple[str, ...] = (),
 ) -> pd.DataFrame:
-    """Rename mapped columns and coerce contract columns to their dtypes; never half-coerced."""
+    """Read one file and coerce it to the contract (read_table + coerce_frame); never half-loaded.
+
+    required: the contract columns this caller needs (a batch: REQUIRED_COLUMNS; predict input: query,
+    item_title; a metrics train file: query, item_id). numeric: extra columns that must hold finite
+    numbers (e.g. a predictions file's `score`). not_null: columns where an empty cell is refused here
+    (predict, metrics) rather than left to validation's `not_null` rule (batches).
+    Raises ContractError naming file, column, rule and rows.
+    """
+    return coerce_frame(read_table(path, mapping), str(path), mapping, required, numeric, not_null)
+
+
+def iter_frames(
+    path: str | Path,
+    mapping: ColumnMapping | dict[str, str] | None = None,
+    chunk_rows: int = 100_000,
+    required: tuple[str, ...] = REQUIRED_COLUMNS,
+    numeric: tuple[str, ...] = (),
+    not_null: tuple[str, ...] = (),
+) -> Iterator[pd.DataFrame]:
+    """Stream read_frame's result chunk by chunk (same rules; the index is the file's data-row number)."""
+    for chunk in iter_table(path, mapping, chunk_rows):
+        yield coerce_frame(chunk, str(path), mapping, required, numeric, not_null)
+
+
+def output_schema(
+    columns: list[str], stored: dict[str, Any], mapping: ColumnMapping | dict[str, str] | None = None
+) -> Any:
+    """The pyarrow schema of a rewritten file, fixed once from the contract and the source's stored types.
+
+    columns: the coerced frame's columns in order; stored: source_types() of the input file. Contract
+    columns get their contract type, every other column its stored type (all CSV columns are strings),
+    and a column the source lacks (e.g. `score`) float64. Writing every chunk with this schema keeps a
+    later chunk from being cast to what pandas inferred for the first one ('0000741' staying text).
+    """
+    import pyarrow as pa
+
+    renamed = {source: canonical for canonical, source in _as_mapping(mapping).columns.items()}
+    stored = {renamed.get(name, name): typ for name, typ in stored.items()}
+    fixed: dict[str, Any] = {c: pa.string() for c in TEXT_COLUMNS}
+    fixed |= {c: pa.float64() for c in FLOAT_COLUMNS} | {c: pa.int64() for c in INT_COLUMNS}
+    fixed |= {"label": pa.int8()} | {c: pa.timestamp("ns", tz="UTC") for c in DATETIME_COLUMNS}
+    fields = []
+    for col in columns:
+        typ = fixed.get(col) or stored.get(col) or pa.float64()
+        fields.append(pa.field(col, typ))
+    return pa.schema(fields)
+
+
+def coerce_frame(
+    df: pd.DataFrame,
+    source: str | Path,
+    mapping: ColumnMapping | dict[str, str] | None = None,
+    required: tuple[str, ...] = REQUIRED_COLUMNS,
+    numeric: tuple[str, ...] = (),
+    not_null: tuple[str, ...] = (),
+) -> pd.DataFrame:
+    """Rename mapped columns and coerce contract columns to their dtypes; never half-coerced.
+
+    Text columns keep their exact strings; no non-missing value ever becomes missing: a value that
+    cannot be read in its column's type raises BadValues naming the column, the rule and examples.
+    The unit an epoch-integer `ts` was read in is kept in `attrs["ts_unit"]`.
+    """
     cfg = _as_mapping(mapping)
     df = _apply_mapping(df, str(source), cfg)
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    missing = [c for c in required if c not in df.columns]
     if missing:
         present = [str(c) for c in df.columns]
         guesses = {m: difflib.get_close_matches(m, present, n=1, cutoff=0.6) for m in missing}
@@ -400,16 +657,29 @@ def coerce_frame(
     for col in TEXT_COLUMNS:
         if col in out.columns:
             out[col] = _coerce_text(out[col], str(source), col)
-    out["label"] = _coerce_label(out["label"], str(source))
-    for col in FLOAT_COLUMNS:
+    if "label" in out.columns:
+        out["label"] = _coerce_label(out["label"], str(source))
+    for col in FLOAT_COLUMNS + tuple(numeric):
         if col in out.columns:
-            out[col] = _coerce_numeric(out[col], str(source), col, integer=False)
+            out[col] = _coerce_numeric(out[col], str(source), col, integer=False, finite=col in numeric)
     for col in INT_COLUMNS:
         if col in out.columns:
             out[col] = _coerce_numeric(out[col], str(source), col, integer=True)
     for col in DATETIME_COLUMNS:
         if col in out.columns:
-            out[col] = _coerce_datetime(out[col], str(source), col)
+            out[col], unit = _coerce_datetime(out[col], str(source), col)
+            out.attrs[f"{col}_unit"] = unit
+    for col in not_null:
+        empty = out[col].isna().to_numpy() if col in out.columns else np.zeros(0, bool)
+        if empty.any():
+            raise BadValues(
+                source,
+                col,
+                "not_null",
+                f"{int(empty.sum())} row(s) have an empty {col}",
+                _bad_examples(out[col], empty),
+                hint=f"every row needs a {col} (only an empty cell is missing; 'NA' is text)",
+            )
     return out
 
 
@@ -441,8 +711,9 @@ def _apply_mapping(df: pd.DataFrame, source: str, cfg: ColumnMapping) -> pd.Data
 
 
 def _bad_examples(series: pd.Series, bad: np.ndarray) -> list[dict]:
+    # The index is the file's data-row number (iter_table sets it per chunk), not the chunk position.
     rows = np.flatnonzero(bad)[:MAX_EXAMPLES]
-    return [{"row": int(r), "value": _jsonable(series.iloc[r])} for r in rows]
+    return [{"row": _jsonable(series.index[r]), "value": _jsonable(series.iloc[r])} for r in rows]
 
 
 def _factorized(series: pd.Series) -> tuple[np.ndarray, pd.Index]:
@@ -475,7 +746,8 @@ def _coerce_text(series: pd.Series, source: str, col: str) -> pd.Series:
     # Numbers as ids/queries are fine as text ("123"), but floats from a NaN-holed int column are not "123.0".
     if pd.api.types.is_float_dtype(series.dtype):
         whole = series.dropna()
-        if (whole == np.floor(whole)).all():
+        # 2**53: beyond it a float no longer holds every integer, so "123.0" -> "123" could invent digits.
+        if (whole == np.floor(whole)).all() and (whole.abs() < 2.0**53).all():
             return series.astype("Int64").astype(str).where(series.notna(), None).astype(object)
     return series.astype(str).where(series.notna(), None).astype(object)
 
@@ -520,7 +792,14 @@ def _coerce_label(series: pd.Series, source: str) -> pd.Series:
     return pd.Series(np.asarray(values, dtype=np.int8), index=series.index, name="label")
 
 
-def _coerce_numeric(series: pd.Series, source: str, col: str, integer: bool) -> pd.Series:
+def _coerce_numeric(
+    series: pd.Series, source: str, col: str, integer: bool, finite: bool = False
+) -> pd.Series:
+    """Numbers from a numeric column or from text; text that is not a number is refused, never NaN.
+
+    finite=True (a predictions file's score): a missing value is refused too (rule `not_null`).
+    """
+    hint = f"{col} must be a number (decimal point '.', no currency signs) or empty"
     if pd.api.types.is_bool_dtype(series.dtype):
         series = series.astype(np.int8)
     if pd.api.types.is_numeric_dtype(series.dtype):
@@ -529,20 +808,25 @@ def _coerce_numeric(series: pd.Series, source: str, col: str, integer: bool) -> 
         codes, uniques = _factorized(series)
         converted = pd.to_numeric(pd.Series(uniques.astype(str).str.strip()), errors="coerce").to_numpy(float)
         numbers = pd.Series(np.where(codes >= 0, converted[codes], np.nan), index=series.index)
+        # 'nan', 'NaN', 'n/a', 'abc' and '' after stripping all come back NaN: text is never turned missing.
         bad = (codes >= 0) & np.isnan(numbers.to_numpy())
         if bad.any():
             raise BadValues(
-                source,
-                col,
-                "numeric",
-                f"{int(bad.sum())} value(s) are not numbers",
-                _bad_examples(series, bad),
-                hint=f"{col} must be a number (decimal point '.', no currency signs) or empty",
-            )
+                source, col, "numeric", f"{int(bad.sum())} value(s) are not numbers",
+                _bad_examples(series, bad), hint=hint,
+            )  # fmt: skip
+    values = numbers.to_numpy()
+    # inf/-inf ('inf', '1e999' in text, or stored in Parquet) are not prices, positions or scores.
+    bad = np.isinf(values) | (np.isnan(values) if finite else False)
+    if bad.any():
+        rule = "finite" if np.isinf(values).any() else "not_null"
+        raise BadValues(
+            source, col, rule, f"{int(bad.sum())} value(s) are missing or infinite",
+            _bad_examples(series, bad), hint=hint,
+        )  # fmt: skip
     if not integer:
         return numbers.rename(col)
-    values = numbers.to_numpy()
-    bad = ~np.isnan(values) & (values != np.floor(values))
+    bad = ~np.isnan(values) & ((values != np.floor(values)) | (np.abs(values) >= 2.0**53))
     if bad.any():
         raise BadValues(
             source,
@@ -555,11 +839,46 @@ def _coerce_numeric(series: pd.Series, source: str, col: str, integer: bool) -> 
     return numbers.astype("Int64").rename(col)
 
 
-def _coerce_datetime(series: pd.Series, source: str, col: str) -> pd.Series:
+# Epoch integers are read in the unit their magnitude implies: [1e8, 1e11) seconds is 1973-03 .. 5138, and
+# each finer unit is the same window times 1e3. Below 1e8 (0, 42, 20260105) the unit is a guess: refused.
+EPOCH_UNITS = (("s", 1e8), ("ms", 1e11), ("us", 1e14), ("ns", 1e17))
+EPOCH_MAX = 1e20
+_DIGITS = r"^\s*-?\d+(?:\.\d+)?\s*$"
+
+
+def _as_utc(series: pd.Series) -> pd.Series:
+    return series.dt.tz_convert("UTC") if series.dt.tz is not None else series.dt.tz_localize("UTC")
+
+
+def _coerce_datetime(series: pd.Series, source: str, col: str) -> tuple[pd.Series, str | None]:
+    """(UTC timestamps, how they were read: 'timestamp', 'iso8601' or 'epoch_s'/'_ms'/'_us'/'_ns').
+
+    Text is ISO 8601 unless every value is a plain number, which is then an epoch like a numeric column;
+    Parquet and CSV give the same result for the same values. Unparseable values raise BadValues.
+    """
     if pd.api.types.is_datetime64_any_dtype(series.dtype):
-        return series
+        return _as_utc(series).rename(col), "timestamp"
+    if pd.api.types.is_bool_dtype(series.dtype):
+        raise BadValues(
+            source,
+            col,
+            "datetime",
+            "booleans are not timestamps",
+            _bad_examples(series, np.ones(len(series), bool)),
+        )
     if pd.api.types.is_numeric_dtype(series.dtype):
-        return pd.to_datetime(series, unit="s", utc=True, errors="coerce").rename(col)
+        return _epoch(series, source, col)
+    text = series.astype(object).where(series.notna(), None)
+    present = text.dropna().astype(str)
+    if len(present) and present.str.match(_DIGITS).all():
+        stripped = present.str.strip()
+        ints = {i: int(v) for i, v in stripped.items()} if stripped.str.fullmatch(r"-?\d+").all() else {}
+        if ints and max(abs(v) for v in ints.values()) < 2**63:
+            # Exact integers (Int64 from the digits, never via float: 1.767e18 ns is past 2**53).
+            numbers = pd.Series(pd.array([ints.get(i) for i in series.index], "Int64"), index=series.index)
+        else:
+            numbers = pd.to_numeric(text.where(text.notna(), np.nan), errors="coerce")
+        return _epoch(numbers, source, col, shown=series)
     parsed = pd.to_datetime(series, errors="coerce", utc=True, format="ISO8601")
     bad = (parsed.isna() & series.notna()).to_numpy()
     if bad.any():
@@ -569,6 +888,54 @@ def _coerce_datetime(series: pd.Series, source: str, col: str) -> pd.Series:
             "datetime",
             f"{int(bad.sum())} value(s) are not ISO-8601 timestamps",
             _bad_examples(series, bad),
-            hint=f"write {col} as ISO 8601, e.g. 2026-11-28T13:25:01Z",
+            hint=f"write {col} as ISO 8601, e.g. 2026-11-28T13:25:01Z, or as epoch numbers in one unit",
         )
-    return parsed.rename(col)
+    return parsed.rename(col), "iso8601"
+
+
+def _epoch(
+    numbers: pd.Series, source: str, col: str, shown: pd.Series | None = None
+) -> tuple[pd.Series, str | None]:
+    """Epoch numbers -> UTC timestamps in the one unit their magnitudes imply (see EPOCH_UNITS).
+
+    shown: the values as written (CSV text), used for the examples of an error.
+    """
+    shown = numbers if shown is None else shown
+    values = numbers.to_numpy(dtype=float, na_value=np.nan)
+    present = ~np.isnan(values)
+    if not present.any():
+        return pd.Series(pd.NaT, index=numbers.index, dtype="datetime64[ns, UTC]", name=col), None
+    hint = f"write {col} as ISO 8601 or as epoch seconds/ms/us/ns after 1973-03-03 (one unit per file)"
+    out_of_range = present & ((values < EPOCH_UNITS[0][1]) | (values >= EPOCH_MAX) | ~np.isfinite(values))
+    if out_of_range.any():
+        raise BadValues(
+            source, col, "epoch_unit",
+            f"{int(out_of_range.sum())} value(s) are numbers whose epoch unit cannot be told "
+            f"(outside [{EPOCH_UNITS[0][1]:.0e}, {EPOCH_MAX:.0e}) or not finite)",
+            _bad_examples(shown, out_of_range), hint=hint,
+        )  # fmt: skip
+    bounds = np.array([low for _, low in EPOCH_UNITS])
+    unit_index = np.searchsorted(bounds, values[present], side="right") - 1
+    units = np.unique(unit_index)
+    if len(units) > 1:
+        tally = [int((unit_index == u).sum()) for u in units]
+        counts = {EPOCH_UNITS[int(u)][0]: n for u, n in zip(units, tally, strict=True)}
+        bad = np.zeros(len(values), bool)
+        bad[np.flatnonzero(present)[unit_index == units[int(np.argmin(tally))]]] = True
+        raise BadValues(
+            source, col, "epoch_unit", f"epoch values imply different units in one column {counts}",
+            _bad_examples(shown, bad), hint=hint,
+        )  # fmt: skip
+    unit = EPOCH_UNITS[int(units[0])][0]
+    try:
+        if pd.api.types.is_integer_dtype(numbers.dtype):
+            # Integers stay integers: 1.767e18 ns is past float64's 2**53 and would lose nanoseconds.
+            parsed = pd.to_datetime(numbers.astype("Int64"), unit=unit, utc=True)
+        else:
+            parsed = pd.to_datetime(pd.Series(values, index=numbers.index), unit=unit, utc=True)
+    except (OverflowError, ValueError, pd.errors.OutOfBoundsDatetime) as exc:
+        raise BadValues(
+            source, col, "epoch_unit", f"epoch values in {unit} fall outside 1677-2262 ({exc})",
+            _bad_examples(shown, present), hint=hint,
+        ) from None  # fmt: skip
+    return parsed.rename(col), f"epoch_{unit}"
