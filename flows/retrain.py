@@ -22,6 +22,9 @@ from tailguard.pipeline import RetrainParams, Timer
 from tasks import artifacts, candidate, evaluation, promotion, training
 from tasks import data as data_tasks
 
+# The validation warning of a batch accepted before whose run stored no version (pipeline.validate).
+RERUN_RULE = "batch_rerun_after_failed_run"
+
 
 class BatchRejected(Exception):
     """The batch failed validation; it was quarantined and production is untouched."""
@@ -78,7 +81,11 @@ def retrain(
             where = data_tasks.quarantine_batch(batch, result, ctx)
             artifacts.publish_rejection(result, where)
             raise BatchRejected(pipeline.rejection_message(result, where))
-        data_tasks.accept_batch(batch, result, ctx)
+        notes = [w["observed"] for w in result.get("warnings", []) if w.get("rule") == RERUN_RULE]
+        for note in notes:
+            logger.warning(note)
+        # The batch is recorded as accepted only once its version is stored (below): a late failure
+        # (training, evaluation, reports) must not make the rerun of the same file a "duplicate".
 
         train, eval_df = data_tasks.split_batch(batch, params)
         with Timer(ctx, "drift"):
@@ -111,6 +118,7 @@ def retrain(
             model_dir, batch, params, metrics, decision, balance_report, drift_summary, ctx, _flow_run_id()
         )
         version = manifest["version"]
+        data_tasks.accept_batch(batch, result, ctx, version)
         artifacts.publish_review_pack(
             metrics, decision, pipeline.stored_reports(manifest, ctx), version, ctx.store.uri
         )
@@ -150,6 +158,7 @@ def retrain(
             pointer = None
 
         outcome = pipeline.outcome(version, promoted, why, decision, metrics, pointer, manifest, ctx)
+        outcome["notes"] = notes
         artifacts.publish_outcome(outcome)
         return outcome
     finally:

@@ -29,9 +29,9 @@ def quarantine_batch(batch: LoadedBatch, result: dict, ctx: RunContext) -> str:
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
-def accept_batch(batch: LoadedBatch, result: dict, ctx: RunContext) -> str:
-    """Keep an accepted batch with its fingerprint and stats."""
-    return pipeline.accept(batch, result, ctx)
+def accept_batch(batch: LoadedBatch, result: dict, ctx: RunContext, version: str) -> str:
+    """Record the batch as accepted (input, fingerprint, stats, the version stored from it)."""
+    return pipeline.accept(batch, result, ctx, version)
 
 
 @task(cache_policy=NO_CACHE)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.concurrency.sync import concurrency
 
 from tailguard import pipeline
+from tasks.locks import promotion_lock
 from tasks.retry import transient_io
 
 
@@ -27,19 +25,8 @@ def promote_candidate(
     version: str, decision: dict, review: dict, ctx, expected_production: str | None
 ) -> dict:
     """Flip the production pointer, one promotion per model at a time (the conditional write backs it up)."""
-    name = f"promote-{ctx.settings.model_name}"
-    _ensure_limit(name)
-    with concurrency(name, occupy=1, strict=True):
+    with promotion_lock(ctx.settings.model_name):
         return pipeline.promote(version, decision, review, ctx, expected_production)
-
-
-def _ensure_limit(name: str) -> None:
-    """Create the one-slot limit if missing (embedded runs have none; two creators racing is harmless)."""
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectAlreadyExists
-
-    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
-        client.upsert_global_concurrency_limit_by_name(name, limit=1)
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)

@@ -21,8 +21,14 @@ def _registry(store_uri: str = "", model_name: str = ""):
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
 def rollback_production(to: str | None, by: str, store_uri: str = "", model_name: str = "") -> dict:
-    """Point production back at `to` (default: the previous production version); returns the pointer."""
-    return _registry(store_uri, model_name).rollback(to=to, by=by)
+    """Point production back at `to` (default: the previous production version); returns the pointer.
+
+    Holds the model's promotion lock, like the retrain flow's promotion and the CLI."""
+    from tasks.locks import promotion_lock
+
+    registry = _registry(store_uri, model_name)
+    with promotion_lock(registry.model_name):
+        return registry.rollback(to=to, by=by)
 
 
 def resume_review(flow_run_id: str, approve: bool, reviewer: str, comment: str = "", override: bool = False):

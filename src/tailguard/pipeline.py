@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tailguard.settings import Settings, get_settings
 
@@ -79,6 +79,60 @@ class RetrainParams(BaseModel):
             except ValidationError as err:
                 raise ValueError(f"invalid train_options: {err}") from None
         return self
+
+
+class ValidationRecord(BaseModel):
+    """validation.json: the one shape `tailguard validate` and the retrain flow record for a batch.
+
+    stage says which check decided ("contract": the file could not be read under the data contract, so
+    GX never ran; "validation": the GX suites ran), status the outcome. failures/warnings are dicts with
+    file, column, rule, observed, severity and examples (ContractError.to_dict / validation.Failure).
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    source: str = Field(description="The batch as given: path, folder or s3:// URI.")
+    batch_id: str | None = Field(None, description="Content id ('b-' + 16 hex) when the files were read.")
+    success: bool
+    stage: Literal["contract", "validation"]
+    status: Literal["passed", "failed", "could_not_run"]
+    summary: str = ""
+    failures: list[dict[str, Any]] = Field(default_factory=list)
+    warnings: list[dict[str, Any]] = Field(default_factory=list)
+    could_not_run: list[dict[str, Any]] = Field(default_factory=list)
+    skipped: list[str] = Field(default_factory=list)
+    stats: dict[str, Any] | None = None
+    previous_batch_id: str | None = None
+    elapsed_s: float = 0.0
+    gx_results: list[dict[str, Any]] = Field(default_factory=list)
+
+    @classmethod
+    def contract_refusal(cls, source: str, error: dict, batch_id: str | None = None) -> ValidationRecord:
+        """The record of a batch the data contract refused (error: ContractError.to_dict())."""
+        where = f"column '{error.get('column')}' rule '{error.get('rule')}'"
+        return cls(
+            source=source, batch_id=batch_id, success=False, stage="contract", status="failed",
+            summary=f"{source}: REFUSED by the data contract ({where})",
+            failures=[{**error, "severity": "error"}],
+        )  # fmt: skip
+
+    @classmethod
+    def from_outcome(
+        cls, outcome: Any, batch_id: str | None = None, previous_batch_id: str | None = None
+    ) -> ValidationRecord:
+        """The record of a GX validation (outcome: validation.ValidationResult)."""
+        return cls(
+            **outcome.to_dict(), stage="validation", batch_id=batch_id, previous_batch_id=previous_batch_id
+        )
+
+    def add_failure(self, failure: dict) -> None:
+        """Refuse the batch for one more rule (a record-level check such as a duplicate batch)."""
+        self.failures.append({**failure, "severity": "error"})
+        self.success, self.status = False, "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form written to validation.json."""
+        return self.model_dump(mode="json")
 
 
 @dataclass
@@ -155,39 +209,60 @@ def previous_batch(ctx: RunContext, exclude: str | None = None) -> dict | None:
     return accepted_batch(ctx.store, exclude=exclude)
 
 
+def stored_version_of(batch_id: str, ctx: RunContext) -> str | None:
+    """The version a run stored from this batch, or None when no run got that far.
+
+    The accepted batch's record names it; records written before results were tracked (accepted at
+    validation time) are matched against the manifests' data.batch_id instead.
+    """
+    from tailguard.data import accepted_batch
+
+    record = accepted_batch(ctx.store, batch_id)
+    if record is None:
+        return None
+    if record.get("version"):
+        return record["version"]
+    registry = ctx.registry
+    for row in reversed(registry.list_versions()):
+        if (registry.manifest(row["version"]).get("data") or {}).get("batch_id") == batch_id:
+            return row["version"]
+    return None
+
+
 def validate(batch: LoadedBatch, ctx: RunContext, params: RetrainParams) -> dict:
-    """Run the contract-level and GX checks; return the JSON-able result (success, failures, stats)."""
+    """Run the contract-level and GX checks; return the ValidationRecord as a dict.
+
+    A batch counts as seen before only when a run stored a version from it: an accepted batch whose run
+    failed later is validated again, with a warning (rule batch_rerun_after_failed_run) saying so.
+    """
+    from tailguard.data import accepted_batch
     from tailguard.validation import ValidationPolicy, batch_stats, validate_frame
 
     if batch.frame is None:  # the contract check refused it before GX could run
-        return {
-            "success": False,
-            "batch_id": batch.batch_id,
-            "stage": "contract",
-            "stats": None,
-            "failures": [{**(batch.contract_error or {}), "severity": "error"}],
-            "could_not_run": [],
-            "warnings": [],
-        }
+        refusal = ValidationRecord.contract_refusal(batch.uri, batch.contract_error or {}, batch.batch_id)
+        return refusal.to_dict()
     previous = previous_batch(ctx, exclude=batch.batch_id)
-    result = validate_frame(
+    outcome = validate_frame(
         batch.frame, batch.uri, previous.get("stats") if previous else None, ValidationPolicy()
-    ).to_dict()
-    if not params.allow_duplicate_batch and ctx.store.exists(f"batches/{batch.batch_id}/fingerprint.json"):
-        result["success"] = False
-        result.setdefault("failures", []).append(
-            {
-                "file": batch.uri,
-                "column": "*",
-                "rule": "batch_not_seen_before",
-                "severity": "error",
-                "observed": f"identical content was accepted before as {batch.batch_id}",
-                "examples": [f["name"] for f in batch.fingerprint["files"]],
-            }
-        )
-    result["batch_id"] = batch.batch_id
-    result["stats"] = result.get("stats") or batch_stats(batch.frame)
-    return result
+    )
+    record = ValidationRecord.from_outcome(
+        outcome, batch.batch_id, previous.get("batch_id") if previous else None
+    )
+    seen = {"file": batch.uri, "column": "*", "examples": [f["name"] for f in batch.fingerprint["files"]]}
+    stored = stored_version_of(batch.batch_id, ctx)
+    if stored and not params.allow_duplicate_batch:
+        record.add_failure(
+            {**seen, "kind": "validation", "rule": "batch_not_seen_before",
+             "observed": f"identical content was accepted before as {batch.batch_id} (version {stored})"}
+        )  # fmt: skip
+    elif not stored and accepted_batch(ctx.store, batch.batch_id) is not None:
+        record.warnings.append(
+            {**seen, "kind": "validation", "rule": "batch_rerun_after_failed_run", "severity": "warning",
+             "observed": f"batch {batch.batch_id} was accepted before but no version was stored from it "
+             "(that run failed after validation); running it again"}
+        )  # fmt: skip
+    record.stats = record.stats or batch_stats(batch.frame)
+    return record.to_dict()
 
 
 def quarantine(batch: LoadedBatch, result: dict, ctx: RunContext) -> str:
@@ -206,8 +281,10 @@ def quarantine(batch: LoadedBatch, result: dict, ctx: RunContext) -> str:
     )
 
 
-def accept(batch: LoadedBatch, result: dict, ctx: RunContext) -> str:
-    """Keep the accepted batch as received with its fingerprint and stats under batches/<batch_id>/."""
+def accept(batch: LoadedBatch, result: dict, ctx: RunContext, version: str) -> str:
+    """Record the batch as accepted under batches/<batch_id>/ (input as received, fingerprint, stats, and
+    the version stored from it). Called once that version is stored: a run that fails earlier leaves no
+    record, so rerunning the same file is not refused as a duplicate."""
     from tailguard.data import accept_batch
 
     meta = {
@@ -217,6 +294,7 @@ def accept(batch: LoadedBatch, result: dict, ctx: RunContext) -> str:
         "stats": result.get("stats"),
         "accepted_at": datetime.now(UTC).isoformat(),
         "warnings": result.get("warnings", []),
+        "version": version,
     }
     return accept_batch(ctx.store, batch.batch_id, batch.files, meta)
 
@@ -238,12 +316,12 @@ def drift(train: pd.DataFrame, batch: LoadedBatch, ctx: RunContext) -> dict | No
     from tailguard.reports import drift_report
 
     manifest = ctx.registry.manifest(pointer["version"])
-    ref_id = manifest.get("data", {}).get("batch_id")
+    ref_id = (manifest.get("data") or {}).get("batch_id")
     if not ref_id or not ctx.store.list_keys(f"batches/{ref_id}/input/"):
         return None
     ref_dir = ctx.work_dir / "reference"
     ctx.store.download_dir(f"batches/{ref_id}/input", ref_dir)
-    columns = manifest.get("data", {}).get("columns")  # the mapping production's batch was read with
+    columns = (manifest.get("data") or {}).get("columns")  # the mapping production's batch was read with
     reference = load_batch(str(ref_dir), parse_columns(columns) if columns else None)
     summary = drift_report(reference, batch.frame, ctx.work_dir / "reports" / "drift.html")
     summary["reference_batch_id"] = ref_id
@@ -370,6 +448,7 @@ def write_candidate(
     flow_run_id: str = "",
 ) -> dict:
     """Write the candidate's version folder (files first, manifest last); production is not touched."""
+    from tailguard.registry import Manifest
     from tailguard.summary import headline_metrics
 
     registry = ctx.registry
@@ -382,23 +461,23 @@ def write_candidate(
         files[name].write_text(json.dumps(payload, indent=2, default=str))
     if (ctx.work_dir / "reports").exists():
         files["reports"] = ctx.work_dir / "reports"  # the registry uploads a folder file by file
-    manifest = {  # the registry adds version, model name, creation time, code version and checksums
-        "data": {
+    manifest = Manifest(  # the registry adds version, model name, creation time, code version and checksums
+        data={
             "batch_id": batch.batch_id,
             "uri": batch.uri,
             "fingerprint": batch.fingerprint,
             "columns": params.columns or None,
             "rows": len(batch.frame),
         },
-        "params": params.model_dump(),
-        "decision": {"promote": decision.get("promote"), "reasons": decision.get("reasons", [])},
-        "headline": headline_metrics(evaluation),
-        "balance": balance_report,
-        "drift": drift_summary,
-        "runtime": {"python": platform.python_version()},
-        "flow_run_id": flow_run_id,
-        "timings_s": {k: round(v, 3) for k, v in ctx.timings.items()},
-    }
+        params=params.model_dump(mode="json"),
+        decision={"promote": decision.get("promote"), "reasons": decision.get("reasons", [])},
+        headline=headline_metrics(evaluation),
+        balance=balance_report,
+        drift=drift_summary,
+        runtime={"python": platform.python_version()},
+        flow_run_id=flow_run_id,
+        timings_s={k: round(v, 3) for k, v in ctx.timings.items()},
+    )
     return registry.write_version(version, model_dir, files, manifest)
 
 

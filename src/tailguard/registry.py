@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import re
 import secrets
@@ -11,6 +12,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from tailguard import __version__
 from tailguard.store import ArtifactStore, KeyNotFound, PreconditionFailed, sha256_file
@@ -64,12 +67,75 @@ def git_revision(cwd: Path | None = None) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def _gate_passed(decision: dict) -> bool:
-    """Whether a gate decision allows promotion; decisions without a verdict count as passing."""
+def _gate_verdict(decision: dict | None) -> bool | None:
+    """The gate's verdict in a decision (True/False), or None when it holds none (never judged)."""
     for key in ("promote", "passed", "approved"):
-        if key in decision:
+        if (decision or {}).get(key) is not None:
             return bool(decision[key])
-    return True
+    return None
+
+
+class DataRecord(BaseModel):
+    """The batch a version was trained on (manifest "data")."""
+
+    model_config = ConfigDict(extra="allow")
+
+    batch_id: str = Field(description="Content id of the accepted batch, 'b-' + 16 hex (data.batch_id_for).")
+    uri: str = Field("", description="Where the batch was read from: path or s3:// URI.")
+    fingerprint: dict[str, Any] = Field(
+        default_factory=dict, description="{'files': [{'name', 'bytes', 'sha256'}], 'sha256': digest}."
+    )
+    columns: str | None = Field(None, description="Column mapping it was read with, if any.")
+    rows: int | None = Field(None, ge=0, description="Rows in the batch (train + eval).")
+
+
+class DecisionRecord(BaseModel):
+    """The gate's verdict as recorded with the version; promote None means the gate never judged it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    promote: bool | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+
+class FileRecord(BaseModel):
+    """One stored file of a version."""
+
+    sha256: str
+    size: int = Field(ge=0, description="Bytes.")
+
+
+class Manifest(BaseModel):
+    """manifest.json of a version: what the pipeline records, plus what write_version adds.
+
+    The pipeline fills data, params, decision, headline ({"slice/metric": {"candidate", "production"}}),
+    balance, drift, runtime, flow_run_id and timings_s (seconds per stage); the registry fills
+    model_name, version, created_at, package_version, git_revision, files and upload_seconds (s).
+    Unknown keys are kept, so manifests written by older versions still load.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    data: DataRecord | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    decision: DecisionRecord | None = None
+    headline: dict[str, dict[str, float | None]] = Field(default_factory=dict)
+    balance: dict[str, Any] | None = None
+    drift: dict[str, Any] | None = None
+    runtime: dict[str, Any] = Field(default_factory=dict)
+    flow_run_id: str = ""
+    timings_s: dict[str, float] = Field(default_factory=dict)
+    model_name: str | None = None
+    version: str | None = None
+    created_at: str | None = None
+    package_version: str | None = None
+    git_revision: str | None = None
+    files: dict[str, FileRecord] = Field(default_factory=dict)
+    upload_seconds: float | None = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The JSON form written to the store (unset optional parts left out)."""
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 class Registry:
@@ -101,9 +167,14 @@ class Registry:
         return f"{_utc_now():%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
     def write_version(
-        self, version: str, model_dir: Path, extra_files: dict[str, Path], manifest: dict
+        self, version: str, model_dir: Path, extra_files: dict[str, Path], manifest: Manifest | dict
     ) -> dict:
-        """Upload model/ and extra files, then the model card, then manifest.json last; returns it."""
+        """Upload model/ and extra files, then the model card, then manifest.json last; returns it.
+
+        manifest: a Manifest (a dict is validated into one; pydantic.ValidationError on a wrong shape).
+        """
+        if not isinstance(manifest, Manifest):
+            manifest = Manifest.model_validate(manifest)
         prefix = self.version_prefix(version)
         if self.store.exists(f"{prefix}/{MANIFEST}"):
             raise RegistryError(
@@ -137,22 +208,33 @@ class Registry:
             files[name] = {"sha256": sha256_file(source), "size": source.stat().st_size}
             self.store.put_file(f"{prefix}/{name}", source)
 
-        full = dict(manifest)
-        full.setdefault("package_version", __version__)
-        full.setdefault("git_revision", git_revision())
-        full.update(model_name=self.model_name, version=version, created_at=_iso(_utc_now()))
-        card = render_model_card({**full, "files": files}).encode()
+        full = manifest.model_copy(
+            update={
+                "package_version": manifest.package_version or __version__,
+                "git_revision": manifest.git_revision or git_revision(),
+                "model_name": self.model_name,
+                "version": version,
+                "created_at": _iso(_utc_now()),
+                "files": {k: FileRecord(**v) for k, v in files.items()},
+            }
+        )
+        card = render_model_card(full).encode()
         self.store.put_bytes(f"{prefix}/{MODEL_CARD}", card)
         files[MODEL_CARD] = {"sha256": hashlib.sha256(card).hexdigest(), "size": len(card)}
-        full["files"] = dict(sorted(files.items()))
-        full["upload_seconds"] = round(time.perf_counter() - started, 3)
+        full.files = {k: FileRecord(**v) for k, v in sorted(files.items())}
+        full.upload_seconds = round(time.perf_counter() - started, 3)
+        full = full.to_json_dict()
         # The manifest goes last: a version without one is an interrupted upload and is never served.
         self.store.put_bytes(f"{prefix}/{MANIFEST}", _json_bytes(full))
         return full
 
     def manifest(self, version: str) -> dict:
-        """The manifest of a complete version; IncompleteVersion or RegistryError otherwise."""
+        """The manifest of a complete version as a dict; IncompleteVersion or RegistryError otherwise."""
         return json.loads(self._manifest_bytes(version))
+
+    def read_manifest(self, version: str) -> Manifest:
+        """The manifest of a complete version, typed; IncompleteVersion or RegistryError otherwise."""
+        return Manifest.model_validate_json(self._manifest_bytes(version))
 
     def _manifest_bytes(self, version: str) -> bytes:
         prefix = self.version_prefix(version)
@@ -283,11 +365,15 @@ class Registry:
         """
         if not approved_by:
             raise RegistryError("promote needs the name of who approved it (approved_by)")
-        gate_passed = _gate_passed(decision)
+        verdict = _gate_verdict(decision)
+        gate_passed = bool(verdict)
         if not gate_passed and not override:
+            why = "failed the gate" if verdict is False else "has no gate decision (it was never judged)"
             raise RegistryError(
-                f"version {version} failed the gate; promoting it needs override=True (recorded in the audit)"
+                f"version {version} {why}; promoting it needs override=True / --override "
+                "(recorded in the audit)"
             )
+        self.store.require_conditional_writes()
         manifest_sha = hashlib.sha256(self._manifest_bytes(version)).hexdigest()
         found = self.store.read_versioned(self.pointer_key)
         previous = json.loads(found[0]) if found else None
@@ -339,6 +425,7 @@ class Registry:
 
     def rollback(self, to: str | None = None, by: str = "") -> dict:
         """Point production at `to` (default: the version before the production one); returns the pointer."""
+        self.store.require_conditional_writes()
         found = self.store.read_versioned(self.pointer_key)
         if found is None:
             raise RegistryError(f"{self.model_name!r} has no production model to roll back")
@@ -406,35 +493,77 @@ class Registry:
         ]
 
 
-def render_model_card(manifest: dict) -> str:
-    """A markdown model card from a manifest: identity, data, configs, metrics, decision, timings, files."""
+def _md(value: Any) -> str:
+    """A markdown table cell that stays one cell for any text: HTML escaped, '|' and newlines neutralised."""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return html.escape(text, quote=False).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _kv_table(pairs: list[tuple[str, Any]]) -> list[str]:
+    return ["| name | value |", "|---|---|"] + [f"| {_md(k)} | {_md(v)} |" for k, v in pairs]
+
+
+def _data_section(data: DataRecord) -> list[str]:
+    pairs = [("batch_id", data.batch_id), ("uri", data.uri), ("rows", data.rows)]
+    pairs += [("columns", data.columns)] if data.columns else []
+    digest = data.fingerprint.get("sha256")
+    pairs += [("fingerprint sha256", digest)] if digest else []
+    lines = _kv_table(pairs)
+    files = data.fingerprint.get("files") or []
+    if files:
+        lines += ["", "| input file | bytes | sha256 |", "|---|---|---|"]
+        lines += [f"| {_md(f.get('name'))} | {_md(f.get('bytes'))} | `{_md(f.get('sha256'))}` |"
+                  for f in files]  # fmt: skip
+    return lines
+
+
+def _metrics_section(headline: dict[str, dict[str, float | None]]) -> list[str]:
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
+    if not headline:
+        return ["No headline metric is defined on this evaluation split (e.g. one class only): see "
+                "metrics.json for why each one is undefined."]  # fmt: skip
+    lines = ["| slice/metric | candidate | production |", "|---|---|---|"]
+    for name, values in headline.items():
+        lines.append(f"| {_md(name)} | {fmt(values.get('candidate'))} | {fmt(values.get('production'))} |")
+    return lines + ["", "All metrics, per slice with 95% intervals: metrics.json."]
+
+
+def _decision_section(decision: DecisionRecord) -> list[str]:
+    verdict = {True: "promote", False: "do not promote", None: "not judged"}[decision.promote]
+    return [f"Gate verdict: **{verdict}**", ""] + [f"- {_md(r)}" for r in decision.reasons]
+
+
+def render_model_card(manifest: Manifest | dict) -> str:
+    """A markdown model card from a manifest: identity, training data, configuration, metrics, gate
+    decision, stage timings (s), files. Every cell is escaped (safe for any text in the batch or params)."""
+    m = manifest if isinstance(manifest, Manifest) else Manifest.model_validate(manifest)
     lines = [
-        f"# Model card: {manifest.get('model_name', '?')} {manifest.get('version', '?')}",
+        f"# Model card: {_md(m.model_name or '?')} {_md(m.version or '?')}",
         "",
         "Query–item relevance cross-encoder for e-commerce search, retrained by tailguard.",
         "",
         "| field | value |",
         "|---|---|",
     ]
-    for field in ("version", "created_at", "package_version", "git_revision", "flow_run_id", "base_model"):
-        if manifest.get(field) is not None:
-            lines.append(f"| {field} | `{manifest[field]}` |")
-    sections = [
-        ("Training data", "fingerprints"),
-        ("Configuration", "configs"),
-        ("Metrics", "metrics"),
-        ("Gate decision", "decision"),
-        ("Stage timings (s)", "timings"),
-    ]
-    for title, field in sections:
-        value = manifest.get(field)
-        if not value:
-            continue
-        lines += ["", f"## {title}", ""]
-        if isinstance(value, dict) and all(not isinstance(v, dict | list) for v in value.values()):
-            lines += ["| name | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in value.items()]
-        else:
-            lines += ["```json", json.dumps(value, indent=2, sort_keys=True, default=str), "```"]
+    identity = [("version", m.version), ("created_at", m.created_at), ("package_version", m.package_version),
+                ("git_revision", m.git_revision), ("flow_run_id", m.flow_run_id or None),
+                ("base_model", m.params.get("base_model"))]  # fmt: skip
+    lines += [f"| {k} | `{_md(v)}` |" for k, v in identity if v is not None]
+    sections: list[tuple[str, list[str]]] = []
+    if m.data is not None:
+        sections.append(("Training data", _data_section(m.data)))
+    if m.params:
+        sections.append(("Configuration", _kv_table(sorted(m.params.items()))))
+    if m.headline or m.decision is not None:  # a judged version always says what its metrics were
+        sections.append(("Metrics", _metrics_section(m.headline)))
+    if m.decision is not None:
+        sections.append(("Gate decision", _decision_section(m.decision)))
+    if m.timings_s:
+        sections.append(("Stage timings (s)", _kv_table(list(m.timings_s.items()))))
+    for title, body in sections:
+        lines += ["", f"## {title}", "", *body]
     lines += [
         "",
         "## Intended use and limits",
@@ -447,6 +576,6 @@ def render_model_card(manifest: dict) -> str:
         "| file | bytes | sha256 |",
         "|---|---|---|",
     ]
-    for name, meta in sorted(manifest.get("files", {}).items()):
-        lines.append(f"| {name} | {meta['size']} | `{meta['sha256'][:16]}…` |")
+    for name, meta in sorted(m.files.items()):
+        lines.append(f"| {_md(name)} | {meta.size} | `{meta.sha256[:16]}…` |")
     return "\n".join(lines) + "\n"

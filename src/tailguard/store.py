@@ -41,6 +41,14 @@ class PreconditionFailed(StoreError):
     """A conditional write lost: the object changed (or appeared) since it was read."""
 
 
+class ConditionalWritesIgnored(StoreError):
+    """The endpoint accepts PutObject but does not enforce If-Match / If-None-Match on it.
+
+    Two racing promotions would then both "win" the production.json flip (one vanishes from the rollback
+    history), so the registry refuses to promote or roll back on such a store.
+    """
+
+
 def _check_key(key: str) -> str:
     """Refuse keys that could escape the store root or collide with bookkeeping files."""
     parts = key.split("/")
@@ -110,6 +118,11 @@ class ArtifactStore(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove an object; absent keys are fine."""
+
+    def require_conditional_writes(self) -> None:
+        """Raise ConditionalWritesIgnored unless put_conditional really refuses a write that breaks its
+        condition. The base and LocalStore enforce it themselves (flock + atomic rename): nothing to probe."""
+        return None
 
     def upload_dir(self, local_dir: Path, prefix: str) -> list[str]:
         """Upload every file below local_dir under prefix; returns the keys written."""
@@ -282,6 +295,7 @@ class S3Store(ArtifactStore):
         region = session.region_name or "us-east-1"
         self.client = session.client("s3", region_name=region, config=config)
         self.endpoint = self.client.meta.endpoint_url
+        self._conditional_problem: str | None = None  # set by the first probe: "" when honoured
 
     def _key(self, key: str) -> str:
         return _join(self.prefix, _check_key(key))
@@ -422,6 +436,56 @@ class S3Store(ArtifactStore):
     def delete(self, key: str) -> None:
         with self._call("delete", key):
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def require_conditional_writes(self) -> None:
+        """Probe once per store that the endpoint enforces If-None-Match and If-Match on PutObject.
+
+        A scratch key (`_tailguard-probe/<uuid>`, deleted afterwards) is written with If-None-Match: *
+        twice, then with If-Match on an etag it never had; both later writes must be refused (412/409).
+        Some S3-compatible servers drop these headers silently. Raises ConditionalWritesIgnored naming
+        the endpoint and the header; a transient StoreError (unreachable) is raised without caching.
+        """
+        if self._conditional_problem is None:
+            self._conditional_problem = self._probe_conditional_writes()
+        if self._conditional_problem:
+            raise ConditionalWritesIgnored(self._conditional_problem, bucket=self.bucket)
+
+    def _probe_conditional_writes(self) -> str:
+        """'' when both conditions are enforced, else why not (what the refusal message says)."""
+        key = _join(self.prefix, f"_tailguard-probe/{uuid.uuid4().hex}")
+        where = f"s3://{self.bucket}/{key} at endpoint {self.endpoint}"
+        advice = (
+            "; production.json cannot be flipped safely there (two racing promotions would both succeed). "
+            "Promotion and rollback are refused: use an S3 store that enforces conditional writes."
+        )
+        attempts = [("If-None-Match", {"IfNoneMatch": "*"}), ("If-None-Match", {"IfNoneMatch": "*"}),
+                    ("If-Match", {"IfMatch": '"' + "0" * 32 + '"'})]  # fmt: skip
+        written = False
+        try:
+            for i, (header, condition) in enumerate(attempts):
+                try:
+                    with self._call("conditional-write probe", None):
+                        self.client.put_object(Bucket=self.bucket, Key=key, Body=b"%d" % i, **condition)
+                    written = True
+                except PreconditionFailed:
+                    if i == 0:  # a fresh uuid key cannot exist: the server refuses even the first write
+                        return f"{where} refused a first write-if-absent to a new key" + advice
+                    continue
+                except StoreError as exc:
+                    if exc.transient:
+                        raise
+                    # e.g. 501 NotImplemented or 400 for an unknown header: not supported at all.
+                    return f"{where} does not support {header} on PutObject ({exc})" + advice
+                if i > 0:
+                    return (
+                        f"{where} ignores {header} on PutObject: a write that had to be refused "
+                        f"({header}: {next(iter(condition.values()))}) succeeded" + advice
+                    )
+        finally:
+            if written:  # cleanup only; the verdict stands either way
+                with contextlib.suppress(Exception):
+                    self.client.delete_object(Bucket=self.bucket, Key=key)
+        return ""
 
 
 def open_store(uri: str = "") -> ArtifactStore:

@@ -41,7 +41,7 @@ def make_model(tmp_path: Path, tag: str) -> tuple[Path, dict[str, Path]]:
 def add_version(registry: Registry, tmp_path: Path, tag: str, **extra) -> str:
     version = registry.new_version_id()
     model, files = make_model(tmp_path, tag)
-    registry.write_version(version, model, files, {"flow_run_id": f"run-{tag}", **extra})
+    registry.write_version(version, model, files, {"flow_run_id": f"run-{tag}", "decision": PASS, **extra})
     return version
 
 
@@ -81,11 +81,13 @@ def test_write_version_uploads_everything_then_manifest_last(store, tmp_path):
         version,
         model,
         files,
-        {
+        {  # the keys pipeline.write_candidate writes (tests/flows renders a card from a real run's)
             "flow_run_id": "abc",
-            "fingerprints": {"batch": "f00"},
-            "configs": {"epochs": 1},
-            "timings": {"x": 1},
+            "data": {"batch_id": "b-f00", "uri": "s3://in/batch.csv", "rows": 4000},
+            "params": {"epochs": 1, "balance": "random_under"},
+            "headline": {"overall/roc_auc": {"candidate": 0.71234, "production": None}},
+            "decision": {"promote": True, "reasons": ["all gates passed"]},
+            "timings_s": {"train": 1.5},
         },
     )
     prefix = f"models/relevance/versions/{version}/"
@@ -102,9 +104,12 @@ def test_write_version_uploads_everything_then_manifest_last(store, tmp_path):
     for name, meta in manifest["files"].items():
         assert hashlib.sha256(store.get_bytes(prefix + name)).hexdigest() == meta["sha256"]
     assert manifest["flow_run_id"] == "abc" and manifest["package_version"]
-    assert manifest["fingerprints"] == {"batch": "f00"} and manifest["version"] == version
+    assert manifest["data"]["batch_id"] == "b-f00" and manifest["version"] == version
     card = store.get_bytes(prefix + "model_card.md").decode()
     assert f"# Model card: relevance {version}" in card and "| epochs | 1 |" in card and "`abc`" in card
+    assert "| batch_id | b-f00 |" in card and "| rows | 4000 |" in card
+    assert "| overall/roc_auc | 0.7123 | - |" in card and "| train | 1.5 |" in card
+    assert "Gate verdict: **promote**" in card
     with pytest.raises(RegistryError, match="immutable"):
         registry.write_version(version, model, files, {})
 
@@ -423,3 +428,110 @@ def test_cli_models_promote_rollback(tmp_path, monkeypatch):
     assert registry.production()["version"] == v1 and registry.audit()[-1]["approved_by"] == "oncall"
     missing = runner.invoke(app, ["promote", "20990101T000000Z-abcdef"])
     assert missing.exit_code == 1 and "does not exist" in missing.output
+
+
+# --- issue 12 items 8-10 ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("decision", [{}, {"promote": None, "reasons": []}, {"reasons": ["not judged"]}])
+def test_version_without_gate_verdict_needs_override(store, tmp_path, decision):
+    registry = Registry(store, "relevance")
+    version = add_version(registry, tmp_path, "x", decision=decision or None)
+    with pytest.raises(RegistryError, match="has no gate decision.*override"):
+        recorded = registry.manifest(version).get("decision") or {}
+        registry.promote(version, approved_by="ana", decision=recorded)
+    assert registry.production() is None and registry.audit() == []
+    pointer = registry.promote(version, approved_by="ana", decision=decision, override=True, comment="hotfix")
+    assert pointer["override"] is True and pointer["gate_passed"] is False
+
+
+def test_cli_promote_of_manifest_without_decision_is_refused_without_override(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tailguard.cli import app
+
+    monkeypatch.setenv("TAILGUARD_STORE", str(tmp_path / "store"))
+    registry = Registry(open_store(str(tmp_path / "store")), "relevance")
+    version = registry.new_version_id()
+    model, files = make_model(tmp_path, "n")
+    registry.write_version(version, model, files, {"flow_run_id": "hand-made"})  # no decision at all
+    refused = CliRunner().invoke(app, ["promote", version, "--by", "ana"])
+    assert refused.exit_code == 1 and "no gate decision" in refused.output and "--override" in refused.output
+    assert registry.production() is None
+    assert CliRunner().invoke(app, ["promote", version, "--by", "ana", "--override"]).exit_code == 0
+    assert registry.production()["override"] is True
+
+
+def _dropping_store(s3_uri: str) -> S3Store:
+    """An S3Store on moto whose client drops If-Match / If-None-Match (a store that ignores them)."""
+    store = S3Store(*s3_uri[5:].split("/", 1))
+
+    def drop(request, **_):
+        for header in ("If-Match", "If-None-Match"):
+            if header in request.headers:
+                del request.headers[header]
+
+    store.client.meta.events.register("before-sign.s3.PutObject", drop)
+    return store
+
+
+def test_promotions_racing_on_store_that_ignores_conditions_are_refused(s3_uri, tmp_path):
+    """Two reviewers, each with a client on a header-dropping endpoint: without the probe both flips
+    succeed (the audit shows two promotions with the same predecessor); with it, neither changes anything."""
+    setup = Registry(open_store(s3_uri), "relevance")
+    base = add_version(setup, tmp_path, "base")
+    setup.promote(base, approved_by="ana", decision=PASS)
+    v1, v2 = add_version(setup, tmp_path, "c1"), add_version(setup, tmp_path, "c2")
+    before = setup.store.read_versioned("models/relevance/production.json")
+    outcomes: dict[str, str] = {}
+    barrier = threading.Barrier(2)
+
+    def promote(version: str) -> None:
+        own = Registry(_dropping_store(s3_uri), "relevance")
+        barrier.wait()
+        try:
+            own.promote(version, approved_by="rev", decision=PASS, expected_production=base)
+            outcomes[version] = "won"
+        except StoreError as err:
+            outcomes[version] = str(err)
+
+    threads = [threading.Thread(target=promote, args=(v,)) for v in (v1, v2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(outcomes) == {v1, v2}
+    assert all("ignores If-None-Match on PutObject" in o for o in outcomes.values()), outcomes
+    assert setup.store.read_versioned("models/relevance/production.json") == before
+    assert [a["action"] for a in setup.audit()] == ["promote"]
+    with pytest.raises(StoreError, match="Promotion and rollback are refused"):
+        Registry(_dropping_store(s3_uri), "relevance").rollback(by="oncall")
+
+
+def test_cli_finds_the_demo_store_when_nothing_is_configured(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tailguard.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("TAILGUARD_HOME", "TAILGUARD_STORE", "TAILGUARD_MODEL_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    runner = CliRunner()
+    empty = runner.invoke(app, ["models"])  # nothing anywhere: says where it looked
+    assert empty.exit_code == 0 and "no versions of 'relevance' in store" in empty.output
+    assert str(tmp_path / ".tailguard" / "store") in empty.output
+    demo = Registry(open_store(str(tmp_path / ".tailguard" / "demo" / "store")), "relevance")
+    version = add_version(demo, tmp_path, "demo")
+    listing = runner.invoke(app, ["models"])  # what a newcomer types after `make demo`
+    assert listing.exit_code == 0 and version in listing.output
+    assert "using the demo's store" in listing.output
+    # A configured home wins, even when it is empty (then the CLI says so).
+    monkeypatch.setenv("TAILGUARD_HOME", str(tmp_path / "elsewhere"))
+    configured = runner.invoke(app, ["models"])
+    assert version not in configured.output and str(tmp_path / "elsewhere" / "store") in configured.output
+    # A store at the default location wins over the demo's.
+    monkeypatch.delenv("TAILGUARD_HOME")
+    default_store = open_store(str(tmp_path / ".tailguard" / "store"))
+    own = add_version(Registry(default_store, "relevance"), tmp_path, "own")
+    default = runner.invoke(app, ["models"])
+    assert own in default.output and version not in default.output and "demo" not in default.output

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tailguard.store import (
+    ConditionalWritesIgnored,
     KeyNotFound,
     LocalStore,
     PreconditionFailed,
@@ -153,3 +154,62 @@ def test_open_store_reuses_one_s3_client_until_the_aws_environment_changes(s3_en
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     moved = open_store("s3://bucket-x/p")
     assert moved is not first and moved.endpoint == "http://127.0.0.1:9"
+
+
+# --- endpoints that ignore conditional headers (issue 12 item 8) -------------------------------------------
+
+
+def drop_headers(store: S3Store, *headers: str) -> list[str]:
+    """Make the store's client behave like an S3-compatible server that ignores these PutObject headers:
+    a botocore before-sign handler deletes them from every PutObject request. Returns what it dropped."""
+    dropped: list[str] = []
+
+    def handler(request, **_):
+        for header in headers:
+            if header in request.headers:
+                del request.headers[header]
+                dropped.append(header)
+
+    store.client.meta.events.register("before-sign.s3.PutObject", handler)
+    return dropped
+
+
+def test_conditional_write_probe_passes_on_stores_that_enforce_them(store):
+    store.require_conditional_writes()
+    store.require_conditional_writes()  # cached: the probe runs once per store
+    assert store.list_keys("") == []  # the scratch key is gone
+
+
+def test_conditional_write_probe_runs_once_per_s3_store(s3_uri):
+    store = S3Store(*s3_uri[5:].split("/", 1))
+    puts: list[str] = []
+    # before-send handlers must return None, or their value replaces the HTTP response.
+    events = store.client.meta.events
+    events.register("before-send.s3.PutObject", lambda request, **_: puts.append(request.url))
+    store.require_conditional_writes()
+    store.require_conditional_writes()
+    assert len(puts) == 3  # write-if-absent twice, then If-Match on a wrong etag: only the first succeeds
+
+
+@pytest.mark.parametrize(
+    ("dropped", "named"),
+    [
+        (("If-None-Match", "If-Match"), "If-None-Match"),  # the issue's example: both ignored
+        (("If-None-Match",), "If-None-Match"),  # honours If-Match only
+        (("If-Match",), "If-Match"),  # honours write-if-absent only: the pointer flip is still unsafe
+    ],
+)
+def test_endpoint_ignoring_conditional_headers_is_refused_clearly(s3_uri, dropped, named):
+    store = S3Store(*s3_uri[5:].split("/", 1))
+    seen = drop_headers(store, *dropped)
+    # Today's fault, reproduced: the second write-if-absent "succeeds" when If-None-Match is dropped.
+    if "If-None-Match" in dropped:
+        store.put_conditional("pointer.json", b"first", None)
+        store.put_conditional("pointer.json", b"second", None)
+        assert store.get_bytes("pointer.json") == b"second"
+    with pytest.raises(ConditionalWritesIgnored) as info:
+        store.require_conditional_writes()
+    message = str(info.value)
+    assert f"ignores {named} on PutObject" in message and store.endpoint in message
+    assert "Promotion and rollback are refused" in message and set(seen) <= set(dropped)
+    assert not [k for k in store.list_keys("") if "probe" in k]  # scratch key removed
