@@ -3,6 +3,9 @@
 #   scripts/server.sh start   PostgreSQL on loopback when initdb/pg_ctl exist (else SQLite), Prefect, moto
 #   scripts/server.sh stop    stops what start started, by the PIDs it recorded
 #   scripts/server.sh env     prints the exports that point tailguard, Prefect and boto3 at them
+# The Prefect API needs HTTP basic auth (a random secret made once, kept 0600 in $STATE/prefect-auth and in
+# env.sh, never committed) and allows cross-origin calls only from its own UI origin: a page opened from the
+# store (a report, data docs) cannot list or resume paused runs.
 # Ports and folders come from the environment: PREFECT_PORT (4200), MOTO_PORT (5055), PG_PORT (54329),
 # TAILGUARD_SERVER_DIR (.tailguard/server), TAILGUARD_BUCKET (tailguard), USE_POSTGRES (auto|yes|no).
 set -euo pipefail
@@ -46,15 +49,26 @@ postgres_wanted() {
   esac
 }
 
+auth_string() {  # user:password for the Prefect API, generated once per state folder
+  local file=$STATE/prefect-auth
+  if [ ! -s "$file" ]; then
+    (umask 077 && "$BIN/python" -c "import secrets; print('tailguard:' + secrets.token_urlsafe(32))" >"$file")
+  fi
+  chmod 600 "$file"
+  cat "$file"
+}
+
 write_env() {
+  (umask 077 && : >"$STATE/env.sh")  # it holds the API secret: owner only
   {
     echo "export PREFECT_API_URL=http://127.0.0.1:$PREFECT_PORT/api"
+    echo "export PREFECT_API_AUTH_STRING=$(auth_string)"
     echo "export AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT"
     # moto accepts any credentials; these are placeholders, not secrets.
     echo "export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1"
     echo "export TAILGUARD_STORE=s3://$BUCKET/store"
     echo "export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1"
-  } >"$STATE/env.sh"
+  } >>"$STATE/env.sh"
 }
 
 start_postgres() {
@@ -82,9 +96,14 @@ start() {
   else
     echo "postgres: not available, Prefect uses SQLite (slower under load, see STACK_NOTES)"
   fi
+  local auth
+  auth=$(auth_string)  # made before any background job, so server and env.sh share one secret
   set -m  # own process groups: background jobs then honour SIGTERM (STACK_NOTES)
   (
     export PREFECT_HOME=$STATE/prefect-home PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1
+    # Auth on, CORS limited to the UI's own origin (Prefect 3.9.1 defaults: no auth, allow-origin *).
+    export PREFECT_SERVER_API_AUTH_STRING=$auth
+    export PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS=http://127.0.0.1:$PREFECT_PORT
     [ -n "$db_url" ] && export PREFECT_API_DATABASE_CONNECTION_URL=$db_url
     exec "$BIN/prefect" server start --host 127.0.0.1 --port "$PREFECT_PORT"
   ) >"$STATE/prefect.log" 2>&1 &

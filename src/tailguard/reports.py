@@ -38,6 +38,14 @@ def _evidently():
     return evidently, presets
 
 
+def _save_html(snapshot: Any, out: Path) -> Path:
+    """Save an Evidently page with its embedded data escaped: 0.7.23 writes cell text raw into <script>."""
+    from tailguard.safe_text import neutralise_evidently_html
+
+    Path(out).write_text(neutralise_evidently_html(snapshot.get_html_str(as_iframe=False)), encoding="utf-8")
+    return Path(out)
+
+
 def _classification_page(
     labels: np.ndarray, candidate: np.ndarray, production: np.ndarray | None, out: Path, threshold: float
 ) -> Path:
@@ -59,7 +67,7 @@ def _classification_page(
             pd.DataFrame({"target": labels, "prediction": production}), data_definition=definition
         )
     snapshot = ev.Report([presets.ClassificationPreset(probas_threshold=threshold)]).run(cand, ref)
-    snapshot.save_html(str(out))
+    _save_html(snapshot, out)
     return out
 
 
@@ -93,6 +101,9 @@ def evaluation_reports(
     skipped: dict[str, str] = {}
     if not (_probabilities(cand) and (prod is None or _probabilities(prod))):
         skipped["classification"] = "scores are not probabilities in [0, 1]; Evidently pages not rendered"
+    elif len(np.unique(labels)) < 2:
+        # Evidently 0.7.23 raises KeyError '1' on a one-class target (ROC AUC per class): no page, a reason.
+        skipped["classification_overall"] = _one_class(labels)
     else:
         pages["classification_overall"] = _classification_page(
             labels, cand, prod, out_dir / "classification_overall.html", threshold
@@ -104,8 +115,11 @@ def evaluation_reports(
             for name in ("head", "torso", "tail", "cold"):
                 info = evaluation.get("slices", {}).get(f"popularity:{name}", {})
                 mask = bucket == name
-                if info.get("too_small", True) or len(np.unique(labels[mask])) < 2:
-                    skipped[f"popularity:{name}"] = info.get("reason") or "one class in slice"
+                if len(np.unique(labels[mask])) < 2:
+                    skipped[f"popularity:{name}"] = _one_class(labels[mask])
+                    continue
+                if info.get("too_small", True):
+                    skipped[f"popularity:{name}"] = info.get("reason") or "too small to judge"
                     continue
                 pages[f"classification_popularity_{name}"] = _classification_page(
                     labels[mask],
@@ -130,6 +144,13 @@ def evaluation_reports(
     )
     pages["summary"] = summary
     return pages
+
+
+def _one_class(labels: np.ndarray) -> str:
+    """Why a classification page is not rendered for these labels (only one class, or no rows)."""
+    if len(labels) == 0:
+        return "undefined (no rows)"
+    return f"undefined (one class: all {len(labels)} rows have label {int(labels[0])})"
 
 
 def _popularity(
@@ -261,6 +282,8 @@ def summary_html(
     title: str = "tailguard evaluation",
 ) -> str:
     """tailguard's own page: decision, checks, slice table with intervals, chart, links (offline)."""
+    from tailguard.safe_text import escape_script_json
+
     dec = decision.to_dict() if hasattr(decision, "to_dict") else (decision or {})
     models = evaluation.get("models", [])
     comparison = evaluation.get("comparison", {}).get("slices", {})
@@ -369,7 +392,8 @@ def summary_html(
         parts.append("</table>")
     parts.append(
         "<script type='application/json' id='metrics'>"
-        + html.escape(json.dumps({"decision": dec.get("promote")}), quote=False)
+        # Script content is not entity-decoded: \u escapes keep the JSON parseable and the element closed.
+        + escape_script_json(json.dumps({"decision": dec.get("promote")}))
         + "</script>"
     )
     parts.append("</body></html>")
@@ -430,7 +454,7 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, out_html: Path)
         snapshot = _run_drift(ev, presets, reference, current, columns, definition)
     out_html = Path(out_html)
     out_html.parent.mkdir(parents=True, exist_ok=True)
-    snapshot.save_html(str(out_html))
+    _save_html(snapshot, out_html)
     per_column: dict[str, dict] = {}
     share = None
     for metric in snapshot.dict().get("metrics", []):
@@ -485,5 +509,5 @@ def class_balance_report(before: pd.DataFrame, after: pd.DataFrame, out_html: Pa
     )
     out_html = Path(out_html)
     out_html.parent.mkdir(parents=True, exist_ok=True)
-    snapshot.save_html(str(out_html))
+    _save_html(snapshot, out_html)
     return out_html

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
+
+from tailguard.safe_text import markdown_code, markdown_text
 
 # The slices shown in the console and the review table, in this order (metrics.json holds them all).
 SHOWN_DIMENSIONS = ("overall", "popularity", "query_frequency", "query_terms")
@@ -124,7 +125,28 @@ def _md_table(rows: list[dict], columns: list[str]) -> str:
 def _md_cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
-    return html.escape("" if value is None else str(value)).replace("|", "\\|")
+    return markdown_text(value)  # cell text is shopper/seller text: no links, images, rows or HTML
+
+
+def cutoff_rows(evaluation: dict) -> list[dict]:
+    """One row per (dimension, bucket) of metrics.json's slice cut-offs: training counts, keys, row share."""
+    rows = []
+    for dim, buckets in evaluation.get("slice_definitions", {}).get("cutoffs", {}).items():
+        for bucket, c in buckets.items():
+            if not isinstance(c, dict):  # the "rule" entry
+                continue
+            low, high = c.get("min_train_count"), c.get("max_train_count", "")
+            rows.append(
+                {
+                    "dimension": dim,
+                    "bucket": bucket,
+                    "train counts": f"{low}-{high}" if high != "" else f">= {low}",
+                    "keys": c.get("keys"),
+                    "train share": c.get("train_share"),
+                    "rule": buckets.get("rule", "shares"),
+                }
+            )
+    return rows
 
 
 def review_markdown(evaluation: dict, decision: dict, version: str, store_uri: str) -> str:
@@ -141,8 +163,9 @@ def review_markdown(evaluation: dict, decision: dict, version: str, store_uri: s
     ]
     rows = slice_rows(evaluation)
     return (
-        f"# Candidate {version}\n\nGate: **{'PASS' if decision.get('promote') else 'FAIL'}**\n\n"
-        + "".join(f"- {html.escape(r)}\n" for r in decision.get("reasons", []))
+        f"# Candidate {markdown_code(version)}\n\n"
+        f"Gate: **{'PASS' if decision.get('promote') else 'FAIL'}**\n\n"
+        + "".join(f"- {markdown_text(r)}\n" for r in decision.get("reasons", []))
         + "\n## Gate checks\n\n"
         + _md_table(checks, ["check", "verdict", "observed", "threshold", "reason"])
         + "\n## Slices (candidate − production, paired bootstrap 95% CI over queries)\n\n"
@@ -161,7 +184,11 @@ def review_markdown(evaluation: dict, decision: dict, version: str, store_uri: s
                 "note",
             ],
         )
-        + f"\nStore: `{store_uri}`\n"
+        + "\n## Bucket cut-offs (training counts; docs/METRICS.md)\n\n"
+        + _md_table(
+            cutoff_rows(evaluation), ["dimension", "bucket", "train counts", "keys", "train share", "rule"]
+        )
+        + f"\nStore: {markdown_code(store_uri)}\n"
     )
 
 
@@ -190,10 +217,11 @@ def validation_markdown(result: dict, quarantine_uri: str) -> str:
         for f in result.get("failures", [])
     ]
     could = "".join(
-        f"- validation could not run: {html.escape(str(x))}\n" for x in result.get("could_not_run", [])
+        f"- validation could not run: {markdown_text(x)}\n" for x in result.get("could_not_run", [])
     )
     return (
-        f"# Batch {result.get('batch_id', '?')} refused\n\nQuarantined at `{quarantine_uri}`; "
+        f"# Batch {markdown_text(result.get('batch_id', '?'))} refused\n\n"
+        f"Quarantined at {markdown_code(quarantine_uri)}; "
         "production was not touched.\n\n"
         + could
         + "\n"
@@ -205,12 +233,13 @@ def outcome_markdown(outcome: dict) -> str:
     """The run's outcome artifact."""
     paths = outcome.get("paths", {})
     return (
-        f"# Retrain outcome\n\nCandidate `{outcome.get('version')}`: "
+        f"# Retrain outcome\n\nCandidate {markdown_code(outcome.get('version'))}: "
         f"**{'promoted' if outcome.get('promoted') else 'not promoted'}** — "
-        f"{html.escape(str(outcome.get('why')))}\n\n"
-        f"- production: `{outcome.get('production_version')}`\n- version folder: `{paths.get('version')}`\n"
-        f"- pointer: `{paths.get('production_pointer')}`\n"
-        + "".join(f"- report: `{p}`\n" for p in paths.get("reports", []))
+        f"{markdown_text(outcome.get('why'))}\n\n"
+        f"- production: {markdown_code(outcome.get('production_version'))}\n"
+        f"- version folder: {markdown_code(paths.get('version'))}\n"
+        f"- pointer: {markdown_code(paths.get('production_pointer'))}\n"
+        + "".join(f"- report: {markdown_code(p)}\n" for p in paths.get("reports", []))
     )
 
 

@@ -135,7 +135,34 @@ def gpu_worker(stack, worker, procs):
 
 
 def _client(stack) -> httpx.Client:
-    return httpx.Client(base_url=stack["api"], timeout=30)
+    user, _, password = stack["env"]["PREFECT_API_AUTH_STRING"].partition(":")
+    return httpx.Client(base_url=stack["api"], timeout=30, auth=(user, password))
+
+
+def test_api_refuses_strangers_and_foreign_origins(stack):
+    """Issue 13: the server make server starts has auth on, CORS limited to its UI, the secret 0600."""
+    server_dir = stack["state"] / "server"
+    for name in ("prefect-auth", "env.sh"):
+        assert (server_dir / name).stat().st_mode & 0o777 == 0o600, name
+    ui_origin = stack["api"].removesuffix("/api")
+    with httpx.Client(base_url=stack["api"], timeout=30) as anonymous:
+        assert anonymous.get("/health").status_code == 200  # probes stay open by Prefect's design
+        refused = anonymous.post("/flow_runs/filter", json={"limit": 1})
+        assert refused.status_code == 401, refused.text
+        wrong = anonymous.post("/flow_runs/filter", json={"limit": 1}, auth=("tailguard", "guess"))
+        assert wrong.status_code == 401
+        for origin in ("http://evil.example", "null"):  # "null": a page opened from file://
+            preflight = anonymous.options(
+                "/flow_runs/filter",
+                headers={"Origin": origin, "Access-Control-Request-Method": "POST"},
+            )
+            assert "access-control-allow-origin" not in preflight.headers, (origin, preflight.headers)
+        own = anonymous.options(
+            "/flow_runs/filter", headers={"Origin": ui_origin, "Access-Control-Request-Method": "POST"}
+        )
+        assert own.headers.get("access-control-allow-origin") == ui_origin
+    with _client(stack) as client:
+        assert client.post("/flow_runs/filter", json={"limit": 1}).status_code == 200
 
 
 def _trigger(
@@ -253,7 +280,8 @@ def test_manual_review_approve_then_reject(stack, worker, tmp_path):
 
     # 3. A bad promotion (the rejected candidate, by hand) is undone by the `rollback` deployment.
     tailguard = str(VENV_BIN / "tailguard")
-    _run([tailguard, "promote", rejected, "--by", "e2e-carol", "--override"], stack["env"])
+    promote = [tailguard, "promote", rejected, "--by", "e2e-carol", "--override", "--comment", "e2e test"]
+    _run(promote, stack["env"])
     assert registry.production()["version"] == rejected
     undo = _trigger(stack, None, "rollback/rollback", by="e2e-oncall")
     _wait_for(stack, undo, "COMPLETED", timeout=300)
