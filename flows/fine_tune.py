@@ -2,14 +2,18 @@
 
 The training frame and the trained model travel through the store, never through memory, so the run can
 happen on another machine. Checkpoints go to the store too: a retried run resumes where the last one died.
-Run it locally:
-`python -m flows.fine_tune --data-key runs/<id>/train.parquet --output-prefix runs/<id>/candidate`.
+Everything it writes (model, checkpoints) lives under `runs/<run>/fine-tune/`: `output_prefix` and
+`checkpoint_prefix` are deployment parameters anyone with API access can set, and pointed at
+`models/<name>/versions/<v>/` they used to overwrite (and, through checkpoint pruning, delete) files of an
+immutable version. Run it locally:
+`python -m flows.fine_tune --data-key runs/<id>/train.parquet --output-prefix runs/<id>/fine-tune/model`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,25 @@ from typing import Any
 from prefect import flow
 
 from tasks import training
+
+# runs/<run>/fine-tune[/<part>...]: parts are plain names (no '', '.', '..'), so no key leaves the prefix.
+_PART = r"[A-Za-z0-9_][A-Za-z0-9._-]*"
+FINE_TUNE_PREFIX = re.compile(rf"runs/{_PART}/fine-tune(?:/{_PART})*")
+
+
+def fine_tune_prefix(run_id: str) -> str:
+    """Where the fine-tune run for retrain run `run_id` writes its model: runs/<run_id>/fine-tune/model."""
+    return check_prefix("run id", f"runs/{run_id}/fine-tune/model")
+
+
+def check_prefix(name: str, prefix: str) -> str:
+    """Return `prefix` when it lies under runs/<run>/fine-tune/; ValueError naming the parameter otherwise."""
+    if not FINE_TUNE_PREFIX.fullmatch(prefix):
+        raise ValueError(
+            f"{name} {prefix!r} is not under runs/<run>/fine-tune/: the fine-tune flow writes only there, "
+            "never into models/ (a version is written once, by the registry)"
+        )
+    return prefix
 
 
 @flow(name="fine-tune", log_prints=True)
@@ -31,7 +54,8 @@ def fine_tune(
     from tailguard.settings import get_settings
 
     store_uri = store_uri or get_settings().store_uri
-    checkpoint_prefix = checkpoint_prefix or f"{output_prefix.rstrip('/')}-checkpoints"
+    output_prefix = check_prefix("output_prefix", output_prefix)
+    checkpoint_prefix = check_prefix("checkpoint_prefix", checkpoint_prefix or f"{output_prefix}-checkpoints")
     with tempfile.TemporaryDirectory(prefix="tailguard-fine-tune-") as tmp:
         work = Path(tmp)
         train_df = training.fetch_training_frame(store_uri, data_key, work)
@@ -47,7 +71,11 @@ def main() -> None:
     """Command line: `python -m flows.fine_tune --data-key KEY --output-prefix PREFIX [--config JSON]`."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-key", required=True, help="Store key of the training frame (parquet or csv).")
-    parser.add_argument("--output-prefix", required=True, help="Store prefix the model folder is written to.")
+    parser.add_argument(
+        "--output-prefix",
+        required=True,
+        help="Store prefix of the model folder, under runs/<run>/fine-tune/.",
+    )
     parser.add_argument("--config", default="{}", help="TrainConfig fields as JSON.")
     parser.add_argument(
         "--store", default="", help="Store URI; empty uses TAILGUARD_STORE / the local default."

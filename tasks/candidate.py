@@ -26,7 +26,9 @@ def stage_training_data(balanced, ctx) -> str:
 @task(cache_policy=NO_CACHE)
 def train_on_pool(data_key: str, config: dict, ctx) -> str:
     """Run the fine-tune deployment (gpu pool) and return the store prefix of the model it wrote."""
-    output_prefix = f"runs/{ctx.run_id}/candidate"
+    from flows.fine_tune import fine_tune_prefix
+
+    output_prefix = fine_tune_prefix(ctx.run_id)  # runs/<run>/fine-tune/model: never under models/
     flow_run = run_deployment(
         ctx.settings.fine_tune_deployment,
         timeout=None,

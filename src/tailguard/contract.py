@@ -12,6 +12,7 @@ import sys
 import unicodedata
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ CANONICAL_COLUMNS = REQUIRED_COLUMNS + ("relevance", "category", "price", "ts", 
 # Label spellings accepted as 0/1: integers, their float/str forms, and booleans as CSV writers spell them.
 LABEL_VALUES = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "false": 0, "true": 1}
 SNIFF_BYTES = 64 * 1024
+# pyarrow's CSV block (its default, 1 MiB): one row must fit in it, so a longer row is refused (row_size).
+CSV_BLOCK_BYTES = 1 << 20
 OTHER_DELIMITERS = (";", "\t", "|")
 MAX_EXAMPLES = 5
 
@@ -79,6 +82,10 @@ class ContractError(Exception):
 
 class UnreadableInput(ContractError):
     """The file cannot be read as a table: missing, empty, corrupt, wrong encoding or format."""
+
+
+class InputTooLarge(UnreadableInput):
+    """The file is past a size limit (rule `size_limit`): decompressed bytes, decoded bytes or rows."""
 
 
 class MissingColumn(ContractError):
@@ -201,8 +208,13 @@ def visible_texts(values: pd.Series | pd.Index) -> pd.Series:
 
 def _head_bytes(path: Path, size: int) -> tuple[bytes, bytes]:
     """(raw first bytes, decompressed first bytes); gzip corruption is raised as UnreadableInput."""
-    with open(path, "rb") as fh:
-        raw = fh.read(size)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(size)
+    except OSError as exc:
+        raise UnreadableInput(
+            path, None, "readable", f"cannot open ({exc.strerror})", hint="make the file readable"
+        ) from None
     if not raw.startswith(b"\x1f\x8b"):
         return raw, raw
     try:
@@ -239,10 +251,114 @@ def _sniff(path: Path) -> tuple[bytes, bytes]:
     return raw, head
 
 
+@dataclass(frozen=True)
+class InputLimits:
+    """Caps of one input file: decompressed or decoded bytes, and rows (max_input_bytes, max_rows)."""
+
+    max_bytes: int
+    max_rows: int
+
+
+def input_limits() -> InputLimits:
+    """The caps from the settings (TAILGUARD_MAX_INPUT_BYTES, TAILGUARD_MAX_ROWS), read now."""
+    from tailguard.settings import get_settings
+
+    settings = get_settings()
+    return InputLimits(settings.max_input_bytes, settings.max_rows)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def _too_large(path: Path, what: str, seen: str, limit: str, setting: str) -> InputTooLarge:
+    return InputTooLarge(
+        path,
+        None,
+        "size_limit",
+        f"{what} {seen} exceeds the limit of {limit}; nothing was loaded",
+        hint=f"split the batch into smaller files, or raise {setting} if the workers have the memory "
+        "(reading takes ~4.5x the text size)",
+    )
+
+
+def _check_text_size(path: Path, raw: bytes, limits: InputLimits) -> None:
+    """Refuse CSV text past max_bytes before parsing; a gzip is inflated once, streaming, to count it.
+
+    Counting first keeps a bomb (4 GiB in 10 MB of gzip) from being parsed into memory: inflating runs at
+    ~0.5 GB/s in 1 MiB reads (1 GiB in 2 s measured), so the default cap costs at most ~2 s per file.
+    """
+    if not raw.startswith(b"\x1f\x8b"):
+        size = path.stat().st_size
+        if size > limits.max_bytes:
+            raise _too_large(
+                path, "the file's size", _mib(size), _mib(limits.max_bytes), "TAILGUARD_MAX_INPUT_BYTES"
+            )
+        return
+    seen = 0
+    try:
+        with gzip.open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                seen += len(chunk)
+                if seen > limits.max_bytes:
+                    packed = _mib(path.stat().st_size)
+                    raise _too_large(
+                        path, "the gunzipped text", f"(more than {_mib(seen)} from {packed})",
+                        _mib(limits.max_bytes), "TAILGUARD_MAX_INPUT_BYTES",
+                    )  # fmt: skip
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise UnreadableInput(
+            path, None, "readable_gzip", f"truncated or corrupt gzip stream ({exc})",
+            hint="the upload was cut short; re-upload the complete file (`gzip -t FILE` checks it)",
+        ) from None  # fmt: skip
+
+
+def _capped_tables(
+    path: Path, batches: Iterator[Any], chunk_rows: int | None, limits: InputLimits, count_bytes: bool
+) -> Iterator[Any]:
+    """Regroup record batches into pyarrow tables of chunk_rows rows (None: one table), refusing the file
+    (InputTooLarge) as soon as its rows, or with count_bytes its decoded bytes, pass the limits."""
+    import pyarrow as pa
+
+    rows = decoded = buffered = 0
+    pending: list = []
+    for batch in batches:
+        rows += batch.num_rows
+        decoded += batch.nbytes
+        if rows > limits.max_rows:
+            raise _too_large(
+                path,
+                "the row count",
+                f"(more than {rows:,})",
+                f"{limits.max_rows:,} rows",
+                "TAILGUARD_MAX_ROWS",
+            )
+        if count_bytes and decoded > limits.max_bytes:
+            raise _too_large(
+                path,
+                "the decoded data",
+                f"(more than {_mib(decoded)})",
+                _mib(limits.max_bytes),
+                "TAILGUARD_MAX_INPUT_BYTES",
+            )
+        pending.append(batch)
+        buffered += batch.num_rows
+        if chunk_rows and buffered >= chunk_rows:
+            table = pa.Table.from_batches(pending)
+            full = buffered - buffered % chunk_rows
+            for offset in range(0, full, chunk_rows):
+                yield table.slice(offset, chunk_rows)
+            rest = table.slice(full)
+            pending, buffered = rest.to_batches(), rest.num_rows
+    if buffered:
+        yield pa.Table.from_batches(pending)
+
+
 def iter_table(
     path: str | Path,
     mapping: ColumnMapping | dict[str, str] | None = None,
     chunk_rows: int | None = None,
+    limits: InputLimits | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Stream one CSV/TSV/Parquet file (optionally gzipped) as received, `chunk_rows` rows at a time.
 
@@ -250,22 +366,33 @@ def iter_table(
     Parquet columns keep the file's types. Each chunk's index is the 0-based data-row number in the file,
     so errors found in a chunk name the same row a full read would. chunk_rows None: one chunk.
 
+    limits (default: input_limits() from the settings) caps the file before anything is loaded: CSV text
+    by its size (a gzip inflated once to count), Parquet by the rows and uncompressed bytes in its
+    metadata; rows (and Parquet's decoded bytes) are counted again while streaming.
+
     Raises UnreadableInput (a ContractError) for a file that is missing, empty, corrupt, in the wrong
-    encoding or format, or has a row with more or fewer fields than its header (rule `field_count`).
-    A streaming caller may have consumed earlier chunks when a later one raises.
+    encoding or format, or has a row with more or fewer fields than its header (rule `field_count`);
+    InputTooLarge (rule `size_limit`) past a limit. A streaming caller may have consumed earlier chunks
+    when a later one raises.
     """
     path = Path(path)
     cfg = _as_mapping(mapping)
+    limits = limits or input_limits()
     raw, head = _sniff(path)
     if head.startswith(b"PAR1") or raw.startswith(b"PAR1"):
-        yield from _iter_parquet(path, chunk_rows)
+        yield from _iter_parquet(path, chunk_rows, limits)
     else:
-        yield from _iter_csv(path, head, cfg, chunk_rows)
+        _check_text_size(path, raw, limits)
+        yield from _iter_csv(path, head, cfg, chunk_rows, limits)
 
 
-def read_table(path: str | Path, mapping: ColumnMapping | dict[str, str] | None = None) -> pd.DataFrame:
+def read_table(
+    path: str | Path,
+    mapping: ColumnMapping | dict[str, str] | None = None,
+    limits: InputLimits | None = None,
+) -> pd.DataFrame:
     """Read one whole file as received (see iter_table); every failure is a ContractError."""
-    chunks = list(iter_table(path, mapping, None))
+    chunks = list(iter_table(path, mapping, None, limits))
     return chunks[0] if len(chunks) == 1 else pd.concat(chunks)
 
 
@@ -297,10 +424,31 @@ def _parquet_file(path: Path) -> Any:
         ) from None
 
 
-def _iter_parquet(path: Path, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+# Parquet is decoded 65,536 rows at a time so the decoded-bytes cap is checked before a row group (40M
+# rows of one dictionary value in 477 KB) is expanded in memory.
+_PARQUET_BATCH = 65_536
+
+
+def _check_parquet_metadata(path: Path, metadata: Any, limits: InputLimits) -> None:
+    """Refuse from the footer alone: rows and uncompressed bytes past the limits, before any page is read."""
+    if metadata.num_rows > limits.max_rows:
+        raise _too_large(
+            path, "the row count in the Parquet metadata", f"({metadata.num_rows:,})",
+            f"{limits.max_rows:,} rows", "TAILGUARD_MAX_ROWS",
+        )  # fmt: skip
+    uncompressed = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    if uncompressed > limits.max_bytes:
+        raise _too_large(
+            path, "the uncompressed size in the Parquet metadata", f"({_mib(uncompressed)})",
+            _mib(limits.max_bytes), "TAILGUARD_MAX_INPUT_BYTES",
+        )  # fmt: skip
+
+
+def _iter_parquet(path: Path, chunk_rows: int | None, limits: InputLimits) -> Iterator[pd.DataFrame]:
     import pyarrow as pa
 
     pf = _parquet_file(path)
+    _check_parquet_metadata(path, pf.metadata, limits)
     schema = pf.schema_arrow
     names = schema.names
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -326,9 +474,9 @@ def _iter_parquet(path: Path, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
             )
     start = 0
     try:
-        batches = pf.iter_batches(batch_size=chunk_rows) if chunk_rows else [pf.read()]
-        for batch in batches:
-            frame = batch.to_pandas()
+        batches = pf.iter_batches(batch_size=min(chunk_rows or _PARQUET_BATCH, _PARQUET_BATCH))
+        for table in _capped_tables(path, batches, chunk_rows, limits, count_bytes=True):
+            frame = table.to_pandas()
             frame.index = pd.RangeIndex(start, start + len(frame))
             start += len(frame)
             yield frame
@@ -389,7 +537,11 @@ def _open_csv(path: Path, header: list[str], delimiter: str, cfg: ColumnMapping,
             stream = pa.CompressedInputStream(stream, "gzip")
     # use_threads=False: the invalid-row handler then gets the row's record number (None when parallel).
     read = pacsv.ReadOptions(
-        column_names=header, skip_rows=1, use_threads=False, encoding="utf8" if utf8 else cfg.encoding
+        column_names=header,
+        skip_rows=1,
+        use_threads=False,
+        encoding="utf8" if utf8 else cfg.encoding,
+        block_size=CSV_BLOCK_BYTES,
     )
     # newlines_in_values: quoted titles may hold line breaks (pandas' default accepted them too).
     parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_bad_row)
@@ -402,37 +554,25 @@ def _open_csv(path: Path, header: list[str], delimiter: str, cfg: ColumnMapping,
     return pacsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
 
 
-def _iter_csv(path: Path, head: bytes, cfg: ColumnMapping, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+def _iter_csv(
+    path: Path, head: bytes, cfg: ColumnMapping, chunk_rows: int | None, limits: InputLimits
+) -> Iterator[pd.DataFrame]:
     import pyarrow as pa
 
     header, delimiter = _csv_header(path, head, cfg)
     names = [h.strip() for h in header]
     bad_rows: list = []
-    start, pending = 0, []
-
-    def emit(batches: list) -> pd.DataFrame:
-        nonlocal start
-        frame = pa.Table.from_batches(batches).to_pandas()
-        frame.columns = names
-        frame.index = pd.RangeIndex(start, start + len(frame))
-        start += len(frame)
-        _check_repeated_header(path, frame)
-        return frame
-
+    start = 0
     try:
         reader = _open_csv(path, header, delimiter, cfg, bad_rows)
-        buffered = 0
-        for batch in reader:
-            pending.append(batch)
-            buffered += batch.num_rows
-            if chunk_rows and buffered >= chunk_rows:
-                table = pa.Table.from_batches(pending)
-                for offset in range(0, buffered - buffered % chunk_rows, chunk_rows):
-                    yield emit(table.slice(offset, chunk_rows).to_batches())
-                rest = table.slice(buffered - buffered % chunk_rows)
-                pending, buffered = rest.to_batches(), rest.num_rows
-        if buffered:
-            yield emit(pending)
+        # Text size was capped before parsing (_check_text_size); rows are counted here.
+        for table in _capped_tables(path, reader, chunk_rows, limits, count_bytes=False):
+            frame = table.to_pandas()
+            frame.columns = names
+            frame.index = pd.RangeIndex(start, start + len(frame))
+            start += len(frame)
+            _check_repeated_header(path, frame)
+            yield frame
     except (pa.ArrowException, OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
         raise _csv_failure(path, cfg, delimiter, len(header), bad_rows, exc) from None
     if start == 0:
@@ -464,6 +604,15 @@ def _csv_failure(
             "or check the delimiter",
         )
     text = str(exc)
+    if "straddl" in text:
+        # With quoted line breaks allowed, pyarrow needs each row inside one block of CSV_BLOCK_BYTES.
+        return UnreadableInput(
+            path,
+            None,
+            "row_size",
+            f"a row is longer than {CSV_BLOCK_BYTES // 2**20} MiB (a cell of megabytes or an unclosed quote)",
+            hint="check for an unbalanced '\"' quote; titles and queries are at most a few KB",
+        )
     if "UTF8" in text or isinstance(exc, UnicodeDecodeError):
         return UnreadableInput(
             path,
@@ -571,6 +720,7 @@ def read_frame(
     required: tuple[str, ...] = REQUIRED_COLUMNS,
     numeric: tuple[str, ...] = (),
     not_null: tuple[str, ...] = (),
+    limits: InputLimits | None = None,
 ) -> pd.DataFrame:
     """Read one file and coerce it to the contract (read_table + coerce_frame); never half-loaded.
 
@@ -578,9 +728,10 @@ def read_frame(
     item_title; a metrics train file: query, item_id). numeric: extra columns that must hold finite
     numbers (e.g. a predictions file's `score`). not_null: columns where an empty cell is refused here
     (predict, metrics) rather than left to validation's `not_null` rule (batches).
+    limits: size caps (default: the settings', see iter_table).
     Raises ContractError naming file, column, rule and rows.
     """
-    return coerce_frame(read_table(path, mapping), str(path), mapping, required, numeric, not_null)
+    return coerce_frame(read_table(path, mapping, limits), str(path), mapping, required, numeric, not_null)
 
 
 def iter_frames(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,50 +19,131 @@ if TYPE_CHECKING:
 DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq", ".tsv", ".tsv.gz")
 
 
+def _refuse_unreadable(path: Path) -> None:
+    """Refuse a batch entry that is a link, not a regular file, or not readable; never open or follow it.
+
+    A link is refused wherever it points: following one let a worker copy a credentials file into
+    quarantine/ and quote its first line (issue 13 item 9). A FIFO named .csv would block the read forever.
+    """
+    from tailguard.contract import UnreadableInput
+
+    try:
+        mode = path.lstat().st_mode
+    except OSError as exc:
+        raise UnreadableInput(
+            path, None, "readable", f"cannot stat ({exc.strerror})", hint="check the path"
+        ) from None
+    if stat.S_ISLNK(mode):
+        raise UnreadableInput(
+            path,
+            None,
+            "no_symlinks",
+            "is a symbolic link; batch files are read as they are and links are never followed",
+            hint="copy the file itself into the batch (cp -L), not a link to it",
+        )
+    if not stat.S_ISREG(mode):
+        raise UnreadableInput(
+            path, None, "is_file", "not a regular file (a folder, FIFO, socket or device)",
+            hint="a batch holds only regular CSV/Parquet files",
+        )  # fmt: skip
+    if not os.access(path, os.R_OK):
+        raise UnreadableInput(
+            path, None, "readable", "permission denied", hint="make the file readable by the worker's user"
+        )
+
+
 def list_batch_files(uri: str | Path) -> list[Path]:
-    """Files making up a batch: one file, or every data file in a folder (sorted, so order is stable)."""
+    """Files making up a batch: one file, or every data file directly in a folder (sorted, so order is
+    stable). A named folder may itself be a link; a file that is a link, a FIFO or unreadable is refused
+    (UnreadableInput naming it) before anything is opened."""
     from tailguard.contract import UnreadableInput
 
     path = Path(uri)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(DATA_SUFFIXES))
+        try:
+            entries = sorted(path.iterdir())
+        except OSError as exc:
+            raise UnreadableInput(
+                path, None, "readable", f"cannot list the folder ({exc.strerror})",
+                hint="make the folder readable by the worker's user",
+            ) from None  # fmt: skip
+        files = [p for p in entries if p.name.lower().endswith(DATA_SUFFIXES)]
         if not files:
             raise UnreadableInput(
                 path,
                 None,
                 "has_data_files",
                 f"folder holds no {', '.join(DATA_SUFFIXES)} files",
-                sorted(p.name for p in path.iterdir())[:5],
+                sorted(p.name for p in entries)[:5],
                 hint="point --data at the batch file or its folder",
             )
+        for file in files:
+            _refuse_unreadable(file)
         return files
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise UnreadableInput(
             path, None, "exists", "no such file or folder", hint="check the path or s3:// URI"
         )
+    _refuse_unreadable(path)
     return [path]
 
 
+def relative_names(paths: list[Path]) -> list[str]:
+    """Names that keep files of one batch apart: paths relative to their common folder ('a/part.csv')."""
+    if len(paths) <= 1:
+        return [p.name for p in paths]
+    root = Path(os.path.commonpath([p.parent for p in paths]))
+    return [p.relative_to(root).as_posix() for p in paths]
+
+
 def materialize(uri: str, cache_dir: Path | None = None) -> list[Path]:
-    """Local files for a batch URI; s3:// URIs (one object or a prefix) are downloaded to a scratch folder."""
+    """Local files for a batch URI; s3:// URIs (one object or a prefix) are downloaded to a scratch folder.
+
+    Every data object under a prefix is kept at its relative path (a/part.csv and b/part.csv are two
+    files); a key that could leave the scratch folder, or an object that cannot be read, raises
+    UnreadableInput naming it. Store errors a retry may fix (StoreError.transient) are raised as is.
+    """
     if not str(uri).startswith("s3://"):
         return list_batch_files(uri)
     from tailguard.contract import UnreadableInput
-    from tailguard.store import open_store
+    from tailguard.store import StoreError, open_store
 
     bucket, _, key = str(uri)[len("s3://") :].partition("/")
     store = open_store(f"s3://{bucket}")
     target = Path(cache_dir or tempfile.mkdtemp(prefix="tailguard-batch-"))
     key = key.rstrip("/")
-    if key and store.exists(key):
-        store.get_file(key, target / Path(key).name)
-        return [target / Path(key).name]
-    keys = store.list_keys(key + "/" if key else "")
-    if not keys:
-        raise UnreadableInput(uri, None, "exists", "no objects under this URI", hint="check the s3:// URI")
-    for k in keys:
-        store.get_file(k, target / Path(k).name)
-    return list_batch_files(target)
+    try:
+        if key and store.exists(key):
+            names = {key: Path(key).name}
+        else:
+            base = key + "/" if key else ""
+            keys = store.list_keys(base)
+            if not keys:
+                raise UnreadableInput(
+                    uri, None, "exists", "no objects under this URI", hint="check the s3:// URI"
+                )
+            names = {k: k[len(base) :] for k in keys if k.lower().endswith(DATA_SUFFIXES)}
+            if not names:
+                raise UnreadableInput(
+                    uri, None, "has_data_files", f"no {', '.join(DATA_SUFFIXES)} objects under this prefix",
+                    [k[len(base):] for k in keys[:5]], hint="point --data at the batch object or its prefix",
+                )  # fmt: skip
+        files = []
+        for k, rel in names.items():
+            if any(part in ("", ".", "..") for part in rel.split("/")):
+                raise UnreadableInput(
+                    f"s3://{bucket}/{k}", None, "key_name", "the key has an empty, '.' or '..' path part",
+                    hint="rename the object",
+                )  # fmt: skip
+            store.get_file(k, target / rel)
+            files.append(target / rel)
+    except StoreError as exc:
+        if exc.transient:
+            raise
+        raise UnreadableInput(
+            uri, None, "readable", str(exc), hint="check the URI and the worker's access"
+        ) from None
+    return files
 
 
 def load_batch(uri: str | Path, columns: dict[str, str] | None = None) -> pd.DataFrame:
@@ -70,10 +153,19 @@ def load_batch(uri: str | Path, columns: dict[str, str] | None = None) -> pd.Dat
 
 def read_files(files: list[Path], columns: dict[str, str] | None = None) -> pd.DataFrame:
     """Read a batch's local files (from materialize) into one canonical frame; never half-loaded."""
-    from tailguard.contract import CANONICAL_COLUMNS, ContractError, coerce_frame, read_table
+    from tailguard.contract import CANONICAL_COLUMNS, ContractError, InputTooLarge, input_limits, read_frame
 
     # Every file is read and coerced before any is concatenated: an error in file 3 loads nothing.
-    frames = [coerce_frame(read_table(f, columns), str(f), columns) for f in files]
+    max_rows, frames = input_limits().max_rows, []
+    for f in files:
+        frames.append(read_frame(f, columns))
+        total = sum(len(frame) for frame in frames)
+        if total > max_rows:  # each file is capped by the reader; the batch as a whole is capped here
+            raise InputTooLarge(
+                f, None, "size_limit",
+                f"the batch's first {len(frames)} file(s) hold {total:,} rows, over the limit {max_rows:,}",
+                hint="split the batch, or raise TAILGUARD_MAX_ROWS if the workers have the memory",
+            )  # fmt: skip
     contract_columns = [sorted(set(f.columns) & set(CANONICAL_COLUMNS)) for f in frames]
     for f, cols in zip(files[1:], contract_columns[1:], strict=True):
         if cols != contract_columns[0]:
@@ -85,7 +177,18 @@ def read_files(files: list[Path], columns: dict[str, str] | None = None) -> pd.D
                 f"contract columns {cols} differ from {files[0].name}'s {contract_columns[0]}",
                 hint="export every file of a batch with the same columns",
             )
-    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    units = sorted({str(f.attrs["ts_unit"]) for f in frames if f.attrs.get("ts_unit")})
+    if len(units) > 1:
+        raise ContractError(
+            files[0],
+            "ts",
+            "same_ts_unit_in_every_file",
+            f"ts is read as {units} in different files of one batch",
+            hint="export every file's ts in one unit (or as ISO 8601)",
+        )
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+    if units:
+        df.attrs["ts_unit"] = units[0]  # reported in the validation result's stats
     df["row_id"] = np.arange(len(df), dtype=np.int64)
     df["augmented"] = False
     starts = np.cumsum([0] + [len(f) for f in frames[:-1]])
@@ -126,7 +229,10 @@ def fingerprint_files(paths: list[Path]) -> dict:
     """Content fingerprint of a batch: sha256 and size of every file, and one digest over all of them."""
     from tailguard.store import sha256_file
 
-    files = [{"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in paths]
+    files = [
+        {"name": name, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        for p, name in zip(paths, relative_names(paths), strict=True)
+    ]
     overall = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
     return {"files": files, "sha256": overall}
 
@@ -137,14 +243,39 @@ def batch_id_for(fingerprint: dict) -> str:
 
 
 def quarantine_batch(
-    store: ArtifactStore, batch_id: str, source_paths: list[Path], result: dict, docs_dir: Path | None
+    store: ArtifactStore,
+    batch_id: str,
+    source_paths: list[Path],
+    result: dict,
+    docs_dir: Path | None,
+    copy_bytes: int | None = None,
 ) -> str:
-    """Store a refused batch under quarantine/<batch_id>/ (input as received, result, docs); nothing else."""
+    """Store a refused batch under quarantine/<batch_id>/ (input as received, result, docs); nothing else.
+
+    A file over copy_bytes (default: settings.quarantine_copy_bytes, 64 MiB) keeps only its first
+    copy_bytes as input/<name>.head; result["truncated_inputs"] records its full size, so a 4 GiB bomb
+    never fills the store twice.
+    """
+    from tailguard.settings import get_settings
+
     if not batch_id or "/" in batch_id or batch_id.startswith("."):
         raise ValueError(f"batch id {batch_id!r} would escape quarantine/; use batch_id_for(fingerprint)")
+    limit = get_settings().quarantine_copy_bytes if copy_bytes is None else copy_bytes
     prefix = f"quarantine/{batch_id}"
-    for path in source_paths:
-        store.put_file(f"{prefix}/input/{path.name}", path)
+    truncated = []
+    for path, name in zip(source_paths, relative_names(source_paths), strict=True):
+        size = path.stat().st_size
+        if size <= limit:
+            store.put_file(f"{prefix}/input/{name}", path)
+            continue
+        with tempfile.TemporaryDirectory(prefix="tailguard-quarantine-") as tmp:
+            head = Path(tmp) / "head"
+            with open(path, "rb") as src:
+                head.write_bytes(src.read(limit))
+            store.put_file(f"{prefix}/input/{name}.head", head)
+        truncated.append({"file": name, "bytes": size, "kept_bytes": limit, "key": f"input/{name}.head"})
+    if truncated:
+        result = {**result, "truncated_inputs": truncated}
     if docs_dir is not None and Path(docs_dir).exists():
         store.upload_dir(Path(docs_dir), f"{prefix}/data_docs")
     store.put_bytes(f"{prefix}/validation.json", json.dumps(result, indent=2, default=str).encode())
@@ -154,8 +285,8 @@ def quarantine_batch(
 def accept_batch(store: ArtifactStore, batch_id: str, source_paths: list[Path], meta: dict) -> str:
     """Keep an accepted batch as received under batches/<batch_id>/ with its fingerprint and stats."""
     prefix = f"batches/{batch_id}"
-    for path in source_paths:
-        store.put_file(f"{prefix}/input/{path.name}", path)
+    for path, name in zip(source_paths, relative_names(source_paths), strict=True):
+        store.put_file(f"{prefix}/input/{name}", path)
     store.put_bytes(f"{prefix}/fingerprint.json", json.dumps(meta, indent=2, default=str).encode())
     return prefix
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Where `tailguard demo` keeps its state unless given --home (relative to the CWD, like `home`).
+DEMO_HOME = Path(".tailguard/demo")
 
 
 class Settings(BaseSettings):
@@ -34,14 +38,66 @@ class Settings(BaseSettings):
         description="When set (e.g. 'gpu'), retrain starts the fine-tune deployment on that pool "
         "with run_deployment; empty trains in-process.",
     )
+    promotion_lock_timeout_s: float = Field(
+        600.0,
+        ge=0,
+        description="Seconds a promotion or rollback waits for the model's Prefect lock (promote-<model>) "
+        "before giving up; 0 waits forever.",
+    )
     fine_tune_deployment: str = Field(
         "fine-tune/fine-tune", description="Deployment run for training when training_pool is set."
+    )
+    max_input_bytes: int = Field(
+        1 << 30,
+        gt=0,
+        description="Largest decompressed size of one input file (CSV text after gunzip; Parquet decoded "
+        "column bytes). Reading a 120 MiB CSV peaked at 536 MiB over the interpreter (4.5x), so the "
+        "1 GiB default needs ~5 GiB per reader; larger files are refused (rule size_limit).",
+    )
+    max_rows: int = Field(
+        10_000_000,
+        gt=0,
+        description="Most rows one input file, and one batch, may hold (checked from Parquet metadata "
+        "before loading, counted while streaming CSV); ~0.5 GiB per 1M rows of catalogue text.",
+    )
+    engine: Literal["pandas", "ray"] = Field(
+        "pandas",
+        description="Engine of the data stages (load, validate, rebalance): pandas in one process, or Ray "
+        "Data on a cluster (tailguard[ray]) for batches past one machine.",
+    )
+    ray_address: str = Field(
+        "",
+        description="Ray cluster to join (e.g. 127.0.0.1:6379 or 'auto' inside the cluster); empty starts "
+        "a local Ray on loopback on demand.",
+    )
+    quarantine_copy_bytes: int = Field(
+        64 << 20,
+        ge=0,
+        description="Bytes of each refused file copied into quarantine/; larger files keep only this "
+        "prefix (their size and sha256 stay in validation.json).",
     )
 
     @property
     def store_uri(self) -> str:
         """The store URI with the embedded default filled in."""
         return self.store or str((self.home / "store").resolve())
+
+    def existing_store(self) -> tuple[str, str]:
+        """(store URI, note) for commands that read what earlier runs wrote.
+
+        The configured store (TAILGUARD_STORE or TAILGUARD_HOME) is used as is. With neither set and no
+        <home>/store folder, the store `tailguard demo` leaves at .tailguard/demo/store (relative to the
+        CWD, like home) is used when it exists, and the note says so; otherwise the note is empty.
+        """
+        if self.store or "home" in self.model_fields_set or (self.home / "store").exists():
+            return self.store_uri, ""
+        demo = (DEMO_HOME / "store").resolve()
+        if demo.is_dir():
+            return str(demo), (
+                f"note: no store configured and none at {(self.home / 'store').resolve()}; using the demo's "
+                f"store {demo} (set TAILGUARD_HOME or TAILGUARD_STORE to choose another)"
+            )
+        return self.store_uri, ""
 
     @property
     def cache_dir(self) -> Path:

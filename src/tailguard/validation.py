@@ -17,8 +17,11 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from tailguard.contract import visible_texts
+
 SUITE_NAMES = ("rows", "titles", "queries", "batch")
 MAX_EXAMPLES = 5
+VISIBLE_SUFFIX = "_visible"  # distinct-value frames carry `<col>_visible` for the blank and length rules
 MAX_CATEGORY_VALUES = 10_000
 EXPECTATIONS_ENV = "TAILGUARD_EXPECTATIONS_DIR"
 
@@ -283,6 +286,8 @@ def _stats(df: pd.DataFrame, derived: _Derived) -> dict:
         values = derived.uniques["category"].astype(str)
         stats["category_values"] = sorted(values.tolist())[:MAX_CATEGORY_VALUES]
         stats["category_values_truncated"] = len(values) > MAX_CATEGORY_VALUES
+    if df.attrs.get("ts_unit"):
+        stats["ts_unit"] = df.attrs["ts_unit"]  # how ts was read: iso8601, timestamp or epoch_s/ms/us/ns
     stats["content_sha256"] = _content_sha256(df, derived)
     return stats
 
@@ -418,10 +423,13 @@ def _file_of(rows: list[int], files: list[dict] | None, source: str) -> str:
 
 
 def _row_examples(
-    res: dict, index_to_row: np.ndarray | None, regex: str | None = None
+    res: dict, index_to_row: np.ndarray | None, regex: str | None = None, originals: pd.Series | None = None
 ) -> tuple[list, list[int]]:
     values = res.get("partial_unexpected_list") or []
     index = res.get("partial_unexpected_index_list") or []
+    if originals is not None and len(index) >= len(values):
+        # A rule judged on visible text shows the value as written ('\u200b', not the empty visible text).
+        values = [originals.iloc[int(i)] for i in index[: len(values)]]
     examples, rows = [], []
     for pos, value in enumerate(values[:MAX_EXAMPLES]):
         item: dict[str, Any] = {"value": _clip(value, regex)}
@@ -456,6 +464,37 @@ def _clip(value: Any, regex: str | None = None) -> Any:
     return value
 
 
+# GX's raw result echoes offending cells whole: one 200 MB title made a 400 MB validation.json (it sits in
+# partial_unexpected_list and again in partial_unexpected_counts). Kept results hold 20 values of 200 chars.
+GX_VALUE_CHARS = 200
+GX_LIST_ITEMS = 20
+
+
+def _clip_raw(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > GX_VALUE_CHARS:
+        return value[:GX_VALUE_CHARS] + f"... ({len(value)} chars)"
+    if isinstance(value, bytes):
+        return _clip_raw(value.decode("utf-8", "replace"))
+    if isinstance(value, dict):
+        return {k: _clip_raw(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clip_raw(v) for v in value[:GX_LIST_ITEMS]]
+    return value
+
+
+def _clip_gx_json(suite_result: dict) -> dict:
+    """A GX suite result (to_json_dict()) with every expectation's `result` and exception text clipped:
+    strings to GX_VALUE_CHARS characters, lists to GX_LIST_ITEMS items. Expectation configs stay whole."""
+    results = []
+    for item in suite_result.get("results", []):
+        item = dict(item)
+        for key in ("result", "exception_info"):
+            if key in item:
+                item[key] = _clip_raw(item[key])
+        results.append(item)
+    return {**suite_result, "results": results}
+
+
 def _observed(res: dict, unit: str) -> str:
     if "observed_value" in res:
         return f"{res['observed_value']}"
@@ -488,6 +527,7 @@ def _collect(
     unit: str,
     batch_values: dict | None,
     out: ValidationResult,
+    frame: pd.DataFrame | None = None,
 ) -> None:
     for er in gx_result.results:
         config = er.expectation_config
@@ -510,7 +550,11 @@ def _collect(
         if er.success:
             continue
         res = dict(er.result or {})
-        examples, rows = _row_examples(res, index_to_row, kwargs.get("regex"))
+        judged = str(kwargs.get("column", ""))
+        originals = None
+        if frame is not None and judged.endswith(VISIBLE_SUFFIX) and column in frame.columns:
+            originals = frame[column]
+        examples, rows = _row_examples(res, index_to_row, kwargs.get("regex"), originals)
         if batch_values is not None:
             stat = kwargs.get("column")
             observed = f"{stat}={_clip(batch_values.get(stat))}, {_bounds(kwargs, parameters)}"
@@ -541,7 +585,10 @@ def _distinct_frame(derived: _Derived, col: str) -> tuple[pd.DataFrame, np.ndarr
     valid = np.flatnonzero(codes >= 0)
     # reversed assignment keeps the first occurrence: later writes win, so write in reverse row order
     first_row[codes[valid[::-1]]] = valid[::-1]
-    return pd.DataFrame({col: uniques.astype(object)}), first_row
+    values = pd.Series(uniques.astype(object), dtype=object)
+    # Blank and length rules judge `<col>_visible` (contract.visible_text: NFKC, no Cc/Cf/ignorables,
+    # stripped): the model never sees U+200B or U+FEFF, so a query made of them is blank.
+    return pd.DataFrame({col: values, col + VISIBLE_SUFFIX: visible_texts(values)}), first_row
 
 
 def _rows_frame(df: pd.DataFrame, derived: _Derived) -> pd.DataFrame:
@@ -597,14 +644,63 @@ def validate_frame(
             continue
         with _CONTEXT_LOCK:
             gx_result = _run_suite(context, name, suite_json, frame, parameters)
-        result.gx_results.append(gx_result.to_json_dict())
+        result.gx_results.append(_clip_gx_json(gx_result.to_json_dict()))
         batch_values = comparison.iloc[0].to_dict() if name == "batch" else None
-        _collect(gx_result, str(source), files, parameters, index_to_row, unit, batch_values, result)
+        _collect(gx_result, str(source), files, parameters, index_to_row, unit, batch_values, result, frame)
     result.elapsed_s = time.perf_counter() - started
     return result
 
 
 # --- data docs --------------------------------------------------------------------------------------------
+
+
+_SAFE_VIEWS: dict[str, type] = {}
+
+
+def _safe_views() -> dict[str, type]:
+    """GX page views that HTML-escape every plain-text cell before it is written.
+
+    GX 1.24 escapes string-template parameters but writes plain strings (sampled unexpected values,
+    observed values, counts tables) raw into the page, so a title `<img src=x onerror=...>` ran when a
+    quarantine page was opened. Built on first use: importing GX costs seconds.
+    """
+    if not _SAFE_VIEWS:
+        from great_expectations.render.view import DefaultJinjaIndexPageView, DefaultJinjaPageView
+        from jinja2 import pass_context
+
+        from tailguard.safe_text import html_text
+
+        base = DefaultJinjaPageView.render_content_block  # pass_context only marks the function
+
+        @pass_context
+        def render_content_block(self, jinja_context, content_block, index=None, content_block_id=None,
+                                 render_to_markdown=False):  # fmt: skip
+            if render_to_markdown:
+                return base(self, jinja_context, content_block, index, content_block_id, True)
+            if isinstance(content_block, list):  # GX wraps non-block items raw in <span>{item}</span>
+                content_block = [c if _is_block(c) else html_text(c) for c in content_block]
+            elif not _is_block(content_block):
+                return "" if content_block is None else html_text(content_block)
+            return base(self, jinja_context, content_block, index, content_block_id)
+
+        for name, parent in (
+            ("SafePageView", DefaultJinjaPageView),
+            ("SafeIndexPageView", DefaultJinjaIndexPageView),
+        ):
+            members = {"render_content_block": render_content_block, "__module__": __name__}
+            _SAFE_VIEWS[name] = type(name, (parent,), members)
+    return _SAFE_VIEWS
+
+
+def _is_block(value: Any) -> bool:
+    return isinstance(value, dict) and "content_block_type" in value
+
+
+def __getattr__(name: str) -> type:
+    # GX instantiates a site's views from (module_name, class_name); the classes are made on first use.
+    if name in ("SafePageView", "SafeIndexPageView"):
+        return _safe_views()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_data_docs(result: ValidationResult | dict, out_dir: str | Path) -> Path | None:
@@ -632,7 +728,14 @@ def build_data_docs(result: ValidationResult | dict, out_dir: str | Path) -> Pat
             "class_name": "SiteBuilder",
             "show_how_to_buttons": False,
             "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(out_dir)},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "site_index_builder": {
+                "class_name": "DefaultSiteIndexBuilder",
+                "view": {"module_name": __name__, "class_name": "SafeIndexPageView"},
+            },
+            "site_section_builders": {
+                section: {"view": {"module_name": __name__, "class_name": "SafePageView"}}
+                for section in ("expectations", "validations", "profiling")
+            },
         },
     )
     run_id = RunIdentifier(run_name="tailguard-validation")
@@ -653,3 +756,23 @@ def build_data_docs(result: ValidationResult | dict, out_dir: str | Path) -> Pat
     context.build_data_docs(site_names=[site])
     index = out_dir / "index.html"
     return out_dir if index.exists() else None
+
+
+def suite_result_from_json(item: dict) -> Any:
+    """A GX suite result object rebuilt from its JSON form (what `_collect` reads).
+
+    The Ray engine merges per-block row-suite results as JSON (summed unexpected counts) and hands the
+    merged JSON back here, so GX stays imported in this one adapter module.
+    """
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationSuiteValidationResult,
+        ExpectationValidationResult,
+    )
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    def one(r: dict) -> Any:
+        config = {k: v for k, v in r["expectation_config"].items() if k != "rendered_content"}
+        return ExpectationValidationResult(**{**r, "expectation_config": ExpectationConfiguration(**config)})
+
+    results = [one(r) for r in item.get("results", [])]
+    return ExpectationSuiteValidationResult(**{**item, "results": results})

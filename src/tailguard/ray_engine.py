@@ -1,0 +1,680 @@
+"""The data stages on Ray (the only module importing ray): load, validate and rebalance a batch on a cluster.
+
+Each stage gives what the pandas path gives on the same batch (tests/ray compares them field by field):
+
+- load: every file is read by tasks running the contract's own reader (`contract.iter_frames`) chunk by
+  chunk; chunks become the blocks of a Ray Dataset (owned by the driver, so they outlive the task's worker).
+  A ContractError in any file refuses the whole batch, naming the first bad file in batch order, as
+  `data.read_files` does; nothing of a refused batch stays in the object store.
+- validate: the row suite runs per block with GX's pandas engine and the unexpected counts are summed
+  across blocks (a block's own pass flag is never used); distinct values, codes, duplicate pairs and the
+  content fingerprint are computed by tasks; the distinct-value and batch suites then run once on the
+  driver, as in `validation.validate_frame`. The result is the same `ValidationResult`.
+- rebalance: random_under / random_over draw from the same seeded generator over the labels (1 byte per
+  row on the driver) with balance.py's own samplers, so the compact frame is the pandas path's, row for row.
+
+Block size bounds every worker's memory; the driver holds the labels, the distinct query/item/title values
+(the GX suites judge distinct values in one frame, as on pandas) and one block's codes at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tailguard import contract
+from tailguard.contract import CANONICAL_COLUMNS, ColumnMapping, ContractError
+
+TEXT_KEYS = ("query", "item_id", "item_title")
+DEFAULT_BLOCK_ROWS = 250_000  # ~125 MB of catalogue text per block (settings.max_rows note: 0.5 GiB per 1M)
+PAIR_PARTITIONS = 4  # duplicate-pair counting: each partition's reducer holds ~1/4 of the distinct pairs
+RAY_ONLY_STRATEGIES = frozenset({"none", "random_under", "random_over"})
+
+
+class RayEngineError(RuntimeError):
+    """The cluster failed a stage (a node died, an object was lost); nothing was written by the stage."""
+
+
+@dataclass
+class RayBatch:
+    """A loaded batch: the canonical frame as a materialized Ray Dataset plus what read_files keeps in attrs.
+
+    dataset: blocks in batch order with the canonical columns, `row_id` (0..rows-1) and `augmented`.
+    files: [{"file", "first_row", "rows"}] per input file (validation names the file of a bad row).
+    """
+
+    dataset: Any
+    files: list[dict]
+    columns: list[str]
+    rows: int
+    ts_unit: str | None = None
+    block_rows: list[int] = field(default_factory=list)
+
+    def block_refs(self) -> list[Any]:
+        """Object refs of the pandas blocks, in batch order."""
+        return self.dataset.to_pandas_refs()
+
+    def to_pandas(self) -> pd.DataFrame:
+        """The whole batch as one frame (tests and small batches); attrs as data.read_files sets them."""
+        import ray
+
+        frames = ray.get(self.block_refs())
+        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=self.columns)
+        df.attrs["files"] = self.files
+        if self.ts_unit:
+            df.attrs["ts_unit"] = self.ts_unit
+        return df
+
+
+# --- cluster ------------------------------------------------------------------------------------------------
+
+
+def connect(address: str | None = None) -> dict:
+    """Join the cluster at `address` ('127.0.0.1:6379', 'auto'), or start a local one on loopback.
+
+    Idempotent within a process. Returns {"address", "nodes", "cpus"}. Raises RayEngineError when the
+    address answers nothing.
+    """
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+        try:
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **kwargs)
+        except (ConnectionError, RuntimeError, TimeoutError) as exc:
+            raise RayEngineError(f"cannot reach the Ray cluster at {address or 'local'}: {exc}") from None
+        _quiet_data()
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return {
+        "address": address or "local",
+        "nodes": len(nodes),
+        "cpus": float(ray.cluster_resources().get("CPU", 0)),
+    }
+
+
+def _quiet_data() -> None:
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def _translate(exc: Exception) -> Exception:
+    """One clear error for a failed task: its ContractError/ValueError as is, else a RayEngineError."""
+    from ray.exceptions import RayTaskError
+
+    cause = getattr(exc, "cause", None) if isinstance(exc, RayTaskError) else None
+    if isinstance(cause, ContractError | ValueError):
+        return cause
+    first = (str(exc).splitlines() or [""])[0][:300]
+    return RayEngineError(
+        f"the Ray cluster failed a task ({type(exc).__name__}: {first}); nothing was written, rerun the stage"
+    )
+
+
+def _get(refs: Any) -> Any:
+    """ray.get that turns a lost node, object or failed task into one clear error (see _translate)."""
+    import ray
+    from ray.exceptions import RayError
+
+    try:
+        return ray.get(refs)
+    except RayError as exc:
+        raise _translate(exc) from None
+
+
+def _get_stream(stream: Any) -> list[Any]:
+    """Every object ref a streaming generator task yields (waits for the task to finish)."""
+    from ray.exceptions import RayError
+
+    try:
+        return list(stream)
+    except RayError as exc:
+        raise _translate(exc) from None
+
+
+# --- load ---------------------------------------------------------------------------------------------------
+
+
+def _refusal(err: ContractError) -> dict:
+    # ContractError's constructor takes six arguments, so it does not pickle through Ray: ship its fields.
+    return {"refused": type(err).__name__, "fields": err.to_dict()}
+
+
+def _rebuild(refusal: dict) -> ContractError:
+    kind = getattr(contract, refusal["refused"], ContractError)
+    f = refusal["fields"]
+    return kind(f["file"], f["column"], f["rule"], f["observed"], f["examples"], f["hint"])
+
+
+def _read_file(index: int, path: str, mapping: dict | None, chunk_rows: int):
+    """Generator task: each coerced chunk (index = row number in the file), then one summary dict last."""
+    cfg = ColumnMapping(**mapping) if mapping else None
+    rows, units, columns = 0, set(), None
+    try:
+        for chunk in contract.iter_frames(path, cfg, chunk_rows):
+            unit = chunk.attrs.get("ts_unit")
+            if unit:
+                units.add(unit)
+            columns = [str(c) for c in chunk.columns]
+            frame = chunk.copy(deep=False)
+            frame.attrs = {}
+            frame.insert(len(frame.columns), "_row", frame.index.to_numpy(np.int64))
+            rows += len(frame)
+            yield frame.reset_index(drop=True)
+    except ContractError as err:
+        yield _refusal(err)
+        return
+    if len(units) > 1:
+        # Whole-file reading refuses mixed epoch units in one column; chunks of one file must agree too.
+        err = contract.BadValues(
+            path, "ts", "epoch_unit", f"epoch values imply different units in one file {sorted(units)}",
+            hint="write ts as ISO 8601 or as epoch numbers in one unit",
+        )  # fmt: skip
+        yield _refusal(err)
+        return
+    yield {"index": index, "rows": rows, "columns": columns, "ts_unit": next(iter(units), None)}
+
+
+def _with_row_ids(frame: pd.DataFrame, first_row: int) -> pd.DataFrame:
+    out = frame.drop(columns="_row")
+    out["row_id"] = first_row + frame["_row"].to_numpy(np.int64)
+    out["augmented"] = False
+    return out
+
+
+def _rows_of(frame: pd.DataFrame) -> int:
+    return len(frame)
+
+
+def load(
+    uri: str | Path | list[Path],
+    mapping: ColumnMapping | dict[str, str] | None = None,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+) -> RayBatch:
+    """Read a batch (file, folder or s3:// URI) into a RayBatch under the data contract; never half-loaded.
+
+    Raises the same ContractError subclasses as data.load_batch (the first failing file in batch order),
+    RayEngineError when the cluster fails.
+    """
+    import ray
+
+    from tailguard.data import materialize
+
+    # A list: files already materialized (the CLI downloads an s3:// batch once for fingerprint and read).
+    files = [str(p) for p in (uri if isinstance(uri, list) else materialize(str(uri)))]
+    cfg = mapping if isinstance(mapping, ColumnMapping) else ColumnMapping(columns=dict(mapping or {}))
+    remote = ray.remote(num_returns="streaming")(_read_file)
+    streams = [remote.remote(i, f, cfg.model_dump(), block_rows) for i, f in enumerate(files)]
+    per_file = [_get_stream(s) for s in streams]  # refs: chunks, then the summary (owned by this driver)
+    summaries = _get([refs[-1] for refs in per_file])
+    for summary in summaries:  # file order, like read_files: the first bad file is the one reported
+        if "refused" in summary:
+            raise _rebuild(summary)
+    first = sorted(set(summaries[0]["columns"]) & set(CANONICAL_COLUMNS))
+    for path, summary in zip(files[1:], summaries[1:], strict=True):
+        cols = sorted(set(summary["columns"]) & set(CANONICAL_COLUMNS))
+        if cols != first:
+            odd = sorted(set(cols) ^ set(first))
+            raise ContractError(
+                path, odd[0], "same_columns_in_every_file",
+                f"contract columns {cols} differ from {Path(files[0]).name}'s {first}",
+                hint="export every file of a batch with the same columns",
+            )  # fmt: skip
+    units = sorted({s["ts_unit"] for s in summaries if s["ts_unit"]})
+    if len(units) > 1:
+        raise ContractError(
+            files[0], "ts", "same_ts_unit_in_every_file",
+            f"ts is read as {units} in different files of one batch",
+            hint="export every file's ts in one unit (or as ISO 8601)",
+        )  # fmt: skip
+    starts = np.cumsum([0] + [s["rows"] for s in summaries[:-1]])
+    add_ids = ray.remote(_with_row_ids)
+    blocks, sizes = [], []
+    for refs, start in zip(per_file, starts, strict=True):
+        blocks += [add_ids.remote(ref, int(start)) for ref in refs[:-1]]
+    del per_file  # the raw chunks are freed once the id tasks hold them
+    sizes = _get([ray.remote(_rows_of).remote(b) for b in blocks])
+    dataset = ray.data.from_pandas_refs(blocks)
+    files_meta = [
+        {"file": f, "first_row": int(start), "rows": s["rows"]}
+        for f, start, s in zip(files, starts, summaries, strict=True)
+    ]
+    columns = summaries[0]["columns"] + ["row_id", "augmented"]
+    rows = int(sum(s["rows"] for s in summaries))
+    return RayBatch(dataset, files_meta, columns, rows, units[0] if units else None, sizes)
+
+
+# --- validate -----------------------------------------------------------------------------------------------
+#
+# validation.validate_frame's steps, split where a batch no longer fits one process. Its internal helpers
+# (suite selection, the GX run, the collection of failures) are reused as they are, so the rules, messages
+# and examples cannot drift apart between the engines.
+
+
+def _block_facts(frame: pd.DataFrame, suite_json: dict, parameters: dict, seen: list | None) -> dict:
+    """Per block: the row suite's GX result (index = batch row), distinct text values with their first row,
+    category counts, positives, rows, and rows whose category the previous batch never had."""
+    from tailguard import validation as v
+
+    facts: dict[str, Any] = {"rows": len(frame)}
+    derived = v._derive(frame)
+    row_ids = frame["row_id"].to_numpy(np.int64)
+    rows = v._rows_frame(frame, derived)
+    rows.index = pd.Index(row_ids)  # GX reports unexpected rows by index: the batch row, not the block row
+    if suite_json["expectations"]:
+        context = v._validation_context()
+        with v._CONTEXT_LOCK:
+            facts["rows_suite"] = v._run_suite(context, "rows", suite_json, rows, parameters).to_json_dict()
+    for col, uniques in derived.uniques.items():
+        first = np.full(len(uniques), -1, dtype=np.int64)
+        # Reversed: the first occurrence is written last and wins.
+        valid = np.flatnonzero(derived.codes[col] >= 0)[::-1]
+        first[derived.codes[col][valid]] = row_ids[valid]
+        facts[col] = pd.DataFrame({"value": pd.Series(uniques.astype(object), dtype=object), "first": first})
+    if "label" in frame.columns and pd.api.types.is_numeric_dtype(frame["label"].dtype):
+        facts["positives"] = int((frame["label"].to_numpy() == 1).sum())
+    if "category" in derived.codes and seen is not None:
+        codes = derived.codes["category"]
+        unseen_value = ~derived.uniques["category"].astype(str).isin(seen)
+        facts["unseen_category_rows"] = int(((codes >= 0) & unseen_value[np.maximum(codes, 0)]).sum())
+    return facts
+
+
+def _merge_distinct(*parts: pd.DataFrame) -> pd.DataFrame:
+    """Distinct values of several blocks, each with its first batch row; ordered by that row."""
+    both = pd.concat(parts, ignore_index=True)
+    first = both.groupby("value", sort=False)["first"].min()
+    return pd.DataFrame({"value": first.index.astype(object), "first": first.to_numpy()}).sort_values(
+        "first", kind="stable", ignore_index=True
+    )
+
+
+def _tree_merge(refs: list[Any], fan_in: int = 8) -> pd.DataFrame:
+    """Merge distinct-value frames on the cluster, fan_in at a time, until one frame is left."""
+    import ray
+
+    merge = ray.remote(_merge_distinct)
+    while len(refs) > 1:
+        refs = [merge.remote(*refs[i : i + fan_in]) for i in range(0, len(refs), fan_in)]
+    return _get(refs[0]) if refs else pd.DataFrame({"value": [], "first": []})
+
+
+def _block_codes(frame: pd.DataFrame, uniques: dict[str, pd.Index], n_items: int) -> tuple:
+    """Per block: factorize codes of query/item_id/item_title in batch order (-1 for empty), the label as
+    float64, and the (query, item_id) pair keys split into PAIR_PARTITIONS partitions."""
+    codes = {}
+    for col in TEXT_KEYS:
+        if col in uniques:
+            codes[col] = uniques[col].get_indexer(frame[col].astype(object)).astype(np.int64)
+    label = np.asarray(frame["label"].to_numpy(), dtype=np.float64) if "label" in frame else np.zeros(0)
+    parts = [np.zeros(0, np.int64)] * PAIR_PARTITIONS
+    if "query" in codes and "item_id" in codes:
+        # validation._duplicate_mask's key: query code * (items + 1) + item code + 1 (empty values included).
+        pair = codes["query"] * (n_items + 1) + (codes["item_id"] + 1)
+        part = pair % PAIR_PARTITIONS
+        parts = [np.unique(pair[part == p]) for p in range(PAIR_PARTITIONS)]
+    return (codes.get("query"), codes.get("item_id"), codes.get("item_title"), label, *parts)
+
+
+def _count_distinct(*arrays: np.ndarray) -> int:
+    return int(len(np.unique(np.concatenate(arrays)))) if arrays else 0
+
+
+def _merge_rows_suite(blocks: list[dict], rows: int) -> dict:
+    """One suite result from per-block ones: counts summed, the first examples in batch order, and success
+    judged from the summed counts (mostly = 1 unless the expectation says otherwise)."""
+    merged = dict(blocks[0])
+    results = []
+    for i, first in enumerate(blocks[0]["results"]):
+        parts = [b["results"][i] for b in blocks]
+        raised = [p for p in parts if (p.get("exception_info") or {}).get("raised_exception")]
+        if raised:
+            results.append(raised[0])
+            continue
+        res = [dict(p.get("result") or {}) for p in parts]
+        if "observed_value" in res[0] or "unexpected_count" not in res[0]:
+            # An aggregate (e.g. the column's type): every block has the same dtype; keep a failing one.
+            results.append(next((p for p in parts if not p["success"]), first))
+            continue
+        total = {k: sum(int(r.get(k) or 0) for r in res) for k in ("element_count", "missing_count")}
+        unexpected = sum(int(r.get("unexpected_count") or 0) for r in res)
+        nonmissing = total["element_count"] - total["missing_count"]
+        values = [x for r in res for x in (r.get("partial_unexpected_list") or [])]
+        index = [x for r in res for x in (r.get("partial_unexpected_index_list") or [])]
+        mostly = float((first.get("expectation_config") or {}).get("kwargs", {}).get("mostly") or 1.0)
+        # GX's _mostly_success on the summed counts; with mostly = 1 (every rule here) it is `no unexpected`.
+        success = unexpected == 0 if mostly >= 1 else (nonmissing - unexpected) / max(nonmissing, 1) >= mostly
+        result = {
+            **res[0],
+            **total,
+            "unexpected_count": unexpected,
+            "missing_percent": 100 * total["missing_count"] / total["element_count"] if rows else None,
+            "unexpected_percent": 100 * unexpected / nonmissing if nonmissing else None,
+            "unexpected_percent_total": 100 * unexpected / total["element_count"] if rows else None,
+            "unexpected_percent_nonmissing": 100 * unexpected / nonmissing if nonmissing else None,
+            "partial_unexpected_list": values[: _max_examples()],
+            "partial_unexpected_index_list": index[: _max_examples()],
+        }
+        if "partial_unexpected_counts" in result:
+            counts = pd.Series(values[: _max_examples()], dtype=object).value_counts(sort=True)
+            result["partial_unexpected_counts"] = [{"value": k, "count": int(c)} for k, c in counts.items()]
+        results.append({**first, "success": bool(success), "result": result})
+    merged["results"] = results
+    merged["success"] = all(r["success"] for r in results)
+    return merged
+
+
+def _max_examples() -> int:
+    from tailguard.validation import MAX_EXAMPLES
+
+    return MAX_EXAMPLES
+
+
+@dataclass
+class _Distinct:
+    """Distinct values of the batch's text columns in first-occurrence order (pandas.factorize's order)."""
+
+    frames: dict[str, pd.DataFrame]
+
+    def uniques(self, col: str) -> pd.Index:
+        return pd.Index(self.frames[col]["value"].to_numpy(object), dtype=object)
+
+
+def _fingerprint(batch: RayBatch, distinct: _Distinct, code_refs: list[tuple]) -> tuple[str, int]:
+    """(validation._content_sha256 of the batch, rows repeating an earlier (query, item_id) pair).
+
+    The digest is sequential (codes of every row of a column, then its distinct values), so it streams the
+    blocks' codes in batch order, one block in memory at a time. Pair keys are counted per partition on
+    the cluster.
+    """
+    import ray
+
+    digest = hashlib.sha256()
+    for position, col in enumerate(TEXT_KEYS):
+        if col not in distinct.frames:
+            continue
+        for refs in code_refs:
+            digest.update(_get(refs[position]).tobytes())
+        digest.update("\x1f".join(map(str, distinct.uniques(col))).encode("utf-8", "surrogatepass"))
+    if "label" in batch.columns:
+        for refs in code_refs:
+            digest.update(_get(refs[3]).tobytes())
+    duplicates = 0
+    if "query" in distinct.frames and "item_id" in distinct.frames:
+        count = ray.remote(_count_distinct)
+        partitions = [count.remote(*[refs[4 + p] for refs in code_refs]) for p in range(PAIR_PARTITIONS)]
+        duplicates = batch.rows - int(sum(_get(partitions)))
+    return digest.hexdigest(), duplicates
+
+
+def _batch_stats(batch: RayBatch, facts: list[dict], distinct: _Distinct, sha: str, dups: int) -> dict:
+    """validation._stats from the cluster's per-block facts (same keys, same order, same values)."""
+    rows = batch.rows
+    stats: dict[str, Any] = {"rows": rows, "columns": list(batch.columns)}
+    if all("positives" in f for f in facts) and "label" in batch.columns:
+        stats["positive_share"] = float(sum(f["positives"] for f in facts) / rows) if rows else 0.0
+    if "query" in distinct.frames and "item_id" in distinct.frames:
+        stats["duplicate_pair_share"] = float(dups / rows) if rows else 0.0
+    for col, key in (("query", "distinct_queries"), ("item_id", "distinct_items")):
+        if col in distinct.frames:
+            stats[key] = len(distinct.frames[col])
+    if "item_title" in distinct.frames:
+        lengths = distinct.uniques("item_title").astype(str).str.len().to_numpy()
+        if len(lengths):
+            stats["title_length"] = {
+                "min": int(lengths.min()),
+                "max": int(lengths.max()),
+                "mean_distinct": float(lengths.mean()),
+            }
+    if "category" in distinct.frames:
+        from tailguard.validation import MAX_CATEGORY_VALUES
+
+        values = distinct.uniques("category").astype(str)
+        stats["category_values"] = sorted(values.tolist())[:MAX_CATEGORY_VALUES]
+        stats["category_values_truncated"] = len(values) > MAX_CATEGORY_VALUES
+    if batch.ts_unit:
+        stats["ts_unit"] = batch.ts_unit
+    stats["content_sha256"] = sha
+    return stats
+
+
+def validate(
+    batch: RayBatch,
+    source: str,
+    previous_stats: dict | None = None,
+    policy: Any = None,
+    suite_dir_path: str | Path | None = None,
+) -> Any:
+    """validation.validate_frame on a RayBatch: the same ValidationResult; never raises for bad data.
+
+    Raises RayEngineError when the cluster fails mid-stage.
+    """
+    import time
+
+    import ray
+
+    from tailguard import validation as v
+
+    started = time.perf_counter()
+    policy = policy or v.ValidationPolicy()
+    parameters = policy.parameters()
+    directory = v.suite_dir(suite_dir_path)
+    result = v.ValidationResult(source=str(source), failures=[], warnings=[], could_not_run=[], stats={})
+    previous = previous_stats or None
+    seen = previous.get("category_values") if previous else None
+    if previous and previous.get("category_values_truncated"):
+        seen = None
+    blocks = batch.block_refs()
+    rows_template = pd.DataFrame({c: pd.Series(dtype=object) for c in _rows_columns(batch.columns)})
+    rows_json = v.load_suite_json("rows", directory)
+    rows_suite, skipped = v._select_expectations(rows_json, rows_template, {"rows"})
+    facts_task = ray.remote(_block_facts)
+    facts_refs = [facts_task.remote(b, rows_suite, parameters, seen) for b in blocks]
+    facts = _get(facts_refs)
+    distinct = _Distinct(
+        {
+            col: _tree_merge([ray.put(f[col]) for f in facts])
+            for col in ("query", "item_id", "item_title", "category")
+            if col in batch.columns
+        }
+    )
+    uniques = ray.put({c: distinct.uniques(c) for c in TEXT_KEYS if c in distinct.frames})
+    n_items = len(distinct.frames["item_id"]) if "item_id" in distinct.frames else 0
+    codes_task = ray.remote(_block_codes).options(num_returns=4 + PAIR_PARTITIONS)
+    code_refs = [codes_task.remote(b, uniques, n_items) for b in blocks]
+    sha, dups = _fingerprint(batch, distinct, code_refs)
+    stats = _batch_stats(batch, facts, distinct, sha, dups)
+    result.stats = stats
+    _judge(result, batch, facts, distinct, previous, rows_suite, skipped, parameters, directory)
+    result.elapsed_s = time.perf_counter() - started
+    return result
+
+
+def _rows_columns(columns: list[str]) -> list[str]:
+    """Columns validation._rows_frame keeps (the row suite's expectations are chosen from them)."""
+    keep = ("query", "item_id", "item_title", "label", "price", "relevance", "position")
+    return [c for c in keep if c in columns]
+
+
+def _clip_json(suite_result: dict) -> dict:
+    """The suite JSON as validate_frame stores it (long cell values clipped where validation does so)."""
+    from tailguard import validation as v
+
+    clip = getattr(v, "_clip_gx_json", None)
+    return clip(suite_result) if clip else suite_result
+
+
+def _judge(
+    result: Any,
+    batch: RayBatch,
+    facts: list[dict],
+    distinct: _Distinct,
+    previous: dict | None,
+    rows_suite: dict,
+    rows_skipped: list[str],
+    parameters: dict,
+    directory: Path,
+) -> None:
+    """Collect the row suite (merged) and run the distinct-value and batch suites on the driver."""
+    from tailguard import contract as c
+    from tailguard import validation as v
+
+    source, files = result.source, batch.files
+    result.skipped += rows_skipped
+    if rows_suite["expectations"]:
+        merged = _merge_rows_suite([f["rows_suite"] for f in facts], batch.rows)
+        result.gx_results.append(_clip_json(merged))
+        v._collect(v.suite_result_from_json(merged), source, files, parameters, None, "rows", None, result)
+    context = v._validation_context()
+    for name, col in (("titles", "item_title"), ("queries", "query")):
+        if col not in distinct.frames:
+            result.skipped.append(f"suite {name}: its column is absent")
+            continue
+        values = pd.Series(distinct.frames[col]["value"].to_numpy(object), dtype=object)
+        frame = pd.DataFrame({col: values, col + v.VISIBLE_SUFFIX: c.visible_texts(values)})
+        first_row = distinct.frames[col]["first"].to_numpy(np.int64)
+        _run_and_collect(result, context, name, frame, first_row, f"distinct {col} values", set(),
+                         parameters, directory, files, None)  # fmt: skip
+    stub = v._Derived(codes={}, uniques={})  # the category share is counted per block on the cluster
+    comparison, available = v._comparison_frame(result.stats, stub, previous)
+    if previous and "unseen_category_rows" in (facts[0] if facts else {}):
+        share = sum(f["unseen_category_rows"] for f in facts) / batch.rows if batch.rows else 0.0
+        comparison["unseen_category_share"] = float(share)
+        available.add("category_vs_previous")
+    batch_values = comparison.iloc[0].to_dict()
+    _run_and_collect(result, context, "batch", comparison, None, "batches", available,
+                     parameters, directory, files, batch_values)  # fmt: skip
+
+
+def _run_and_collect(
+    result: Any,
+    context: Any,
+    name: str,
+    frame: pd.DataFrame,
+    index_to_row: np.ndarray | None,
+    unit: str,
+    available: set[str],
+    parameters: dict,
+    directory: Path,
+    files: list[dict],
+    batch_values: dict | None,
+) -> None:
+    from tailguard import validation as v
+
+    suite_json, skipped = v._select_expectations(v.load_suite_json(name, directory), frame, available)
+    result.skipped += skipped
+    if not suite_json["expectations"]:
+        return
+    with v._CONTEXT_LOCK:
+        gx_result = v._run_suite(context, name, suite_json, frame, parameters)
+    result.gx_results.append(_clip_json(gx_result.to_json_dict()))
+    v._collect(gx_result, result.source, files, parameters, index_to_row, unit, batch_values, result, frame)
+
+
+# --- rebalance ----------------------------------------------------------------------------------------------
+
+
+def _labels_of(frame: pd.DataFrame) -> np.ndarray:
+    return frame["label"].to_numpy()
+
+
+def _repeats(labels: np.ndarray, config: Any, notes: list[str]) -> np.ndarray:
+    """How many times each row counts after random_under / random_over: balance.py's samplers on the same
+    seeded generator, in the same order, so the rows are the pandas path's (balance._resample_rows)."""
+    from tailguard import balance as b
+
+    rng = np.random.default_rng(config.seed)
+    strategies = [s for s in b.ORDER if s in config.strategies]
+    combined = np.arange(len(labels))
+    if "random_under" in strategies:
+        combined = b.random_under_positions(labels, config.ratio, rng)
+        if len(combined) == len(labels):
+            notes.append(
+                f"random_under: already at or below {config.ratio} negatives per positive; nothing dropped"
+            )
+    repeats = np.zeros(len(labels), dtype=np.int32)
+    repeats[combined] = 1
+    if "random_over" in strategies:
+        positives, copies = b.random_over_copies(labels[combined], config.over_ratio, rng)
+        if not copies.any():
+            notes.append(f"random_over: already at or above {config.over_ratio} positives per negative")
+        np.add.at(repeats, combined[positives], copies.astype(np.int32))
+    return repeats
+
+
+def _compact_block(frame: pd.DataFrame, repeats: np.ndarray) -> pd.DataFrame:
+    """The block's kept rows once each, with the markers balance adds and `repeats`."""
+    counts = repeats[frame["row_id"].to_numpy(np.int64)]
+    keep = np.flatnonzero(counts)
+    out = frame.take(keep).reset_index(drop=True)
+    out["source_row_id"] = out["row_id"].to_numpy(np.int64, copy=True)
+    out["repeats"] = counts[keep]
+    return out
+
+
+def rebalance(batch: RayBatch, config: Any) -> tuple[RayBatch, dict]:
+    """balance.rebalance(train, config, compact=True, report=False) on the cluster: (compact batch, report).
+
+    Supports none, random_under and random_over (the resamplers that need only the labels); others raise
+    BalanceConfigError naming the pandas engine. The compact batch's blocks hold the kept rows in batch order
+    with `source_row_id` and `repeats`; its `rows` is the number of distinct rows kept.
+    """
+    import ray
+
+    from tailguard.balance import BalanceConfigError
+
+    other = sorted(set(config.strategies) - RAY_ONLY_STRATEGIES)
+    if other:
+        raise BalanceConfigError(
+            f"strategy {other[0]!r} runs on the pandas engine only (the Ray engine resamples with "
+            f"{sorted(RAY_ONLY_STRATEGIES)}); use --engine pandas"
+        )
+    blocks = batch.block_refs()
+    parts = _get([ray.remote(_labels_of).remote(b) for b in blocks])
+    labels = np.concatenate(parts) if parts else np.zeros(0, np.int8)
+    bad = ~np.isin(labels, (0, 1))
+    if bad.any():
+        shown = pd.unique(labels[bad])[:5].tolist()
+        raise BalanceConfigError(f"training frame: column 'label' must be 0/1; offending values {shown}")
+    labels = labels.astype(np.int8, copy=False)
+    needs = [s for s in ("random_under", "random_over") if s in config.strategies]
+    if needs and not labels.any():
+        raise BalanceConfigError(
+            f"{needs[0]} would leave no positives: the training split ({len(labels)} rows) has no rows with "
+            "label == 1"
+        )
+    notes: list[str] = []
+    repeats = _repeats(labels, config, notes)
+    shared = ray.put(repeats)  # read zero-copy by every block task from the object store
+    out_blocks = [ray.remote(_compact_block).remote(b, shared) for b in blocks]
+    sizes = _get([ray.remote(_rows_of).remote(b) for b in out_blocks])
+    out = RayBatch(
+        ray.data.from_pandas_refs(out_blocks), batch.files, batch.columns + ["source_row_id", "repeats"],
+        int(sum(sizes)), batch.ts_unit, sizes,
+    )  # fmt: skip
+    kept = repeats > 0
+    report = {
+        "strategies": [s for s in ("random_under", "random_over") if s in config.strategies] or ["none"],
+        "options": config.model_dump(mode="json"),
+        "augmented_rows": 0,
+        "compact": True,
+        "notes": notes,
+        "before": {"rows": len(labels), "positives": int(labels.sum())},
+        "after": {"rows": int(repeats.sum()), "positives": int(repeats[labels == 1].sum())},
+        "distinct_rows": int(kept.sum()),
+    }
+    return out, report

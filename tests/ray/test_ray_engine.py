@@ -1,0 +1,181 @@
+"""The Ray engine against the pandas path on a real two-node cluster (tests/ray/conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tailguard import engine, ray_engine
+from tailguard.balance import BalanceConfig, BalanceConfigError, rebalance
+from tailguard.contract import ContractError
+from tailguard.data import load_batch
+from tailguard.demo import DemoConfig, generate_batches
+from tailguard.validation import validate_frame
+
+pytestmark = pytest.mark.ray
+BLOCK_ROWS = 700  # small blocks: every stage crosses block boundaries on both nodes
+
+
+def _comparable(result) -> dict:
+    """A ValidationResult's fields that do not depend on wall time or GX run ids."""
+    out = result.to_dict()
+    for key in ("elapsed_s", "gx_results", "summary"):
+        out.pop(key)
+    return out
+
+
+@pytest.fixture(scope="module")
+def batches(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("demo")
+    return generate_batches(DemoConfig(rows=3000, batches=2, seed=7), folder, "csv")
+
+
+@pytest.fixture(scope="module")
+def hostile_batch(tmp_path_factory, batches) -> Path:
+    """Rule breaches spread over several blocks and two files: empty queries, blank (zero-width) titles,
+    negative prices, and ids that look numeric or missing ('0000741', 'NA')."""
+    folder = tmp_path_factory.mktemp("hostile")
+    df = pd.read_csv(batches[1], dtype=str, keep_default_na=False)
+    df.loc[[5, 1800, 2950], "query"] = ""
+    df.loc[[10, 2000], "item_title"] = "\u200b"
+    df.loc[[3, 1500, 2999], "price"] = "-4.5"
+    df.loc[[7], "item_id"] = "0000741"
+    df.loc[[8], "query"] = "NA"
+    df.iloc[:1600].to_csv(folder / "part-1.csv", index=False)
+    df.iloc[1600:].to_csv(folder / "part-2.csv", index=False)
+    return folder
+
+
+def test_cluster_is_two_nodes_on_loopback(ray_cluster):
+    import ray
+
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    assert len(nodes) == 2
+    if ray_cluster.namespace:  # root: a namespace with only lo, so Ray cannot pick another address
+        assert {n["NodeManagerAddress"] for n in nodes} == {"127.0.0.1"}
+
+
+def test_load_gives_the_pandas_frame(ray_cluster, hostile_batch):
+    rb = ray_engine.load(hostile_batch, block_rows=BLOCK_ROWS)
+    df = load_batch(hostile_batch)
+    assert len(rb.block_rows) >= 4 and rb.rows == len(df) == 3000
+    got = rb.to_pandas()
+    pd.testing.assert_frame_equal(got, df)
+    assert got.attrs["files"] == df.attrs["files"]
+    # Strings stay strings: 'NA' and leading zeros as written.
+    assert got.loc[8, "query"] == "NA" and got.loc[7, "item_id"] == "0000741"
+
+
+def test_validation_result_equals_pandas_on_good_batch(ray_cluster, batches):
+    previous = validate_frame(load_batch(batches[0]), str(batches[0])).stats
+    expected = validate_frame(load_batch(batches[1]), "b2", previous)
+    got = ray_engine.validate(ray_engine.load(batches[1], block_rows=BLOCK_ROWS), "b2", previous)
+    assert expected.success and got.success
+    assert _comparable(got) == _comparable(expected)
+    assert got.stats["content_sha256"] == expected.stats["content_sha256"]
+
+
+def test_bad_batch_refused_by_both_with_the_same_rules(ray_cluster, hostile_batch):
+    expected = validate_frame(load_batch(hostile_batch), "hostile")
+    got = ray_engine.validate(ray_engine.load(hostile_batch, block_rows=BLOCK_ROWS), "hostile")
+    assert not expected.success and not got.success
+    assert _comparable(got) == _comparable(expected)
+    by_rule = {(f.column, f.rule): f for f in got.failures}
+    # Counts summed over blocks of both files, examples name the batch row and its file.
+    assert by_rule[("price", "price_non_negative")].unexpected_count == 3
+    assert [e["row"] for e in by_rule[("price", "price_non_negative")].examples] == [3, 1500, 2999]
+    assert by_rule[("query", "not_null")].unexpected_count == 3
+    assert by_rule[("query", "not_null")].file.endswith("part-1.csv")
+
+
+def test_contract_error_names_file_and_line_on_both(ray_cluster, tmp_path, batches):
+    good = pd.read_csv(batches[0], dtype=str, keep_default_na=False).iloc[:300]
+    good.to_csv(tmp_path / "a.csv", index=False)
+    text = good.to_csv(index=False).splitlines()
+    text[120] = text[120] + ",extra"  # line 121 of the file: one field too many
+    (tmp_path / "b.csv").write_text("\n".join(text) + "\n")
+    bad_label = good.copy()
+    bad_label.loc[4, "label"] = "yes"
+    bad_label.to_csv(tmp_path / "c.csv", index=False)
+    for case in ("b.csv", "c.csv"):
+        folder = tmp_path / f"batch-{case}"
+        folder.mkdir()
+        for name in ("a.csv", case):
+            (folder / name).write_bytes((tmp_path / name).read_bytes())
+        with pytest.raises(ContractError) as pandas_err:
+            load_batch(folder)
+        with pytest.raises(ContractError) as ray_err:
+            ray_engine.load(folder, block_rows=100)
+        assert type(ray_err.value) is type(pandas_err.value)
+        assert ray_err.value.to_dict() == pandas_err.value.to_dict()
+        # b.csv: the physical line (header = line 1); c.csv: the data row of the bad label.
+        expected = "line 121" if case == "b.csv" else "'row': 4"
+        assert expected in str(ray_err.value) and case in str(ray_err.value)
+
+
+@pytest.mark.parametrize(
+    "spec", ["random_under", "random_over", "random_under,random_over", "none"]
+)
+def test_rebalance_equals_pandas_compact(ray_cluster, batches, spec):
+    config = BalanceConfig.from_spec(spec, seed=11, ratio=2.0, over_ratio=0.5)
+    train = load_batch(batches[1])
+    expected, expected_report = rebalance(train, config, compact=True, report=False)
+    got, report = ray_engine.rebalance(ray_engine.load(batches[1], block_rows=BLOCK_ROWS), config)
+    frame = got.to_pandas()
+    frame.attrs = {}
+    expected.attrs = {}
+    pd.testing.assert_frame_equal(frame, expected)
+    assert report["before"] == expected_report["before"] and report["after"] == expected_report["after"]
+    labels = frame["label"].to_numpy()
+    counts = {y: int(frame["repeats"].to_numpy()[labels == y].sum()) for y in (0, 1)}
+    assert counts[1] == report["after"]["positives"]
+
+
+def test_rebalance_refuses_strategies_it_cannot_run(ray_cluster, batches):
+    rb = ray_engine.load(batches[0], block_rows=BLOCK_ROWS)
+    with pytest.raises(BalanceConfigError, match="pandas engine only"):
+        ray_engine.rebalance(rb, BalanceConfig.from_spec("popularity_cap"))
+
+
+def test_engine_choice(monkeypatch, ray_cluster):
+    monkeypatch.setenv("TAILGUARD_ENGINE", "ray")
+    assert engine.choose() == "ray"
+    assert engine.choose("pandas") == "pandas"
+    monkeypatch.setenv("TAILGUARD_ENGINE", "spark")
+    with pytest.raises(Exception, match="spark"):
+        engine.choose()
+
+
+def test_losing_the_worker_node_mid_stage_fails_clearly_or_finishes(ray_cluster, batches, tmp_path):
+    """Kill the worker node's raylet while validation runs (this test runs last: the node stays dead).
+
+    The stage either finishes on the head with the pandas result or raises one RayEngineError; the JSON
+    a caller writes after the stage is then complete or absent, never half-written.
+    """
+    pid = ray_cluster.worker_raylet_pid()
+    assert pid is not None, "the worker node's raylet was not found"
+    rb = ray_engine.load(batches[1], block_rows=150)
+    killer = threading.Timer(1.0, os.kill, (pid, signal.SIGKILL))
+    out = tmp_path / "validation.json"
+    started = time.perf_counter()
+    killer.start()
+    try:
+        result = ray_engine.validate(rb, "b2")
+    except ray_engine.RayEngineError as err:
+        assert "rerun the stage" in str(err)
+        assert not out.exists()
+    else:
+        expected = validate_frame(load_batch(batches[1]), "b2")
+        assert _comparable(result) == _comparable(expected)
+        out.write_text(json.dumps(result.to_dict(), default=str))
+        assert json.loads(out.read_text())["stats"]["rows"] == 3000
+    finally:
+        killer.cancel()
+    assert time.perf_counter() - started < 120
