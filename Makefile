@@ -52,15 +52,33 @@ clean:
 # --- deployments and local servers (scripts/server.sh) ------------------------------------------------
 .PHONY: deploy server stop
 
-# Work pools are created idempotently (`prefect work-pool create` alone fails when the pool exists).
+# Refuses without a reachable PREFECT_API_URL (else prefect deploys into a throwaway embedded server and
+# says "successfully created"). Work pools are created idempotently (`work-pool create` fails on an existing
+# pool). The weekly cron stays paused unless SCHEDULES=on: a local try-out must not start retraining.
+SCHEDULES ?= off
 deploy: venv
+	scripts/server.sh check-api
 	$(BIN)/prefect work-pool create cpu --type process --overwrite
 	$(BIN)/prefect work-pool create gpu --type process --overwrite
 	$(BIN)/prefect --no-prompt deploy --all
+	scripts/server.sh schedules $(SCHEDULES)
+	@[ "$(SCHEDULES)" = on ] || echo "schedules paused; switch them on with: make deploy SCHEDULES=on"
+
+# The server needs Prefect (a runtime dependency) and moto_server; not the test extras, not the 83 MB model.
+# moto is pinned as in pyproject's dev extra.
+$(VENV)/.installed-server: $(VENV)/.installed
+	$(BIN)/pip install -q 'moto[server]==5.2.5'
+	touch $@
 
 # Local Prefect server (PostgreSQL on loopback when installed, else SQLite) + moto_server, no Docker.
-server: venv-dev
+server: $(VENV)/.installed-server
 	scripts/server.sh start
+
+# Read the stored reports in a browser (read-only, 127.0.0.1): http://127.0.0.1:$(REPORTS_PORT)/
+REPORTS_PORT ?= 8765
+.PHONY: reports
+reports: venv
+	$(BIN)/tailguard reports serve --port $(REPORTS_PORT)
 
 stop:
 	scripts/server.sh stop

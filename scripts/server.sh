@@ -3,6 +3,8 @@
 #   scripts/server.sh start   PostgreSQL on loopback when initdb/pg_ctl exist (else SQLite), Prefect, moto
 #   scripts/server.sh stop    stops what start started, by the PIDs it recorded
 #   scripts/server.sh env     prints the exports that point tailguard, Prefect and boto3 at them
+#   scripts/server.sh check-api        exits 1, saying what to source, unless PREFECT_API_URL answers (make deploy)
+#   scripts/server.sh schedules on|off activates / pauses the schedules of the deployments tagged tailguard
 # The Prefect API needs HTTP basic auth (a random secret made once, kept 0600 in $STATE/prefect-auth and in
 # env.sh, never committed) and allows cross-origin calls only from its own UI origin: a page opened from the
 # store (a report, data docs) cannot list or resume paused runs.
@@ -142,9 +144,52 @@ stop() {
   fi
 }
 
+check_api() {
+  # Without PREFECT_API_URL every prefect command starts a throwaway embedded server: `prefect deploy` then
+  # reports success into a database that vanishes on exit, and the real UI shows no deployment.
+  if [ -z "${PREFECT_API_URL:-}" ]; then
+    echo "PREFECT_API_URL is not set: deployments would go to a throwaway embedded server." >&2
+    echo "Start the server (make server) and run: source $STATE/env.sh" >&2
+    exit 1
+  fi
+  "$BIN/python" - <<'PY' || { echo "source $STATE/env.sh (PREFECT_API_URL and PREFECT_API_AUTH_STRING), or start it: make server" >&2; exit 1; }
+import base64, os, sys, urllib.request
+url = os.environ["PREFECT_API_URL"].rstrip("/") + "/health"
+request = urllib.request.Request(url)
+if auth := os.environ.get("PREFECT_API_AUTH_STRING"):
+    request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+try:
+    with urllib.request.urlopen(request, timeout=5) as response:
+        response.read()
+except Exception as exc:  # noqa: BLE001 - any failure means: not reachable with these settings
+    sys.exit(f"Prefect API {url} is not reachable: {exc}")
+print(f"Prefect API {url}: reachable")
+PY
+}
+
+schedules() {  # on|off: every schedule of the deployments tagged `tailguard`
+  local active
+  case "${1:-}" in on) active=True ;; off) active=False ;; *) echo "usage: $0 schedules on|off" >&2; exit 2 ;; esac
+  "$BIN/python" - "$active" <<'PY'
+import sys
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
+
+active = sys.argv[1] == "True"
+with get_client(sync_client=True) as client:
+    tagged = DeploymentFilter(tags=DeploymentFilterTags(all_=["tailguard"]))
+    for deployment in client.read_deployments(deployment_filter=tagged):
+        for schedule in deployment.schedules:
+            client.update_deployment_schedule(deployment.id, schedule.id, active=active)
+            print(f"{deployment.name}: schedule {schedule.schedule} {'active' if active else 'paused'}")
+PY
+}
+
 case "${1:-start}" in
   start) start ;;
   stop) stop ;;
   env) cat "$STATE/env.sh" ;;
-  *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+  check-api) check_api ;;
+  schedules) schedules "${2:-}" ;;
+  *) echo "usage: $0 start|stop|env|check-api|schedules on|off" >&2; exit 2 ;;
 esac

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import html
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -11,21 +9,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+# The summary page is built in tailguard.summary (one place for the review material's wording and layout).
+from tailguard.summary import SUMMARY_METRICS as SUMMARY_METRICS
+from tailguard.summary import summary_html
+
 # Columns never fed to drift: identifiers and bookkeeping (a 43k-unique item_id column alone took 74 s).
 ID_COLUMNS = ("item_id", "user_id", "row_id", "source_row_id", "augmented", "weight", "ts")
 TEXT_COLUMNS = ("query", "item_title")
 CATEGORICAL_COLUMNS = ("label", "category")
 NUMERICAL_COLUMNS = ("price", "relevance", "position")
-SUMMARY_METRICS = (
-    "roc_auc",
-    "roc_auc_per_query",
-    "pr_auc",
-    "ndcg_at_k",
-    "recall_at_k",
-    "mrr",
-    "log_loss",
-    "f1",
-)
 
 
 def _evidently():
@@ -129,11 +121,13 @@ def evaluation_reports(
                     threshold,
                 )
     summary = out_dir / "summary.html"
+    links = {k: p.name for k, p in pages.items()}
+    links |= {name: f"{name}.html" for name in SIBLING_PAGES if (out_dir / f"{name}.html").is_file()}
     summary.write_text(
         summary_html(
             evaluation,
             decision,
-            {k: p.name for k, p in pages.items()},
+            links,
             skipped,
             examples=_examples(
                 eval_df, cand, prod, bucket=_popularity(eval_df, evaluation, train_df, slices)
@@ -186,218 +180,11 @@ def _examples(
 
 
 # ----------------------------------------------------------------------------------------------
-# summary page (self-contained, offline)
+# summary page: built in tailguard.summary (one place for the review material's wording and layout)
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#1b1f24;
-max-width:1200px}
-h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
-table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}
-th,td{border:1px solid #d0d7de;padding:.25rem .5rem;
-text-align:right}th{background:#f6f8fa}td.l,th.l{text-align:left}.pass{background:#dafbe1}.fail{background:#ffebe9}
-.skipped{background:#f6f8fa;color:#57606a}.small{color:#8c959f}.banner{padding:.8rem 1rem;border-radius:6px;
-font-weight:600}.banner.pass{border:1px solid #2da44e}.banner.fail{border:1px solid #cf222e}.up{color:#1a7f37}
-.down{color:#cf222e}
-"""
-
-
-def _e(x: Any) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def _num(entry: Any) -> float | None:
-    v = entry.get("value") if isinstance(entry, dict) else entry
-    return None if v is None or (isinstance(v, float) and not np.isfinite(v)) else float(v)
-
-
-def _cell(entry: Any, digits: int = 3) -> str:
-    v = _num(entry)
-    if v is None:
-        why = entry.get("undefined", "undefined") if isinstance(entry, dict) else "undefined"
-        return f'<td class="small" title="{_e(why)}">—</td>'
-    return f"<td>{v:.{digits}f}</td>"
-
-
-def _diff_cell(entry: dict | None) -> str:
-    if not entry or entry.get("value") is None:
-        why = (entry or {}).get("undefined", "no comparison")
-        return f'<td class="small" title="{_e(why)}">—</td>'
-    v, lo, hi = entry["value"], entry.get("ci_low"), entry.get("ci_high")
-    cls = "up" if lo is not None and lo > 0 else ("down" if hi is not None and hi < 0 else "")
-    ci = f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else ""
-    return f'<td class="{cls}">{v:+.3f}<span class="small">{ci}</span></td>'
-
-
-def _chart(evaluation: dict, metric: str = "roc_auc") -> str:
-    """Inline SVG: per popularity bucket, candidate and production bars of one metric."""
-    models = evaluation.get("models", [])
-    buckets = ("head", "torso", "tail", "cold")
-    colours = {"candidate": "#0969da", "production": "#8c959f"}
-    width, height, pad, group = 560, 240, 40, 120
-    bars = []
-    for i, b in enumerate(buckets):
-        x0 = pad + i * group + 10
-        for j, m in enumerate(models):
-            v = _num(evaluation["metrics"][m].get(f"popularity:{b}", {}).get(metric))
-            x = x0 + j * 40
-            if v is None:
-                bars.append(
-                    f'<text x="{x + 4}" y="{height - pad - 4}" font-size="10" fill="#8c959f">n/a</text>'
-                )
-                continue
-            h = max(0.0, min(1.0, v)) * (height - 2 * pad)
-            bars.append(
-                f'<rect x="{x}" y="{height - pad - h:.1f}" width="34" height="{h:.1f}" fill="{colours[m]}">'
-                f"<title>{_e(m)} {_e(b)} {metric} {v:.3f}</title></rect>"
-                f'<text x="{x + 2}" y="{height - pad - h - 3:.1f}" font-size="10">{v:.2f}</text>'
-            )
-        too_small = evaluation.get("slices", {}).get(f"popularity:{b}", {}).get("too_small")
-        label = f"{b}{' (too small)' if too_small else ''}"
-        bars.append(f'<text x="{x0}" y="{height - pad + 16}" font-size="11">{_e(label)}</text>')
-    legend = "".join(
-        f'<rect x="{pad + 300 + k * 110}" y="8" width="10" height="10" fill="{colours[m]}"/>'
-        f'<text x="{pad + 314 + k * 110}" y="17" font-size="11">{_e(m)}</text>'
-        for k, m in enumerate(models)
-    )
-    axis = (
-        f'<line x1="{pad}" y1="{height - pad}" x2="{width - 10}" y2="{height - pad}" stroke="#57606a"/>'
-        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#57606a"/>'
-        f'<text x="4" y="{pad + 4}" font-size="10">1.0</text>'
-        f'<text x="4" y="{height - pad}" font-size="10">0.0</text>'
-    )
-    return (
-        f'<svg role="img" aria-label="{_e(metric)} per popularity bucket" '
-        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
-        f'<text x="{pad}" y="17" font-size="12" font-weight="600">{_e(metric)} per popularity bucket</text>'
-        f"{legend}{axis}{''.join(bars)}</svg>"
-    )
-
-
-def summary_html(
-    evaluation: dict,
-    decision: Any,
-    links: dict[str, str],
-    skipped: dict[str, str] | None = None,
-    examples: pd.DataFrame | None = None,
-    title: str = "tailguard evaluation",
-) -> str:
-    """tailguard's own page: decision, checks, slice table with intervals, chart, links (offline)."""
-    from tailguard.safe_text import escape_script_json
-
-    dec = decision.to_dict() if hasattr(decision, "to_dict") else (decision or {})
-    models = evaluation.get("models", [])
-    comparison = evaluation.get("comparison", {}).get("slices", {})
-    parts = [
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
-        f"<style>{_CSS}</style></head><body><h1>{_e(title)}</h1>"
-    ]
-    if dec:
-        ok = bool(dec.get("promote"))
-        parts.append(
-            f'<div class="banner {"pass" if ok else "fail"}">Gate: {"PROMOTE" if ok else "DO NOT PROMOTE"}'
-            f"</div><ul>{''.join(f'<li>{_e(r)}</li>' for r in dec.get('reasons', []))}</ul>"
-        )
-    d = evaluation.get("data", {})
-    parts.append(
-        f"<p>{_e(d.get('rows'))} rows, {_e(d.get('queries'))} queries, {_e(d.get('positives'))} positives, "
-        f"{_e(d.get('items'))} items; k = {_e(evaluation.get('config', {}).get('k'))}; models: "
-        f"{_e(', '.join(models))}.</p>"
-    )
-
-    parts.append(
-        "<h2>Reports</h2><p class='small'>Evidently pages: <b>current</b> = candidate, <b>reference</b> = "
-        "production, scored on the same rows.</p><ul>"
-    )
-    for key, href in links.items():
-        parts.append(f'<li><a href="{_e(href)}">{_e(key.replace("_", " "))}</a></li>')
-    for key, why in (skipped or {}).items():
-        parts.append(f'<li class="small">{_e(key)}: not rendered ({_e(why)})</li>')
-    parts.append("</ul>")
-
-    parts.append("<h2>Per popularity bucket</h2>" + _chart(evaluation))
-
-    parts.append(
-        "<h2>Slices</h2><table><tr><th class='l'>slice</th><th>rows</th><th>queries</th><th>positives</th>"
-    )
-    for m in SUMMARY_METRICS:
-        parts.append("".join(f"<th>{_e(m)}<br><span class='small'>{_e(x)}</span></th>" for x in models))
-        if len(models) == 2:
-            parts.append(f"<th>{_e(m)}<br><span class='small'>Δ [95% CI]</span></th>")
-    parts.append("</tr>")
-    for name, info in evaluation.get("slices", {}).items():
-        small = info.get("too_small")
-        reason = f' title="{_e(info.get("reason"))}"' if small else ""
-        parts.append(
-            f"<tr{' class=small' if small else ''}><td class='l'{reason}>{_e(name)}"
-            f"{' (too small)' if small else ''}</td><td>{info.get('rows')}</td><td>{info.get('queries')}</td>"
-            f"<td>{info.get('positives')}</td>"
-        )
-        for metric in SUMMARY_METRICS:
-            parts.extend(_cell(evaluation["metrics"][m].get(name, {}).get(metric)) for m in models)
-            if len(models) == 2:
-                parts.append(_diff_cell(comparison.get(name, {}).get(metric)))
-        parts.append("</tr>")
-    parts.append("</table>")
-
-    if dec.get("checks"):
-        parts.append(
-            "<h2>Gate checks</h2><table><tr><th class='l'>check</th><th>verdict</th><th>observed</th>"
-            "<th>threshold</th><th class='l'>reason</th></tr>"
-        )
-        for c in dec["checks"]:
-            obs = "—" if c.get("observed") is None else f"{c['observed']:.4f}"
-            thr = "—" if c.get("threshold") is None else f"{c['threshold']:.4f}"
-            parts.append(
-                f"<tr class='{_e(c['verdict'])}'><td class='l'>{_e(c['name'])}</td>"
-                f"<td>{_e(c['verdict'])}</td>"
-                f"<td>{obs}</td><td>{thr}</td><td class='l'>{_e(c['reason'])}</td></tr>"
-            )
-        parts.append("</table>")
-
-    fairness = evaluation.get("fairness", {})
-    bias = evaluation.get("popularity_bias", {})
-    if fairness:
-        parts.append(
-            "<h2>Fairness and popularity bias</h2><table><tr><th class='l'>measure</th>"
-            + "".join(f"<th>{_e(m)}</th>" for m in models)
-            + "</tr>"
-        )
-        rows = [
-            ("recall gap (max − min over buckets)", lambda m: fairness[m]["recall_gap"]),
-            ("tail/head exposure ratio", lambda m: fairness[m]["exposure"]["tail_head_ratio"]),
-        ]
-        rows += [
-            (f"exposure share: {b}", lambda m, b=b: fairness[m]["exposure"]["share"][b])
-            for b in ("head", "torso", "tail", "cold")
-        ]
-        rows += [(k, lambda m, k=k: bias[m][k]) for k in ("arp", "aplt", "gini", "item_coverage")]
-        for label, get in rows:
-            parts.append(
-                f"<tr><td class='l'>{_e(label)}</td>" + "".join(_cell(get(m)) for m in models) + "</tr>"
-            )
-        parts.append("</table>")
-
-    if examples is not None and len(examples):
-        parts.append(
-            "<h2>Tail and cold rows where the models disagree most</h2><table><tr>"
-            + "".join(f"<th class='l'>{_e(c)}</th>" for c in examples.columns)
-            + "</tr>"
-        )
-        for _, row in examples.iterrows():
-            cells = "".join(
-                f"<td>{v:.3f}</td>" if isinstance(v, float) else f"<td class='l'>{_e(v)}</td>"
-                for v in row.tolist()
-            )
-            parts.append(f"<tr>{cells}</tr>")
-        parts.append("</table>")
-    parts.append(
-        "<script type='application/json' id='metrics'>"
-        # Script content is not entity-decoded: \u escapes keep the JSON parseable and the element closed.
-        + escape_script_json(json.dumps({"decision": dec.get("promote")}))
-        + "</script>"
-    )
-    parts.append("</body></html>")
-    return "".join(parts)
+# Pages of the same version folder that the summary links when they were rendered before it (the retrain
+# writes drift.html and class_balance.html first): the summary must reach every page by a link.
+SIBLING_PAGES = ("drift", "class_balance")
 
 
 # ----------------------------------------------------------------------------------------------

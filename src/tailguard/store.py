@@ -63,6 +63,43 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix.rstrip('/')}/{name}" if prefix.strip("/") else name
 
 
+# What a browser needs to show an object rather than download it (S3 otherwise serves binary/octet-stream:
+# a presigned summary.html was downloaded, not shown). Text types carry their charset: tailguard writes UTF-8.
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".htm": "text/html; charset=utf-8",
+    ".json": "application/json",
+    ".md": "text/markdown; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".log": "text/plain; charset=utf-8",
+    ".csv": "text/csv; charset=utf-8",
+    ".tsv": "text/tab-separated-values; charset=utf-8",
+    ".yaml": "application/yaml",
+    ".yml": "application/yaml",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".pdf": "application/pdf",
+    ".parquet": "application/vnd.apache.parquet",
+    ".gz": "application/gzip",
+    ".zip": "application/zip",
+}
+
+
+def content_type(key: str) -> str:
+    """The Content-Type of a store key, from its last suffix (case-insensitive).
+
+    e.g. `reports/summary.html` -> `text/html; charset=utf-8`, `metrics.json` -> `application/json`,
+    `model/model.safetensors` -> `application/octet-stream` (anything not in the table).
+    """
+    return _CONTENT_TYPES.get(Path(key).suffix.lower(), "application/octet-stream")
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
@@ -118,6 +155,16 @@ class ArtifactStore(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove an object; absent keys are fine."""
+
+    def put_file_once(self, key: str, path: Path) -> None:
+        """Upload a local file only if no object exists at key (write-once); PreconditionFailed otherwise.
+
+        The base version checks then writes (not atomic); LocalStore and S3Store make the check part of
+        the write (hard link / If-None-Match: *), so two writers never both land.
+        """
+        if self.exists(key):
+            raise PreconditionFailed(f"{key!r} already exists in {self.uri} (write-once)", key=key)
+        self.put_file(key, path)
 
     def require_conditional_writes(self) -> None:
         """Raise ConditionalWritesIgnored unless put_conditional really refuses a write that breaks its
@@ -203,6 +250,23 @@ class LocalStore(ArtifactStore):
                 while chunk := src.read(_CHUNK):
                     dst.write(chunk)
             os.replace(tmp, target)
+        except FileNotFoundError as exc:
+            raise StoreError(f"cannot upload {path} to {key!r}: {exc}", key=key) from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def put_file_once(self, key: str, path: Path) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{_INTERNAL_PREFIX}tmp-{uuid.uuid4().hex}-{target.name}")
+        try:
+            with open(path, "rb") as src, open(tmp, "wb") as dst:
+                while chunk := src.read(_CHUNK):
+                    dst.write(chunk)
+            # link() fails when the name exists, so the complete file appears once or not at all.
+            os.link(tmp, target)
+        except FileExistsError:
+            raise PreconditionFailed(f"{key!r} already exists in {self.uri} (write-once)", key=key) from None
         except FileNotFoundError as exc:
             raise StoreError(f"cannot upload {path} to {key!r}: {exc}", key=key) from exc
         finally:
@@ -309,7 +373,9 @@ class S3Store(ArtifactStore):
             NoCredentialsError,
         )
 
-        where = f"s3://{self.bucket}/{self._key(key) if key else self.prefix}"
+        # Not self._key(): a list prefix ends in '/', which _check_key refuses, and that turned every failed
+        # list into "invalid store key" (never retried). A message must never fail to build.
+        where = f"s3://{self.bucket}/{_join(self.prefix, key) if key else self.prefix}"
         if isinstance(exc, ClientError):
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))
@@ -373,7 +439,9 @@ class S3Store(ArtifactStore):
 
     def put_bytes(self, key: str, data: bytes) -> None:
         with self._call("put", key):
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+            self.client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type(key)
+            )
 
     def get_bytes(self, key: str) -> bytes:
         with self._call("get", key):
@@ -401,7 +469,31 @@ class S3Store(ArtifactStore):
             raise StoreError(f"cannot upload {path} to {key!r}: not a file", key=key, bucket=self.bucket)
         with self._call("upload", key):
             # upload_file switches to multipart above 8 MiB, which large safetensors files need.
-            self.client.upload_file(str(path), self.bucket, self._key(key))
+            self.client.upload_file(
+                str(path), self.bucket, self._key(key), ExtraArgs={"ContentType": content_type(key)}
+            )
+
+    # One PutObject carries at most 5 GiB (S3 limit); boto3's managed upload cannot send If-None-Match.
+    _SINGLE_PUT_MAX = 5 * 2**30
+
+    def put_file_once(self, key: str, path: Path) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise StoreError(f"cannot upload {path} to {key!r}: not a file", key=key, bucket=self.bucket)
+        if path.stat().st_size > self._SINGLE_PUT_MAX:
+            raise StoreError(
+                f"cannot write {key!r} once: {path} is over 5 GiB, the most one conditional PutObject takes",
+                key=key,
+                bucket=self.bucket,
+            )
+        with self._call("write-once put", key), open(path, "rb") as body:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Body=body,
+                IfNoneMatch="*",
+                ContentType=content_type(key),
+            )
 
     def get_file(self, key: str, path: Path) -> None:
         path = Path(path)
@@ -422,7 +514,11 @@ class S3Store(ArtifactStore):
         try:
             with self._call("conditional put", key):
                 response = self.client.put_object(
-                    Bucket=self.bucket, Key=self._key(key), Body=data, **condition
+                    Bucket=self.bucket,
+                    Key=self._key(key),
+                    Body=data,
+                    ContentType=content_type(key),
+                    **condition,
                 )
         except KeyNotFound as exc:
             # S3 answers If-Match on a missing key with 404: for the caller that is a lost race too.

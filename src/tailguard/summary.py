@@ -1,10 +1,23 @@
-"""Human-readable summaries of a run: console text and markdown for Prefect artifacts (pure formatting)."""
+"""Human-readable summaries of a run: console text, markdown for Prefect artifacts, and summary.html.
+
+Pure formatting: every function takes the dicts a run stores (metrics.json, decision.json) and returns
+text. One verdict vocabulary everywhere (`verdict`): PROMOTE, DO NOT PROMOTE, NEEDS REVIEW.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import os
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from tailguard.safe_text import markdown_code, markdown_text
+from tailguard.safe_text import escape_script_json, html_text, markdown_code, markdown_text
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # The slices shown in the console and the review table, in this order (metrics.json holds them all).
 SHOWN_DIMENSIONS = ("overall", "popularity", "query_frequency", "query_terms")
@@ -101,7 +114,7 @@ def outcome_text(outcome: dict) -> str:
     paths = outcome.get("paths", {})
     parts = [
         f"candidate {outcome.get('version')}: {verdict} ({outcome.get('why')})",
-        f"gate: {'pass' if decision.get('promote') else 'fail'}",
+        "gate: " + ": ".join(verdict(decision)),
         checks_text(decision),
         "",
         slice_table(outcome.get("slices", [])),
@@ -150,46 +163,45 @@ def cutoff_rows(evaluation: dict) -> list[dict]:
 
 
 def review_markdown(evaluation: dict, decision: dict, version: str, store_uri: str) -> str:
-    """The reviewer's artifact: verdict, gate checks, and the slice table with intervals."""
-    checks = [
-        {
-            "check": c.get("name"),
-            "verdict": c.get("verdict"),
-            "observed": c.get("observed"),
-            "threshold": c.get("threshold"),
-            "reason": c.get("reason"),
-        }
-        for c in decision.get("checks", [])
+    """The reviewer's artifact: verdict first, then the slice table, failing checks, the rest last.
+
+    Each check is stated in words (`check_statement`): point estimate, 95% interval, and the rule.
+    """
+    word, why = verdict(decision)
+    failing, skipped, passing = _ordered_checks(decision)
+    policy = (decision.get("policy") or {}).get("values") or {}
+
+    def checks_table(checks: list[dict]) -> str:
+        rows = []
+        for c in checks:
+            measured, rule = check_statement(c, evaluation, policy)
+            rows.append(
+                {"check": c.get("name"), "result": c.get("verdict"), "measured": measured, "rule": rule}
+            )
+        return _md_table(rows, ["check", "result", "measured", "rule"])
+
+    columns = ["slice", "metric", "rows", "positives", "candidate", "production", "diff", "ci_low", "ci_high"]
+    parts = [
+        f"# {_VERDICT_DOT[word]} {word}: candidate {markdown_code(version)}\n\n",
+        f"**{word}** — {markdown_text(why)}\n\n",
+        "Open `summary.html` from the report links below (or `tailguard reports serve`).\n",
+        "\n## Slices (candidate − production, paired bootstrap 95% CI over queries)\n\n",
+        _md_table(slice_rows(evaluation), [*columns, "note"]),
+        f"\n## Failing checks ({len(failing)})\n\n",
+        checks_table(failing) if failing else "No check failed.\n",
     ]
-    rows = slice_rows(evaluation)
-    return (
-        f"# Candidate {markdown_code(version)}\n\n"
-        f"Gate: **{'PASS' if decision.get('promote') else 'FAIL'}**\n\n"
-        + "".join(f"- {markdown_text(r)}\n" for r in decision.get("reasons", []))
-        + "\n## Gate checks\n\n"
-        + _md_table(checks, ["check", "verdict", "observed", "threshold", "reason"])
-        + "\n## Slices (candidate − production, paired bootstrap 95% CI over queries)\n\n"
-        + _md_table(
-            rows,
-            [
-                "slice",
-                "metric",
-                "rows",
-                "positives",
-                "candidate",
-                "production",
-                "diff",
-                "ci_low",
-                "ci_high",
-                "note",
-            ],
-        )
-        + "\n## Bucket cut-offs (training counts; docs/METRICS.md)\n\n"
-        + _md_table(
+    if skipped:
+        parts += [f"\n## Not judged ({len(skipped)})\n\n", checks_table(skipped)]
+    if passing:
+        parts += [f"\n## Passing checks ({len(passing)})\n\n", checks_table(passing)]
+    parts += [
+        "\n## Bucket cut-offs (training counts; docs/METRICS.md)\n\n",
+        _md_table(
             cutoff_rows(evaluation), ["dimension", "bucket", "train counts", "keys", "train share", "rule"]
-        )
-        + f"\nStore: {markdown_code(store_uri)}\n"
-    )
+        ),
+        f"\nStore: {markdown_code(store_uri)}\n",
+    ]
+    return "".join(parts)
 
 
 def validation_text(result: dict, quarantine_uri: str) -> str:
@@ -243,6 +255,438 @@ def outcome_markdown(outcome: dict) -> str:
     )
 
 
+# ----------------------------------------------------------------------------------------------
+# one verdict vocabulary, and every gate check stated in words from the Decision's structured fields
+
+PROMOTE, DO_NOT_PROMOTE, NEEDS_REVIEW = "PROMOTE", "DO NOT PROMOTE", "NEEDS REVIEW"
+_VERDICT_CLASS = {PROMOTE: "promote", DO_NOT_PROMOTE: "block", NEEDS_REVIEW: "review"}
+# Colour for markdown, where no CSS reaches the Prefect UI: the word carries the meaning, the dot the glance.
+_VERDICT_DOT = {PROMOTE: "🟢", DO_NOT_PROMOTE: "🔴", NEEDS_REVIEW: "🟡"}
+
+
+def verdict(decision: Any) -> tuple[str, str]:
+    """(word, why) for a gate decision (a Decision or its dict).
+
+    PROMOTE: every check passed under the reviewed default policy. NEEDS REVIEW: the checks passed under
+    a policy that is not the reviewed default, or the only failure is that nothing could be compared with
+    production (`regression:nothing_judged`): a person must decide, with an override. DO NOT PROMOTE:
+    any other failing check.
+    """
+    dec = decision.to_dict() if hasattr(decision, "to_dict") else (decision or {})
+    checks = dec.get("checks") or []
+    failed = [c.get("name") for c in checks if c.get("verdict") == "fail"]
+    counts = f"{sum(c.get('verdict') == 'pass' for c in checks)} passed, {len(failed)} failed, " + (
+        f"{sum(c.get('verdict') == 'skipped' for c in checks)} skipped"
+    )
+    if dec.get("promote") and dec.get("policy_is_default") is False:
+        source = (dec.get("policy") or {}).get("source", "changed")
+        return NEEDS_REVIEW, f"{counts}; the gate policy is not the reviewed default ({source})"
+    if dec.get("promote"):
+        return PROMOTE, f"{counts}; every applicable check passed"
+    if failed and set(failed) == {"regression:nothing_judged"}:
+        return NEEDS_REVIEW, f"{counts}; no slice could be compared with production"
+    if not checks and not dec.get("promote"):
+        return DO_NOT_PROMOTE, "; ".join(map(str, dec.get("reasons") or [])) or "the gate did not pass"
+    return DO_NOT_PROMOTE, counts
+
+
+def _higher_is_better(metric: str) -> bool:
+    from tailguard.metrics import HIGHER_IS_BETTER
+
+    return HIGHER_IS_BETTER.get(metric, True)
+
+
+def _n(x: Any, signed: bool = False) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "undefined"
+    return f"{float(x):+.4f}" if signed else f"{float(x):.4f}"
+
+
+def _interval(entry: dict, sign: float) -> tuple[float | None, float | None, float | None]:
+    """(point, low, high) of a comparison entry, multiplied by sign (so + is better), interval sorted."""
+    point = entry.get("value")
+    lo, hi = entry.get("ci_low"), entry.get("ci_high")
+    point = None if point is None else sign * point
+    if lo is None or hi is None:
+        return point, None, None
+    lo, hi = sorted((sign * lo, sign * hi))
+    return point, lo, hi
+
+
+def _comparison_statement(check: dict, evaluation: dict, policy: dict) -> tuple[str, str]:
+    """Measured and rule text of a regression:/protected: check on one slice and metric."""
+    kind, rest = check["name"].split(":", 1)
+    slice_name, metric = rest.rsplit(":", 1)
+    entry = evaluation.get("comparison", {}).get("slices", {}).get(slice_name, {}).get(metric) or {}
+    higher = _higher_is_better(metric)
+    point, lo, hi = _interval(entry, 1.0 if higher else -1.0)
+    what = "candidate − production" if higher else "production − candidate (lower is better)"
+    measured = f"{slice_name} {metric}: {what} = {_n(point, True)}"
+    if lo is not None:
+        measured += f", 95% CI [{_n(lo, True)}, {_n(hi, True)}]"
+    margin = -(check.get("threshold") or 0.0)
+    bound = policy.get("protected_bound" if kind == "protected" else "regression_bound", "upper")
+    loss = "any loss" if margin == 0 else f"a loss of more than {margin:g}"
+    if lo is None:
+        rule = f"no interval: the point estimate {_n(check.get('observed'), True)} must be ≥ {-margin:+g}"
+    elif bound == "upper":
+        rule = (
+            f"fails only when {loss} is established: the interval's upper end "
+            f"{_n(check.get('observed'), True)} must be ≥ {-margin:+g}"
+        )
+    else:
+        rule = (
+            f"non-inferiority: the whole interval must stay above {-margin:+g}; its lower end is "
+            f"{_n(check.get('observed'), True)}"
+        )
+    if kind == "protected":
+        rule = f"protected slice, must not regress: {rule}"
+    return measured, rule
+
+
+def check_statement(check: dict, evaluation: dict, policy: dict | None = None) -> tuple[str, str]:
+    """(measured, rule) in words for one gate check, built from its structured fields.
+
+    measured states the point estimate and, where the evaluation has one, the paired bootstrap 95%
+    interval (metrics.json `comparison`); rule states the policy's rule and the number it was applied to.
+    A skipped check gives ("not judged", its reason). Unknown check kinds fall back to the check's reason.
+    """
+    policy = policy or {}
+    name, observed, threshold = check.get("name", ""), check.get("observed"), check.get("threshold")
+    if check.get("verdict") == "skipped":
+        return "not judged", str(check.get("reason", ""))
+    kind, _, metric = name.partition(":")
+    compares = name.count(":") >= 2 and not name.endswith(":*") and name != "regression:nothing_judged"
+    if kind in ("regression", "protected") and compares:
+        return _comparison_statement(check, evaluation, policy)
+    if kind == "floor" and metric.startswith("overall:"):
+        m = metric.split(":", 1)[1]
+        rel = "≥" if _higher_is_better(m) else "≤"
+        return f"candidate {m} = {_n(observed)} (overall)", f"floor: must be {rel} {_n(threshold)}"
+    if name == "fairness:recall_gap_growth":
+        entry = evaluation.get("comparison", {}).get("fairness", {}).get("recall_gap") or {}
+        point, lo, hi = _interval(entry, 1.0)
+        measured = f"growth of the recall gap between popularity buckets = {_n(point, True)}"
+        if lo is not None:
+            measured += f", 95% CI [{_n(lo, True)}, {_n(hi, True)}]"
+        bound = policy.get("fairness_bound", "lower")
+        return measured, f"the interval's {bound} end {_n(observed, True)} must be ≤ {_n(threshold)}"
+    if name == "drift:share_drifted_columns":
+        return (
+            f"share of drifted columns = {_n(observed)}",
+            f"must be ≤ {_n(threshold)}; {check.get('reason')}",
+        )
+    return ("—" if observed is None else _n(observed)), str(check.get("reason", ""))
+
+
+def _ordered_checks(dec: dict) -> tuple[list[dict], list[dict], list[dict]]:
+    """(failing, skipped, passing) checks, each in the gate's order."""
+    checks = dec.get("checks") or []
+    return tuple([c for c in checks if c.get("verdict") == v] for v in ("fail", "skipped", "pass"))  # type: ignore[return-value]
+
+
 def file_link(path: str) -> str:
-    """A link for a report: file:// for local paths, the URI itself for s3://."""
+    """A browser link for a report: the report viewer's URL when TAILGUARD_REPORTS_URL is set (e.g.
+    http://127.0.0.1:8765 from `tailguard reports serve`), else file:// for local paths, else the URI."""
+    base = os.environ.get("TAILGUARD_REPORTS_URL", "").rstrip("/")
+    match = re.search(r"(?:^|/)(models/[^/]+/versions/[^/]+/.+)$", path) if base else None
+    if match:
+        return f"{base}/{match.group(1)}"
     return path if "://" in path else Path(path).resolve().as_uri()
+
+
+# ----------------------------------------------------------------------------------------------
+# summary.html: tailguard's own page (self-contained, offline, no script; the viewer serves it with a CSP
+# that allows exactly this stylesheet, by hash)
+
+SUMMARY_METRICS = (
+    "roc_auc",
+    "roc_auc_per_query",
+    "pr_auc",
+    "ndcg_at_k",
+    "recall_at_k",
+    "mrr",
+    "log_loss",
+    "f1",
+)
+# The slice table a reviewer scans first; the rest sit in a collapsed table below it.
+GLANCE_METRICS = ("roc_auc", "roc_auc_per_query", "ndcg_at_k", "recall_at_k")
+
+# Wide tables scroll inside their own box (.scroll) instead of running under the next element: the old page
+# (max-width 1200px, 24 metric columns ~1,900 px wide) overlapped its neighbours at 1280-1440 px.
+SUMMARY_CSS = """
+*{box-sizing:border-box}body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem;
+color:#1b1f24;max-width:100%}main{max-width:1400px}h1{font-size:1.4rem;margin:.2rem 0 .8rem}
+h2{font-size:1.1rem;margin-top:1.6rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
+.verdict{display:flex;flex-wrap:wrap;gap:.4rem 1rem;align-items:baseline;padding:.8rem 1rem;border-radius:8px;
+border:2px solid;margin:0 0 1rem}.verdict .word{font-size:1.6rem;font-weight:800;letter-spacing:.02em}
+.verdict.promote{background:#dafbe1;border-color:#1a7f37;color:#0f5323}
+.verdict.block{background:#ffebe9;border-color:#cf222e;color:#82071e}
+.verdict.review{background:#fff8c5;border-color:#9a6700;color:#633c01}
+.scroll{overflow-x:auto;max-width:100%}table{border-collapse:collapse;font-size:.82rem;margin:.4rem 0}
+th,td{border:1px solid #d0d7de;padding:.2rem .45rem;text-align:right;vertical-align:top}th{background:#f6f8fa}
+td.l,th.l{text-align:left}td.w{text-align:left;min-width:16rem;max-width:40rem;overflow-wrap:anywhere}
+tr.fail td.v{background:#ffebe9;color:#82071e;font-weight:700}tr.pass td.v{background:#dafbe1;color:#0f5323}
+tr.skipped td{color:#57606a}.small{color:#6e7781}.up{color:#1a7f37}.down{color:#cf222e}
+nav.reports ul{display:flex;flex-wrap:wrap;gap:.3rem 1.2rem;list-style:none;padding-left:0;margin:.3rem 0}
+table.slices td{white-space:nowrap}
+details{margin:.6rem 0}summary{cursor:pointer;font-weight:600}svg{max-width:100%;height:auto}
+"""
+
+
+def summary_css_sha256() -> str:
+    """The CSP source of SUMMARY_CSS ('sha256-<base64>'), as the report viewer sends it."""
+    import base64
+
+    return "'sha256-" + base64.b64encode(hashlib.sha256(SUMMARY_CSS.encode()).digest()).decode() + "'"
+
+
+_e = html_text
+
+
+def _value(entry: Any) -> float | None:
+    v = entry.get("value") if isinstance(entry, dict) else entry
+    if v is None:
+        return None
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _cell(entry: Any, digits: int = 3) -> str:
+    v = _value(entry)
+    if v is None:
+        why = entry.get("undefined", "undefined") if isinstance(entry, dict) else "undefined"
+        return f'<td class="small" title="{_e(why)}">—</td>'
+    return f"<td>{v:.{digits}f}</td>"
+
+
+def _diff_cell(entry: dict | None) -> str:
+    if not entry or _value(entry) is None:
+        why = (entry or {}).get("undefined", "no comparison")
+        return f'<td class="small" title="{_e(why)}">—</td>'
+    v, lo, hi = entry["value"], entry.get("ci_low"), entry.get("ci_high")
+    cls = "up" if lo is not None and lo > 0 else ("down" if hi is not None and hi < 0 else "")
+    ci = f"<br>[{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else ""
+    return f'<td class="{cls}">{v:+.3f}<span class="small">{ci}</span></td>'
+
+
+def _slice_table(evaluation: dict, metrics: tuple[str, ...], table_id: str) -> str:
+    """HTML table: one row per slice; per metric each model's value, then Δ [95% CI] with two models."""
+    models = evaluation.get("models", [])
+    comparison = evaluation.get("comparison", {}).get("slices", {})
+    values = evaluation.get("metrics", {})
+    two = len(models) == 2
+    fixed = (("slice", " class='l'"), ("rows", ""), ("queries", ""), ("positives", ""))
+    head = "<tr>" + "".join(f"<th rowspan='2'{cls}>{text}</th>" for text, cls in fixed)
+    head += "".join(f"<th colspan='{len(models) + two}'>{_e(m)}</th>" for m in metrics) + "</tr><tr>"
+    for _ in metrics:
+        head += "".join(f"<th class='small'>{_e(x)}</th>" for x in models)
+        head += "<th class='small'>Δ [95% CI]</th>" if two else ""
+    rows = [head + "</tr>"]
+    for name, info in evaluation.get("slices", {}).items():
+        small = info.get("too_small")
+        reason = f' title="{_e(info.get("reason"))}"' if small else ""
+        row = (
+            f"<tr{' class=small' if small else ''}><td class='l'{reason}>{_e(name)}"
+            f"{' (too small)' if small else ''}</td><td>{_e(info.get('rows'))}</td>"
+            f"<td>{_e(info.get('queries'))}</td><td>{_e(info.get('positives'))}</td>"
+        )
+        for metric in metrics:
+            row += "".join(_cell(values.get(m, {}).get(name, {}).get(metric)) for m in models)
+            if len(models) == 2:
+                row += _diff_cell(comparison.get(name, {}).get(metric))
+        rows.append(row + "</tr>")
+    return f"<div class='scroll'><table class='slices' id='{table_id}'>{''.join(rows)}</table></div>"
+
+
+def _checks_table(checks: list[dict], evaluation: dict, policy: dict) -> str:
+    rows = ["<tr><th class='l'>check</th><th class='l'>result</th><th class='l'>measured</th>"
+            "<th class='l'>rule</th></tr>"]  # fmt: skip
+    for c in checks:
+        measured, rule = check_statement(c, evaluation, policy)
+        word = {"fail": "FAIL", "pass": "pass", "skipped": "skipped"}.get(c.get("verdict"), c.get("verdict"))
+        rows.append(
+            f"<tr class='{_e(c.get('verdict'))}'><td class='l'>{_e(c.get('name'))}</td>"
+            f"<td class='l v'>{_e(word)}</td><td class='w'>{_e(measured)}</td>"
+            f"<td class='w'>{_e(rule)}</td></tr>"
+        )
+    return f"<div class='scroll'><table class='checks'>{''.join(rows)}</table></div>"
+
+
+def _gate_section(dec: dict, evaluation: dict) -> str:
+    """Failing checks first (open), then skipped and passing ones collapsed."""
+    failing, skipped, passing = _ordered_checks(dec)
+    policy = (dec.get("policy") or {}).get("values") or {}
+    source = (dec.get("policy") or {}).get("source")
+    parts = ["<h2 id='gate'>Gate checks</h2>"]
+    if source:
+        parts.append(f"<p class='small'>Policy: {_e(source)}; sha256 {_e(dec.get('policy_sha256'))}</p>")
+    if failing:
+        parts.append(f"<h3>Failing ({len(failing)})</h3>" + _checks_table(failing, evaluation, policy))
+    else:
+        parts.append("<p>No check failed.</p>")
+    for title, group in (("Not judged", skipped), ("Passing", passing)):
+        if group:
+            parts.append(
+                f"<details class='{title.split()[0].lower()}'><summary>{title} ({len(group)})</summary>"
+                + _checks_table(group, evaluation, policy)
+                + "</details>"
+            )
+    return "".join(parts)
+
+
+def _chart(evaluation: dict, metric: str = "roc_auc") -> str:
+    """Inline SVG: per popularity bucket, candidate and production bars of one metric."""
+    models = evaluation.get("models", [])
+    buckets = ("head", "torso", "tail", "cold")
+    colours = {"candidate": "#0969da", "production": "#8c959f"}
+    width, height, pad, group = 560, 240, 40, 120
+    bars = []
+    for i, b in enumerate(buckets):
+        x0 = pad + i * group + 10
+        for j, m in enumerate(models):
+            v = _value(evaluation.get("metrics", {}).get(m, {}).get(f"popularity:{b}", {}).get(metric))
+            x = x0 + j * 40
+            if v is None:
+                bars.append(
+                    f'<text x="{x + 4}" y="{height - pad - 4}" font-size="10" fill="#8c959f">n/a</text>'
+                )
+                continue
+            h = max(0.0, min(1.0, v)) * (height - 2 * pad)
+            bars.append(
+                f'<rect x="{x}" y="{height - pad - h:.1f}" width="34" height="{h:.1f}" '
+                f'fill="{colours.get(m, "#57606a")}">'
+                f"<title>{_e(m)} {_e(b)} {_e(metric)} {v:.3f}</title></rect>"
+                f'<text x="{x + 2}" y="{height - pad - h - 3:.1f}" font-size="10">{v:.2f}</text>'
+            )
+        too_small = evaluation.get("slices", {}).get(f"popularity:{b}", {}).get("too_small")
+        label = f"{b}{' (too small)' if too_small else ''}"
+        bars.append(f'<text x="{x0}" y="{height - pad + 16}" font-size="11">{_e(label)}</text>')
+    legend = "".join(
+        f'<rect x="{pad + 300 + k * 110}" y="8" width="10" height="10" fill="{colours.get(m, "#57606a")}"/>'
+        f'<text x="{pad + 314 + k * 110}" y="17" font-size="11">{_e(m)}</text>'
+        for k, m in enumerate(models)
+    )
+    axis = (
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - 10}" y2="{height - pad}" stroke="#57606a"/>'
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#57606a"/>'
+        f'<text x="4" y="{pad + 4}" font-size="10">1.0</text>'
+        f'<text x="4" y="{height - pad}" font-size="10">0.0</text>'
+    )
+    return (
+        f'<svg role="img" aria-label="{_e(metric)} per popularity bucket" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
+        f'<text x="{pad}" y="17" font-size="12" font-weight="600">{_e(metric)} per popularity bucket</text>'
+        f"{legend}{axis}{''.join(bars)}</svg>"
+    )
+
+
+def _fairness_section(evaluation: dict) -> str:
+    models = evaluation.get("models", [])
+    fairness, bias = evaluation.get("fairness", {}), evaluation.get("popularity_bias", {})
+    if not fairness:
+        return ""
+
+    def get(m: str, *path: str) -> Any:
+        node: Any = fairness if path[0] != "bias" else bias
+        for key in path if path[0] != "bias" else path[1:]:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        return node
+
+    rows = [("recall gap (max − min over buckets)", ("recall_gap",)),
+            ("tail/head exposure ratio", ("exposure", "tail_head_ratio"))]  # fmt: skip
+    rows += [(f"exposure share: {b}", ("exposure", "share", b)) for b in ("head", "torso", "tail", "cold")]
+    rows += [(k, ("bias", k)) for k in ("arp", "aplt", "gini", "item_coverage")]
+    body = "".join(
+        f"<tr><td class='l'>{_e(label)}</td>"
+        + "".join(_cell(get(m, *(path if path[0] == "bias" else (m, *path)))) for m in models)
+        + "</tr>"
+        for label, path in rows
+    )
+    heads = "".join(f"<th>{_e(m)}</th>" for m in models)
+    return (
+        "<h2>Fairness and popularity bias</h2><div class='scroll'><table><tr><th class='l'>measure</th>"
+        f"{heads}</tr>{body}</table></div>"
+    )
+
+
+def _examples_section(examples: pd.DataFrame | None) -> str:
+    if examples is None or not len(examples):
+        return ""
+    head = "".join(f"<th class='l'>{_e(c)}</th>" for c in examples.columns)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{v:.3f}</td>" if isinstance(v, float) else f"<td class='l w'>{_e(v)}</td>" for v in row
+        )
+        + "</tr>"
+        for row in examples.itertuples(index=False)
+    )
+    return (
+        "<h2>Tail and cold rows where the models disagree most</h2>"
+        f"<div class='scroll'><table><tr>{head}</tr>{body}</table></div>"
+    )
+
+
+def summary_html(
+    evaluation: dict,
+    decision: Any,
+    links: dict[str, str],
+    skipped: dict[str, str] | None = None,
+    examples: pd.DataFrame | None = None,
+    title: str = "tailguard evaluation",
+) -> str:
+    """tailguard's own review page (offline, no script): verdict, report links, slice table, gate checks.
+
+    links: {name: relative href} of the sibling report pages; skipped: {name: why not rendered}.
+    Every data-driven text goes through html_text; the only <script> is a JSON data block
+    ({"decision": bool, "verdict": word}) escaped with escape_script_json.
+    """
+    dec = decision.to_dict() if hasattr(decision, "to_dict") else (decision or {})
+    word, why = verdict(dec)
+    models = evaluation.get("models", [])
+    d = evaluation.get("data", {})
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{_e(word)} · {_e(title)}</title><style>{SUMMARY_CSS}</style></head><body><main>"
+        f"<h1>{_e(title)}</h1>"
+        f"<div class='verdict {_VERDICT_CLASS[word]}' id='verdict'><span class='word'>{_e(word)}</span>"
+        f"<span class='why'>{_e(why)}</span></div>"
+        f"<p>{_e(d.get('rows'))} rows, {_e(d.get('queries'))} queries, {_e(d.get('positives'))} positives, "
+        f"{_e(d.get('items'))} items; k = {_e(evaluation.get('config', {}).get('k'))}; models: "
+        f"{_e(', '.join(models))}.</p>",
+        "<nav class='reports'><b>Reports</b> <span class='small'>(Evidently pages: <b>current</b> = "
+        "candidate, <b>reference</b> = production, scored on the same rows)</span><ul>",
+    ]
+    parts += [f'<li><a href="{_e(href)}">{_e(key.replace("_", " "))}</a></li>' for key, href in links.items()]
+    parts += [
+        f"<li class='small'>{_e(key)}: not rendered ({_e(reason)})</li>"
+        for key, reason in (skipped or {}).items()
+    ]
+    parts.append("</ul></nav>")
+    parts.append(
+        "<h2 id='slices'>Slices</h2><p class='small'>Δ = candidate − production with its paired bootstrap "
+        "95% interval over queries; green: the whole interval above 0, red: below 0.</p>"
+        + _slice_table(evaluation, GLANCE_METRICS, "slices-table")
+    )
+    parts.append(
+        "<details><summary>All metrics per slice</summary>"
+        + _slice_table(evaluation, SUMMARY_METRICS, "all-metrics-table")
+        + "</details>"
+    )
+    if dec.get("checks"):
+        parts.append(_gate_section(dec, evaluation))
+    parts.append("<h2>Per popularity bucket</h2>" + _chart(evaluation))
+    parts.append(_fairness_section(evaluation))
+    parts.append(_examples_section(examples))
+    parts.append(
+        "<script type='application/json' id='metrics'>"
+        # Script content is not entity-decoded: \u escapes keep the JSON parseable and the element closed.
+        + escape_script_json(json.dumps({"decision": dec.get("promote"), "verdict": word}))
+        + "</script></main></body></html>"
+    )
+    return "".join(parts)
