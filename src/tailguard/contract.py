@@ -25,6 +25,8 @@ TEXT_COLUMNS = ("query", "item_id", "item_title", "category", "user_id")
 FLOAT_COLUMNS = ("relevance", "price")
 INT_COLUMNS = ("position",)
 DATETIME_COLUMNS = ("ts",)
+# Optional columns that, once a file has them, need a value in every row (an empty gain is not 0).
+NOT_NULL_WHEN_PRESENT = ("relevance",)
 CANONICAL_COLUMNS = REQUIRED_COLUMNS + ("relevance", "category", "price", "ts", "user_id", "position")
 # Label spellings accepted as 0/1: integers, their float/str forms, and booleans as CSV writers spell them.
 LABEL_VALUES = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "false": 0, "true": 1}
@@ -180,15 +182,45 @@ def _invisible() -> re.Pattern[str]:
     return re.compile(f"[{ranges}{_IGNORABLE_RANGES}]+")
 
 
+# Dropped by BERT's normalizer (tokenizers' BertNormalizer clean_text: U+FFFD and every "other" category,
+# private use Co included; strip_accents: combining marks) or unassigned (Cn: no glyph, no vocabulary entry).
+_DROPPED_CATEGORIES = ("Co", "Cn")
+_MARK_CATEGORIES = ("Mn", "Me")
+
+
+def _drop_unseen(text: str) -> str:
+    r"""Drop U+FFFD, private-use and unassigned characters, and combining marks with no base character.
+
+    A mark is lone when nothing but marks (or nothing) stands between it and the start of the text or a
+    space: "\u0301" and " \u0301\u0308" carry no letter, so the tokenizer keeps nothing of them; the
+    accent of "e\u0301" stays (NFC recomposes it to "\u00e9").
+    """
+    out: list[str] = []
+    has_base = False
+    for ch in unicodedata.normalize("NFD", text):
+        category = unicodedata.category(ch)
+        if ch == "\ufffd" or category in _DROPPED_CATEGORIES:
+            continue
+        if category in _MARK_CATEGORIES:
+            if has_base:
+                out.append(ch)
+            continue
+        has_base = not ch.isspace()
+        out.append(ch)
+    return unicodedata.normalize("NFC", "".join(out))
+
+
 def visible_text(value: str) -> str:
     r"""What a tokenizer sees of `value`: NFKC, no Cc/Cf/default-ignorable characters, outer space stripped.
 
+    Also dropped: U+FFFD, private-use (Co) and unassigned (Cn) characters, and combining marks (Mn/Me)
+    with no base character (see _drop_unseen); BERT's normalizer drops all of them.
     visible_text("\u200b") == "", visible_text("\ufeffdrill ") == "drill",
-    visible_text("\uff44rill") == "drill".
+    visible_text("\uff44rill") == "drill", visible_text("\u0301") == "", visible_text("\ue000") == "".
     """
     if _PLAIN_ASCII.fullmatch(value):  # fast path: printable ASCII (most catalogue text) needs no tables
         return value.strip()
-    return _invisible().sub("", unicodedata.normalize("NFKC", value)).strip()
+    return _drop_unseen(_invisible().sub("", unicodedata.normalize("NFKC", value))).strip()
 
 
 def visible_texts(values: pd.Series | pd.Index) -> pd.Series:
@@ -444,6 +476,21 @@ def _check_parquet_metadata(path: Path, metadata: Any, limits: InputLimits) -> N
         )  # fmt: skip
 
 
+_NULLABLE_INTS: dict[Any, Any] = {}
+
+
+def _nullable_ints() -> dict[Any, Any]:
+    import pyarrow as pa
+
+    if not _NULLABLE_INTS:
+        pairs = [(pa.int8(), pd.Int8Dtype()), (pa.int16(), pd.Int16Dtype()),
+                 (pa.int32(), pd.Int32Dtype()), (pa.int64(), pd.Int64Dtype()),
+                 (pa.uint8(), pd.UInt8Dtype()), (pa.uint16(), pd.UInt16Dtype()),
+                 (pa.uint32(), pd.UInt32Dtype()), (pa.uint64(), pd.UInt64Dtype())]  # fmt: skip
+        _NULLABLE_INTS.update(pairs)
+    return _NULLABLE_INTS
+
+
 def _iter_parquet(path: Path, chunk_rows: int | None, limits: InputLimits) -> Iterator[pd.DataFrame]:
     import pyarrow as pa
 
@@ -476,7 +523,8 @@ def _iter_parquet(path: Path, chunk_rows: int | None, limits: InputLimits) -> It
     try:
         batches = pf.iter_batches(batch_size=min(chunk_rows or _PARQUET_BATCH, _PARQUET_BATCH))
         for table in _capped_tables(path, batches, chunk_rows, limits, count_bytes=True):
-            frame = table.to_pandas()
+            # Nullable integer dtypes: an int64 id column with a null stays integers ("741"), not 741.0.
+            frame = table.to_pandas(types_mapper=_nullable_ints().get)
             frame.index = pd.RangeIndex(start, start + len(frame))
             start += len(frame)
             yield frame
@@ -820,7 +868,8 @@ def coerce_frame(
         if col in out.columns:
             out[col], unit = _coerce_datetime(out[col], str(source), col)
             out.attrs[f"{col}_unit"] = unit
-    for col in not_null:
+    # relevance is a gain: an empty cell would become gain 0 (a "not relevant" the file never said).
+    for col in (*NOT_NULL_WHEN_PRESENT, *not_null):
         empty = out[col].isna().to_numpy() if col in out.columns else np.zeros(0, bool)
         if empty.any():
             raise BadValues(
@@ -829,7 +878,8 @@ def coerce_frame(
                 "not_null",
                 f"{int(empty.sum())} row(s) have an empty {col}",
                 _bad_examples(out[col], empty),
-                hint=f"every row needs a {col} (only an empty cell is missing; 'NA' is text)",
+                hint=f"every row needs a {col} (only an empty cell is missing; 'NA' is text)"
+                + ("; or drop the column and label is the gain" if col in NOT_NULL_WHEN_PRESENT else ""),
             )
     return out
 
@@ -894,12 +944,21 @@ def _coerce_text(series: pd.Series, source: str, col: str) -> pd.Series:
                 _bad_examples(series, bad),
                 hint=f"{col} must be a plain string in every row",
             )
-    # Numbers as ids/queries are fine as text ("123"), but floats from a NaN-holed int column are not "123.0".
-    if pd.api.types.is_float_dtype(series.dtype):
-        whole = series.dropna()
-        # 2**53: beyond it a float no longer holds every integer, so "123.0" -> "123" could invent digits.
-        if (whole == np.floor(whole)).all() and (whole.abs() < 2.0**53).all():
-            return series.astype("Int64").astype(str).where(series.notna(), None).astype(object)
+    # Integers as ids/queries are fine as text ("123"). A float column is refused: its exact text is already
+    # lost (2.0 was "2" or "2.0"? 0.1 prints "0.1" but is 0.1000000000000000055...), and any rule guessing
+    # it back depends on the neighbours (one 1.5 in a chunk used to turn "2" into "2.0").
+    if pd.api.types.is_float_dtype(series.dtype) or pd.api.types.is_complex_dtype(series.dtype):
+        present = series.notna().to_numpy()
+        if not present.any():  # an all-empty column (pandas reads it as float NaN): missing, not numbers
+            return pd.Series(None, index=series.index, dtype=object, name=series.name)
+        raise BadValues(
+            source,
+            col,
+            "text_type",
+            f"{col} is stored as {series.dtype} numbers, not text; their exact spelling is lost",
+            _bad_examples(series, present),
+            hint=f"write {col} as a string (or integer) column, e.g. df[{col!r}].astype(str) before saving",
+        )
     return series.astype(str).where(series.notna(), None).astype(object)
 
 
@@ -1030,6 +1089,7 @@ def _coerce_datetime(series: pd.Series, source: str, col: str) -> tuple[pd.Serie
         else:
             numbers = pd.to_numeric(text.where(text.notna(), np.nan), errors="coerce")
         return _epoch(numbers, source, col, shown=series)
+    _refuse_offset_mix(series, source, col)
     parsed = pd.to_datetime(series, errors="coerce", utc=True, format="ISO8601")
     bad = (parsed.isna() & series.notna()).to_numpy()
     if bad.any():
@@ -1042,6 +1102,38 @@ def _coerce_datetime(series: pd.Series, source: str, col: str) -> tuple[pd.Serie
             hint=f"write {col} as ISO 8601, e.g. 2026-11-28T13:25:01Z, or as epoch numbers in one unit",
         )
     return parsed.rename(col), "iso8601"
+
+
+# A time of day followed by a UTC designator or offset: ...T10:00:00Z, ...T10:00+05:30, ...T10:00:00.5-0800.
+# The time part is required so that a date's own "-05" (2026-01-05) is not taken for an offset.
+_UTC_OFFSET = re.compile(r"[Tt ]\d{2}(?::?\d{2}){0,2}(?:[.,]\d+)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)\s*$")
+
+
+def _refuse_offset_mix(series: pd.Series, source: str, col: str) -> None:
+    """Refuse ISO text mixing values with and without a UTC offset (rule `datetime`).
+
+    pandas reads an offset-less value as UTC, unless an earlier value had an offset, then in that
+    offset's zone: 2026-01-05T10:00:00 was 04:30 UTC after a +05:30 row and 10:00 UTC otherwise. A file
+    of only offset-less values is read as UTC; a mix has no reading that is independent of row order.
+    """
+    codes, uniques = _factorized(series)
+    if not len(uniques):
+        return
+    with_offset = np.array([bool(_UTC_OFFSET.search(str(u))) for u in uniques])
+    if with_offset.all() or not with_offset.any():
+        return
+    row_offset = np.where(codes >= 0, with_offset[np.maximum(codes, 0)], False)
+    row_plain = (codes >= 0) & ~row_offset
+    minority = row_plain if row_plain.sum() <= row_offset.sum() else row_offset
+    raise BadValues(
+        source,
+        col,
+        "datetime",
+        f"{int(row_offset.sum())} value(s) have a UTC offset and {int(row_plain.sum())} have none; "
+        "a value without an offset cannot be placed in time next to values with one",
+        _bad_examples(series, minority),
+        hint=f"write every {col} with its offset (2026-01-05T10:00:00Z, +05:30) or none (read as UTC)",
+    )
 
 
 def _epoch(

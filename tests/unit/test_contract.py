@@ -91,11 +91,16 @@ def test_price_abc_names_value_and_row() -> None:
         coerce_frame(df, "b.csv")
 
 
-def test_numeric_ids_become_text_without_float_suffix() -> None:
+def test_integer_ids_become_text_and_float_ids_are_refused() -> None:
     df = frame(3)
-    df["item_id"] = [101.0, np.nan, 103.0]
+    df["item_id"] = pd.array([101, None, 103], "Int64")
     out = coerce_frame(df, "mem")
-    assert out["item_id"].tolist()[0] == "101" and out["item_id"].iloc[1] is None
+    assert out["item_id"].tolist() == ["101", None, "103"]
+    # A float id has lost its spelling ("101" or "101.0"?): refused per value, whatever its neighbours.
+    df["item_id"] = [101.0, np.nan, 103.0]
+    with pytest.raises(BadValues) as info:
+        coerce_frame(df, "mem")
+    assert (info.value.column, info.value.rule) == ("item_id", "text_type")
 
 
 def test_missing_column_suggests_a_mapping() -> None:

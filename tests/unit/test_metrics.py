@@ -55,19 +55,24 @@ def test_share_buckets_never_split_ties():
     [
         # Home Depot shape: 70 items seen once (69% of 102 rows) start at 31% -> the share rule has no tail.
         # Flat-tail rule: tail = count 1; the other 32 rows split at 0.625 x 32 = 20: before(2) = 22 -> torso.
-        ({10: 1, 4: 3, 2: 5, 1: 70}, {10: "head", 4: "head", 2: "torso", 1: "tail"}, True),
+        ({10: 1, 4: 3, 2: 5, 1: 70}, {10: "head", 4: "head", 2: "torso", 1: "tail"}, "flat-tail"),
         # two counts: 40% seen twice, 60% seen once
-        ({2: 20, 1: 60}, {2: "head", 1: "tail"}, True),
+        ({2: 20, 1: 60}, {2: "head", 1: "tail"}, "flat-tail"),
         # Zipf-like: the share rule already has a tail and is kept
-        ({50: 1, 20: 2, 5: 4, 2: 5, 1: 8}, {50: "head", 20: "head", 5: "torso", 2: "tail", 1: "tail"}, False),
-        # one distinct count: no popularity signal, all head (the most popular group is always head)
-        ({1: 40}, {1: "head"}, False),
+        (
+            {50: 1, 20: 2, 5: 4, 2: 5, 1: 8},
+            {50: "head", 20: "head", 5: "torso", 2: "tail", 1: "tail"},
+            "shares",
+        ),
+        # one distinct count <= tail_max_count (1): every item is tail; above it popularity is undefined
+        ({1: 40}, {1: "tail"}, "tail-max-count"),
+        ({3: 40}, {3: "head"}, "undefined"),
     ],
 )
 def test_count_buckets_give_a_tail_on_flat_and_zipf_data(groups, expected, flat):
     counts = pd.Series(np.repeat(list(groups), list(groups.values())))
-    labels, used_flat = M._count_buckets(counts, 0.5, 0.3)
-    assert labels.to_dict() == expected and used_flat == flat
+    labels, rule = M._count_buckets(counts, 0.5, 0.3)
+    assert labels.to_dict() == expected and rule == flat
     assert M.share_buckets(counts, 0.5, 0.3).to_dict() == expected
 
 
@@ -822,3 +827,89 @@ def test_shuffled_rows_give_identical_metrics_json(data):
         shuffled_train = train.sample(frac=1.0, random_state=seed).reset_index(drop=True)
         res = evaluate(shuffled_ev, shuffled_train, {m: v[perm] for m, v in scores.items()}, cfg)
         assert json.dumps(res, sort_keys=True, allow_nan=False) == base
+
+
+# --- review after issue 12: missing category, empty relevance, one common training count ----------------
+
+
+def _category_frames(values: list[str | None]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    n = 120
+    eval_df = pd.DataFrame(
+        {"query": [f"q{i // 4}" for i in range(n)], "item_id": [f"i{i % 9}" for i in range(n)],
+         "label": [int(i % 3 == 0) for i in range(n)], "category": [values[i % 3] for i in range(n)]}
+    )  # fmt: skip
+    train = pd.DataFrame({"query": ["t"] * 50, "item_id": [f"i{i % 9}" for i in range(50)]})
+    return eval_df, train
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["None", None, "b"], {"None", "(missing)", "b"}),  # the issue: "None" text vs an empty cell
+        (["(missing)", None, ""], {'"(missing)"', "(missing)"}),  # a real "(missing)"; "" is missing too
+        (["(other)", '"x"', None], {'"(other)"', '"\\"x\\""', "(missing)"}),
+    ],
+)
+def test_missing_category_has_its_own_slice(values, expected):
+    eval_df, train = _category_frames(values)
+    scores = {"candidate": (np.arange(len(eval_df)) * 7 % 10) / 10}
+    result = evaluate(eval_df, train, scores, EvalConfig(n_bootstrap=0))
+    cats = {k.split(":", 1)[1]: v["rows"] for k, v in result["slices"].items() if k.startswith("category:")}
+    assert set(cats) == expected and sum(cats.values()) == len(eval_df)
+    if values[2] == "":  # "" and None are both missing: one slice of 80 rows
+        assert cats["(missing)"] == 80
+
+
+def test_missing_category_same_for_none_nan_and_empty_string():
+    frames = [_category_frames(["a", m, "b"])[0] for m in (None, np.nan, "")]
+    train = _category_frames(["a", None, "b"])[1]
+    scores = {"candidate": (np.arange(120) * 7 % 10) / 10}
+    results = [evaluate(f, train, scores, EvalConfig(n_bootstrap=0)) for f in frames]
+    assert results[0]["slices"] == results[1]["slices"] == results[2]["slices"]
+    assert results[0]["metrics"] == results[2]["metrics"]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_missing_relevance_is_an_error_not_gain_zero(bad):
+    eval_df, train = _category_frames(["a", "b", "c"])
+    eval_df["relevance"] = eval_df["label"].astype(float)
+    eval_df.loc[eval_df["label"] == 1, "relevance"] = bad
+    with pytest.raises(ValueError, match="relevance"):
+        evaluate(eval_df, train, {"candidate": np.full(len(eval_df), 0.5)}, EvalConfig(n_bootstrap=0))
+
+
+def _flat(counts: list[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    items = [f"it{i}" for i, c in enumerate(counts) for _ in range(c)]
+    train = pd.DataFrame({"query": [f"q{i % 80}" for i in range(len(items))], "item_id": items})
+    rng = np.random.default_rng(0)
+    n = 1000
+    eval_df = pd.DataFrame({"query": [f"e{i // 10}" for i in range(n)],
+                            "item_id": [f"it{i % len(counts)}" for i in range(n)],
+                            "label": (rng.random(n) < 0.3).astype(int)})  # fmt: skip
+    return eval_df, train
+
+
+@pytest.mark.parametrize("counts", [[1] * 400, [1, 1]], ids=["issue-400-once", "two-once"])
+def test_every_item_seen_once_is_tail(counts):
+    eval_df, train = _flat(counts)
+    scores = {"candidate": np.linspace(0, 1, len(eval_df))}
+    result = evaluate(eval_df, train, scores, EvalConfig(n_bootstrap=0))
+    cut = result["slice_definitions"]["cutoffs"]["popularity"]
+    assert cut["rule"] == "tail-max-count" and set(cut) == {"tail", "rule"}
+    assert result["slices"]["popularity:tail"]["rows"] == len(eval_df)
+    assert not result["slices"]["popularity:tail"]["too_small"]
+
+
+@pytest.mark.parametrize(("counts", "n"), [([2] * 400, 2), ([3] * 5, 3)])
+def test_one_common_count_above_tail_max_makes_popularity_undefined(counts, n):
+    eval_df, train = _flat(counts)
+    scores = {"candidate": np.linspace(0, 1, len(eval_df))}
+    result = evaluate(eval_df, train, scores, EvalConfig(n_bootstrap=0))
+    why = f"popularity cannot be judged: every training item has count {n}"
+    assert result["slice_definitions"]["cutoffs"]["popularity"]["undefined"] == why
+    for b in ("head", "torso", "tail"):
+        assert result["slices"][f"popularity:{b}"]["too_small"]
+        assert result["slices"][f"popularity:{b}"]["reason"] == why
+    wider = evaluate(eval_df, train, {"candidate": np.linspace(0, 1, len(eval_df))},
+                     EvalConfig(n_bootstrap=0, tail_max_count=n))  # fmt: skip
+    assert wider["slice_definitions"]["cutoffs"]["popularity"]["rule"] == "tail-max-count"

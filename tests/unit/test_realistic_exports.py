@@ -432,3 +432,96 @@ def test_balance_excel_safe_and_exact(tmp_path, cli_env):
     assert sorted(read_table(exact)["query"]) == sorted(source["query"])
     quoted = read_table(safe)["item_title"]
     assert sorted(quoted) == sorted(("'" + t) if t[0] in "=+-@\t\r" else t for t in source["item_title"])
+
+
+# --- review after issue 12: lone marks, float ids, offset mixes, empty relevance --------------------------
+
+UNSEEN = ["\u0301", "\u0301\u0308", "\ufffd", "\ue000", " \u20dd", "\U000f0001", "\u0378"]
+
+
+@pytest.mark.parametrize("text", UNSEEN, ids=["acute", "acute+diaeresis", "fffd", "pua", "me", "pua-b", "cn"])
+def test_unseen_characters_are_blank_and_bert_agrees(text):
+    from tokenizers.normalizers import BertNormalizer
+
+    assert visible_text(text) == ""
+    for strip in (None, True):
+        seen = BertNormalizer(lowercase=True, strip_accents=strip).normalize_str(text).strip()
+        # BERT keeps U+0378 and a lone enclosing mark; tailguard refuses them too (safe side).
+        assert seen == "" or text in (" \u20dd", "\u0378")
+    assert visible_text("e\u0301") == "\u00e9" and visible_text("\u0301e") == "e"
+
+
+@pytest.mark.parametrize("column", ["query", "item_title"])
+@pytest.mark.parametrize("text", ["\u0301", "\u0301\u0308", "\ufffd", "\ue000"])
+def test_unseen_text_is_refused_by_validation(tmp_path, column, text):
+    query, title = ([text], []) if column == "query" else ([], [text])
+    result = _validate(tmp_path, query, title)
+    rule = "query_not_blank" if column == "query" else "title_length_between"
+    assert (column, rule) in {(f.column, f.rule) for f in result.failures}, result.message()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[1.5, 2.0, 2.0, 3.0], [2.0, 2.0, 3.0, 4.0], [0.1, None, 7.0, 8.0]],
+    ids=["issue", "whole", "holed"],
+)
+def test_float_id_column_in_parquet_is_refused(tmp_path, values):
+    path = tmp_path / "f.parquet"
+    table = pa.table({"query": ["q"] * 4, "item_id": pa.array(values, pa.float64()), "item_title": ["t"] * 4,
+                      "label": [1, 0, 1, 0]})  # fmt: skip
+    pq.write_table(table, path, row_group_size=2)
+    for chunk_rows in (2, 4):
+        with pytest.raises(BadValues) as info:
+            list(iter_frames(path, chunk_rows=chunk_rows))
+        assert (info.value.column, info.value.rule) == ("item_id", "text_type")
+        assert "float64" in info.value.detail and info.value.examples[0]["row"] == 0
+
+
+def test_int_id_with_nulls_in_parquet_stays_integer_text(tmp_path):
+    path = tmp_path / "i.parquet"
+    pq.write_table(pa.table({"query": ["q"] * 3, "item_id": pa.array([741, None, 2], pa.int64()),
+                             "item_title": ["t"] * 3, "label": [1, 0, 1]}), path)  # fmt: skip
+    assert read_frame(path)["item_id"].tolist() == ["741", None, "2"]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["2026-01-05T10:00:00+05:30", "2026-01-05T10:00:00"],  # the issue's order
+        ["2026-01-05T10:00:00", "2026-01-05T10:00:00+05:30"],  # reversed
+        ["2026-01-05T10:00:00Z", "2026-01-05 11:00"],
+        ["2026-01-05", "2026-01-06T08:00:00.5-0800"],
+    ],
+    ids=["issue", "reversed", "z-and-plain", "date-and-offset"],
+)
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_ts_mixing_offsets_and_none_is_refused(tmp_path, values, kind):
+    rows = [["q", f"i{i}", "t", "1", v] for i, v in enumerate(values)]
+    with pytest.raises(BadValues) as info:
+        read_frame(as_file(tmp_path, kind, rows, HEADER + ["ts"]))
+    assert (info.value.column, info.value.rule) == ("ts", "datetime") and "offset" in info.value.detail
+
+
+def test_ts_without_offsets_is_utc_in_any_order(tmp_path):
+    values = ["2026-01-05T10:00:00", "2026-01-05", "2026-01-05 23:59:59"]
+    for order in (values, values[::-1]):
+        rows = [["q", "i", "t", "1", v] for v in order]
+        frame = read_frame(as_file(tmp_path, "csv", rows, HEADER + ["ts"]))
+        assert sorted(t.isoformat() for t in frame["ts"]) == [
+            "2026-01-05T00:00:00+00:00", "2026-01-05T10:00:00+00:00", "2026-01-05T23:59:59+00:00"
+        ]
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+@pytest.mark.parametrize("empty_rows", [[0], [1, 2]])
+def test_empty_relevance_is_refused(tmp_path, kind, empty_rows):
+    rows = [["q", f"i{i}", "t", "1", "" if i in empty_rows else "0.5"] for i in range(4)]
+    path = as_file(tmp_path, kind, rows, HEADER + ["relevance"])
+    if kind == "parquet":  # a real null, not ""
+        table = pq.read_table(path)
+        rel = pa.array([None if i in empty_rows else 0.5 for i in range(4)], pa.float64())
+        pq.write_table(table.set_column(4, "relevance", rel), path)
+    with pytest.raises(BadValues) as info:
+        read_frame(path)
+    assert (info.value.column, info.value.rule) == ("relevance", "not_null")
+    assert [e["row"] for e in info.value.examples] == empty_rows
