@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable
@@ -51,6 +52,13 @@ class EvalConfig(BaseModel):
     torso_share: float = Field(
         0.3, ge=0, lt=1, description="Torso = the next share of training rows; tail = the rest."
     )
+    tail_max_count: int = Field(
+        1,
+        ge=0,
+        description="When every training item has one and the same count (a random sample of a flat-tailed "
+        "catalogue: every item seen once), items seen at most this many times are the tail; with a common "
+        "count above it popularity cannot be judged and the popularity slices are marked so.",
+    )
     threshold: float = Field(0.5, description="Decision threshold on the score for F1/recall/precision.")
     n_bootstrap: int = Field(1000, ge=0, description="Paired bootstrap resamples over queries (0 = none).")
     seed: int = Field(0, description="Seed of the bootstrap.")
@@ -93,13 +101,25 @@ def query_terms(query: str) -> list[str]:
     return _TOKEN.findall(str(query).lower())
 
 
-def share_buckets(counts: pd.Series, head_share: float, torso_share: float) -> pd.Series:
+def share_buckets(
+    counts: pd.Series, head_share: float, torso_share: float, tail_max_count: int = 1
+) -> pd.Series:
     """Bucket per distinct count (index: count, value: head/torso/tail); see _count_buckets for the rule."""
-    return _count_buckets(counts, head_share, torso_share)[0]
+    return _count_buckets(counts, head_share, torso_share, tail_max_count)[0]
 
 
-def _count_buckets(counts: pd.Series, head_share: float, torso_share: float) -> tuple[pd.Series, bool]:
-    """Bucket per distinct count, and whether the flat-tail rule applied.
+def popularity_undefined(counts: pd.Series, tail_max_count: int = 1) -> str | None:
+    """Why popularity buckets cannot be judged (every key has one count above tail_max_count), else None."""
+    distinct = counts.unique() if len(counts) else []
+    if len(distinct) == 1 and int(distinct[0]) > tail_max_count:
+        return f"popularity cannot be judged: every training item has count {int(distinct[0])}"
+    return None
+
+
+def _count_buckets(
+    counts: pd.Series, head_share: float, torso_share: float, tail_max_count: int = 1
+) -> tuple[pd.Series, str]:
+    """Bucket per distinct count, and the rule that made the cut (shares/flat-tail/tail-max-count/undefined).
 
     Share rule: count groups by count, most popular first; a group is head while the rows *before* it
     are under head_share of all rows, torso while under head_share + torso_share, else tail. Every key
@@ -112,9 +132,20 @@ def _count_buckets(counts: pd.Series, head_share: float, torso_share: float) -> 
     holds more than 1 - head_share - torso_share of the rows, else the share rule had a tail), and the
     other groups are split into head and torso by the share rule with head_share / (head_share +
     torso_share) of *their* rows as the head cut.
+
+    One count only (every item seen once, as in a random 500-row sample of Home Depot): when that count
+    is at most tail_max_count every key is tail (rule `tail-max-count`: head and torso are empty);
+    above it no key is more popular than another, the share rule's all-head labels are kept and the rule
+    is `undefined` (popularity_undefined gives the reason; evaluate marks the buckets too small).
     """
     if counts.empty:
-        return pd.Series(dtype=object), False
+        return pd.Series(dtype=object), "shares"
+    distinct = np.sort(counts.unique())[::-1]
+    if len(distinct) == 1:
+        single = int(distinct[0])
+        label = "tail" if single <= tail_max_count else "head"
+        rule = "tail-max-count" if single <= tail_max_count else "undefined"
+        return pd.Series([label], index=pd.Index(distinct)), rule
     mass = counts.groupby(counts).sum().sort_index(ascending=False)
     before = (mass.cumsum() - mass).to_numpy(dtype=np.float64)
     total = float(mass.sum())
@@ -128,7 +159,7 @@ def _count_buckets(counts: pd.Series, head_share: float, torso_share: float) -> 
         rest = before[-1]  # rows of every group but the least popular one
         cut = head_share / (head_share + torso_share) * rest
         labels = np.append(np.where(before[:-1] < cut, "head", "torso").astype(object), "tail")
-    return pd.Series(labels, index=mass.index), flat
+    return pd.Series(labels, index=mass.index), "flat-tail" if flat else "shares"
 
 
 def _require(df: pd.DataFrame, columns: tuple[str, ...], name: str) -> None:
@@ -147,7 +178,7 @@ def assign_slices(eval_df: pd.DataFrame, train_df: pd.DataFrame, config: EvalCon
     out = pd.DataFrame(index=eval_df.index)
 
     item_counts = train_df["item_id"].astype(str).value_counts()
-    item_bucket = share_buckets(item_counts, config.head_share, config.torso_share)
+    item_bucket = share_buckets(item_counts, config.head_share, config.torso_share, config.tail_max_count)
     eval_items = eval_df["item_id"].astype(str)
     train_count = eval_items.map(item_counts).fillna(0).astype(np.int64)
     bucket = train_count.map(item_bucket).fillna("cold")
@@ -156,7 +187,8 @@ def assign_slices(eval_df: pd.DataFrame, train_df: pd.DataFrame, config: EvalCon
 
     # Query frequency: cut-offs from training queries; each eval query is placed by its own row count.
     train_q = train_df["query"].astype(str).value_counts()
-    q_bucket = share_buckets(train_q, config.head_share, config.torso_share)
+    # tail_max_count 0: one common query count puts every query in head, as the share rule always did.
+    q_bucket = share_buckets(train_q, config.head_share, config.torso_share, tail_max_count=0)
     head_min = int(q_bucket.index[q_bucket == "head"].min())
     torso_counts = q_bucket.index[q_bucket == "torso"]
     torso_min = int(torso_counts.min()) if len(torso_counts) else head_min
@@ -176,12 +208,42 @@ def assign_slices(eval_df: pd.DataFrame, train_df: pd.DataFrame, config: EvalCon
     )
 
     if "category" in eval_df.columns:
-        cat = eval_df["category"].astype(str).fillna("(missing)")
-        counts = cat.value_counts()
-        # Largest first, equal counts by name: which categories make the cut never depends on row order.
-        top = sorted(counts.index, key=lambda c: (-counts[c], c))[: config.max_categories]
-        out["category"] = cat.where(cat.isin(top), "(other)").to_numpy()
+        out["category"] = category_slices(eval_df["category"], config.max_categories)
     return out
+
+
+MISSING_CATEGORY = "(missing)"
+OTHER_CATEGORY = "(other)"
+
+
+def category_slice_value(value: str) -> str:
+    """The slice value of a real category: itself, or JSON-quoted when it could pass for a marker.
+
+    Markers are the bare texts (missing) and (other); a real value spelled like one, or starting with a
+    double quote, is written as its JSON string ('"(missing)"'), so the mapping is one-to-one and a
+    missing category never shares a slice with any text.
+    """
+    if value in (MISSING_CATEGORY, OTHER_CATEGORY) or value.startswith('"'):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def category_slices(category: pd.Series, max_categories: int) -> np.ndarray:
+    """Each row's category slice value (object array): see category_slice_value for real values.
+
+    An empty value (None/NaN: an empty CSV cell or a Parquet null; also "": a Parquet empty string) is
+    the marker (missing) and the text "None" stays the category "None". The `max_categories` largest
+    real categories keep their own slice (equal counts by name, so row order never matters), the rest
+    form (other).
+    """
+    text = category.map(lambda v: v if isinstance(v, str) else (None if pd.isna(v) else str(v)))
+    missing = (text.isna() | (text == "")).to_numpy()
+    counts = text[~missing].value_counts()
+    top = set(sorted(counts.index, key=lambda c: (-counts[c], c))[:max_categories])
+    names = {c: category_slice_value(c) if c in top else OTHER_CATEGORY for c in counts.index}
+    values = text.map(names).to_numpy(dtype=object)
+    values[missing] = MISSING_CATEGORY
+    return values
 
 
 def slice_cutoffs(train_df: pd.DataFrame, config: EvalConfig) -> dict:
@@ -191,9 +253,11 @@ def slice_cutoffs(train_df: pd.DataFrame, config: EvalConfig) -> dict:
     rows and share of all training rows; `rule` says which rule of _count_buckets made the cut.
     """
     out = {}
-    for name, col in (("popularity", "item_id"), ("query_frequency", "query")):
+    dims = (("popularity", "item_id", config.tail_max_count), ("query_frequency", "query", 0))
+    for name, col, tail_max in dims:
         counts = train_df[col].astype(str).value_counts()
-        b, flat = _count_buckets(counts, config.head_share, config.torso_share)
+        b, rule = _count_buckets(counts, config.head_share, config.torso_share, tail_max)
+        rule = "shares" if rule == "undefined" and name == "query_frequency" else rule
         total = int(counts.sum())
         entry: dict[str, Any] = {}
         for bucket in QUERY_BUCKETS:
@@ -207,7 +271,9 @@ def slice_cutoffs(train_df: pd.DataFrame, config: EvalConfig) -> dict:
                 "train_rows": int(in_bucket.sum()),
                 "train_share": round(float(in_bucket.sum()) / total, 4),
             }
-        entry["rule"] = "flat-tail" if flat else "shares"
+        entry["rule"] = rule
+        if rule == "undefined":
+            entry["undefined"] = popularity_undefined(counts, tail_max)
         out[name] = entry
     return out
 
@@ -950,6 +1016,24 @@ def _check_scores(scores: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray
     return out
 
 
+def _gain(eval_df: pd.DataFrame, y: np.ndarray) -> np.ndarray:
+    """nDCG's gain per row: `relevance` when the frame has it (every row finite), else the label.
+
+    Raises ValueError naming the rows when a relevance is missing or not finite: filling it with 0
+    would call a row "not relevant" that the file never judged (the contract refuses such files).
+    """
+    if "relevance" not in eval_df.columns:
+        return y
+    gain = pd.to_numeric(eval_df["relevance"]).to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.flatnonzero(~np.isfinite(gain))
+    if bad.size:
+        raise ValueError(
+            f"eval frame: column 'relevance' has {bad.size} missing or non-finite value(s), e.g. at rows "
+            f"{bad[:5].tolist()}; give every row a gain or drop the column (the label is then the gain)"
+        )
+    return gain
+
+
 def evaluate(
     eval_df: pd.DataFrame,
     train_df: pd.DataFrame,
@@ -974,11 +1058,7 @@ def evaluate(
         raise ValueError(
             f"eval frame: column 'label' must be 0/1, found {np.unique(y[~np.isin(y, (0, 1))])[:5]}"
         )
-    gain = (
-        pd.to_numeric(eval_df["relevance"]).fillna(0).to_numpy(dtype=np.float64)
-        if "relevance" in eval_df.columns
-        else y
-    )
+    gain = _gain(eval_df, y)
     # Codes in sorted-string order and rows in one canonical order, so no number (sums, bootstrap draws
     # over query codes) depends on the input's row order; rows equal in every key are interchangeable.
     q, query_names = pd.factorize(eval_df["query"].astype(str), sort=True)
@@ -1066,6 +1146,9 @@ def evaluate(
         u, ap_sum, w_pos, w_neg = sums[:, :, 0]
         with np.errstate(invalid="ignore", divide="ignore"):
             pooled[m] = np.stack([u / (w_pos * w_neg), ap_sum / w_pos])
+    # One common training count (above tail_max_count): head/torso/tail say nothing; the gate skips them.
+    why = result["slice_definitions"]["cutoffs"]["popularity"].get("undefined")
+    unjudged = {f"popularity:{b}": why for b in ("head", "torso", "tail")} if why else {}
     for (dim, names, _), code, base in zip(dimensions, codes, bases[:-1], strict=True):
         n_codes = len(names) + 1
         query_code = np.full(n_queries, -1, dtype=np.int16)
@@ -1120,6 +1203,8 @@ def evaluate(
                     else None
                 )
             )
+            if name in unjudged:
+                reason = unjudged[name]
             result["slices"][name] = {
                 "dimension": dim,
                 "rows": rows,
