@@ -388,3 +388,148 @@ def test_bad_repeats_are_named(tmp_path, value, shown):
     with pytest.raises(M.ModelError, match="'repeats' must be integers >= 1; offending values") as info:
         M.train(df, quick(max_steps=1, valid_fraction=0), tmp_path / "m")
     assert str(info.value).endswith(shown)
+
+
+# --- GPU-efficiency options (issue 19): same results on the CPU, fewer pad tokens, safe fallbacks -----------
+
+
+def ragged_pairs(n_queries: int = 30, seed: int = 0) -> pd.DataFrame:
+    """`pairs` with titles of 0-30 extra words (plus hostile cells), so rows differ widely in token length."""
+    rng = np.random.default_rng(seed)
+    df = pairs(n_queries, seed=seed)
+    extra = [" ".join(rng.choice(COLORS + NOUNS, rng.integers(0, 30))) for _ in range(len(df))]
+    df["item_title"] = df["item_title"] + " " + pd.Series(extra)
+    # hostile but valid text: empty, whitespace, CJK, emoji, markup, one very long run (truncated)
+    odd = ["", "   ", "电钻 红色", "🔥🔥 drill", "</script><b>x", "lamp " * 200]
+    df.loc[: len(odd) - 1, "item_title"] = odd
+    return df
+
+
+@pytest.fixture(scope="module")
+def ragged_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ragged") / "model"
+    M.train(ragged_pairs(), quick(max_steps=8, max_length=48, valid_fraction=0), folder)
+    return folder
+
+
+@pytest.mark.parametrize("batch_size", [7, 64])
+def test_length_sorted_scoring_matches_unsorted(ragged_model, batch_size):
+    df = ragged_pairs(12, seed=1)
+    lengths = M._encode(M.load_model(ragged_model)[1], df, 48)["lengths"]
+    assert int(lengths.min()) <= 6 and int(lengths.max()) == 48  # short and truncated rows both present
+    unsorted = M.predict(ragged_model, df, batch_size=batch_size, sort_by_length=False)
+    ordered = M.predict(ragged_model, df, batch_size=batch_size)
+    assert np.abs(ordered - unsorted).max() < 1e-6
+    # one row per batch has no padding at all: the reference that both must match
+    alone = M.predict(ragged_model, df.head(40), batch_size=1, sort_by_length=False)
+    assert np.abs(ordered[:40] - alone).max() < 1e-6
+    # row alignment survives the sort: a shuffled frame gets the same scores, shuffled
+    perm = np.random.default_rng(2).permutation(len(df))
+    shuffled = M.predict(ragged_model, df.iloc[perm].reset_index(drop=True), batch_size=batch_size)
+    assert np.abs(shuffled - ordered[perm]).max() < 1e-6
+
+
+def test_scorer_counts_pairs_per_second(ragged_model):
+    scorer = M.Scorer(ragged_model, batch_size=32, window_batches=2)  # 64-row windows: several per call
+    df = ragged_pairs(10, seed=3)
+    first = scorer(df)
+    scorer(df.head(5))
+    assert scorer.pairs == len(df) + 5 and scorer.seconds > 0
+    assert scorer.pairs_per_s == pytest.approx(scorer.pairs / scorer.seconds)
+    np.testing.assert_allclose(scorer(df), first, atol=1e-6)
+
+
+def test_length_bucketing_regroups_rows_by_length_and_is_seeded():
+    lengths = torch.tensor(np.random.default_rng(0).integers(3, 49, 1000))
+    config = quick(batch_size=16, bucket_batches=10, length_bucketing=True)
+    order = M._epoch_rows(1000, None, None, config, epoch=0)
+    bucketed = M._bucket_by_length(order, lengths, config, epoch=0)
+    assert sorted(bucketed.tolist()) == list(range(1000))  # a permutation: every row once
+    again = M._bucket_by_length(order, lengths, config, epoch=0)
+    assert torch.equal(bucketed, again)  # a function of (seed, epoch): a resumed run replays it
+    assert not torch.equal(bucketed, M._bucket_by_length(order, lengths, config, epoch=1))
+
+    def pads(o: torch.Tensor) -> int:
+        return sum(int(lengths[b].max()) * len(b) - int(lengths[b].sum()) for b in o.split(16))
+
+    assert pads(bucketed) < 0.25 * pads(order)  # uniform lengths 3-48: most padding goes
+    # the short last batch (1000 = 62 * 16 + 8) stays last, whole: the loop's split sees the same batches
+    assert set(bucketed[-8:].tolist()) <= set(order[-(1000 % 160) :].tolist())
+    assert len(M._bucket_by_length(order[:5], lengths, config, epoch=0)) == 5
+
+
+def test_length_bucketing_trains_with_fewer_pad_tokens(tmp_path):
+    df = ragged_pairs(20)
+    plain = M.train(df, quick(max_steps=6, max_length=48, valid_fraction=0), tmp_path / "a")
+    config = quick(max_steps=6, max_length=48, valid_fraction=0, length_bucketing=True, bucket_batches=5)
+    runs = [M.train(df, config, tmp_path / f"b{i}") for i in range(2)]
+    assert plain.steps == runs[0].steps == 6
+    assert plain.pad_share > 0.3 and runs[0].pad_share < 0.5 * plain.pad_share
+    np.testing.assert_array_equal(M.predict(tmp_path / "b0", df), M.predict(tmp_path / "b1", df))
+
+
+def test_compile_runs_and_a_failing_compile_falls_back_to_eager(tmp_path, caplog):
+    df = pairs(10)
+    base = M.train(df, quick(max_steps=3, seed=3, valid_fraction=0), tmp_path / "eager")
+    compiled = quick(max_steps=3, seed=3, valid_fraction=0, compile=True, compile_backend="eager")
+    traced = M.train(df, compiled, tmp_path / "c")
+    assert traced.compiled and not base.compiled
+    np.testing.assert_allclose(M.predict(tmp_path / "c", df), M.predict(tmp_path / "eager", df), atol=1e-6)
+    with caplog.at_level("WARNING", logger="tailguard.model"):
+        broken = M.train(
+            df, quick(max_steps=3, seed=3, valid_fraction=0, compile=True, compile_backend="no-such"),
+            tmp_path / "f",
+        )  # fmt: skip
+    assert not broken.compiled and broken.steps == 3
+    assert "torch.compile failed" in caplog.text and "no-such" in caplog.text
+    np.testing.assert_array_equal(M.predict(tmp_path / "f", df), M.predict(tmp_path / "eager", df))
+
+
+def test_attention_kernels_agree_and_defaults_keep_todays_model(tmp_path):
+    df = pairs(10)
+    sdpa = M.train(df, quick(max_steps=3, seed=2, valid_fraction=0), tmp_path / "sdpa")
+    eager = M.train(df, quick(max_steps=3, seed=2, valid_fraction=0, attn_implementation="eager"),
+                    tmp_path / "eager")  # fmt: skip
+    assert sdpa.steps == eager.steps == 3
+    np.testing.assert_allclose(M.predict(tmp_path / "sdpa", df), M.predict(tmp_path / "eager", df), atol=1e-5)
+    foreach = M.train(df, quick(max_steps=3, seed=2, valid_fraction=0, fused_adamw=False), tmp_path / "fe")
+    assert foreach.steps == 3
+    np.testing.assert_allclose(M.predict(tmp_path / "fe", df), M.predict(tmp_path / "sdpa", df), atol=1e-5)
+    defaults = M.TrainConfig()
+    assert defaults.attn_implementation == "sdpa" and not defaults.compile and not defaults.length_bucketing
+    assert defaults.fused_adamw and not defaults.bf16_weights
+    with pytest.raises(ValueError, match="attn_implementation"):
+        M.TrainConfig(attn_implementation="flash_attention_9")
+
+
+def test_checkpoint_from_before_the_new_options_still_resumes(tmp_path):
+    df = pairs(10)
+    config = quick(max_steps=4, checkpoint_every=2, valid_fraction=0)
+    M.train(df, config, tmp_path / "a", checkpoint_dir=tmp_path / "c")
+    state_path = M.latest_checkpoint(tmp_path / "c") / "trainer_state.json"
+    state = json.loads(state_path.read_text())
+    new = ("attn_implementation", "compile", "compile_backend", "length_bucketing", "bucket_batches",
+           "fused_adamw", "bf16_weights")  # fmt: skip
+    state["config"] = {k: v for k, v in state["config"].items() if k not in new}
+    state_path.write_text(json.dumps(state))
+    again = M.train(df, config.model_copy(update={"compile": True, "compile_backend": "eager"}),
+                    tmp_path / "b", checkpoint_dir=tmp_path / "c")  # fmt: skip
+    assert again.steps == 4 and again.resumed_from_step == 4  # missing = default; compile is resume-free
+    with pytest.raises(M.ModelError, match="different config.*length_bucketing"):
+        M.train(df, config.model_copy(update={"length_bucketing": True}), tmp_path / "d",
+                checkpoint_dir=tmp_path / "c")  # fmt: skip
+
+
+def test_predict_cli_reports_pairs_per_second(tmp_path, ragged_model):
+    from typer.testing import CliRunner
+
+    from tailguard.cli import app
+
+    data = tmp_path / "rows.csv"
+    ragged_pairs(5, seed=4).iloc[1:].to_csv(data, index=False)  # the contract refuses row 0's empty title
+    res = CliRunner().invoke(app, ["predict", "--model", str(ragged_model), "--data", str(data),
+                                   "--out", str(tmp_path / "scored.csv")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    line = res.output.strip().splitlines()[-1]
+    assert line.startswith("scored 39 rows") and "pairs/s on cpu" in line
+    assert float(line.split("(")[1].split()[0].replace(",", "")) > 0
