@@ -16,6 +16,8 @@ from prefect import flow, get_run_logger, pause_flow_run
 from prefect.context import get_run_context
 from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
+from prefect.states import Completed, State
+from pydantic import Field
 
 from tailguard import pipeline
 from tailguard.pipeline import RetrainParams, Timer
@@ -31,12 +33,27 @@ class BatchRejected(Exception):
 
 
 class Review(RunInput):
-    """The reviewer's answer, shown as a form in the Prefect UI."""
+    """The reviewer's answer, shown as a form in the Prefect UI.
 
-    approve: bool = False
-    reviewer: str = ""
-    comment: str = ""
-    override: bool = False
+    The server checks the answer against this schema: an empty or blank reviewer is refused there, so
+    the run stays paused until someone answers with a name.
+    """
+
+    approve: bool = Field(False, description="Promote the candidate (off: reject it).")
+    reviewer: str = Field(
+        "",
+        min_length=1,
+        max_length=200,
+        pattern=r"\S",
+        description="Your name (required); kept in the audit.",
+    )
+    comment: str = Field("", description="Why; required with override, kept in the audit.")
+    override: bool = Field(
+        False, description="Approve although the gate failed or its policy is not the reviewed default."
+    )
+    source: Literal["ui-form", "cli"] = Field(
+        "ui-form", description="Where the answer came from (`tailguard approve` sets cli)."
+    )
 
 
 def _flow_run_id() -> str:
@@ -66,8 +83,12 @@ def retrain(
     gate_overrides: dict[str, Any] | None = None,
     n_bootstrap: int = 1000,
     allow_duplicate_batch: bool = False,
-) -> dict:
-    """Retrain the relevance model on one batch and promote it only if it does not hurt the long tail."""
+) -> State:
+    """Retrain the relevance model on one batch and promote it only if it does not hurt the long tail.
+
+    The run ends Completed, named for what happened (Promoted, Rejected or NotPromoted), with the
+    outcome dict as its result.
+    """
     # The parameters above are RetrainParams' fields, flat so the Prefect UI shows one typed form.
     params = RetrainParams(**{name: value for name, value in locals().items() if value is not None})
     logger = get_run_logger()
@@ -129,8 +150,10 @@ def retrain(
             )
             try:
                 answer = pause_flow_run(
+                    # Only the description: with_initial_data re-declares the fields it is given and drops
+                    # their constraints (the required reviewer), and the defaults are already approve=False.
                     wait_for_input=Review.with_initial_data(
-                        description=pipeline.review_prompt(decision, version), approve=False, reviewer=""
+                        description=pipeline.review_prompt(decision, version)
                     ),
                     timeout=params.review_timeout_s,
                     poll_interval=1,
@@ -139,9 +162,10 @@ def retrain(
             except FlowPauseTimeout:
                 review = {
                     "approve": False,
-                    "reviewer": "timeout",
-                    "comment": "review timed out",
+                    "reviewer": "review-timeout",
+                    "comment": f"no answer within {params.review_timeout_s} s",
                     "override": False,
+                    "source": "review-timeout",
                 }
         else:
             review = pipeline.auto_review(decision)
@@ -152,17 +176,28 @@ def retrain(
                 version, decision, review, ctx, production[0] if production else None
             )
         else:
-            promotion.reject_candidate(
-                version, decision, {**review, "comment": f"{review.get('comment', '')} ({why})"}, ctx
+            # A rejection's reason is its comment; an approval that could not promote says why it did not.
+            comment = (
+                f"{review.get('comment', '')} ({why})" if review.get("approve") else review.get("comment", "")
             )
+            promotion.reject_candidate(version, decision, {**review, "comment": comment}, ctx)
             pointer = None
 
         outcome = pipeline.outcome(version, promoted, why, decision, metrics, pointer, manifest, ctx)
         outcome["notes"] = notes
+        outcome["state"] = _state_name(promoted, review)
         artifacts.publish_outcome(outcome)
-        return outcome
+        return Completed(name=outcome["state"], message=why, data=outcome)
     finally:
         pipeline.cleanup(ctx)
+
+
+def _state_name(promoted: bool, review: dict) -> str:
+    """The final state's name: Promoted, Rejected (a reviewer, the policy or a timeout said no) or
+    NotPromoted (approved, but the approval could not promote: no override, no comment, no name)."""
+    if promoted:
+        return "Promoted"
+    return "NotPromoted" if review.get("approve") else "Rejected"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,20 +20,39 @@ def _registry(store_uri: str = "", model_name: str = ""):
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
-def rollback_production(to: str | None, by: str, store_uri: str = "", model_name: str = "") -> dict:
+def current_production(store_uri: str = "", model_name: str = "") -> str:
+    """The production version now ('' before the first promotion): what a rollback expects to undo."""
+    pointer = _registry(store_uri, model_name).production()
+    return pointer["version"] if pointer else ""
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
+def rollback_production(
+    to: str | None,
+    by: str,
+    store_uri: str = "",
+    model_name: str = "",
+    expected_current: str = "",
+    request_id: str = "",
+) -> dict:
     """Point production back at `to` (default: the previous production version); returns the pointer.
 
-    Holds the model's promotion lock, like the retrain flow's promotion and the CLI."""
+    A retry after the flip landed returns the landed pointer (same request_id) instead of rolling back
+    again. Holds the model's promotion lock, like the retrain flow's promotion and the CLI."""
     from tasks.locks import promotion_lock
 
     registry = _registry(store_uri, model_name)
     with promotion_lock(registry.model_name):
-        return registry.rollback(to=to, by=by)
+        return registry.rollback(
+            to=to, by=by, expected_current=expected_current or None, request_id=request_id or None,
+            source="rollback-flow",
+        )  # fmt: skip
 
 
 def resume_review(flow_run_id: str, approve: bool, reviewer: str, comment: str = "", override: bool = False):
-    """Answer a retrain run paused for review (the same form the Prefect UI shows)."""
+    """Answer a retrain run paused for review (the same form the Prefect UI shows, marked source=cli)."""
     from prefect.flow_runs import resume_flow_run
 
-    run_input = {"approve": approve, "reviewer": reviewer, "comment": comment, "override": override}
+    run_input = {"approve": approve, "reviewer": reviewer, "comment": comment, "override": override,
+                 "source": "cli"}  # fmt: skip
     resume_flow_run(UUID(flow_run_id), run_input=run_input)

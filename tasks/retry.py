@@ -9,7 +9,12 @@ def transient_io(task, task_run, state) -> bool:
         state.result()
     except Exception as exc:  # noqa: BLE001 - we classify, not handle
         from tailguard.store import StoreError
+        from tasks.locks import PromotionLockTimeout
 
+        if isinstance(
+            exc, PromotionLockTimeout
+        ):  # it already waited its full timeout: retrying only waits longer
+            return False
         return isinstance(exc, (ConnectionError, TimeoutError)) or (
             isinstance(exc, StoreError) and getattr(exc, "transient", False)
         )

@@ -9,7 +9,28 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+class _Cli(typer.Typer):
+    """typer.Typer whose unexpected errors print one line (type, message, how to see more), exit 1.
+
+    Commands already turn the errors they expect into clear messages and exit codes; this is the net
+    under everything else (a store URI that cannot open, a Prefect API that refuses, a bug), so a user
+    never gets a raw traceback. TAILGUARD_DEBUG=1 shows it.
+    """
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - the last line of defence, by design
+            if os.environ.get("TAILGUARD_DEBUG"):
+                raise
+            text = " ".join(str(err).split())[:2000] or "(no message)"
+            hint = "(TAILGUARD_DEBUG=1 shows the traceback)"
+            print(f"error: {type(err).__name__}: {text} {hint}", file=sys.stderr)
+            sys.exit(1)
+
+
+app = _Cli(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
 def _offline() -> None:
@@ -67,10 +88,12 @@ def validate(
         False, "--quarantine/--no-quarantine", help="Store a refused batch under quarantine/<batch_id>/."
     ),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the full result as JSON here."),
+    engine: str = typer.Option("", "--engine", help="pandas or ray; default TAILGUARD_ENGINE, else pandas."),
 ) -> None:
     """Validate a batch: exit 0 with a summary, 2 listing every failed rule, 3 if validation could not run."""
     from tailguard.contract import ColumnMapping, ContractError, parse_columns
     from tailguard.data import batch_id_for, fingerprint_files, materialize, quarantine_batch, read_files
+    from tailguard.pipeline import ValidationRecord
     from tailguard.settings import get_settings
     from tailguard.store import open_store
     from tailguard.validation import ValidationPolicy, build_data_docs, validate_frame
@@ -84,28 +107,62 @@ def validate(
             columns=parse_columns(columns) if columns else {}, delimiter=delimiter or None
         )
         files = materialize(data)  # an s3:// batch is downloaded once, then read from these files
-        frame = read_files(files, mapping)  # type: ignore[arg-type]
+        frame = _engine_read(engine, files, mapping) if engine != "pandas" else read_files(files, mapping)
         previous_id, previous_stats = _previous_stats(store, previous)
-        outcome = validate_frame(frame, data, previous_stats, ValidationPolicy())
-        result = outcome.to_dict() | {"previous_batch_id": previous_id}
+        outcome = _engine_validate(frame, data, previous_stats, ValidationPolicy(), validate_frame)
+        batch_id = batch_id_for(fingerprint_files(files))
+        result = ValidationRecord.from_outcome(outcome, batch_id, previous_id).to_dict()
         text, code = outcome.message(), (0 if outcome.success else 3 if outcome.could_not_run else 2)
     except ContractError as exc:
         outcome = None
-        result = {"source": data, "success": False, "status": "contract", "failures": [exc.to_dict()]}
+        # The same validation.json the retrain flow writes for this refusal (one ValidationRecord shape).
+        batch_id = batch_id_for(fingerprint_files(files)) if files else None
+        result = ValidationRecord.contract_refusal(data, exc.to_dict(), batch_id).to_dict()
         text, code = f"{data}: REFUSED by the data contract\n[error] {exc}", 2
     if json_out:
         json_out.write_text(json.dumps(result, indent=2, default=str))
-    if code != 0 and quarantine and files:
-        batch_id = batch_id_for(fingerprint_files(files))
+    if code != 0 and quarantine and files and batch_id:
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
             docs = build_data_docs(outcome, Path(tmp) / "data_docs") if outcome else None
-            prefix = quarantine_batch(store, batch_id, files, result | {"batch_id": batch_id}, docs)
+            prefix = quarantine_batch(store, batch_id, files, result, docs)
         text += f"\nquarantined at {store.uri.rstrip('/')}/{prefix}"
     typer.echo(text, err=code != 0)
     if code:
         raise typer.Exit(code)
+
+
+def _engine_read(engine: str, files: list[Path], mapping):
+    """The batch on the chosen engine (--engine, else TAILGUARD_ENGINE): a frame, or a Ray batch."""
+    from tailguard.data import read_files
+    from tailguard.engine import EngineError, choose, ray_session
+
+    try:
+        if choose(engine or None) == "pandas":
+            return read_files(files, mapping)
+        from tailguard import ray_engine
+
+        ray_session()
+        return ray_engine.load(files, mapping)
+    except (EngineError, RuntimeError) as err:  # RayEngineError is a RuntimeError
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _engine_validate(frame, source: str, previous_stats, policy, validate_frame):
+    """validate_frame on a pandas frame, ray_engine.validate on a Ray batch (the same result)."""
+    import pandas as pd
+
+    if isinstance(frame, pd.DataFrame):
+        return validate_frame(frame, source, previous_stats, policy)
+    from tailguard import ray_engine
+
+    try:
+        return ray_engine.validate(frame, source, previous_stats, policy)
+    except ray_engine.RayEngineError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _parse_options(items: list[str]) -> dict:
@@ -167,6 +224,12 @@ def balance_cmd(
         help="Any other BalanceConfig option as KEY=JSON, e.g. bucket_shares='{\"tail\": 0.5}'.",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed; the same seed gives the same output."),
+    excel_safe: bool = typer.Option(
+        False,
+        "--excel-safe",
+        help="CSV output for spreadsheets: prefix text cells starting with = + - @ tab or CR with a single "
+        "quote so they are not run as formulas. Off by default: the CSV keeps the exact strings.",
+    ),
     compact: bool = typer.Option(
         False,
         "--compact",
@@ -178,6 +241,9 @@ def balance_cmd(
     ),
     report_html: Path | None = typer.Option(
         None, "--report-html", help="Write the Evidently class-balance report here."
+    ),
+    engine: str = typer.Option(
+        "", "--engine", help="pandas or ray (random_under/random_over, --compact); default TAILGUARD_ENGINE."
     ),
 ) -> None:
     """Rebalance training data and print the before/after table (the training split only: never eval data)."""
@@ -197,8 +263,11 @@ def balance_cmd(
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from None
     try:
-        train = load_batch(data)
-        balanced, report = rebalance(train, config, compact=compact)
+        if engine or os.environ.get("TAILGUARD_ENGINE"):
+            train, balanced, report = _engine_balance(engine, data, config, compact)
+        else:
+            train = load_batch(data)
+            balanced, report = rebalance(train, config, compact=compact)
     except (BalanceConfigError, ContractError) as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from None
@@ -206,9 +275,18 @@ def balance_cmd(
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix in (".parquet", ".pq"):
-            balanced.to_parquet(out, index=False)
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            from tailguard.contract import output_schema
+
+            # Contract columns get the contract's types (query/item_id strings even when all-digit or empty).
+            inferred = {f.name: f.type for f in pa.Schema.from_pandas(balanced, preserve_index=False)}
+            schema = output_schema(list(balanced.columns), inferred)
+            pq.write_table(pa.Table.from_pandas(balanced, schema=schema, preserve_index=False), out)
         else:
-            balanced.to_csv(out, index=False)
+            written = excel_safe_cells(balanced) if excel_safe else balanced
+            written.to_csv(out, index=False, lineterminator=CSV_LINE_END)
         counted = f" counting {report['after']['rows']}" if compact else ""
         typer.echo(f"wrote {len(balanced)} rows{counted} to {out}")
     if report_json is not None:
@@ -219,6 +297,27 @@ def balance_cmd(
         from tailguard.reports import class_balance_report  # Evidently: imported only when asked (3-9 s)
 
         typer.echo(f"wrote {class_balance_report(train, expand(balanced, ['label']), report_html)}")
+
+
+def _engine_balance(engine: str, data: str, config, compact: bool):
+    """(train, balanced, report) on the chosen engine; the ray engine writes the compact frame only."""
+    from tailguard.balance import rebalance
+    from tailguard.data import load_batch
+    from tailguard.engine import choose, to_pandas
+
+    if choose(engine or None) == "pandas":
+        train = load_batch(data)
+        return (train, *rebalance(train, config, compact=compact))
+    if not compact:
+        typer.echo("error: --engine ray writes the compact frame (rows + repeats); add --compact", err=True)
+        raise typer.Exit(2)
+    from tailguard import ray_engine
+    from tailguard.engine import ray_session
+
+    ray_session()
+    batch = ray_engine.load(data)
+    balanced, report = ray_engine.rebalance(batch, config)
+    return to_pandas(batch), to_pandas(balanced), report
 
 
 # --- model: train, predict -------------------------------------------------------------------
@@ -285,17 +384,39 @@ def train_cmd(
     )
 
 
+# Cells a spreadsheet evaluates as a formula (OWASP "CSV injection"): =HYPERLINK(...), +cmd|..., @SUM(...).
+# RFC 4180 line ends: Python's csv writer quotes a field holding any character of the line terminator,
+# so with "\r\n" a bare CR in a title is quoted; with pandas' "\n" it was written raw and read back as a
+# line break ('\r=1+1' came back '=1+1').
+CSV_LINE_END = "\r\n"
+FORMULA_CHARS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def excel_safe_cells(frame):
+    """A copy of `frame` whose text cells starting with = + - @ tab or CR get a leading single quote.
+
+    Spreadsheets show the quote-prefixed text as typed instead of running it; numbers are untouched. The
+    output is no longer the exact input strings, so it is opt-in (--excel-safe), never what metrics reads.
+    """
+    out = frame.copy(deep=False)
+    for col in out.columns:
+        texts = out[col].astype(object)
+        risky = texts.map(lambda v: isinstance(v, str) and v[:1] in FORMULA_CHARS).to_numpy(bool)
+        if risky.any():
+            out[col] = texts.where(~risky, "'" + texts.where(risky, "").astype(str))
+    return out
+
+
 def _read_chunks(path: Path, chunk_rows: int):
-    """Yield DataFrames of at most chunk_rows rows from a parquet or csv file."""
-    import pandas as pd
+    """Coerced chunks of at most chunk_rows rows from a CSV/Parquet file (the contract's one reader).
 
-    if path.suffix in (".parquet", ".pq"):
-        import pyarrow.parquet as pq
+    Query, item_id and title text stay the exact strings in the file; an empty query or title is a
+    ContractError (the model would score the text 'None').
+    """
+    from tailguard.contract import iter_frames
 
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-            yield batch.to_pandas()
-    else:
-        yield from pd.read_csv(path, chunksize=chunk_rows)
+    needed = ("query", "item_title")
+    yield from iter_frames(path, None, chunk_rows, required=needed, not_null=needed)
 
 
 @app.command("predict")
@@ -307,11 +428,21 @@ def predict_cmd(
     chunk_rows: int = typer.Option(100_000, "--chunk-rows", help="Rows read, scored and written at a time."),
     store: str = typer.Option("", "--store", help="Store for --model production."),
     model_name: str = typer.Option("", "--model-name", help="Registry model name for --model production."),
+    excel_safe: bool = typer.Option(
+        False,
+        "--excel-safe",
+        help="CSV output for spreadsheets: prefix text cells starting with = + - @ tab or CR with a single "
+        "quote so they are not run as formulas. Off by default: the CSV keeps the exact strings.",
+    ),
+    engine: str = typer.Option(
+        "", "--engine", help="pandas or ray (actors; full data contract); default TAILGUARD_ENGINE."
+    ),
 ) -> None:
     """Score a batch with a saved or the production model, streaming in chunks; writes a `score` column."""
     _offline()
     import tempfile
 
+    from tailguard.contract import ContractError
     from tailguard.data import materialize
     from tailguard.model import ModelError, Scorer
 
@@ -320,17 +451,40 @@ def predict_cmd(
         registry = _registry(store, model_name)
         model_dir = Path(tempfile.mkdtemp(prefix="tailguard-production-"))
         model_dir = Path(_registry_call(lambda: registry.fetch_model("production", model_dir)))
+    if engine or os.environ.get("TAILGUARD_ENGINE"):
+        rows = _engine_predict(engine, model_dir, data, out, batch_size, excel_safe)
+        if rows is not None:
+            typer.echo(f"scored {rows} rows with {model} -> {out} (Ray actors)")
+            return
     try:
         scorer = Scorer(model_dir, batch_size=batch_size)
         files = materialize(data)
-    except (ModelError, FileNotFoundError) as err:
+    except (ModelError, FileNotFoundError, ContractError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
+    try:
+        rows = _score_files(scorer, files, out, chunk_rows, excel_safe)
+    except ContractError as err:
+        out.unlink(missing_ok=True)  # a refused input leaves no half-written output behind
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"scored {rows} rows with {model} -> {out} "
+        f"({scorer.pairs_per_s:,.0f} pairs/s on {scorer.device.type}, tokenizing included)"
+    )
+
+
+def _score_files(scorer, files: list[Path], out: Path, chunk_rows: int, excel_safe: bool = False) -> int:
+    """Score every file chunk by chunk into `out`; Parquet output has one schema fixed from the contract."""
+    from tailguard.contract import ContractError, output_schema, source_types
+    from tailguard.model import ModelError
+
     rows, writer = 0, None
     try:
         for path in files:
+            schema = None
             for chunk in _read_chunks(Path(path), chunk_rows):
                 try:
                     chunk = chunk.assign(score=scorer(chunk))
@@ -341,16 +495,74 @@ def predict_cmd(
                     import pyarrow as pa
                     import pyarrow.parquet as pq
 
-                    table = pa.Table.from_pandas(chunk, preserve_index=False)
-                    writer = writer or pq.ParquetWriter(out, table.schema)
-                    writer.write_table(table.cast(writer.schema))
+                    schema = schema or output_schema(list(chunk.columns), source_types(path))
+                    if writer is not None and not schema.equals(writer.schema):
+                        raise ContractError(
+                            path, None, "same_columns_in_every_file",
+                            f"columns {schema.names} differ from the first file's {writer.schema.names}",
+                            hint="score files with the same columns together, or one at a time",
+                        )  # fmt: skip
+                    writer = writer or pq.ParquetWriter(out, schema)
+                    writer.write_table(pa.Table.from_pandas(chunk, schema=schema, preserve_index=False))
                 else:
-                    chunk.to_csv(out, mode="a", header=rows == 0, index=False)
+                    written = excel_safe_cells(chunk) if excel_safe else chunk
+                    written.to_csv(out, mode="a", header=rows == 0, index=False, lineterminator=CSV_LINE_END)
                 rows += len(chunk)
     finally:
         if writer is not None:
             writer.close()
-    typer.echo(f"scored {rows} rows with {model} -> {out}")
+    return rows
+
+
+def _engine_predict(
+    engine: str, model_dir: Path, data: str, out: Path, batch_size: int, excel_safe: bool
+) -> int | None:
+    """Score on Ray actors (ray_engine.score) and write `out` block by block; None when the engine is pandas.
+
+    The batch is read under the full data contract; scores are float32 as on pandas. A refused batch, a
+    model that does not load or a cluster failure exits 2 and leaves no output file.
+    """
+    from tailguard.contract import ContractError, output_schema, source_types
+    from tailguard.data import materialize
+    from tailguard.engine import EngineError, choose, ray_session
+    from tailguard.model import ModelError
+
+    try:
+        if choose(engine or None) == "pandas":
+            return None
+        import ray
+
+        from tailguard import ray_engine
+
+        ray_session()
+        files = materialize(data)
+        scored = ray_engine.score(ray_engine.load(files), {"score": model_dir}, batch_size=batch_size)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.unlink(missing_ok=True)
+        writer, rows = None, 0
+        try:
+            for ref in scored.block_refs():  # one block on the driver at a time, in batch order
+                frame = ray_engine._get(ref).drop(columns=["row_id", "augmented"])
+                frame["score"] = frame["score"].astype("float32")
+                if out.suffix in (".parquet", ".pq"):
+                    import pyarrow as pa
+                    import pyarrow.parquet as pq
+
+                    schema = output_schema(list(frame.columns), source_types(files[0]))
+                    writer = writer or pq.ParquetWriter(out, schema)
+                    writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
+                else:
+                    written = excel_safe_cells(frame) if excel_safe else frame
+                    written.to_csv(out, mode="a", header=rows == 0, index=False, lineterminator=CSV_LINE_END)
+                rows += len(frame)
+        finally:
+            if writer is not None:
+                writer.close()
+        return rows
+    except (EngineError, ContractError, ModelError, FileNotFoundError, RuntimeError) as err:
+        out.unlink(missing_ok=True)
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
 
 
 # --- evaluation: metrics ----------------------------------------------------------------------
@@ -359,35 +571,19 @@ PREDICTION_COLUMNS = ("query", "item_id", "label", "score")
 
 
 def _read_predictions(path: Path, required: tuple[str, ...]):
-    """One CSV/Parquet file with the named columns; bad input exits 2 naming file, column, rule, examples."""
-    import numpy as np
-    import pandas as pd
+    """One CSV/Parquet file read by the contract's reader; bad input exits 2 naming file, column, rule, rows.
 
-    from tailguard.contract import ContractError, read_table
+    query and item_id keep the exact strings in the file ('NA', '0000741'); label must be 0/1; score
+    and score_production must be finite numbers in every row.
+    """
+    from tailguard.contract import ContractError, read_frame
 
+    text = tuple(c for c in required if c in ("query", "item_id"))
     try:
-        df = read_table(path)
+        return read_frame(path, None, required, numeric=("score", "score_production"), not_null=text)
     except ContractError as exc:
         typer.echo(f"[error] {exc}", err=True)
         raise typer.Exit(2) from None
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        typer.echo(f"[error] {path}: missing column(s) {missing} (has {list(df.columns)[:12]})", err=True)
-        raise typer.Exit(2)
-    for col in [c for c in ("label", "score", "score_production", "relevance") if c in df.columns]:
-        values = pd.to_numeric(df[col], errors="coerce")
-        wrong = ~values.isin([0, 1]) if col == "label" else ~np.isfinite(values)
-        bad = df.loc[wrong.to_numpy(), col]
-        if len(bad):
-            rule = "must be 0 or 1" if col == "label" else "must be a finite number"
-            typer.echo(
-                f"[error] {path}: column '{col}' {rule}; {len(bad)} rows fail, e.g. rows "
-                f"{bad.index[:3].tolist()} = {bad.head(3).tolist()}",
-                err=True,
-            )
-            raise typer.Exit(2)
-        df[col] = values
-    return df
 
 
 @app.command("metrics")
@@ -405,20 +601,27 @@ def metrics_cmd(
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
     threshold: float = typer.Option(0.5, "--threshold", help="Decision threshold for F1/recall/precision."),
     policy: Path | None = typer.Option(None, "--policy", help="Also apply this gate policy YAML."),
+    engine: str = typer.Option(
+        "",
+        "--engine",
+        help="pandas or ray (both files meet the full data contract); default TAILGUARD_ENGINE.",
+    ),
 ) -> None:
     """Evaluate any system's predictions per popularity slice (metrics.json schema: docs/METRICS.md)."""
     from tailguard.metrics import EvalConfig, evaluate
 
-    preds = _read_predictions(predictions, PREDICTION_COLUMNS)
-    train_df = _read_predictions(train, ("query", "item_id"))
-    scores = {"candidate": preds["score"].to_numpy(float)}
-    if "score_production" in preds.columns:
-        scores["production"] = preds["score_production"].to_numpy(float)
     config = EvalConfig(
         k=k, min_positives=min_positives, n_bootstrap=bootstrap, seed=seed, threshold=threshold
     )
     try:
-        result = evaluate(preds, train_df, scores, config)
+        result = _engine_metrics(engine, predictions, train, config)
+        if result is None:  # the pandas engine
+            preds = _read_predictions(predictions, PREDICTION_COLUMNS)
+            train_df = _read_predictions(train, ("query", "item_id"))
+            scores = {"candidate": preds["score"].to_numpy(float)}
+            if "score_production" in preds.columns:
+                scores["production"] = preds["score_production"].to_numpy(float)
+            result = evaluate(preds, train_df, scores, config)
     except ValueError as exc:
         typer.echo(f"[error] {predictions}: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -443,17 +646,68 @@ def metrics_cmd(
         typer.echo(decision.summary())
 
 
+def _engine_metrics(engine: str, predictions: Path, train: Path, config) -> dict | None:
+    """metrics.json on the Ray engine (ray_engine.evaluate), or None when the chosen engine is pandas.
+
+    On Ray both files are read under the full data contract (query, item_id, item_title, label); a
+    ContractError or a cluster failure exits 2 with one message, a ValueError goes to the caller.
+    """
+    from tailguard.contract import ContractError
+    from tailguard.engine import EngineError, choose, ray_session
+
+    try:
+        if choose(engine or None) == "pandas":
+            return None
+        from tailguard import ray_engine
+
+        ray_session()
+        batch = ray_engine.load(predictions)
+        columns = {"candidate": "score"}
+        if "score_production" in batch.columns:
+            columns["production"] = "score_production"
+        return ray_engine.evaluate(batch, ray_engine.load(train), columns, config)
+    except (EngineError, ContractError, RuntimeError) as err:  # RayEngineError is a RuntimeError
+        typer.echo(f"[error] {err}", err=True)
+        raise typer.Exit(2) from None
+
+
 # --- registry: models, promote, rollback, approve ------------------------------------------------
 
 
 def _registry(store: str, model: str):
-    """The registry named by --store/--model, or by TAILGUARD_STORE/TAILGUARD_MODEL_NAME."""
+    """The registry named by --store/--model, or by TAILGUARD_STORE/TAILGUARD_MODEL_NAME; with nothing
+    configured and no <home>/store, the demo's store (.tailguard/demo/store), saying so on stderr."""
     from tailguard.registry import Registry
     from tailguard.settings import get_settings
     from tailguard.store import open_store
 
     settings = get_settings()
-    return Registry(open_store(store or settings.store_uri), model or settings.model_name)
+    uri, note = (store, "") if store else settings.existing_store()
+    if note:
+        typer.echo(note, err=True)
+    return Registry(open_store(uri), model or settings.model_name)
+
+
+def _promotion_lock(model_name: str):
+    """The flow's per-model Prefect lock (promote-<model>) when a Prefect server is configured
+    (PREFECT_API_URL); a no-op otherwise. The lock lives in tasks/, so the library never imports prefect."""
+    import contextlib
+
+    if not os.environ.get("PREFECT_API_URL"):
+        return contextlib.nullcontext()
+    from tasks.locks import promotion_lock
+
+    return promotion_lock(model_name)
+
+
+def _locked_registry_call(registry, fn):
+    """_registry_call under the per-model promotion lock; a lock that is not granted exits 1, clearly."""
+    try:
+        with _promotion_lock(registry.model_name):
+            return _registry_call(fn)
+    except TimeoutError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _registry_call(fn):
@@ -492,6 +746,12 @@ def models_cmd(
     registry = _registry(store, model)
     rows = _registry_call(lambda: registry.list_versions(include_incomplete=True))
     shown = [r for r in rows if r["complete"] or show_all]
+    if not rows and not as_json:
+        typer.echo(
+            f"no versions of {registry.model_name!r} in store {registry.store.uri} (choose the store with "
+            "--store, TAILGUARD_STORE or TAILGUARD_HOME; `tailguard demo` writes .tailguard/demo/store)",
+            err=True,
+        )
     if as_json:
         typer.echo(json.dumps(shown, indent=2))
         return
@@ -522,6 +782,17 @@ def models_cmd(
         typer.echo(f"({hidden} incomplete version(s) without manifest.json ignored; --all lists them)")
 
 
+def _recorded_decision(registry, version: str) -> dict:
+    """The gate decision stored with a version (decision.json, with its policy record), else the manifest's
+    summary of it."""
+    from tailguard.store import KeyNotFound
+
+    try:
+        return json.loads(registry.store.get_bytes(f"{registry.version_prefix(version)}/decision.json"))
+    except KeyNotFound:
+        return registry.manifest(version).get("decision") or {}
+
+
 @app.command("promote")
 def promote_cmd(
     version: str = typer.Argument(..., help="Version id to put into production."),
@@ -533,12 +804,15 @@ def promote_cmd(
     store: str = _STORE_OPT,
     model: str = _MODEL_OPT,
 ) -> None:
-    """Promote a complete version to production (conditional pointer flip + audit record)."""
+    """Promote a complete version to production: every file is verified against the manifest first.
+
+    A version that failed the gate, was judged under a non-default policy, or was rejected or refused as
+    stale needs --override and --comment (recorded in the audit with source cli)."""
     registry = _registry(store, model)
-    decision = _registry_call(lambda: registry.manifest(version)).get("decision") or {}
-    pointer = _registry_call(
+    decision = _registry_call(lambda: _recorded_decision(registry, version))
+    pointer = _locked_registry_call(registry,
         lambda: registry.promote(version, approved_by=by or _whoami(), decision=decision, override=override,
-                                 comment=comment)
+                                 comment=comment, source="cli")
     )  # fmt: skip
     typer.echo(f"production of {registry.model_name} is now {pointer['version']} (was {pointer['previous']})")
 
@@ -547,12 +821,17 @@ def promote_cmd(
 def rollback_cmd(
     to: str = typer.Option("", "--to", help="Version to restore (default: the previous production version)."),
     by: str = typer.Option("", "--by", help="Who rolls back (default: the current user)."),
+    expect: str = typer.Option(
+        "", "--expect", help="The production version being undone; if production is no longer it, nothing "
+        "changes (a rerun never rolls back twice). Default: production as read now."
+    ),
     store: str = _STORE_OPT,
     model: str = _MODEL_OPT,
 ) -> None:
-    """Point production back at an earlier complete version (conditional pointer flip + audit record)."""
+    """Point production back at an earlier complete version (files verified, conditional flip, audit)."""
     registry = _registry(store, model)
-    pointer = _registry_call(lambda: registry.rollback(to=to or None, by=by or _whoami()))
+    pointer = _locked_registry_call(registry, lambda: registry.rollback(
+        to=to or None, by=by or _whoami(), expected_current=expect or None, source="cli"))  # fmt: skip
     typer.echo(f"production of {registry.model_name} is now {pointer['version']} (was {pointer['previous']})")
 
 
@@ -569,6 +848,10 @@ def approve_cmd(
     """Answer a paused retrain run's review from the terminal (the same form as the Prefect UI)."""
     if reject and override:
         raise typer.BadParameter("--override only applies to an approval")
+    if not reviewer.strip():
+        raise typer.BadParameter("--reviewer must name who decides (an anonymous answer is refused)")
+    if override and not comment.strip():
+        raise typer.BadParameter("--override needs --comment saying why (kept in the audit)")
     from tailguard.runtime import configure_embedded
 
     configure_embedded()
@@ -696,7 +979,89 @@ def demo(
             raise typer.Exit(2)
         typer.echo(outcome_text(outcome))
     typer.echo(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; store: {home / 'store'}")
-    typer.echo(f"list versions with: TAILGUARD_HOME={home} {sys.argv[0]} models")
+    typer.echo(f"list versions with: {sys.argv[0]} models  (it finds {home}/store when no store is set)")
+
+
+# --- reports and batches: reports serve, upload-batch -------------------------------------------
+
+reports_app = _Cli(no_args_is_help=True, help="Read the review pages of stored model versions in a browser.")
+app.add_typer(reports_app, name="reports")
+
+
+@reports_app.command("serve")
+def reports_serve(
+    store: str = _STORE_OPT,
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to bind; anything but loopback exposes the reports to a network."
+    ),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="TCP port (0: any free port)."),
+) -> None:
+    """Serve every version's report pages read-only over HTTP (index at /); Ctrl-C stops it.
+
+    Links in Prefect artifacts point here when TAILGUARD_REPORTS_URL is set to the printed address.
+    """
+    from tailguard.settings import get_settings
+    from tailguard.store import open_store
+    from tailguard.viewer import make_server, viewer_log_requests
+
+    uri, note = (store, "") if store else get_settings().existing_store()
+    if note:
+        typer.echo(note, err=True)
+    try:
+        server = make_server(open_store(uri), host, port)
+    except OSError as err:
+        typer.echo(f"error: cannot listen on {host}:{port}: {err.strerror or err}", err=True)
+        raise typer.Exit(1) from None
+    bound_host, bound_port = server.server_address[:2]
+    shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
+    typer.echo(f"serving the reports of {uri or 'the default store'} at http://{shown}:{bound_port}/")
+    typer.echo(f"  for links in the Prefect UI: export TAILGUARD_REPORTS_URL=http://{shown}:{bound_port}")
+    sys.stdout.flush()
+    viewer_log_requests.set()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@app.command("upload-batch")
+def upload_batch_cmd(
+    path: Path = typer.Argument(..., help="A batch file (csv, csv.gz, parquet) or a folder of them."),
+    dest: str = typer.Argument(..., help="Where it goes: s3://bucket/batches/<name>/ (a prefix)."),
+) -> None:
+    """Put a local batch into the bucket (boto3, the usual AWS_* variables; no aws-cli needed).
+
+    Prints the URI to pass to `tailguard retrain --data` or the retrain deployment's `data` parameter.
+    """
+    from tailguard.store import StoreError, open_store
+
+    def refuse(message: str) -> None:
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(2)
+
+    if not dest.startswith("s3://") or not dest[len("s3://") :].strip("/"):
+        refuse(f"DEST {dest!r} is not an s3://bucket/prefix URI")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    elif path.is_file():
+        files = [path]
+    else:
+        refuse(f"PATH {path}: no such file or folder")
+    if not files:
+        refuse(f"PATH {path}: the folder holds no files")
+    base = path if path.is_dir() else path.parent
+    try:
+        target = open_store(dest)
+        for f in files:
+            target.put_file(f.relative_to(base).as_posix(), f)
+    except StoreError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    uri = target.uri.rstrip("/")
+    typer.echo(f"uploaded {len(files)} file(s) ({sum(f.stat().st_size for f in files)} bytes) to {uri}/")
+    typer.echo(f"retrain on it: tailguard retrain --data {uri}/{files[0].name if path.is_file() else ''}")
 
 
 def main() -> None:

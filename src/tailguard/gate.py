@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -79,6 +81,51 @@ class GatePolicy(BaseModel):
     )
 
 
+def policy_digest(policy: GatePolicy) -> str:
+    """sha256 (hex) of the policy's canonical JSON (sorted keys, every field resolved, defaults included).
+
+    Two policies with the same digest gate identically, whatever file or overrides they came from.
+    """
+    canonical = json.dumps(policy.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class PolicyRecord(BaseModel):
+    """Which policy judged a candidate: what the decision, the pointer and the audit record.
+
+    The deployment's reviewed default is policies/gate.yaml as shipped with the code (reviewed in git
+    like the code itself); any policy whose resolved content differs from it is an override.
+    """
+
+    source: str = Field(description="'default', or the file and/or per-run overrides it came from.")
+    sha256: str = Field(description="policy_digest of the resolved policy.")
+    is_default: bool = Field(description="True when the resolved policy equals the reviewed default.")
+    values: dict[str, Any] = Field(default_factory=dict, description="The resolved policy fields.")
+
+
+def resolve_policy(
+    path: str | Path | None = None, overrides: dict | None = None, origin: str = ""
+) -> tuple[GatePolicy, PolicyRecord]:
+    """load_policy plus its record: digest, source, and whether it equals the reviewed default.
+
+    origin: where path/overrides came from, prefixed to the source (e.g. "deployment-parameter").
+    Raises what load_policy raises (FileNotFoundError, ValueError naming the file and field).
+    """
+    policy = load_policy(path, overrides)
+    digest = policy_digest(policy)
+    is_default = digest == policy_digest(load_policy(None))
+    parts = ([f"gate_policy={path}"] if path else []) + (
+        [f"gate_overrides of {', '.join(map(str, sorted(overrides)))}"] if overrides else []
+    )
+    source = " + ".join(parts)
+    return policy, PolicyRecord(
+        source="default" if not parts else (f"{origin}: {source}" if origin else source),
+        sha256=digest,
+        is_default=is_default,
+        values=policy.model_dump(mode="json"),
+    )
+
+
 def load_policy(path: str | Path | None = None, overrides: dict | None = None) -> GatePolicy:
     """Read a policy from YAML (None: policies/gate.yaml, or the built-in defaults if it is absent)."""
     data: dict[str, Any] = {}
@@ -115,11 +162,29 @@ class Check(BaseModel):
 
 
 class Decision(BaseModel):
-    """The gate's decision and every check behind it."""
+    """The gate's decision and every check behind it.
+
+    promote: every check passed under `policy`. A policy other than the reviewed default
+    (policy.is_default False) never promotes unattended: see `promote_unattended`.
+    """
 
     promote: bool
     checks: list[Check]
     reasons: list[str]
+    policy: PolicyRecord | None = None
+    policy_sha256: str | None = None
+    policy_is_default: bool | None = None
+
+    def with_policy(self, record: PolicyRecord) -> Decision:
+        """This decision stamped with the policy that judged it (digest and default flag at top level)."""
+        return self.model_copy(
+            update={"policy": record, "policy_sha256": record.sha256, "policy_is_default": record.is_default}
+        )
+
+    @property
+    def promote_unattended(self) -> bool:
+        """approval=auto promotes only a gate pass under the reviewed default policy."""
+        return self.promote and self.policy_is_default is True
 
     def to_dict(self) -> dict:
         """JSON-able form (stored with the version and in the audit log)."""
@@ -134,6 +199,10 @@ class Decision(BaseModel):
         counts = {v: sum(c.verdict == v for c in self.checks) for v in ("pass", "fail", "skipped")}
         head = "PROMOTE" if self.promote else "DO NOT PROMOTE"
         lines = [f"{head}: {counts['pass']} passed, {counts['fail']} failed, {counts['skipped']} skipped"]
+        if self.policy is not None and not self.policy.is_default:
+            lines.append(
+                f"  POLICY is not the reviewed default ({self.policy.source}): promoting needs an override"
+            )
         lines += [f"  FAIL {c.name}: {c.reason}" for c in self.checks if c.verdict == "fail"]
         lines += [f"  skip {c.name}: {c.reason}" for c in self.checks if c.verdict == "skipped"]
         return "\n".join(lines)
@@ -334,10 +403,33 @@ def decide(
                     )
                 )
         checks.extend(_fairness_checks(fairness, comparison, policy))
+        checks.extend(_nothing_judged_check(checks))
     checks.extend(_drift_checks(drift, policy))
     failed = [c for c in checks if c.verdict == "fail"]
     reasons = [f"{c.name}: {c.reason}" for c in failed] or ["every applicable check passed"]
     return Decision(promote=not failed, checks=checks, reasons=reasons)
+
+
+def _nothing_judged_check(checks: list[Check]) -> list[Check]:
+    """Fail closed when production exists but no regression or protected check could be judged.
+
+    Every such check skipped ("too small to judge", undefined metrics) means nothing shows the candidate is
+    not worse than production: a small batch once auto-promoted a candidate with AUC 0.724 vs 0.770.
+    """
+    compared = [c for c in checks if c.name.startswith(("regression:", "protected:"))]
+    if any(c.verdict != "skipped" for c in compared):
+        return []
+    return [
+        Check(
+            name="regression:nothing_judged",
+            observed=0.0,
+            threshold=1.0,
+            verdict="fail",
+            reason=f"all {len(compared)} comparisons with production were skipped (too small to judge or "
+            "undefined): nothing shows the candidate is not worse, so it is not promoted automatically; "
+            "a reviewer may approve it with an override",
+        )
+    ]
 
 
 def _fairness_checks(fairness: dict | None, comparison: dict | None, policy: GatePolicy) -> list[Check]:

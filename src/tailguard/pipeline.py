@@ -414,10 +414,12 @@ def evaluate(
 
 def decide(evaluation: dict, drift_summary: dict | None, params: RetrainParams) -> dict:
     """The gate's decision with every check (pure; see gate.decide)."""
-    from tailguard.gate import decide_evaluation, load_policy
+    from tailguard.gate import decide_evaluation, resolve_policy
 
-    policy = load_policy(params.gate_policy or None, overrides=params.gate_overrides or None)
-    return decide_evaluation(evaluation, policy, drift=drift_summary).to_dict()
+    policy, record = resolve_policy(
+        params.gate_policy or None, params.gate_overrides or None, origin="deployment-parameter"
+    )
+    return decide_evaluation(evaluation, policy, drift=drift_summary).with_policy(record).to_dict()
 
 
 def render_reports(
@@ -470,7 +472,12 @@ def write_candidate(
             "rows": len(batch.frame),
         },
         params=params.model_dump(mode="json"),
-        decision={"promote": decision.get("promote"), "reasons": decision.get("reasons", [])},
+        decision={
+            "promote": decision.get("promote"),
+            "reasons": decision.get("reasons", []),
+            "policy_sha256": decision.get("policy_sha256"),
+            "policy_is_default": decision.get("policy_is_default"),
+        },  # fmt: skip
         headline=headline_metrics(evaluation),
         balance=balance_report,
         drift=drift_summary,
@@ -484,52 +491,78 @@ def write_candidate(
 def promote(
     version: str, decision: dict, review: dict, ctx: RunContext, expected_production: str | None
 ) -> dict:
-    """Flip production to the candidate (conditional write) and record who approved it.
+    """Flip production to the candidate (conditional write) and record who approved it, and from where.
 
     expected_production is the version the candidate was evaluated against: if another run promoted
-    in between, the flip is refused rather than shipping a model judged against the wrong baseline.
+    in between, the flip is refused (PromotionConflict) and the refusal is audited, so a later
+    `tailguard promote` of this stale candidate needs an override.
     """
-    override = bool(review.get("override")) and not decision.get("promote")  # recorded only when it mattered
-    return ctx.registry.promote(
-        version,
-        approved_by=review.get("reviewer") or "unnamed reviewer",
-        decision=decision,
-        override=override,
-        comment=review.get("comment", ""),
-        expected_production=expected_production,
-    )
+    from tailguard.registry import PromotionConflict
+
+    try:
+        return ctx.registry.promote(
+            version,
+            approved_by=review.get("reviewer", ""),
+            decision=decision,
+            override=bool(review.get("override")),
+            comment=review.get("comment", ""),
+            expected_production=expected_production,
+            source=review.get("source", "ui-form"),
+        )
+    except PromotionConflict as err:
+        ctx.registry.refuse(version, f"stale: {err}", decision)
+        raise
 
 
 def reject(version: str, decision: dict, review: dict, ctx: RunContext) -> None:
-    """Record the rejection; production stays as it was."""
+    """Record the rejection (bound to the manifest sha256); production stays as it was.
+
+    An answer that names nobody is recorded as the flow's refusal, never as an anonymous rejection.
+    """
+    if not str(review.get("reviewer") or "").strip():
+        ctx.registry.refuse(version, review.get("comment") or "the review answer named no reviewer", decision)
+        return
     ctx.registry.reject(
         version,
-        by=review.get("reviewer") or "unnamed reviewer",
+        by=review["reviewer"],
         decision=decision,
         comment=review.get("comment", ""),
+        source=review.get("source", "ui-form"),
     )
 
 
 def auto_review(decision: dict) -> dict:
-    """The unattended policy: approve exactly when every gate check passed."""
-    return {
-        "approve": bool(decision.get("promote")),
-        "reviewer": "policy:auto",
-        "override": False,
-        "comment": "approval=auto: "
-        + ("all gate checks passed" if decision.get("promote") else "a gate check failed"),
-    }
+    """The unattended policy: approve exactly when every check passed under the reviewed default policy."""
+    if decision.get("promote") and decision.get("policy_is_default") is not True:
+        why = "the gate policy is not the reviewed default (an override needs approval=manual)"
+    else:
+        why = "all gate checks passed" if decision.get("promote") else "a gate check failed"
+    approve = bool(decision.get("promote")) and decision.get("policy_is_default") is True
+    return {"approve": approve, "reviewer": "policy:auto", "override": False, "source": "policy:auto",
+            "comment": f"approval=auto: {why}"}  # fmt: skip
 
 
 def resolve_review(decision: dict, review: dict) -> tuple[bool, str]:
-    """Whether a reviewer's answer promotes: approving a failing gate needs an explicit override."""
+    """Whether a reviewer's answer promotes, and why (what the run's outcome tells the reviewer).
+
+    Approving needs a named reviewer; a candidate that failed the gate or was judged under a policy other
+    than the reviewed default needs override=true and a comment.
+    """
+    who = str(review.get("reviewer") or "").strip()
+    if not who:
+        return False, "the answer named no reviewer: anonymous decisions are refused"
     if not review.get("approve"):
-        return False, f"rejected by {review.get('reviewer') or 'reviewer'}"
-    if decision.get("promote"):
-        return True, f"approved by {review.get('reviewer')}"
-    if review.get("override"):
-        return True, f"approved by {review.get('reviewer')} with override of failing gate checks"
-    return False, "approval without override=true cannot promote a candidate that fails the gate"
+        comment = str(review.get("comment") or "").strip()
+        return False, f"rejected by {who}" + (f": {comment}" if comment else "")
+    clean = bool(decision.get("promote")) and decision.get("policy_is_default") is True
+    if clean:
+        return True, f"approved by {who}"
+    what = "fails the gate" if not decision.get("promote") else "was judged under a non-default gate policy"
+    if not review.get("override"):
+        return False, f"approval without override=true cannot promote a candidate that {what}"
+    if not str(review.get("comment") or "").strip():
+        return False, f"an override (the candidate {what}) needs a comment saying why"
+    return True, f"approved by {who} with an override (the candidate {what})"
 
 
 class Timer:
@@ -557,9 +590,15 @@ def review_prompt(decision: dict, version: str) -> str:
     """What the reviewer sees above the form in the Prefect UI."""
     verdict = "PASSES" if decision.get("promote") else "FAILS"
     reasons = "\n".join(f"- {r}" for r in decision.get("reasons", [])[:10])
+    policy = "" if decision.get("policy_is_default") is not False else (
+        f" It was judged under a non-default gate policy ({(decision.get('policy') or {}).get('source')}): "
+        "approving it is an override."
+    )  # fmt: skip
     return (
-        f"Candidate {version} {verdict} the gate. Read the 'candidate-review' artifact and the report "
-        f"links, then approve or reject. Approving a failing candidate needs override=true.\n{reasons}"
+        f"Candidate {version} {verdict} the gate.{policy} Read the 'candidate-review' artifact and the "
+        "report "
+        "links, then approve or reject with your name. Approving a failing candidate needs override=true "
+        f"and a comment.\n{reasons}"
     )
 
 

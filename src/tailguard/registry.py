@@ -8,6 +8,7 @@ import json
 import re
 import secrets
 import subprocess
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,9 @@ _VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
 _HISTORY_LIMIT = 50
 # promote(expected_production=ANY_PRODUCTION) skips the "production has not moved" check.
 ANY_PRODUCTION = "*"
+# Seconds after a flip during which a missing audit record is taken as in flight (written by its own
+# writer milliseconds later), not lost to a crash.
+AUDIT_GRACE_S = 60.0
 
 
 class RegistryError(Exception):
@@ -138,6 +142,18 @@ class Manifest(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
+def _require_name(who: str, action: str, field: str) -> str:
+    """A person's (or policy's) name for the record: stripped, non-empty, one line, at most 200 chars."""
+    name = " ".join(str(who or "").split())
+    if not name:
+        raise RegistryError(
+            f"{action} needs the name of who decides ({field}); an anonymous decision is refused"
+        )
+    if len(name) > 200:
+        raise RegistryError(f"{action}: the name {name[:40]!r}… is {len(name)} characters long (at most 200)")
+    return name
+
+
 class Registry:
     """Versions, the production pointer and the audit log of one model in a store."""
 
@@ -206,7 +222,7 @@ class Registry:
         files: dict[str, dict[str, Any]] = {}
         for name, source in sources:
             files[name] = {"sha256": sha256_file(source), "size": source.stat().st_size}
-            self.store.put_file(f"{prefix}/{name}", source)
+            self._put_once(f"{prefix}/{name}", source, files[name]["sha256"])
 
         full = manifest.model_copy(
             update={
@@ -219,14 +235,37 @@ class Registry:
             }
         )
         card = render_model_card(full).encode()
-        self.store.put_bytes(f"{prefix}/{MODEL_CARD}", card)
+        self._put_bytes_once(f"{prefix}/{MODEL_CARD}", card)
         files[MODEL_CARD] = {"sha256": hashlib.sha256(card).hexdigest(), "size": len(card)}
         full.files = {k: FileRecord(**v) for k, v in sorted(files.items())}
         full.upload_seconds = round(time.perf_counter() - started, 3)
         full = full.to_json_dict()
         # The manifest goes last: a version without one is an interrupted upload and is never served.
-        self.store.put_bytes(f"{prefix}/{MANIFEST}", _json_bytes(full))
+        self._put_bytes_once(f"{prefix}/{MANIFEST}", _json_bytes(full))
         return full
+
+    def _put_once(self, key: str, source: Path, sha256: str) -> None:
+        """Write a version file once (If-None-Match: *). A retry of an interrupted upload may find its
+        own identical file there (same sha256): that is kept; any other content raises RegistryError."""
+        try:
+            self.store.put_file_once(key, source)
+        except PreconditionFailed:
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="tailguard-once-") as tmp:
+                self.store.get_file(key, Path(tmp) / "existing")
+                if sha256_file(Path(tmp) / "existing") != sha256:
+                    raise RegistryError(
+                        f"{key} already exists with other content; versions are immutable "
+                        "(write a new version instead)"
+                    ) from None
+
+    def _put_bytes_once(self, key: str, data: bytes) -> None:
+        # The model card and manifest carry a creation time, so a retry's copy differs: refused too.
+        try:
+            self.store.put_conditional(key, data, None)
+        except PreconditionFailed:
+            raise RegistryError(f"{key} already exists; versions are immutable") from None
 
     def manifest(self, version: str) -> dict:
         """The manifest of a complete version as a dict; IncompleteVersion or RegistryError otherwise."""
@@ -286,7 +325,11 @@ class Registry:
         return sorted(rows, key=lambda row: (row.get("created_at") or "", row["version"]))
 
     def fetch_model(self, version: str, dest: Path) -> Path:
-        """Download a version (or 'production') into dest, verifying every sha256; returns dest/model."""
+        """Download a version (or 'production') into dest, verifying every sha256; returns dest/model.
+
+        Raises ChecksumError (a file missing or changed, or a manifest that is not the one the pointer
+        names), IncompleteVersion or RegistryError.
+        """
         expected_manifest_sha = None
         if version == "production":
             pointer = self.production()
@@ -300,11 +343,24 @@ class Registry:
                 f"{self.root}/versions/{version}/{MANIFEST}: sha256 {actual_manifest_sha} does not match "
                 f"{expected_manifest_sha} recorded in {POINTER}; refusing to load"
             )
-        manifest = json.loads(data)
+        self._download_verified(version, json.loads(data), Path(dest))
+        return Path(dest) / "model"
+
+    def verify(self, version: str) -> str:
+        """Check every file of a version against its manifest (downloaded to a scratch folder, then removed).
+
+        Returns the hex sha256 of the manifest that was verified, the one a pointer must record. Raises
+        ChecksumError naming each missing or changed file (e.g. corrupted weights, a deleted tokenizer file).
+        """
+        data = self._manifest_bytes(version)
+        with tempfile.TemporaryDirectory(prefix="tailguard-verify-") as scratch:
+            self._download_verified(version, json.loads(data), Path(scratch))
+        return hashlib.sha256(data).hexdigest()
+
+    def _download_verified(self, version: str, manifest: dict, dest: Path) -> None:
         prefix = self.version_prefix(version)
-        dest = Path(dest)
         bad = []
-        for name, meta in manifest["files"].items():
+        for name, meta in manifest.get("files", {}).items():
             target = dest / name
             try:
                 self.store.get_file(f"{prefix}/{name}", target)
@@ -315,12 +371,13 @@ class Registry:
             if actual != meta["sha256"]:
                 target.unlink(missing_ok=True)
                 bad.append(f"{name}: sha256 {actual[:16]}… expected {meta['sha256'][:16]}…")
+        if not manifest.get("files"):
+            bad.append(f"{MANIFEST} lists no files")
         if bad:
             raise ChecksumError(
                 f"version {version} of {self.model_name!r} failed verification ({len(bad)} of "
-                f"{len(manifest['files'])} files): " + "; ".join(bad[:5]) + "; refusing to load"
+                f"{len(manifest.get('files', {}))} files): " + "; ".join(bad[:5]) + "; refusing to use it"
             )
-        return dest / "model"
 
     # --- pointer and audit ------------------------------------------------------------------------------
 
@@ -357,32 +414,42 @@ class Registry:
         override: bool = False,
         comment: str = "",
         expected_production: str | None = ANY_PRODUCTION,
+        source: str = "api",
     ) -> dict:
-        """Flip production to a complete version (conditional write), then audit; returns the pointer.
+        """Verify a complete version, flip production to it (conditional write), audit; returns the pointer.
 
+        decision: the gate's decision (gate.Decision.to_dict()); it promotes without override only when it
+        passed under the reviewed default policy (policy_is_default) and nobody rejected or refused this
+        version before. Otherwise override=True, a named approved_by and a non-empty comment are needed.
         expected_production: the production version the candidate was evaluated against (None: none);
         if production moved since, the promotion is refused. The default "*" skips this check.
+        source: where the decision came from (ui-form, cli, policy:auto, api), recorded with it.
+        Raises RegistryError (refused), ChecksumError (a file does not match the manifest),
+        PromotionConflict (production moved), ConditionalWritesIgnored.
         """
-        if not approved_by:
-            raise RegistryError("promote needs the name of who approved it (approved_by)")
-        verdict = _gate_verdict(decision)
-        gate_passed = bool(verdict)
-        if not gate_passed and not override:
-            why = "failed the gate" if verdict is False else "has no gate decision (it was never judged)"
+        approved_by = _require_name(approved_by, "promote", "approved_by / --by")
+        needs_override = self._override_reasons(version, decision)
+        if needs_override and not override:
             raise RegistryError(
-                f"version {version} {why}; promoting it needs override=True / --override "
-                "(recorded in the audit)"
+                f"version {version} of {self.model_name!r} {'; '.join(needs_override)}; promoting it needs "
+                "override=True / --override by a named reviewer with a comment (recorded in the audit)"
             )
+        if needs_override and not comment.strip():
+            raise RegistryError(f"an override of {version} needs a comment saying why (--comment)")
         self.store.require_conditional_writes()
-        manifest_sha = hashlib.sha256(self._manifest_bytes(version)).hexdigest()
+        manifest_sha = self.verify(version)
         found = self.store.read_versioned(self.pointer_key)
         previous = json.loads(found[0]) if found else None
         previous_version = previous["version"] if previous else None
         if previous_version == version:
             if previous.get("action") == "promote" and previous.get("manifest_sha256") == manifest_sha:
                 # A retried promotion whose flip already landed: finish its audit instead of flipping twice.
-                return self._ensure_promote_audit(previous, decision)
+                return self._ensure_audit(previous, decision)
             raise RegistryError(f"{version} is already production of {self.model_name!r}")
+        if previous is not None:
+            self._ensure_audit(
+                previous, grace_s=AUDIT_GRACE_S
+            )  # a crash after the last flip left it unaudited
         if expected_production != ANY_PRODUCTION and previous_version != expected_production:
             raise PromotionConflict(
                 f"{version} was evaluated against production {expected_production}, but production is now "
@@ -397,39 +464,145 @@ class Registry:
             "action": "promote",
             "approved_by": approved_by,
             "approved_at": _iso(now),
-            "override": bool(override),
-            "gate_passed": gate_passed,
+            "override": bool(needs_override),
+            "override_reasons": needs_override,
+            "gate_passed": bool(_gate_verdict(decision)),
+            "policy_sha256": decision.get("policy_sha256"),
+            "policy_is_default": decision.get("policy_is_default") is True,
+            "decision_source": source,
             "comment": comment,
-            "previous": previous["version"] if previous else None,
+            "previous": previous_version,
             "history": history[-_HISTORY_LIMIT:],
         }
         self._flip(pointer, found[1] if found else None, "promotion")
         self.record_audit("promote", {**pointer, "decision": decision}, at=now)
         return pointer
 
-    def _ensure_promote_audit(self, pointer: dict, decision: dict) -> dict:
-        """Write the promote audit of a pointer if it is missing (a crash between flip and audit)."""
-        recorded = any(
-            a["action"] == "promote" and a.get("approved_at") == pointer.get("approved_at")
-            for a in self.audit()
-        )
-        if not recorded:
-            self.record_audit("promote", {**pointer, "decision": decision, "audit_recovered": True})
+    def _override_reasons(self, version: str, decision: dict) -> list[str]:
+        """Why promoting this version is an override ([] when the gate passed cleanly and nobody said no)."""
+        reasons = []
+        verdict = _gate_verdict(decision)
+        if verdict is None:
+            reasons.append("has no gate decision (it was never judged)")
+        elif verdict is False:
+            reasons.append("failed the gate")
+        if verdict is not None and decision.get("policy_is_default") is not True:
+            digest = decision.get("policy_sha256") or "unrecorded"
+            source = (decision.get("policy") or {}).get("source", "unrecorded")
+            reasons.append(
+                "was judged under a gate policy that is not the reviewed default "
+                f"(sha256 {digest[:12]}, {source})"
+            )
+        for record in self.audit():
+            if record.get("version") == version and record["action"] in ("reject", "refuse"):
+                who = record.get("rejected_by") or record.get("refused_by") or "?"
+                why = record.get("reason") or record.get("comment") or ""
+                reasons.append(f"was {record['action']}ed by {who} at {record.get('at')} ({why})")
+        return reasons
+
+    def _ensure_audit(self, pointer: dict, decision: dict | None = None, grace_s: float = 0.0) -> dict:
+        """Write the audit record of a pointer if it is missing (a crash between the flip and the audit).
+
+        grace_s: leave a pointer flipped less than this many seconds ago alone: another writer may be
+        between its flip and its audit right now (they are milliseconds apart; AUDIT_GRACE_S is 60).
+        """
+        action = pointer.get("action", "promote")
+        if action not in ("promote", "rollback") or not pointer.get("approved_at"):
+            return pointer
+        at = datetime.fromisoformat(pointer["approved_at"].replace("Z", "+00:00"))
+        if (_utc_now() - at).total_seconds() < grace_s:
+            return pointer
+        if self.store.exists(self._audit_key(at, action)):  # the usual key: written at the flip's time
+            return pointer
+        if any(
+            a["action"] == action and a.get("approved_at") == pointer["approved_at"] for a in self.audit()
+        ):
+            return pointer
+        extra = {"decision": decision} if decision is not None else {}
+        if action == "rollback":
+            extra["rolled_back_from"] = pointer.get("previous")
+        self.record_audit(action, {**pointer, **extra, "audit_recovered": True}, at=at)
         return pointer
 
-    def reject(self, version: str, by: str, decision: dict, comment: str = "") -> None:
-        """Record a rejection; production is untouched."""
-        self.record_audit(
-            "reject", {"version": version, "rejected_by": by, "decision": decision, "comment": comment}
-        )
+    def reject(self, version: str, by: str, decision: dict, comment: str = "", source: str = "api") -> None:
+        """Record a rejection bound to the version's manifest sha256; production is untouched.
 
-    def rollback(self, to: str | None = None, by: str = "") -> dict:
-        """Point production at `to` (default: the version before the production one); returns the pointer."""
+        Raises RegistryError when `by` is empty: a rejection names who made it.
+        """
+        by = _require_name(by, "reject", "by / --reviewer")
+        self.record_audit(
+            "reject",
+            {"version": version, "rejected_by": by, "decision": decision, "comment": comment,
+             "decision_source": source, "manifest_sha256": self._manifest_sha_or_none(version)},
+        )  # fmt: skip
+
+    def refuse(self, version: str, reason: str, decision: dict, by: str = "flow") -> None:
+        """Record that a promotion of `version` was refused (e.g. stale: production moved since judged)."""
+        self.record_audit(
+            "refuse",
+            {"version": version, "refused_by": by, "reason": reason, "decision": decision,
+             "manifest_sha256": self._manifest_sha_or_none(version)},
+        )  # fmt: skip
+
+    def _manifest_sha_or_none(self, version: str) -> str | None:
+        try:
+            return hashlib.sha256(self._manifest_bytes(version)).hexdigest()
+        except RegistryError:
+            return None
+
+    def rollback(
+        self,
+        to: str | None = None,
+        by: str = "",
+        expected_current: str | None = None,
+        request_id: str | None = None,
+        source: str = "api",
+    ) -> dict:
+        """Point production at `to` (default: the version before the production one); returns the pointer.
+
+        A rollback never repeats a landed flip: with request_id, a pointer already carrying that id is
+        returned as is (its audit completed if a crash lost it); with expected_current, a production that is
+        no longer that version raises PromotionConflict and changes nothing. The target's files are
+        verified against its manifest first (ChecksumError). `by` must name who rolls back.
+        """
+        by = _require_name(by, "rollback", "by / --by")
         self.store.require_conditional_writes()
         found = self.store.read_versioned(self.pointer_key)
         if found is None:
             raise RegistryError(f"{self.model_name!r} has no production model to roll back")
         current = json.loads(found[0])
+        if request_id and current.get("request_id") == request_id:
+            return self._ensure_audit(current)  # this request's flip landed before (a retry or a rerun)
+        self._ensure_audit(current, grace_s=AUDIT_GRACE_S)
+        if expected_current is not None and current["version"] != expected_current:
+            raise PromotionConflict(
+                f"rollback of {self.model_name!r} expected production {expected_current}, but it is "
+                f"{current['version']} ({current.get('action')} by {current.get('approved_by')} at "
+                f"{current.get('approved_at')}); nothing changed"
+            )
+        target, history = self._rollback_target(current, to)
+        manifest_sha = self.verify(target)
+        now = _utc_now()
+        pointer = {
+            "model_name": self.model_name,
+            "version": target,
+            "manifest_sha256": manifest_sha,
+            "action": "rollback",
+            "approved_by": by,
+            "approved_at": _iso(now),
+            "override": False,
+            "decision_source": source,
+            "request_id": request_id,
+            "comment": f"rollback from {current['version']}",
+            "previous": current["version"],
+            "history": history[-_HISTORY_LIMIT:],
+        }
+        self._flip(pointer, found[1], "rollback")
+        self.record_audit("rollback", {**pointer, "rolled_back_from": current["version"]}, at=now)
+        return pointer
+
+    def _rollback_target(self, current: dict, to: str | None) -> tuple[str, list[str]]:
+        """The version a rollback restores and the rollback stack left after it."""
         history = list(current.get("history", []))
         if to is None:
             if not history:
@@ -449,23 +622,10 @@ class Registry:
             target, history = to, history[: len(history) - history[::-1].index(to) - 1]
         if target == current["version"]:
             raise RegistryError(f"{target} is already in production")
-        manifest_sha = hashlib.sha256(self._manifest_bytes(target)).hexdigest()
-        now = _utc_now()
-        pointer = {
-            "model_name": self.model_name,
-            "version": target,
-            "manifest_sha256": manifest_sha,
-            "action": "rollback",
-            "approved_by": by or "unknown",
-            "approved_at": _iso(now),
-            "override": False,
-            "comment": f"rollback from {current['version']}",
-            "previous": current["version"],
-            "history": history[-_HISTORY_LIMIT:],
-        }
-        self._flip(pointer, found[1], "rollback")
-        self.record_audit("rollback", {**pointer, "rolled_back_from": current["version"]}, at=now)
-        return pointer
+        return target, history
+
+    def _audit_key(self, moment: datetime, action: str) -> str:
+        return f"{self.root}/audit/{moment:%Y%m%dT%H%M%S.%fZ}-{action}.json"
 
     def record_audit(self, action: str, payload: dict, at: datetime | None = None) -> str:
         """Write one audit object at models/<name>/audit/<utc>-<action>.json (never overwrites)."""
@@ -473,7 +633,7 @@ class Registry:
             raise RegistryError(f"invalid audit action {action!r}")
         moment = at or _utc_now()
         for _ in range(100):
-            key = f"{self.root}/audit/{moment:%Y%m%dT%H%M%S.%fZ}-{action}.json"
+            key = self._audit_key(moment, action)
             body = {"action": action, "model_name": self.model_name, "at": _iso(moment), **payload}
             try:
                 # Write-if-absent: two writers in the same microsecond never overwrite each other.

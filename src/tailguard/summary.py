@@ -110,10 +110,10 @@ def checks_text(decision: dict) -> str:
 def outcome_text(outcome: dict) -> str:
     """What a retrain did, for the console: decision, reasons, metrics, and the paths to open."""
     decision = outcome.get("decision", {})
-    verdict = "PROMOTED" if outcome.get("promoted") else "NOT PROMOTED"
+    result = "PROMOTED" if outcome.get("promoted") else "NOT PROMOTED"
     paths = outcome.get("paths", {})
     parts = [
-        f"candidate {outcome.get('version')}: {verdict} ({outcome.get('why')})",
+        f"candidate {outcome.get('version')}: {result} ({outcome.get('why')})",
         "gate: " + ": ".join(verdict(decision)),
         checks_text(decision),
         "",

@@ -249,10 +249,11 @@ def test_manual_review_approve_then_reject(stack, worker, tmp_path):
     # --override: a tiny model on 600 rows may fail a gate; the override is then recorded in the audit.
     out = _approve(stack, first, "--reviewer", "e2e-ana", "--comment", "reports read", "--override")
     assert "approved" in out
-    _wait_for(stack, first, "COMPLETED", timeout=300)
+    assert _wait_for(stack, first, "COMPLETED", timeout=300)["state"]["name"] == "Promoted"
     candidate = _version_of(registry, first)
     pointer = registry.production()
     assert pointer["version"] == candidate and pointer["approved_by"] == "e2e-ana"
+    assert pointer["decision_source"] == "cli" and pointer["policy_is_default"] is True
     promotes = [a for a in registry.audit() if a["action"] == "promote"]
     assert [(a["version"], a["approved_by"], a["comment"]) for a in promotes] == [
         (candidate, "e2e-ana", "reports read")
@@ -265,7 +266,7 @@ def test_manual_review_approve_then_reject(stack, worker, tmp_path):
     assert "rejected" in _approve(
         stack, second, "--reviewer", "e2e-bo", "--reject", "--comment", "tail worse"
     )
-    _wait_for(stack, second, "COMPLETED", timeout=300)
+    assert _wait_for(stack, second, "COMPLETED", timeout=300)["state"]["name"] == "Rejected"
     rejected = _version_of(registry, second)
     assert rejected != candidate
     assert registry.store.read_versioned(registry.pointer_key) == pointer_bytes

@@ -177,7 +177,12 @@ def test_cli_promote_and_rollback_take_the_flows_promotion_lock(tailguard_home, 
     versions = []
     for tag in ("a", "b"):
         version = registry.new_version_id()
-        registry.write_version(version, _fake_model(tmp_path, tag), {}, {"decision": {"promote": True}})
+        registry.write_version(
+            version,
+            _fake_model(tmp_path, tag),
+            {},
+            {"decision": {"promote": True, "policy_is_default": True}},
+        )
         versions.append(version)
     runner = CliRunner()
     held, release = threading.Event(), threading.Event()

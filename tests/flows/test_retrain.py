@@ -81,6 +81,11 @@ def test_retrain_twice_first_promotes_then_judges_candidate_vs_production(tailgu
     drift = registry.manifest(second["version"])["drift"]
     assert drift["reference_batch_id"] == manifest["data"]["batch_id"]
     assert 0.0 <= drift["share_drifted_columns"] <= 1.0
+    # What `tailguard retrain` and `tailguard demo` print for this outcome (a crash here once broke the demo).
+    from tailguard.summary import outcome_text
+
+    said = "PROMOTED" if second["promoted"] else "NOT PROMOTED"
+    assert f"candidate {second['version']}: {said}" in outcome_text(second)
     expected = second["version"] if second["promoted"] else first["version"]
     assert registry.production()["version"] == expected
     actions = sorted(a["action"] for a in registry.audit())

@@ -252,3 +252,105 @@ def test_regression_on_items_seen_once_fails_the_protected_tail_on_flat_tailed_d
     assert not d.promote
     assert checks["protected:popularity:tail:roc_auc"].verdict == "fail"
     assert res["comparison"]["slices"]["popularity:head"]["roc_auc"]["value"] == 0  # head untouched
+
+
+# --- issue 13 item 3: nothing judged against production fails closed ---------------------------------
+
+
+def _small_batch_case(cand_auc: float, prod_auc: float, why: str):
+    """Every slice, overall included, flagged too small: only floors and drift could be judged."""
+    names = ["overall", "popularity:head", "popularity:tail", "popularity:cold", "query_frequency:rare"]
+    cand = {n: _m(roc_auc=cand_auc, ndcg_at_k=0.5, recall_at_k=0.5, mrr=0.4) for n in names}
+    prod = {n: _m(roc_auc=prod_auc, ndcg_at_k=0.5, recall_at_k=0.5, mrr=0.4) for n in names}
+    slices = {n: {"too_small": True, "reason": why} for n in names}
+    return cand, prod, slices
+
+
+@pytest.mark.parametrize(
+    ("cand_auc", "prod_auc", "why"),
+    [
+        (0.724, 0.770, "12 positives < min_positives 30"),  # the issue's example: worse overall
+        (0.90, 0.60, "3 positives < min_positives 30"),  # better, but nothing shows it: still manual
+        (0.56, 0.99, "0 positives < min_positives 30"),  # far worse, just over the floor
+    ],
+)
+def test_nothing_judged_against_production_refuses_automatic_promotion(cand_auc, prod_auc, why):
+    cand, prod, slices = _small_batch_case(cand_auc, prod_auc, why)
+    d = decide(cand, prod, GatePolicy(max_share_drifted_columns=None), slices=slices)
+    checks = _by_name(d)
+    assert checks["floor:overall:roc_auc"].verdict == "pass"  # the floors alone would have promoted it
+    assert checks["regression:nothing_judged"].verdict == "fail"
+    assert not d.promote
+    assert any("nothing shows the candidate is not worse" in r for r in d.reasons)
+    assert "FAIL regression:nothing_judged" in d.summary()
+
+
+def test_undefined_metrics_everywhere_also_count_as_nothing_judged():
+    cand = {"overall": _m(roc_auc=0.8, ndcg_at_k=None, recall_at_k=None)}
+    prod = {"overall": _m(roc_auc=None, ndcg_at_k=None, recall_at_k=None)}
+    d = decide(cand, prod, GatePolicy(max_share_drifted_columns=None, protected_slices=[]))
+    assert not d.promote and _by_name(d)["regression:nothing_judged"].verdict == "fail"
+
+
+def test_no_production_is_not_nothing_judged_and_one_judged_slice_is_enough():
+    cand, prod, slices = _small_batch_case(0.8, 0.7, "few positives")
+    first = decide(cand, None, GatePolicy(max_share_drifted_columns=None), slices=slices)
+    assert first.promote and "regression:nothing_judged" not in _by_name(first)  # demo run 1: floors only
+    slices["overall"] = {"too_small": False}
+    judged = decide(cand, prod, GatePolicy(max_share_drifted_columns=None), slices=slices)
+    assert judged.promote and "regression:nothing_judged" not in _by_name(judged)
+
+
+# --- issue 13 item 2: any policy other than the reviewed default is recorded as such ----------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "policy_text", "is_default"),
+    [
+        (None, None, True),
+        ({"floors": {"roc_auc": 0.0, "roc_auc_per_query": 0.0}, "regression_dimensions": []}, None, False),
+        ({"max_share_drifted_columns": None}, None, False),  # switching one check off is an override too
+        ({"floors": {"roc_auc": 0.55}}, None, True),  # an "override" equal to the default changes nothing
+        (None, "floors: {roc_auc: 0.0}\n", False),  # a policy file
+        (None, gate.DEFAULT_POLICY_PATH.read_text(), True),  # a copy of the reviewed file
+    ],
+)
+def test_resolved_policy_digest_and_default_flag(tmp_path, overrides, policy_text, is_default):
+    path = None
+    if policy_text is not None:
+        path = tmp_path / "custom.yaml"
+        path.write_text(policy_text)
+    policy, record = gate.resolve_policy(path, overrides, origin="deployment-parameter")
+    assert record.is_default is is_default
+    assert record.sha256 == gate.policy_digest(policy) and len(record.sha256) == 64
+    assert (record.sha256 == gate.policy_digest(GatePolicy())) is is_default
+    assert record.values == policy.model_dump(mode="json")
+    assert (record.source == "default") is (path is None and not overrides)
+    if overrides:
+        assert record.source.startswith("deployment-parameter: gate_overrides of")
+
+
+def test_gate_switched_off_by_overrides_passes_but_is_not_promoted_unattended():
+    # The issue's example: floors at 0 and no regression dimensions let AUC 0.39 "pass".
+    cand = {"overall": _m(roc_auc=0.39, ndcg_at_k=0.2, recall_at_k=0.2)}
+    prod = {"overall": _m(roc_auc=0.77, ndcg_at_k=0.5, recall_at_k=0.5)}
+    off = {
+        "floors": {"roc_auc": 0.0, "roc_auc_per_query": 0.0},
+        "regression_dimensions": [],
+        "protected_slices": [],
+        "max_fairness_gap_growth": None,
+        "max_share_drifted_columns": None,
+    }
+    policy, record = gate.resolve_policy(None, off)
+    # Against production, switching every comparison off leaves nothing judged: that fails on its own.
+    against = decide(cand, prod, policy).with_policy(record)
+    assert not against.promote and _by_name(against)["regression:nothing_judged"].verdict == "fail"
+    # With no production yet only the zeroed floors apply: they "pass"; the record says why it is not clean.
+    d = decide(cand, None, policy).with_policy(record)
+    assert d.promote is True and d.promote_unattended is False
+    assert d.policy_is_default is False and d.policy_sha256 == record.sha256
+    assert d.to_dict()["policy"]["source"].startswith("gate_overrides of")
+    assert "POLICY is not the reviewed default" in d.summary()
+    default_policy, default_record = gate.resolve_policy()
+    clean = decide(cand, prod, default_policy).with_policy(default_record)
+    assert not clean.promote  # under the reviewed default the same candidate fails

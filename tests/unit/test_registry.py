@@ -19,8 +19,14 @@ from tailguard.registry import (
 )
 from tailguard.store import S3Store, StoreError, open_store, tree_digest
 
-PASS = {"promote": True, "reasons": ["all gates passed"]}
-FAIL = {"promote": False, "reasons": ["tail recall@10 regressed by 0.04 > 0.02"]}
+# Gate decisions as pipeline.decide writes them: judged under the reviewed default policy.
+PASS = {
+    "promote": True,
+    "reasons": ["all gates passed"],
+    "policy_is_default": True,
+    "policy_sha256": "d" * 64,
+}
+FAIL = {"promote": False, "reasons": ["tail recall@10 regressed by 0.04 > 0.02"], "policy_is_default": True}
 
 
 def make_model(tmp_path: Path, tag: str) -> tuple[Path, dict[str, Path]]:
@@ -70,6 +76,10 @@ class RecordingStore:
     def put_conditional(self, key, data, expected_etag):
         self._write(key)
         return self.inner.put_conditional(key, data, expected_etag)
+
+    def put_file_once(self, key, path):
+        self._write(key)
+        self.inner.put_file_once(key, path)
 
 
 def test_write_version_uploads_everything_then_manifest_last(store, tmp_path):
@@ -185,9 +195,9 @@ def test_rollback_after_bad_promotion_restores_previous_model_exactly(store, tmp
             assert (restored / path.relative_to(good_files)).read_bytes() == path.read_bytes()
     assert registry.audit()[-1]["action"] == "rollback" and registry.audit()[-1]["rolled_back_from"] == bad
     with pytest.raises(RegistryError, match="no previous version"):
-        registry.rollback()
+        registry.rollback(by="oncall")
     with pytest.raises(RegistryError, match="never production"):
-        registry.rollback(to=bad)  # rolled away from: no longer a rollback target
+        registry.rollback(to=bad, by="oncall")  # rolled away from: no longer a rollback target
 
 
 def test_rollback_to_named_version_pops_the_stack(store, tmp_path):
@@ -197,7 +207,9 @@ def test_rollback_to_named_version_pops_the_stack(store, tmp_path):
     for version in (v1, v2, v3):
         registry.promote(version, approved_by="ana", decision=PASS)
     with pytest.raises(RegistryError, match="never production"):
-        registry.rollback(to=unreviewed)  # rollback skips review: only former production versions
+        registry.rollback(
+            to=unreviewed, by="oncall"
+        )  # rollback skips review: only former production versions
     pointer = registry.rollback(to=v1, by="oncall")
     assert (pointer["version"], pointer["previous"], pointer["history"]) == (v1, v3, [])
     assert [a["action"] for a in registry.audit()] == ["promote"] * 3 + ["rollback"]
@@ -208,7 +220,7 @@ def test_rollback_to_named_version_pops_the_stack(store, tmp_path):
 
 def test_rollback_without_production_is_clear(store):
     with pytest.raises(RegistryError, match="no production model"):
-        Registry(store, "relevance").rollback()
+        Registry(store, "relevance").rollback(by="oncall")
 
 
 def test_corrupted_artifact_is_detected_at_load(store, tmp_path):
@@ -458,8 +470,14 @@ def test_cli_promote_of_manifest_without_decision_is_refused_without_override(tm
     refused = CliRunner().invoke(app, ["promote", version, "--by", "ana"])
     assert refused.exit_code == 1 and "no gate decision" in refused.output and "--override" in refused.output
     assert registry.production() is None
-    assert CliRunner().invoke(app, ["promote", version, "--by", "ana", "--override"]).exit_code == 0
-    assert registry.production()["override"] is True
+    no_comment = CliRunner().invoke(app, ["promote", version, "--by", "ana", "--override"])
+    assert no_comment.exit_code == 1 and "needs a comment" in no_comment.output
+    assert registry.production() is None
+    promoted = CliRunner().invoke(
+        app, ["promote", version, "--by", "ana", "--override", "--comment", "hand-made"]
+    )
+    assert promoted.exit_code == 0, promoted.output
+    assert registry.production()["override"] is True and registry.production()["decision_source"] == "cli"
 
 
 def _dropping_store(s3_uri: str) -> S3Store:
@@ -535,3 +553,347 @@ def test_cli_finds_the_demo_store_when_nothing_is_configured(tmp_path, monkeypat
     own = add_version(Registry(default_store, "relevance"), tmp_path, "own")
     default = runner.invoke(app, ["models"])
     assert own in default.output and version not in default.output and "demo" not in default.output
+
+
+# --- issue 13: rollback never repeats a landed flip; every flip is audited ----------------------------
+
+
+class FlakyStore(RecordingStore):
+    """Fails the first write whose key ends with `fail_once` with a transient StoreError (503), then works."""
+
+    def __init__(self, inner, fail_once: str):
+        super().__init__(inner)
+        self.fail_once, self.failed = fail_once, 0
+
+    def _write(self, key):
+        if not self.failed and key.endswith(self.fail_once):
+            self.failed += 1
+            raise StoreError(f"put {key} failed: 503 SlowDown", key=key, transient=True)
+        self.writes.append(key)
+
+
+def _three_in_production(registry, tmp_path):
+    versions = [add_version(registry, tmp_path, tag) for tag in ("01", "02", "03")]
+    for who, version in zip(("ana", "bo", "cy"), versions, strict=True):
+        registry.promote(version, approved_by=who, decision=PASS)
+    return versions
+
+
+def test_retried_rollback_after_audit_failure_moves_back_one_version_only(store, tmp_path):
+    registry = Registry(store, "relevance")
+    v1, v2, v3 = _three_in_production(registry, tmp_path)
+    flaky = Registry(FlakyStore(store, fail_once="-rollback.json"), "relevance")
+    with pytest.raises(
+        StoreError, match="503"
+    ):  # the flip landed, the audit write failed: a task retry follows
+        flaky.rollback(by="oncall", expected_current=v3, request_id="run-7")
+    assert registry.production()["version"] == v2
+    again = flaky.rollback(by="oncall", expected_current=v3, request_id="run-7")  # the retry
+    assert again["version"] == v2 == registry.production()["version"]  # 03 -> 02, never 03 -> 01
+    rollbacks = [a for a in registry.audit() if a["action"] == "rollback"]
+    assert len(rollbacks) == 1 and rollbacks[0]["rolled_back_from"] == v3 and rollbacks[0]["audit_recovered"]
+    assert rollbacks[0]["request_id"] == "run-7" and rollbacks[0]["approved_by"] == "oncall"
+    # A rerun under a new request id that still expects 03 changes nothing either.
+    with pytest.raises(PromotionConflict, match=f"expected production {v3}"):
+        registry.rollback(by="oncall", expected_current=v3, request_id="run-8")
+    assert registry.production()["version"] == v2 and len(registry.audit()) == 4
+    # A deliberate second rollback names what it undoes.
+    assert registry.rollback(by="oncall", expected_current=v2)["version"] == v1
+
+
+def test_rollback_retry_with_only_a_request_id_is_idempotent(store, tmp_path):
+    registry = Registry(store, "relevance")
+    v1, v2, _ = _three_in_production(registry, tmp_path)
+    first = registry.rollback(by="oncall", request_id="req-1")
+    assert registry.rollback(by="oncall", request_id="req-1") == first  # no expected version given at all
+    assert registry.production()["version"] == v2
+    assert [a["action"] for a in registry.audit()].count("rollback") == 1
+    assert registry.rollback(by="oncall", request_id="req-2")["version"] == v1  # a new request does move
+
+
+def test_flip_whose_audit_was_lost_is_audited_by_the_next_promotion(store, tmp_path, monkeypatch):
+    import tailguard.registry as registry_module
+
+    monkeypatch.setattr(registry_module, "AUDIT_GRACE_S", 0.0)  # the crash was long ago
+    registry = Registry(store, "relevance")
+    v1, v2, v3 = (add_version(registry, tmp_path, t) for t in ("a", "b", "c"))
+    registry.promote(v1, approved_by="ana", decision=PASS)
+    crashing = Registry(RecordingStore(store, fail_on="-promote.json"), "relevance")
+    with pytest.raises(RuntimeError):
+        crashing.promote(v2, approved_by="bo", decision=PASS, comment="ship it")  # died after the flip
+    assert [a["version"] for a in registry.audit()] == [v1]  # production changed, no record yet
+    lost = registry.production()
+    registry.promote(v3, approved_by="cy", decision=PASS)  # the next writer finds the gap and fills it
+    audit = registry.audit()
+    assert [(a["action"], a["version"]) for a in audit] == [("promote", v1), ("promote", v2), ("promote", v3)]
+    assert audit[1]["audit_recovered"] is True and audit[1]["approved_at"] == lost["approved_at"]
+    assert (audit[1]["approved_by"], audit[1]["comment"]) == ("bo", "ship it")
+
+
+def test_lost_rollback_audit_is_recovered_by_the_next_rollback(store, tmp_path, monkeypatch):
+    import tailguard.registry as registry_module
+
+    monkeypatch.setattr(registry_module, "AUDIT_GRACE_S", 0.0)
+    registry = Registry(store, "relevance")
+    v1, v2, v3 = _three_in_production(registry, tmp_path)
+    crashing = Registry(RecordingStore(store, fail_on="-rollback.json"), "relevance")
+    with pytest.raises(RuntimeError):
+        crashing.rollback(by="oncall", expected_current=v3)
+    registry.rollback(by="oncall-2", expected_current=v2)
+    rollbacks = [(a["rolled_back_from"], a["version"], a.get("audit_recovered", False))
+                 for a in registry.audit() if a["action"] == "rollback"]  # fmt: skip
+    assert rollbacks == [(v3, v2, True), (v2, v1, False)]
+
+
+# --- issue 13 item 6: promote and rollback verify files and respect earlier decisions ----------------
+
+
+def _tamper(store, registry, version, name, data: bytes | None):
+    key = f"{registry.version_prefix(version)}/{name}"
+    if data is None:
+        store.delete(key)
+    else:
+        store.put_bytes(key, data)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "expected"),
+    [
+        ("model/model.safetensors", b"\x00" * 100, "model/model.safetensors: sha256"),  # corrupted weights
+        ("model/tokenizer/vocab.txt", None, "model/tokenizer/vocab.txt: missing"),  # tokenizer file gone
+        ("model/config.json", b'{"tag": "other"}', "model/config.json: sha256"),  # an edited config
+        ("reports/classification.html", None, "reports/classification.html: missing"),
+    ],
+)
+def test_promote_and_rollback_refuse_a_version_whose_files_do_not_match(
+    store, tmp_path, name, data, expected
+):
+    registry = Registry(store, "relevance")
+    v1, v2, v3 = (add_version(registry, tmp_path, t) for t in ("a", "b", "c"))
+    registry.promote(v1, approved_by="ana", decision=PASS)
+    registry.promote(v2, approved_by="bo", decision=PASS)
+    _tamper(store, registry, v3, name, data)
+    with pytest.raises(ChecksumError, match=expected):
+        registry.promote(v3, approved_by="cy", decision=PASS)
+    _tamper(store, registry, v1, name, data)  # a former production version damaged since
+    with pytest.raises(ChecksumError, match=expected):
+        registry.rollback(by="oncall")
+    assert registry.production()["version"] == v2 and len(registry.audit()) == 2
+
+
+@pytest.mark.parametrize("earlier", ["reject", "refuse"])
+def test_rejected_or_stale_version_needs_a_named_override_with_a_comment(store, tmp_path, earlier):
+    registry = Registry(store, "relevance")
+    v1 = add_version(registry, tmp_path, "a")
+    if earlier == "reject":
+        registry.reject(
+            v1, by="ana", decision=PASS, comment="tail looks worse in the report", source="ui-form"
+        )
+    else:
+        registry.refuse(v1, "stale: production moved from None to v0 during review", PASS)
+    with pytest.raises(RegistryError, match=f"was {earlier}ed by .*override"):
+        registry.promote(v1, approved_by="bo", decision=PASS)
+    with pytest.raises(RegistryError, match="needs a comment"):
+        registry.promote(v1, approved_by="bo", decision=PASS, override=True, comment="  ")
+    assert registry.production() is None
+    pointer = registry.promote(v1, approved_by="bo", decision=PASS, override=True, comment="re-read: fine")
+    assert pointer["override"] is True and pointer["gate_passed"] is True
+    assert any(f"was {earlier}ed by" in r for r in pointer["override_reasons"])
+    assert registry.audit()[-1]["comment"] == "re-read: fine"
+
+
+# --- issue 13 items 2 and 7, issue 15 item 2: accountable decisions -------------------------------------
+
+
+@pytest.mark.parametrize("who", ["", "   ", "\n\t"])
+def test_anonymous_decisions_are_refused(store, tmp_path, who):
+    registry = Registry(store, "relevance")
+    v1, v2 = add_version(registry, tmp_path, "a"), add_version(registry, tmp_path, "b")
+    with pytest.raises(RegistryError, match="anonymous"):
+        registry.promote(v1, approved_by=who, decision=PASS)
+    with pytest.raises(RegistryError, match="anonymous"):
+        registry.reject(v1, by=who, decision=PASS)
+    registry.promote(v1, approved_by="ana", decision=PASS)
+    registry.promote(v2, approved_by="bo", decision=PASS)
+    with pytest.raises(RegistryError, match="anonymous"):
+        registry.rollback(by=who)
+    assert registry.production()["version"] == v2 and len(registry.audit()) == 2
+
+
+def test_failed_candidate_override_needs_comment_and_is_bound_to_the_manifest(store, tmp_path):
+    # Issue 15 item 2: Approve + Override with Reviewer and Comment empty promoted AUC 0.478.
+    registry = Registry(store, "relevance")
+    v1 = add_version(registry, tmp_path, "a")
+    with pytest.raises(RegistryError, match="needs a comment"):
+        registry.promote(v1, approved_by="ana", decision=FAIL, override=True, comment="")
+    pointer = registry.promote(v1, approved_by="ana", decision=FAIL, override=True, comment="known tail dip",
+                               source="ui-form")  # fmt: skip
+    record = registry.audit()[-1]
+    manifest_sha = hashlib.sha256(store.get_bytes(f"{registry.version_prefix(v1)}/manifest.json")).hexdigest()
+    assert record["manifest_sha256"] == pointer["manifest_sha256"] == manifest_sha
+    assert (record["decision_source"], record["override"], record["gate_passed"]) == ("ui-form", True, False)
+    assert record["override_reasons"] == ["failed the gate"]
+    registry.reject(add_version(registry, tmp_path, "b"), by="bo", decision=FAIL, source="cli")
+    rejected = registry.audit()[-1]
+    assert rejected["decision_source"] == "cli" and len(rejected["manifest_sha256"]) == 64
+
+
+@pytest.mark.parametrize(
+    ("policy_fields", "needs_override"),
+    [
+        ({"policy_is_default": True, "policy_sha256": "a" * 64}, False),
+        (
+            {
+                "policy_is_default": False,
+                "policy_sha256": "b" * 64,
+                "policy": {"source": "gate_overrides of floors"},
+            },
+            True,
+        ),  # fmt: skip
+        ({}, True),  # a decision that does not say which policy judged it is not a clean pass
+    ],
+)
+def test_gate_pass_under_a_non_default_policy_is_an_override(store, tmp_path, policy_fields, needs_override):
+    registry = Registry(store, "relevance")
+    v1 = add_version(registry, tmp_path, "a")
+    decision = {"promote": True, "reasons": ["every applicable check passed"], **policy_fields}
+    if needs_override:
+        with pytest.raises(RegistryError, match="not the reviewed default"):
+            registry.promote(v1, approved_by="ana", decision=decision)
+        pointer = registry.promote(
+            v1, approved_by="ana", decision=decision, override=True, comment="new floors"
+        )
+    else:
+        pointer = registry.promote(v1, approved_by="ana", decision=decision)
+    assert pointer["override"] is needs_override and pointer["gate_passed"] is True
+    assert pointer["policy_is_default"] is (not needs_override)
+    assert pointer["policy_sha256"] == policy_fields.get("policy_sha256")
+    assert registry.audit()[-1]["policy_sha256"] == policy_fields.get("policy_sha256")
+
+
+def _decision(promote: bool, is_default: bool | None) -> dict:
+    return {"promote": promote, "reasons": [], "policy_is_default": is_default}
+
+
+@pytest.mark.parametrize(
+    ("decision", "review", "promoted", "why"),
+    [
+        (_decision(True, True), {"approve": True, "reviewer": "ana"}, True, "approved by ana"),
+        (_decision(True, True), {"approve": True, "reviewer": " "}, False, "named no reviewer"),
+        (
+            _decision(False, True),
+            {"approve": True, "reviewer": "", "override": True},
+            False,
+            "named no reviewer",
+        ),
+        (
+            _decision(False, True),
+            {"approve": True, "reviewer": "ana", "override": True, "comment": ""},
+            False,
+            "needs a comment",
+        ),  # fmt: skip
+        (_decision(False, True), {"approve": True, "reviewer": "ana"}, False, "without override"),
+        (_decision(True, False), {"approve": True, "reviewer": "ana"}, False, "non-default gate policy"),
+        (
+            _decision(True, False),
+            {"approve": True, "reviewer": "ana", "override": True, "comment": "why"},
+            True,
+            "with an override",
+        ),  # fmt: skip
+        (_decision(True, True), {"approve": False, "reviewer": "bo"}, False, "rejected by bo"),
+    ],
+)
+def test_review_answers_resolve_only_with_a_name_and_a_reasoned_override(decision, review, promoted, why):
+    from tailguard.pipeline import resolve_review
+
+    got, text = resolve_review(decision, review)
+    assert got is promoted and why in text
+
+
+@pytest.mark.parametrize(
+    ("decision", "approve", "why"),
+    [
+        (_decision(True, True), True, "all gate checks passed"),
+        (_decision(True, False), False, "not the reviewed default"),  # gate_overrides / gate_policy set
+        (_decision(True, None), False, "not the reviewed default"),
+        (_decision(False, True), False, "a gate check failed"),
+    ],
+)
+def test_approval_auto_promotes_only_a_clean_pass_under_the_default_policy(decision, approve, why):
+    from tailguard.pipeline import auto_review, resolve_review
+
+    review = auto_review(decision)
+    assert review["approve"] is approve and why in review["comment"] and review["source"] == "policy:auto"
+    assert resolve_review(decision, review)[0] is approve
+
+
+# --- issue 13 low: an S3 list failure names the listing and is retried when transient ------------------
+
+
+def test_s3_list_failure_is_reported_as_such_never_as_an_invalid_key(s3_uri):
+    from botocore.awsrequest import AWSResponse
+
+    bucket, prefix = s3_uri[5:].split("/", 1)
+    missing = S3Store("no-such-bucket-here", prefix, max_attempts=1)
+    with pytest.raises(StoreError) as refused:
+        missing.list_keys("models/relevance/versions/")
+    assert "invalid store key" not in str(refused.value) and "does not exist" in str(refused.value)
+    assert refused.value.transient is False
+    flaky = S3Store(bucket, prefix, max_attempts=1)
+    calls: list[str] = []
+
+    class _Raw:  # the body of a 503 as S3 sends it
+        def stream(self):
+            yield b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+
+    def unavailable(request, **_):
+        calls.append(request.method)
+        return AWSResponse(request.url, 503, {}, _Raw())
+
+    flaky.client.meta.events.register("before-send.s3.ListObjectsV2", unavailable)
+    with pytest.raises(StoreError) as busy:
+        flaky.list_keys("models/relevance/audit/")
+    assert "invalid store key" not in str(busy.value) and "list s3://" in str(busy.value)
+    assert f"{prefix}/models/relevance/audit/" in str(busy.value)
+    assert busy.value.transient is True and calls  # a task's retry_condition_fn retries it
+
+
+# --- issue 13 low / item 7: the CLI answers in one line, and approve needs a name -----------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["models", "--store", "ftp://host/store"], "unsupported store URI 'ftp://host/store'"),
+        (["rollback", "--by", "oncall", "--store", "s3://"], "has no bucket"),
+        (["promote", "v1", "--model", "../etc"], "invalid model name"),
+    ],
+)
+def test_cli_errors_are_one_line_never_a_traceback(tmp_path, monkeypatch, capsys, argv, expected):
+    from tailguard.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TAILGUARD_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        app(argv, prog_name="tailguard")
+    err = capsys.readouterr().err
+    assert exited.value.code == 1 and expected in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--reviewer", ""], "--reviewer must name who decides"),
+        (["--reviewer", "   ", "--reject"], "--reviewer must name who decides"),
+        (["--reviewer", "ana", "--override"], "--override needs --comment"),
+        (["--reviewer", "ana", "--override", "--comment", " "], "--override needs --comment"),
+    ],
+)
+def test_cli_approve_refuses_anonymous_or_unexplained_answers_before_contacting_prefect(args, expected):
+    from typer.testing import CliRunner
+
+    from tailguard.cli import app
+
+    result = CliRunner().invoke(app, ["approve", "00000000-0000-0000-0000-000000000000", *args])
+    assert result.exit_code == 2 and expected in " ".join(result.output.split()), result.output
