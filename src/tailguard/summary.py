@@ -95,15 +95,23 @@ def slice_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def checks_text(decision: dict) -> str:
-    """Every gate check on one line each: verdict, name, observed vs threshold, reason."""
-    lines = []
-    for check in decision.get("checks", []):
-        verdict = str(check.get("verdict", "")).upper()
-        lines.append(
-            f"  [{verdict:<7}] {check.get('name')}: observed {check.get('observed')} "
-            f"vs {check.get('threshold')}" + (f" — {check['reason']}" if check.get("reason") else "")
-        )
+def stated_checks(decision: dict, evaluation: dict) -> list[dict]:
+    """Every gate check, failing first, as {name, verdict, measured, rule} in the review's words."""
+    policy = (decision.get("policy") or {}).get("values") or {}
+    failing, skipped, passing = _ordered_checks(decision)
+    rows = []
+    for c in [*failing, *skipped, *passing]:
+        measured, rule = check_statement(c, evaluation, policy)
+        rows.append({"name": c.get("name"), "verdict": c.get("verdict"), "measured": measured, "rule": rule})
+    return rows
+
+
+def checks_text(checks: list[dict]) -> str:
+    """Console lines of `stated_checks` rows: result, check, what was measured, the rule applied."""
+    lines = [
+        f"  [{str(c.get('verdict', '')).upper():<7}] {c.get('name')}: {c.get('measured')} — {c.get('rule')}"
+        for c in checks
+    ]
     return "\n".join(lines) or "  (no checks)"
 
 
@@ -115,7 +123,7 @@ def outcome_text(outcome: dict) -> str:
     parts = [
         f"candidate {outcome.get('version')}: {result} ({outcome.get('why')})",
         "gate: " + ": ".join(verdict(decision)),
-        checks_text(decision),
+        checks_text(outcome.get("checks", [])),
         "",
         slice_table(outcome.get("slices", [])),
         "",

@@ -85,7 +85,10 @@ def test_retrain_twice_first_promotes_then_judges_candidate_vs_production(tailgu
     from tailguard.summary import outcome_text
 
     said = "PROMOTED" if second["promoted"] else "NOT PROMOTED"
-    assert f"candidate {second['version']}: {said}" in outcome_text(second)
+    console = outcome_text(second)
+    assert f"candidate {second['version']}: {said}" in console
+    # Checks read as in the review: point estimate with its interval, then the rule in words.
+    assert "candidate − production = " in console and "95% CI [" in console
     expected = second["version"] if second["promoted"] else first["version"]
     assert registry.production()["version"] == expected
     actions = sorted(a["action"] for a in registry.audit())
