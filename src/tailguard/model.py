@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field, model_validator  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from tailguard.store import sha256_file
@@ -90,6 +90,23 @@ class TrainConfig(BaseModel):
     loss_params: dict[str, Any] = Field(
         default_factory=dict, description="Keyword parameters for make_loss (e.g. gamma, pos_weight, tau)."
     )
+    target: Literal["binary", "graded"] = Field(
+        "binary",
+        description="'binary' trains on `label`; 'graded' on the frame's `relevance` rescaled to [0, 1] by "
+        "the training frame's min and max (Home Depot 1..3: 2.33 -> 0.665). Evaluation keeps `label`.",
+    )
+    graded_loss: Literal["bce", "mse"] = Field(
+        "bce",
+        description="target 'graded': 'bce' (the `loss` bce / weighted_bce on soft targets) or 'mse' "
+        "(squared error of the sigmoid probability against the soft target).",
+    )
+    pairwise_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of a within-query RankNet loss over the batch's pairs with different `relevance` "
+        "(`label` without the column), added to the pointwise loss; > 0 makes each epoch's order keep a "
+        "query's rows together (queries shuffled) so batches hold pairs. 0 = off (today's order and loss).",
+    )
     grad_accum: int = Field(1, ge=1, description="Batches per optimizer step (gradient accumulation).")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of steps with linear LR warmup.")
     early_stopping_patience: int = Field(
@@ -147,6 +164,19 @@ class TrainConfig(BaseModel):
     tiny_layers: int = Field(2, ge=1, description="'tiny': transformer layers.")
     tiny_heads: int = Field(2, ge=1, description="'tiny': attention heads.")
     tiny_intermediate: int = Field(128, ge=8, description="'tiny': feed-forward size.")
+
+    @model_validator(mode="after")
+    def _graded_options(self) -> TrainConfig:
+        if self.target == "graded" and self.graded_loss == "bce" and self.loss not in ("bce", "weighted_bce"):
+            raise ValueError(
+                f"target 'graded' with graded_loss 'bce' needs loss bce or weighted_bce, not {self.loss!r}"
+            )
+        if self.pairwise_weight > 0 and self.length_bucketing:
+            raise ValueError(
+                "pairwise_weight > 0 keeps a query's rows together in a batch; length_bucketing regroups "
+                "them by length: choose one"
+            )
+        return self
 
     def peak_lr(self) -> float:
         """The learning rate to use: explicit, or a default suited to the base."""
@@ -493,6 +523,58 @@ def _make_loss(
     return make_loss(name, **params)
 
 
+def _relevance(df: pd.DataFrame) -> np.ndarray:
+    """The frame's `relevance` as float64; ModelError naming rows and values when missing or not finite."""
+    if "relevance" not in df.columns:
+        raise ModelError("training frame: target 'graded' needs a `relevance` column; the frame has none")
+    rel = pd.to_numeric(df["relevance"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.flatnonzero(~np.isfinite(rel))
+    if bad.size:
+        raise ModelError(
+            f"training frame: column 'relevance' has {bad.size} missing or non-numeric value(s), e.g. rows "
+            f"{bad[:5].tolist()}: {df['relevance'].iloc[bad[:5]].tolist()}"
+        )
+    return rel
+
+
+def _graded_parts(
+    train_df: pd.DataFrame, config: TrainConfig, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(targets, pair relevance | None, query codes | None) for the graded / pairwise options.
+
+    Targets are `labels` unchanged for target 'binary'. Pairs use `relevance` when the frame has it, else
+    `label`; query codes are the `query` strings factorized (rows of a query share a code).
+    """
+    from tailguard.losses import graded_targets
+
+    targets = labels
+    if config.target == "graded":
+        rel = _relevance(train_df)
+        try:
+            targets = graded_targets(rel, float(rel.min()), float(rel.max()))
+        except ValueError as err:
+            raise ModelError(f"training frame: {err}") from None
+    if config.pairwise_weight <= 0:
+        return targets, None, None
+    pair_rel = (
+        torch.tensor(_relevance(train_df), dtype=torch.float32) if "relevance" in train_df.columns else labels
+    )
+    codes = torch.from_numpy(pd.factorize(train_df["query"].astype(str))[0].astype(np.int64))
+    return targets, pair_rel, codes
+
+
+def _group_by_query(
+    order: torch.Tensor, codes: torch.Tensor, config: TrainConfig, epoch: int
+) -> torch.Tensor:
+    """`order` with each query's rows made contiguous, queries in a seeded random order (pairwise loss).
+
+    Within a query the rows keep their order in `order`; seeded by (seed, epoch) so a resume replays it.
+    """
+    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch + 7_919)
+    rank_of_query = torch.randperm(int(codes.max()) + 1, generator=gen)
+    return order[torch.argsort(rank_of_query[codes[order]], stable=True)]
+
+
 # --- checkpoints --------------------------------------------------------------------------------------
 
 
@@ -834,6 +916,11 @@ def train(
     valid_labels = valid_df["label"].to_numpy() if len(valid_df) else None
     counts = None if row_of is None else train_df["repeats"].to_numpy()
     loss_fn = _make_loss(config, float(np.average(train_df["label"].to_numpy(), weights=counts)))
+    labels, pair_rel, query_codes = _graded_parts(train_df, config, labels)
+    if config.target == "graded" and config.graded_loss == "mse":
+        from tailguard.losses import graded_mse
+
+        loss_fn = graded_mse
 
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
@@ -928,6 +1015,8 @@ def train(
         order = _epoch_rows(n, sampler_weights, row_of, config, epoch, rank, world)
         if config.length_bucketing:
             order = _bucket_by_length(order, encoded["lengths"], config, epoch, rank)
+        if query_codes is not None:
+            order = _group_by_query(order, query_codes, config, epoch)
         if device.type == "cuda":
             order = order.pin_memory()  # pinned slices copy to the GPU without blocking
         batches = order.split(config.batch_size)
@@ -947,6 +1036,12 @@ def train(
                 with _autocast(device, config.bf16):
                     logits = forward(**inputs).logits.squeeze(-1)
                 loss = loss_fn(logits.float(), y, w)
+                if pair_rel is not None and query_codes is not None:
+                    from tailguard.losses import ranknet_pairwise
+
+                    loss = loss + config.pairwise_weight * ranknet_pairwise(
+                        logits.float(), pair_rel[idx].to(device), query_codes[idx].to(device)
+                    )
                 (loss * (len(idx) / group_rows)).backward()
                 pending += loss.detach() * len(idx)
                 pending_rows += len(idx)
@@ -1139,10 +1234,16 @@ class Scorer:
         device: Literal["auto", "cpu", "cuda"] = "auto",
         bf16: bool = True,
         window_batches: int = 64,
+        plain: bool = False,
     ):
         if threads:
             torch.set_num_threads(threads)
         self.model, self.tokenizer = load_model(Path(model_dir))
+        # A folder with hybrid.json is a lexical-neural hybrid (tailguard.hybrid): its scores combine this
+        # cross-encoder's with lexical features. plain=True scores the cross-encoder alone.
+        from tailguard.hybrid import load_hybrid
+
+        self.hybrid = None if plain else load_hybrid(Path(model_dir))
         meta_path = Path(model_dir) / TRAIN_META
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         self.max_length = int(meta.get("max_length", 128))
@@ -1161,7 +1262,11 @@ class Scorer:
         return self.pairs / self.seconds if self.seconds else 0.0
 
     def __call__(self, df: pd.DataFrame) -> np.ndarray:
-        """Relevance probabilities, float32 of shape (len(df),), aligned with df's rows."""
+        """Relevance probabilities, float32 of shape (len(df),), aligned with df's rows.
+
+        A hybrid folder's BM25 feature reads each query's rows in df as its candidate set: pass a query's
+        rows in one call (tailguard.hybrid).
+        """
         _check_frame(df, "frame to score", need_label=False)
         queries = df["query"].astype(str).tolist()
         titles = df["item_title"].astype(str).tolist()
@@ -1171,6 +1276,8 @@ class Scorer:
             for start in range(0, len(df), self.window):
                 end = min(len(df), start + self.window)
                 out[start:end] = self._score_window(queries[start:end], titles[start:end])
+        if self.hybrid is not None:
+            out = self.hybrid.combine(df, out)
         self.pairs += len(df)
         self.seconds += time.perf_counter() - t0
         return out
