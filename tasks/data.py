@@ -34,6 +34,12 @@ def accept_batch(batch: LoadedBatch, result: dict, ctx: RunContext, version: str
     return pipeline.accept(batch, result, ctx, version)
 
 
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
+def load_window(batch: LoadedBatch, params: RetrainParams, ctx: RunContext) -> LoadedBatch:
+    """Read the earlier accepted batches of the training window (params.window_weeks) from the store."""
+    return pipeline.with_window(batch, params, ctx)
+
+
 @task(cache_policy=NO_CACHE)
 def split_batch(batch: LoadedBatch, params: RetrainParams):
     """Hold out evaluation queries."""

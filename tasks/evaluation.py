@@ -37,3 +37,9 @@ def decide_gate(evaluation: dict, drift_summary: dict | None, params) -> dict:
 def render_reports(eval_df, train, scores, evaluation: dict, decision: dict, ctx) -> dict:
     """Render the Evidently pages and the summary page."""
     return pipeline.render_reports(eval_df, train, scores, evaluation, decision, ctx)
+
+
+@task(cache_policy=NO_CACHE)
+def record_eval_rows(eval_df, train, scores, params, ctx) -> dict:
+    """Write the scored eval rows and training keys that recompute metrics.json (stored with the version)."""
+    return pipeline.record_eval_rows(eval_df, train, scores, params, ctx)

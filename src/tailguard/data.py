@@ -298,9 +298,14 @@ def accepted_batch(
     if batch_id is not None:
         key = f"batches/{batch_id}/fingerprint.json"
         return json.loads(store.get_bytes(key)) if store.exists(key) else None
-    records = [
-        json.loads(store.get_bytes(k))
-        for k in store.list_keys("batches/")
-        if k.endswith("/fingerprint.json") and not (exclude and k.startswith(f"batches/{exclude}/"))
-    ]
+    records = [r for r in accepted_batches(store) if r.get("batch_id") != exclude or exclude is None]
     return max(records, key=lambda r: r.get("accepted_at", "")) if records else None
+
+
+def accepted_batches(store: ArtifactStore) -> list[dict]:
+    """Every accepted batch's record (batches/<id>/fingerprint.json), in key order."""
+    return [
+        {"batch_id": k.split("/")[1], **json.loads(store.get_bytes(k))}
+        for k in store.list_keys("batches/")
+        if k.endswith("/fingerprint.json") and k.count("/") == 2
+    ]

@@ -113,8 +113,9 @@ class Manifest(BaseModel):
     """manifest.json of a version: what the pipeline records, plus what write_version adds.
 
     The pipeline fills data, params, decision, headline ({"slice/metric": {"candidate", "production"}}),
-    balance, drift, runtime, flow_run_id and timings_s (seconds per stage); the registry fills
-    model_name, version, created_at, package_version, git_revision, files and upload_seconds (s).
+    balance, drift, training_window, evaluation, runtime, flow_run_id and timings_s (seconds per stage);
+    the registry fills model_name, version, created_at, package_version, git_revision, files and
+    upload_seconds (s).
     Unknown keys are kept, so manifests written by older versions still load.
     """
 
@@ -126,6 +127,16 @@ class Manifest(BaseModel):
     headline: dict[str, dict[str, float | None]] = Field(default_factory=dict)
     balance: dict[str, Any] | None = None
     drift: dict[str, Any] | None = None
+    training_window: dict[str, Any] | None = Field(
+        None,
+        description="{'weeks': N, 'batches': [{'batch_id', 'fingerprint_sha256', 'uri', 'accepted_at', "
+        "'week' (ISO, e.g. '2026-W48'), 'rows', 'role' ('window' | 'new')}]}: every batch trained on.",
+    )
+    evaluation: dict[str, Any] | None = Field(
+        None,
+        description="{'config': metrics.EvalConfig fields, 'rows': 'eval_rows.parquet', 'train_keys': "
+        "'train_keys.parquet'}: what recomputes metrics.json (pipeline.recheck_metrics).",
+    )
     runtime: dict[str, Any] = Field(default_factory=dict)
     flow_run_id: str = ""
     timings_s: dict[str, float] = Field(default_factory=dict)
@@ -345,6 +356,17 @@ class Registry:
             )
         self._download_verified(version, json.loads(data), Path(dest))
         return Path(dest) / "model"
+
+    def fetch_files(self, version: str, names: list[str], dest: Path) -> Path:
+        """Download some files of a version into dest, each checked against the manifest's sha256; returns
+        dest. Raises ChecksumError naming a file missing from the manifest or the store, or changed."""
+        manifest = self.manifest(version)
+        unknown = [n for n in names if n not in manifest.get("files", {})]
+        if unknown:
+            raise ChecksumError(f"version {version} of {self.model_name!r}: {unknown} not in its {MANIFEST}")
+        chosen = {**manifest, "files": {n: manifest["files"][n] for n in names}}
+        self._download_verified(version, chosen, Path(dest))
+        return Path(dest)
 
     def verify(self, version: str) -> str:
         """Check every file of a version against its manifest (downloaded to a scratch folder, then removed).
@@ -677,6 +699,20 @@ def _data_section(data: DataRecord) -> list[str]:
     return lines
 
 
+def _window_section(window: dict[str, Any]) -> list[str]:
+    batches = window.get("batches") or []
+    weeks = sorted({str(b.get("week")) for b in batches})
+    lines = [f"Trained on {len(batches)} batch(es) of the last {_md(window.get('weeks'))} week(s): "
+             f"{_md(', '.join(weeks))}. Evaluated on held-out queries of the new batch only.", "",
+             "| week | batch | role | rows | fingerprint sha256 | accepted_at |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for b in batches:
+        cells = [b.get("week"), b.get("batch_id"), b.get("role"), b.get("rows"), b.get("fingerprint_sha256"),
+                 b.get("accepted_at")]  # fmt: skip
+        lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
+    return lines
+
+
 def _metrics_section(headline: dict[str, dict[str, float | None]]) -> list[str]:
     def fmt(v: float | None) -> str:
         return "-" if v is None else f"{v:.4f}"
@@ -714,6 +750,8 @@ def render_model_card(manifest: Manifest | dict) -> str:
     sections: list[tuple[str, list[str]]] = []
     if m.data is not None:
         sections.append(("Training data", _data_section(m.data)))
+    if m.training_window:
+        sections.append(("Training window", _window_section(m.training_window)))
     if m.params:
         sections.append(("Configuration", _kv_table(sorted(m.params.items()))))
     if m.headline or m.decision is not None:  # a judged version always says what its metrics were
