@@ -63,6 +63,11 @@ deploy: venv
 	$(BIN)/prefect --no-prompt deploy --all
 	scripts/server.sh schedules $(SCHEDULES)
 	@[ "$(SCHEDULES)" = on ] || echo "schedules paused; switch them on with: make deploy SCHEDULES=on"
+	@if [ -n "$(TAILGUARD_NOTIFY_BLOCK_ID)" ]; then \
+		$(BIN)/tailguard automations --block-id "$(TAILGUARD_NOTIFY_BLOCK_ID)"; \
+	else \
+		echo "no notifications: set TAILGUARD_NOTIFY_BLOCK_ID to a notification block's id (docs/OPERATIONS.md)"; \
+	fi
 
 # The server needs Prefect (a runtime dependency) and moto_server; not the test extras, not the 83 MB model.
 # moto is pinned as in pyproject's dev extra.

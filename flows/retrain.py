@@ -10,26 +10,46 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from uuid import UUID
 
-from prefect import flow, get_run_logger, pause_flow_run
+from prefect import flow, get_client, get_run_logger, pause_flow_run
 from prefect.context import get_run_context
 from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
-from prefect.states import Completed, State
-from pydantic import Field
+from prefect.states import Completed, Failed, State
+from pydantic import Field, ValidationError
+from pydantic.fields import FieldInfo
 
 from tailguard import pipeline
 from tailguard.pipeline import RetrainParams, Timer
+from tailguard.registry import PromotionConflict
 from tasks import artifacts, candidate, evaluation, promotion, training
 from tasks import data as data_tasks
 
+# The tag a run carries while it waits for a reviewer (flows/retrain._ask_reviewer, `tailguard reviews`).
+AWAITING_REVIEW = "awaiting-review"
 # The validation warning of a batch accepted before whose run stored no version (pipeline.validate).
 RERUN_RULE = "batch_rerun_after_failed_run"
 
 
 class BatchRejected(Exception):
     """The batch failed validation; it was quarantined and production is untouched."""
+
+
+class PromotionRefused(Exception):
+    """Production moved while the candidate was judged: the flip was refused (audited) and nothing changed.
+
+    The run ends Failed, named Refused; `outcome` is the run's outcome dict.
+    """
+
+    def __init__(self, message: str, outcome: dict):
+        super().__init__(message)
+        self.outcome = outcome
+
+
+class InvalidParameters(ValueError):
+    """The run's parameters break RetrainParams' rules; the message names each field in one line."""
 
 
 class Review(RunInput):
@@ -63,34 +83,55 @@ def _flow_run_id() -> str:
         return ""
 
 
+def _form(name: str) -> FieldInfo:
+    """RetrainParams' field `name` as flow-parameter metadata: its bounds and pattern, and its description.
+
+    Prefect builds the run form from the flow signature and passes `description=<docstring Args entry>`
+    itself, which replaces a Field(description=...) given here; a `description` in json_schema_extra is
+    written last and survives. tests/flows/test_form.py compares the result with RetrainParams' schema.
+    """
+    info = RetrainParams.model_fields[name]
+    keys = ("ge", "gt", "le", "lt", "min_length", "max_length", "pattern")
+    bounds = {k: getattr(m, k) for m in info.metadata for k in keys if getattr(m, k, None) is not None}
+    return Field(json_schema_extra={"description": info.description or ""}, **bounds)
+
+
+# The dict parameters default to {} rather than None: the form shows a JSON editor for a plain object and
+# nothing usable for object-or-null (Prefect 3.9.1 UI). Prefect validates parameters into new dicts and
+# the flow never mutates them, so the shared default is safe.
 @flow(name="retrain", log_prints=True)
 def retrain(
-    data: str,
-    columns: str = "",
-    balance: str = "random_under",
-    balance_options: dict[str, Any] | None = None,
-    base_model: str = "tiny",
-    epochs: int = 3,
-    max_steps: int = 0,
-    batch_size: int = 32,
-    learning_rate: float = 0.0,
-    train_options: dict[str, Any] | None = None,
-    eval_fraction: float = 0.2,
-    seed: int = 0,
-    approval: Literal["auto", "manual"] = "auto",
-    review_timeout_s: int = 86_400,
-    gate_policy: str = "",
-    gate_overrides: dict[str, Any] | None = None,
-    n_bootstrap: int = 1000,
-    allow_duplicate_batch: bool = False,
+    data: Annotated[str, _form("data")],
+    columns: Annotated[str, _form("columns")] = "",
+    balance: Annotated[str, _form("balance")] = "random_under",
+    balance_options: Annotated[dict[str, Any], _form("balance_options")] = {},  # noqa: B006
+    base_model: Annotated[str, _form("base_model")] = "tiny",
+    epochs: Annotated[int, _form("epochs")] = 3,
+    max_steps: Annotated[int, _form("max_steps")] = 0,
+    batch_size: Annotated[int, _form("batch_size")] = 32,
+    learning_rate: Annotated[float, _form("learning_rate")] = 0.0,
+    train_options: Annotated[dict[str, Any], _form("train_options")] = {},  # noqa: B006
+    eval_fraction: Annotated[float, _form("eval_fraction")] = 0.2,
+    seed: Annotated[int, _form("seed")] = 0,
+    approval: Annotated[Literal["auto", "manual"], _form("approval")] = "auto",
+    review_timeout_s: Annotated[int, _form("review_timeout_s")] = 86_400,
+    gate_policy: Annotated[str, _form("gate_policy")] = "",
+    gate_overrides: Annotated[dict[str, Any], _form("gate_overrides")] = {},  # noqa: B006
+    n_bootstrap: Annotated[int, _form("n_bootstrap")] = 1000,
+    allow_duplicate_batch: Annotated[bool, _form("allow_duplicate_batch")] = False,
+    window_weeks: Annotated[int, _form("window_weeks")] = 4,
 ) -> State:
     """Retrain the relevance model on one batch and promote it only if it does not hurt the long tail.
 
-    The run ends Completed, named for what happened (Promoted, Rejected or NotPromoted), with the
-    outcome dict as its result.
+    The run ends named for what happened: Completed as Promoted, Rejected or NotPromoted (with the
+    outcome dict as its result), or Failed as Refused when production moved while it was judged.
+    Raises InvalidParameters (one line naming each bad field) before anything is read.
     """
     # The parameters above are RetrainParams' fields, flat so the Prefect UI shows one typed form.
-    params = RetrainParams(**{name: value for name, value in locals().items() if value is not None})
+    try:
+        params = RetrainParams(**{name: value for name, value in locals().items() if value is not None})
+    except ValidationError as err:
+        raise InvalidParameters(f"invalid retrain parameters: {pipeline.params_error(err)}") from None
     logger = get_run_logger()
     ctx = pipeline.new_context()
     try:  # the scratch folder goes whatever happens: inputs and results live in the store
@@ -108,6 +149,8 @@ def retrain(
         # The batch is recorded as accepted only once its version is stored (below): a late failure
         # (training, evaluation, reports) must not make the rerun of the same file a "duplicate".
 
+        with Timer(ctx, "window"):  # only the new batch was validated; the window's were when accepted
+            batch = data_tasks.load_window(batch, params, ctx)
         train, eval_df = data_tasks.split_batch(batch, params)
         with Timer(ctx, "drift"):
             drift_summary = data_tasks.measure_drift(train, batch, ctx)
@@ -131,6 +174,7 @@ def retrain(
             if production:
                 scores["production"] = evaluation.score_model(production[1], eval_df)
             metrics = evaluation.evaluate_models(eval_df, train, scores, params)
+            evaluation.record_eval_rows(eval_df, train, scores, params, ctx)
             decision = evaluation.decide_gate(metrics, drift_summary, params)
         with Timer(ctx, "reports"):
             evaluation.render_reports(eval_df, train, scores, metrics, decision, ctx)
@@ -145,51 +189,100 @@ def retrain(
         )
 
         if params.approval == "manual":
-            logger.info(
-                "Candidate %s is waiting for review in the Prefect UI (approve, reviewer, comment).", version
-            )
-            try:
-                answer = pause_flow_run(
-                    # Only the description: with_initial_data re-declares the fields it is given and drops
-                    # their constraints (the required reviewer), and the defaults are already approve=False.
-                    wait_for_input=Review.with_initial_data(
-                        description=pipeline.review_prompt(decision, version)
-                    ),
-                    timeout=params.review_timeout_s,
-                    poll_interval=1,
-                )
-                review = answer.model_dump()
-            except FlowPauseTimeout:
-                review = {
-                    "approve": False,
-                    "reviewer": "review-timeout",
-                    "comment": f"no answer within {params.review_timeout_s} s",
-                    "override": False,
-                    "source": "review-timeout",
-                }
+            review = _ask_reviewer(decision, version, params)
         else:
             review = pipeline.auto_review(decision)
 
         promoted, why = pipeline.resolve_review(decision, review)
+        pointer, state = None, _state_name(promoted, review)
         if promoted:
-            pointer = promotion.promote_candidate(
-                version, decision, review, ctx, production[0] if production else None
-            )
+            try:
+                pointer = promotion.promote_candidate(
+                    version, decision, review, ctx, production[0] if production else None
+                )
+            except PromotionConflict as err:  # audited as `refuse` by pipeline.promote
+                promoted, state = False, "Refused"
+                why = (
+                    f"refused: production moved while this candidate was judged ({err}); "
+                    "promoting it now needs an override"
+                )
         else:
             # A rejection's reason is its comment; an approval that could not promote says why it did not.
             comment = (
                 f"{review.get('comment', '')} ({why})" if review.get("approve") else review.get("comment", "")
             )
             promotion.reject_candidate(version, decision, {**review, "comment": comment}, ctx)
-            pointer = None
 
         outcome = pipeline.outcome(version, promoted, why, decision, metrics, pointer, manifest, ctx)
         outcome["notes"] = notes
-        outcome["state"] = _state_name(promoted, review)
+        outcome["state"] = state
         artifacts.publish_outcome(outcome)
-        return Completed(name=outcome["state"], message=why, data=outcome)
+        _tag_run(add=[f"outcome:{state.lower()}", f"candidate:{version}"], drop=AWAITING_REVIEW)
+        if state == "Refused":  # Failed, so it stands out and notifies; the exception carries the outcome
+            return Failed(name=state, message=why, data=PromotionRefused(why, outcome))
+        return Completed(name=state, message=why, data=outcome)
     finally:
         pipeline.cleanup(ctx)
+
+
+def _ask_reviewer(decision: dict, version: str, params: RetrainParams) -> dict:
+    """Pause for the reviewer's answer (the Review form in the UI); a timeout answers as a rejection.
+
+    While paused the run carries the tags `awaiting-review`, `candidate:<version>` and `verdict:<word>`,
+    which the UI's tag filter and `tailguard reviews` list.
+    """
+    from tailguard.summary import verdict
+
+    word, _ = verdict(decision)
+    get_run_logger().info(
+        "Candidate %s is waiting for review in the Prefect UI (approve, reviewer, comment).", version
+    )
+    _tag_run(add=[AWAITING_REVIEW, f"candidate:{version}", f"verdict:{word.lower().replace(' ', '-')}"])
+    try:
+        answer = pause_flow_run(
+            # Only the description: with_initial_data re-declares the fields it is given and drops
+            # their constraints (the required reviewer), and the defaults are already approve=False.
+            wait_for_input=Review.with_initial_data(
+                description=pipeline.review_prompt(decision, version, _review_url())
+            ),
+            timeout=params.review_timeout_s,
+            poll_interval=1,
+        )
+        return answer.model_dump()
+    except FlowPauseTimeout:
+        return {
+            "approve": False,
+            "reviewer": "review-timeout",
+            "comment": f"no answer within {params.review_timeout_s} s",
+            "override": False,
+            "source": "review-timeout",
+        }
+
+
+def _review_url() -> str:
+    """The UI page of this run's artifacts (PREFECT_UI_URL + the run), or "" when no UI URL is known."""
+    from prefect.utilities.urls import url_for
+
+    run_id = _flow_run_id()
+    url = url_for("flow-run", obj_id=run_id) if run_id else None
+    return f"{url}?tab=Artifacts" if url else ""
+
+
+def _tag_run(add: list[str], drop: str = "") -> None:
+    """Add tags to this flow run (and drop one) through the API; outside a run, or offline, nothing.
+
+    Prefect replaces a run's tags wholesale (client.update_flow_run), so they are read back first. The
+    tags are a view for people: a failure to write them is logged, never fatal.
+    """
+    run_id = _flow_run_id()
+    if not run_id:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            tags = [t for t in client.read_flow_run(UUID(run_id)).tags if t != drop]
+            client.update_flow_run(UUID(run_id), tags=list(dict.fromkeys([*tags, *add])))
+    except Exception as err:  # noqa: BLE001 - the API raises several types; tags are not the record
+        get_run_logger().warning("could not tag flow run %s with %s: %s", run_id, add, err)
 
 
 def _state_name(promoted: bool, review: dict) -> str:

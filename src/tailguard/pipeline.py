@@ -7,7 +7,7 @@ import platform
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +15,12 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tailguard.balance import STRATEGIES
 from tailguard.settings import Settings, get_settings
+
+# `balance` as the form checks it: known strategy names, comma-separated, spaces allowed around commas.
+_STRATEGY = "(?:" + "|".join(STRATEGIES) + ")"
+BALANCE_PATTERN = rf"^ *{_STRATEGY}(?: *, *{_STRATEGY})* *$"
 
 
 class RetrainParams(BaseModel):
@@ -26,20 +31,32 @@ class RetrainParams(BaseModel):
         "", description="Column mapping for real-world files, e.g. 'query=search_term,item_id=product_uid'."
     )
     balance: str = Field(
-        "random_under", description="Balancing strategies, comma-separated (see `tailguard balance --help`)."
+        "random_under",
+        pattern=BALANCE_PATTERN,
+        description="Balancing strategies, one or more of "
+        f"{', '.join(STRATEGIES)}, comma-separated (e.g. 'popularity_cap,random_under'); each is applied "
+        "in a fixed order whatever the order listed (see `tailguard balance --help`).",
     )
     balance_options: dict[str, Any] = Field(
-        default_factory=dict, description="Options of the balancing strategies, e.g. {'ratio': 1.0}."
+        default_factory=dict,
+        description='Options of the balancing strategies as a JSON object, e.g. {"ratio": 1.0} or '
+        '{"reweight_key": "query"}; {} keeps every default.',
     )
     base_model: str = Field(
         "tiny", description="'tiny' (from scratch), 'minilm-l6', a local HF folder or an s3:// URI."
     )
     epochs: int = Field(3, ge=1, le=100, description="Training epochs.")
-    max_steps: int = Field(0, ge=0, description="Stop after this many optimizer steps (0: no cap).")
+    max_steps: int = Field(
+        0, ge=0, description="Stop after this many optimizer steps; 0 (the default) means no cap."
+    )
     batch_size: int = Field(32, ge=1, description="Training batch size.")
-    learning_rate: float = Field(0.0, ge=0, description="Learning rate; 0 picks the base model's default.")
+    learning_rate: float = Field(
+        0.0, ge=0, description="Learning rate; 0 (the default) picks the base model's default."
+    )
     train_options: dict[str, Any] = Field(
-        default_factory=dict, description="Further TrainConfig fields (loss, sampler, ...)."
+        default_factory=dict,
+        description='Further TrainConfig fields as a JSON object, e.g. {"loss": "weighted_bce", '
+        '"early_stopping_patience": 2}; {} keeps every default.',
     )
     eval_fraction: float = Field(
         0.2, gt=0, lt=1, description="Share of queries held out for evaluation (split by query)."
@@ -53,22 +70,43 @@ class RetrainParams(BaseModel):
     )
     gate_policy: str = Field("", description="Path of a gate policy YAML; empty uses policies/gate.yaml.")
     gate_overrides: dict[str, Any] = Field(
-        default_factory=dict, description="Per-run overrides of gate policy fields."
+        default_factory=dict,
+        description='Per-run overrides of gate policy fields as a JSON object, e.g. {"floors": {"roc_auc": '
+        '0.6}}. Keep {} for a normal run. Anything else relaxes or changes the reviewed policy: the run is '
+        "then an override that never promotes unattended and needs approval=manual, a named reviewer, "
+        "override=true and a comment. 'Copy to new run' carries this field over: check it.",
     )
     n_bootstrap: int = Field(
-        1000, ge=0, description="Paired bootstrap resamples for every candidate - production difference."
+        1000,
+        ge=0,
+        description="Paired bootstrap resamples for every candidate - production difference (0: no "
+        "intervals, point estimates only).",
     )
     allow_duplicate_batch: bool = Field(
         False, description="Accept a batch whose content was already accepted before."
+    )
+    # 4 weeks: the weekly batches of the Home Depot-like catalogues we measured see 70% of their items once
+    # (STACK_NOTES), so one week leaves most items cold or tail; four weeks quadruple every item's count
+    # while staying inside one month's seasonality, and cost 4x one week's training rows (~1-2 min a run
+    # on the GPU pool for ~40k rows a week). 1 trains on the new batch alone (the behaviour before).
+    window_weeks: int = Field(
+        4,
+        ge=1,
+        le=52,
+        description="Train on the accepted batches of the last N weeks plus the new one (1: the new batch "
+        "only); evaluation always uses queries of the new batch.",
     )
 
     @model_validator(mode="after")
     def _check_options(self) -> RetrainParams:
         """Bad balancing or training options fail here, before a batch is read, validated and accepted."""
-        from tailguard.balance import BalanceConfig
+        from tailguard.balance import BalanceConfig, BalanceConfigError
 
         # An accepted batch is recorded; failing at the rebalance stage would make the rerun a "duplicate".
-        BalanceConfig.from_spec(self.balance, seed=self.seed, **self.balance_options)
+        try:
+            BalanceConfig.from_spec(self.balance, seed=self.seed, **self.balance_options)
+        except BalanceConfigError as err:  # name the form fields: the message names the option
+            raise ValueError(f"balance / balance_options: {err}") from None
         if self.train_options:  # TrainConfig imports torch (~2 s): only when there is something to check
             from pydantic import ValidationError
 
@@ -77,8 +115,30 @@ class RetrainParams(BaseModel):
             try:
                 TrainConfig(**train_config(self, get_settings()))
             except ValidationError as err:
-                raise ValueError(f"invalid train_options: {err}") from None
+                raise ValueError(f"invalid train_options: {params_error(err)}") from None
         return self
+
+
+def params_error(err: Any) -> str:
+    """One line naming every bad field of a pydantic ValidationError: `field=value: rule; ...`.
+
+    What a run form shows instead of pydantic's multi-line dump with its documentation URLs. A
+    model-level check (RetrainParams._check_options) names its field in the message itself. Values are
+    cut at 60 characters and each error at 400: a hostile or huge input must not flood the state message.
+    """
+    parts = []
+    for e in err.errors():
+        loc = e.get("loc", ())
+        name = ".".join(str(x) for x in loc)
+        shown = "" if not loc or e.get("type") == "missing" else f"={str(e.get('input'))[:60]!r}"
+        rule = " ".join(str(e.get("msg", "")).removeprefix("Value error, ").split())  # one line
+        field = RetrainParams.model_fields.get(str(loc[0])) if len(loc) == 1 else None
+        if e.get("type") == "string_pattern_mismatch" and field is not None:
+            rule = f"not an allowed value ({field.description})"  # the regex itself helps nobody
+        part = f"{name}{shown}: {rule}" if name else rule
+        # A nested check (balance.explain) may echo a whole value: 400 characters keep rule and help.
+        parts.append(part if len(part) <= 400 else part[:399] + "…")
+    return "; ".join(parts)
 
 
 class ValidationRecord(BaseModel):
@@ -145,6 +205,9 @@ class LoadedBatch:
     batch_id: str
     uri: str
     contract_error: dict | None = None
+    columns: str = ""  # the column mapping it was read with (kept with the accepted batch for the window)
+    # Earlier accepted batches of the training window (with_window), oldest first: (record, frame).
+    window: list[tuple[dict, pd.DataFrame]] = field(default_factory=list)
 
 
 @dataclass
@@ -199,6 +262,7 @@ def load(params: RetrainParams, ctx: RunContext) -> LoadedBatch:
         batch_id=batch_id_for(fp),
         uri=params.data,
         contract_error=error,
+        columns=params.columns,
     )
 
 
@@ -295,15 +359,113 @@ def accept(batch: LoadedBatch, result: dict, ctx: RunContext, version: str) -> s
         "accepted_at": datetime.now(UTC).isoformat(),
         "warnings": result.get("warnings", []),
         "version": version,
+        "columns": batch.columns or None,  # a later run's training window reads the input with it
     }
     return accept_batch(ctx.store, batch.batch_id, batch.files, meta)
 
 
 def split(batch: LoadedBatch, params: RetrainParams) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Hold out a share of queries (never rows) for evaluation."""
+    """Hold out a share of the new batch's queries (never rows) for evaluation; train on the rest of it
+    plus the window's earlier batches (with_window) minus their rows of held-out queries.
+
+    Evaluation uses the new batch only, so candidate and production are compared on fresh data, and no
+    query is in both splits. Earlier batches keep the columns every window batch has; their row_ids
+    continue after the new batch's (each batch numbers its rows from 0).
+    """
     from tailguard.data import split_by_query
 
-    return split_by_query(batch.frame, params.eval_fraction, params.seed)
+    train, eval_df = split_by_query(batch.frame, params.eval_fraction, params.seed)
+    if not batch.window:
+        return train, eval_df
+    held_out = set(eval_df["query"])
+    columns = [c for c in train.columns if all(c in frame.columns for _, frame in batch.window)]
+    parts, next_id = [train[columns]], len(batch.frame)
+    for _, frame in batch.window:
+        kept = frame.loc[~frame["query"].isin(held_out), columns].copy()
+        kept["row_id"] = np.arange(next_id, next_id + len(kept), dtype=np.int64)
+        next_id += len(kept)
+        parts.append(kept)
+    return pd.concat(parts, ignore_index=True), eval_df
+
+
+# Weekly batches land ~7 days apart give or take the hours a run or an export is late: one day of slack
+# keeps the batch of N-1 weeks ago inside a window of N weeks and the one of N weeks ago outside it.
+WINDOW_SLACK = timedelta(days=1)
+
+
+def window_records(
+    ctx: RunContext, batch_id: str, weeks: int, now: datetime | None = None
+) -> list[dict]:
+    """Accepted batches (fingerprint.json records) of the window before the new batch, oldest first.
+
+    A batch is in the window when it was accepted after now - (weeks - 1) x 7 days - WINDOW_SLACK; weeks=1
+    is the new batch alone. The new batch's own earlier record (a rerun of the same content) is left out.
+    """
+    from tailguard.data import accepted_batches
+
+    if weeks <= 1:
+        return []
+    since = (now or datetime.now(UTC)) - timedelta(weeks=weeks - 1) - WINDOW_SLACK
+    inside = [
+        r for r in accepted_batches(ctx.store)
+        if r.get("batch_id") != batch_id and _accepted_at(r) is not None and _accepted_at(r) >= since
+    ]  # fmt: skip
+    return sorted(inside, key=lambda r: (_accepted_at(r), r.get("batch_id", "")))
+
+
+def _accepted_at(record: dict) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(str(record.get("accepted_at")))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def with_window(batch: LoadedBatch, params: RetrainParams, ctx: RunContext) -> LoadedBatch:
+    """The batch with the earlier accepted batches of its training window read from the store.
+
+    Each is read from batches/<id>/input/ with the column mapping it was accepted with (records written
+    before the mapping was kept: the mapping of the version trained on it). Only the new batch is
+    validated in this run; the earlier ones passed when they were accepted.
+    """
+    from dataclasses import replace
+
+    from tailguard.contract import parse_columns
+    from tailguard.data import read_files
+
+    window = []
+    for record in window_records(ctx, batch.batch_id, params.window_weeks):
+        bid = record["batch_id"]
+        files = ctx.store.download_dir(f"batches/{bid}/input", ctx.work_dir / "window" / bid)
+        columns = record.get("columns")
+        if columns is None and record.get("version"):
+            manifest = ctx.registry.manifest(record["version"])
+            columns = (manifest.get("data") or {}).get("columns")
+        window.append((record, read_files(sorted(files), parse_columns(columns) if columns else None)))
+    return replace(batch, window=window)
+
+
+def window_summary(batch: LoadedBatch, params: RetrainParams) -> dict:
+    """The manifest's training_window: weeks, and every batch trained on (oldest first, the new one last)
+    with its fingerprint, ISO week of acceptance and rows."""
+
+    def entry(record: dict, rows: int, role: str) -> dict:
+        moment = _accepted_at(record) or datetime.now(UTC)
+        year, week, _ = moment.isocalendar()
+        return {
+            "batch_id": record.get("batch_id"),
+            "fingerprint_sha256": record.get("sha256"),
+            "uri": record.get("uri"),
+            "accepted_at": record.get("accepted_at"),
+            "week": f"{year}-W{week:02d}",
+            "rows": rows,
+            "role": role,
+        }
+
+    new = {"batch_id": batch.batch_id, "sha256": batch.fingerprint.get("sha256"), "uri": batch.uri,
+           "accepted_at": datetime.now(UTC).isoformat()}  # fmt: skip
+    rows = [entry(r, len(frame), "window") for r, frame in batch.window]
+    return {"weeks": params.window_weeks, "batches": [*rows, entry(new, len(batch.frame), "new")]}
 
 
 def drift(train: pd.DataFrame, batch: LoadedBatch, ctx: RunContext) -> dict | None:
@@ -406,10 +568,91 @@ def evaluate(
     eval_df: pd.DataFrame, train: pd.DataFrame, scores: dict[str, np.ndarray], params: RetrainParams
 ) -> dict:
     """tailguard's own metrics overall and per slice, with paired bootstrap intervals."""
-    from tailguard.metrics import EvalConfig
     from tailguard.metrics import evaluate as run_evaluate
 
-    return run_evaluate(eval_df, train, scores, EvalConfig(n_bootstrap=params.n_bootstrap, seed=params.seed))
+    return run_evaluate(eval_df, train, scores, eval_config(params))
+
+
+def eval_config(params: RetrainParams):
+    """The metrics.EvalConfig of a run (recorded in the manifest's `evaluation` to recompute metrics.json)."""
+    from tailguard.metrics import EvalConfig
+
+    return EvalConfig(n_bootstrap=params.n_bootstrap, seed=params.seed)
+
+
+def metrics_json_bytes(evaluation: dict) -> bytes:
+    """metrics.json exactly as a version stores it (the recheck compares these bytes)."""
+    return json.dumps(evaluation, indent=2, default=str).encode()
+
+
+EVAL_ROWS = "eval_rows.parquet"
+TRAIN_KEYS = "train_keys.parquet"
+# The eval frame's columns metrics.evaluate reads; scores are stored as the CLI's prediction columns.
+_EVAL_INPUT_COLUMNS = ("query", "item_id", "label", "relevance", "category")
+_SCORE_COLUMNS = {"candidate": "score", "production": "score_production"}
+
+
+def record_eval_rows(
+    eval_df: pd.DataFrame, train: pd.DataFrame, scores: dict[str, np.ndarray], params: RetrainParams,
+    ctx: RunContext,
+) -> dict[str, str]:
+    """Write the scored eval rows and the training keys to the run folder (write_candidate stores them).
+
+    eval_rows.parquet: query, item_id, label [, relevance, category], score (candidate), score_production
+    (when production was scored), and the slice labels of metrics.assign_slices (popularity,
+    query_frequency, query_terms [, category_slice], item_train_count). train_keys.parquet: the training
+    split's (query, item_id) rows, from which the bucket cut-offs and the unseen-term vocabulary come.
+    Together with the manifest's evaluation.config they recompute metrics.json (recheck_metrics).
+    """
+    from tailguard.metrics import assign_slices
+
+    rows = eval_df[[c for c in _EVAL_INPUT_COLUMNS if c in eval_df.columns]].reset_index(drop=True)
+    for model, column in _SCORE_COLUMNS.items():
+        if model in scores:
+            rows[column] = np.asarray(scores[model])
+    slices = assign_slices(eval_df, train, eval_config(params)).reset_index(drop=True)
+    rows = pd.concat([rows, slices.rename(columns={"category": "category_slice"})], axis=1)
+    paths = {EVAL_ROWS: ctx.work_dir / EVAL_ROWS, TRAIN_KEYS: ctx.work_dir / TRAIN_KEYS}
+    rows.to_parquet(paths[EVAL_ROWS], index=False)
+    train[["query", "item_id"]].reset_index(drop=True).to_parquet(paths[TRAIN_KEYS], index=False)
+    return {name: str(path) for name, path in paths.items()}
+
+
+def recheck_metrics(registry, version: str, work_dir: Path) -> tuple[bytes, bytes]:
+    """Recompute a version's metrics.json from its stored eval rows; returns (recomputed, stored) bytes.
+
+    Reads eval_rows.parquet, train_keys.parquet and metrics.json (each verified against the manifest's
+    sha256) and the manifest's evaluation.config. Raises RegistryError when the version kept no eval rows
+    (written before they were stored), ChecksumError when a file was changed, ValueError when the stored
+    slice labels disagree with the ones recomputed from the training keys.
+    """
+    from tailguard.metrics import EvalConfig, assign_slices
+    from tailguard.metrics import evaluate as run_evaluate
+    from tailguard.registry import RegistryError
+
+    manifest = registry.manifest(version)
+    config = (manifest.get("evaluation") or {}).get("config")
+    if config is None or EVAL_ROWS not in manifest.get("files", {}):
+        raise RegistryError(
+            f"version {version} kept no {EVAL_ROWS}: it was written before eval rows were stored"
+        )
+    folder = registry.fetch_files(version, [EVAL_ROWS, TRAIN_KEYS, "metrics.json"], work_dir)
+    rows = pd.read_parquet(folder / EVAL_ROWS)
+    train = pd.read_parquet(folder / TRAIN_KEYS)
+    eval_config = EvalConfig(**config)
+    eval_df = rows[[c for c in _EVAL_INPUT_COLUMNS if c in rows.columns]]
+    scores = {m: rows[c].to_numpy() for m, c in _SCORE_COLUMNS.items() if c in rows.columns}
+    slices = assign_slices(eval_df, train, eval_config)
+    for column in slices.columns:
+        kept = rows["category_slice" if column == "category" else column].astype(str).to_numpy()
+        mismatch = np.flatnonzero(slices[column].astype(str).to_numpy() != kept)
+        if mismatch.size:
+            raise ValueError(
+                f"{EVAL_ROWS}: column {column!r} disagrees with the slices recomputed from {TRAIN_KEYS} in "
+                f"{mismatch.size} row(s), e.g. rows {mismatch[:5].tolist()}"
+            )
+    recomputed = metrics_json_bytes(run_evaluate(eval_df, train, scores, eval_config))
+    return recomputed, (folder / "metrics.json").read_bytes()
 
 
 def decide(evaluation: dict, drift_summary: dict | None, params: RetrainParams) -> dict:
@@ -460,7 +703,10 @@ def write_candidate(
     files = {}
     for name, payload in records.items():
         files[name] = ctx.work_dir / name
-        files[name].write_text(json.dumps(payload, indent=2, default=str))
+        files[name].write_bytes(metrics_json_bytes(payload))
+    for name in (EVAL_ROWS, TRAIN_KEYS):  # record_eval_rows wrote them: metrics.json can be recomputed
+        if (ctx.work_dir / name).exists():
+            files[name] = ctx.work_dir / name
     if (ctx.work_dir / "reports").exists():
         files["reports"] = ctx.work_dir / "reports"  # the registry uploads a folder file by file
     manifest = Manifest(  # the registry adds version, model name, creation time, code version and checksums
@@ -481,6 +727,9 @@ def write_candidate(
         headline=headline_metrics(evaluation),
         balance=balance_report,
         drift=drift_summary,
+        training_window=window_summary(batch, params),
+        evaluation={"config": eval_config(params).model_dump(mode="json"), "rows": EVAL_ROWS,
+                    "train_keys": TRAIN_KEYS} if EVAL_ROWS in files else None,  # fmt: skip
         runtime={"python": platform.python_version()},
         flow_run_id=flow_run_id,
         timings_s={k: round(v, 3) for k, v in ctx.timings.items()},
@@ -586,19 +835,32 @@ def rejection_message(result: dict, quarantine_uri: str) -> str:
     return validation_text(result, quarantine_uri)
 
 
-def review_prompt(decision: dict, version: str) -> str:
-    """What the reviewer sees above the form in the Prefect UI."""
-    verdict = "PASSES" if decision.get("promote") else "FAILS"
-    reasons = "\n".join(f"- {r}" for r in decision.get("reasons", [])[:10])
+def review_prompt(decision: dict, version: str, review_url: str = "") -> str:
+    """What the reviewer sees above the form in the Prefect UI (markdown): the verdict first, in
+    summary.verdict()'s words (the same as the artifact, summary.html and `tailguard models`), a link to
+    the run's review artifact when review_url is given, then what an approval needs and up to 10 reasons.
+
+    Reasons can quote slice names taken from the data: they are HTML-escaped and markdown-neutralised.
+    """
+    import html
+
+    from tailguard.summary import verdict
+
+    word, why = verdict(decision)
     policy = "" if decision.get("policy_is_default") is not False else (
         f" It was judged under a non-default gate policy ({(decision.get('policy') or {}).get('source')}): "
         "approving it is an override."
     )  # fmt: skip
+    where = "the 'candidate-review' artifact"
+    where = f"[{where}]({review_url})" if review_url else where
+    reasons = "\n".join(
+        "- " + html.escape(str(r)[:300]).replace("[", "&#91;").replace("]", "&#93;").replace("\n", " ")
+        for r in decision.get("reasons", [])[:10]
+    )
     return (
-        f"Candidate {version} {verdict} the gate.{policy} Read the 'candidate-review' artifact and the "
-        "report "
-        "links, then approve or reject with your name. Approving a failing candidate needs override=true "
-        f"and a comment.\n{reasons}"
+        f"**{word}**: candidate {version} ({why}).{policy} Read {where} and its report links, then approve "
+        "or reject with your name. Approving a candidate that is not PROMOTE needs override=true and a "
+        f"comment.\n{reasons}"
     )
 
 
@@ -613,7 +875,7 @@ def outcome(
     ctx: RunContext,
 ) -> dict:
     """What the run did, with the paths a person opens next."""
-    from tailguard.summary import slice_rows
+    from tailguard.summary import slice_rows, stated_checks
 
     registry = ctx.registry
     base = ctx.store.uri.rstrip("/")
@@ -632,6 +894,7 @@ def outcome(
             "production_pointer": f"{base}/{registry.pointer_key}",
         },
         "slices": slice_rows(evaluation),
+        "checks": stated_checks(decision, evaluation),
         "timings_s": {k: round(v, 2) for k, v in ctx.timings.items()},
     }
 
