@@ -97,3 +97,24 @@ def rebalance_batch(data: Any, config: Any) -> tuple[Any, dict]:
 def to_pandas(data: Any) -> pd.DataFrame:
     """A pandas frame of a stage's output (a RayBatch is collected to the driver: small outputs only)."""
     return data if isinstance(data, pd.DataFrame) else data.to_pandas()
+
+
+def evaluate_batch(
+    eval_data: Any, train_data: Any, score_columns: dict[str, str], config: Any = None
+) -> dict:
+    """metrics.json of score columns ({"candidate": col, "production": col}) on a frame or a RayBatch.
+
+    Both engines end in metrics.evaluate on the same rows, so the dict is the same. Raises ValueError for
+    a missing or non-numeric score column (naming it and a few rows) and as metrics.evaluate does.
+    """
+    if isinstance(eval_data, pd.DataFrame):
+        from tailguard.metrics import evaluate
+
+        missing = [c for c in score_columns.values() if c not in eval_data.columns]
+        if missing:
+            raise ValueError(f"eval frame: no score column(s) {missing}; has {list(eval_data.columns)[:12]}")
+        scores = {m: pd.to_numeric(eval_data[c]).to_numpy(dtype=float) for m, c in score_columns.items()}
+        return evaluate(eval_data, to_pandas(train_data), scores, config)
+    from tailguard import ray_engine
+
+    return ray_engine.evaluate(eval_data, train_data, score_columns, config)

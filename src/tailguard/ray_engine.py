@@ -678,3 +678,321 @@ def rebalance(batch: RayBatch, config: Any) -> tuple[RayBatch, dict]:
         "distinct_rows": int(kept.sum()),
     }
     return out, report
+
+
+# --- score and evaluate -------------------------------------------------------------------------------------
+#
+# Scoring: one actor per GPU (num_gpus=1 each) where the cluster has GPUs, else CPU actors; each loads every
+# model once and scores the blocks handed to it with model.Scorer (the pandas path's scorer), so a score
+# differs from `tailguard predict`'s only by float noise of batch shapes (< 1e-6, model.Scorer's note).
+# Per-query aggregation: rows are shuffled by a hash of the query into partitions, so every query's rows
+# meet in one task, which computes metrics.per_query_values (the pandas path's own function).
+# metrics.json: the projected eval columns and the training (query, item_id) columns are collected to the
+# driver and metrics.evaluate runs unchanged, so the two engines cannot drift. The bootstrap's pooled ROC and
+# PR AUC are exact weighted passes over every eval row (metrics._Curve), not ratios of per-query sums, so
+# the per-query table alone cannot feed it; eval sets (held-out queries) are the small side of a batch.
+
+QUERY_PARTITIONS = 8  # per-query aggregation: each reducer holds ~1/8 of the eval rows' projected columns
+
+
+class _ScoreActor:
+    """A Ray Data actor holding one model.Scorer per score column; adds those columns to each block."""
+
+    def __init__(self, models: dict[str, str], batch_size: int, threads: int):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from tailguard.model import Scorer
+
+        self.scorers = {
+            col: Scorer(Path(d), batch_size=batch_size, threads=threads) for col, d in models.items()
+        }
+
+    def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(**{col: scorer(frame).astype(np.float64) for col, scorer in self.scorers.items()})
+
+
+def score(
+    batch: RayBatch,
+    models: dict[str, str | Path],
+    batch_size: int = 256,
+    actors: int | None = None,
+    threads: int = 1,
+) -> RayBatch:
+    """Score a RayBatch with every model on cluster actors: {column: model folder} -> the batch plus columns.
+
+    One actor per GPU (num_gpus=1) when the cluster has GPUs, else one per CPU (num_cpus=1, `threads` torch
+    threads each), `actors` capping either. Rows keep batch order; scores are float64 of float32
+    probabilities. Raises ModelError for a model folder that does not load, RayEngineError when the cluster
+    fails.
+    """
+    import ray
+
+    from tailguard.model import ModelError, load_model
+
+    for col, folder in models.items():
+        if col in batch.columns:
+            raise ValueError(f"score column {col!r} is already a column of the batch")
+        load_model(Path(folder))  # fail here, once, rather than in every actor
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    slots = gpus or max(1, int(resources.get("CPU", 1)))
+    n = max(1, min(actors or slots, slots, max(1, len(batch.block_rows))))
+    dataset = batch.dataset.map_batches(
+        _ScoreActor,
+        fn_constructor_kwargs={
+            "models": {c: str(Path(d).resolve()) for c, d in models.items()},
+            "batch_size": batch_size,
+            "threads": threads,
+        },
+        batch_format="pandas",
+        batch_size=None,  # one call per block: block size already bounds memory
+        concurrency=n,
+        num_gpus=1 if gpus else 0,
+        num_cpus=0 if gpus else 1,
+        zero_copy_batch=False,
+    )
+    try:
+        refs = dataset.to_pandas_refs()
+        # Actors finish blocks in any order (the dataset's preserve_order is fixed when it was created):
+        # put them back in batch order by their first row id; a block's rows keep their order.
+        heads = _get([ray.remote(_first_row).remote(r) for r in refs])
+        order = sorted(range(len(refs)), key=lambda i: heads[i])
+        refs, sizes = [refs[i] for i in order], [heads[i][1] for i in order]
+    except ModelError:
+        raise
+    except Exception as exc:  # a Ray Data execution error wraps the actor's failure
+        raise _translate(exc) from None
+    out = ray.data.from_pandas_refs(refs)
+    return RayBatch(out, batch.files, batch.columns + list(models), int(sum(sizes)), batch.ts_unit, sizes)
+
+
+def _first_row(frame: pd.DataFrame) -> tuple[int, int]:
+    """(first row id, rows) of a block; an empty block sorts last."""
+    first = int(frame["row_id"].iloc[0]) if len(frame) else np.iinfo(np.int64).max
+    return first, len(frame)
+
+
+def _eval_columns(columns: list[str], score_columns: dict[str, str]) -> list[str]:
+    keep = ["row_id", "query", "item_id", "label", "relevance", "category"]
+    return [c for c in keep if c in columns] + list(score_columns.values())
+
+
+def _project(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    return frame[columns]
+
+
+def _collect(batch: RayBatch, columns: list[str]) -> pd.DataFrame:
+    """The batch's `columns` on the driver, in batch order (only those columns leave the cluster)."""
+    import ray
+
+    task = ray.remote(_project)
+    parts = _get([task.remote(b, columns) for b in batch.block_refs()])
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    return pd.concat(parts, ignore_index=True)
+
+
+def _split_by_query(frame: pd.DataFrame, columns: list[str], parts: int) -> tuple[pd.DataFrame, ...]:
+    """A block's projected rows split into `parts` frames by a process-independent hash of the query."""
+    sub = frame[columns]
+    key = pd.util.hash_array(sub["query"].astype(object).to_numpy(), categorize=True) % np.uint64(parts)
+    return tuple(sub[key == p] for p in range(parts))
+
+
+def _per_query_part(score_columns: dict[str, str], k: int, *frames: pd.DataFrame) -> pd.DataFrame:
+    """Per query of one partition: rows, positives and each model's per-query ROC AUC, nDCG@k, MRR and
+    recall@k (metrics.per_query_values; NaN where undefined)."""
+    from tailguard import metrics as m
+
+    df = pd.concat(frames, ignore_index=True)
+    q, names = pd.factorize(df["query"].astype(str), sort=True)
+    y = pd.to_numeric(df["label"]).to_numpy(dtype=np.float64)
+    gain = m._gain(df, y)
+    n = len(names)
+    out = pd.DataFrame({
+        "query": pd.Series(np.asarray(names, dtype=object), dtype=object),
+        "rows": np.bincount(q, minlength=n),
+        "positives": np.bincount(q, weights=y, minlength=n).astype(np.int64),
+    })  # fmt: skip
+    mask = np.ones(len(df), dtype=bool)
+    for model, col in score_columns.items():
+        s = df[col].to_numpy(dtype=np.float64)
+        values = m.per_query_values(q, n, y, gain, m._Ranked(q, n, s), mask, k)
+        for metric, arr in values.items():
+            out[f"{model}.{metric}"] = arr
+    return out
+
+
+def per_query_table(
+    batch: RayBatch, score_columns: dict[str, str], k: int = 10, partitions: int = QUERY_PARTITIONS
+) -> pd.DataFrame:
+    """Per-query statistics aggregated on the cluster: one row per query, sorted by query.
+
+    score_columns maps a model name to its score column ({"candidate": "score", ...}). Columns: query, rows,
+    positives, and per model `<model>.roc_auc_per_query`, `.ndcg_at_k`, `.mrr`, `.recall_at_k` (the pandas
+    path's per_query_values; the means of the defined values are metrics.json's overall per-query metrics).
+    Memory: each of `partitions` reducers holds ~1/partitions of the projected eval rows.
+    """
+    import ray
+
+    columns = [c for c in _eval_columns(batch.columns, score_columns) if c not in ("row_id", "category")]
+    split = ray.remote(_split_by_query).options(num_returns=partitions)
+    pieces = [split.remote(b, columns, partitions) for b in batch.block_refs()]
+    if partitions == 1:
+        pieces = [[p] for p in pieces]
+    reduce = ray.remote(_per_query_part)
+    tables = _get([reduce.remote(score_columns, k, *[p[i] for p in pieces]) for i in range(partitions)])
+    return pd.concat(tables, ignore_index=True).sort_values("query", ignore_index=True)
+
+
+def evaluate(
+    eval_batch: RayBatch,
+    train: RayBatch | pd.DataFrame,
+    score_columns: dict[str, str],
+    config: Any = None,
+) -> dict:
+    """metrics.json of the eval batch's score columns ({"candidate": col, "production": col}) on the cluster.
+
+    Only the columns evaluate reads leave the cluster (query, item_id, label, relevance, category, scores;
+    the training batch's query and item_id), then metrics.evaluate runs on them: the same dict as the pandas
+    path on the same rows, exactly (evaluate's canonical row order makes it independent of block order).
+    Raises ValueError as metrics.evaluate does, RayEngineError when the cluster fails.
+    """
+    from tailguard.metrics import evaluate as evaluate_frame
+
+    missing = [c for c in score_columns.values() if c not in eval_batch.columns]
+    if missing:
+        raise ValueError(f"eval batch: no score column(s) {missing}; has {eval_batch.columns[:12]}")
+    eval_df = _collect(eval_batch, _eval_columns(eval_batch.columns, score_columns))
+    train_df = train if isinstance(train, pd.DataFrame) else _collect(train, ["query", "item_id"])
+    scores = {}
+    for model, col in score_columns.items():
+        # A CSV keeps extra columns as text (the contract types only its own columns): parse them here.
+        values = pd.to_numeric(eval_df[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            shown = eval_df[col].iloc[bad[:5]].tolist()
+            raise ValueError(
+                f"eval batch: column {col!r} must be a finite number in every row; {bad.size} rows are not, "
+                f"e.g. batch rows {eval_df['row_id'].iloc[bad[:5]].tolist()} with values {shown}"
+            )
+        scores[model] = values
+    return evaluate_frame(eval_df.drop(columns=["row_id"], errors="ignore"), train_df, scores, config)
+
+
+# --- fine-tune across nodes ---------------------------------------------------------------------------------
+#
+# model.train runs unchanged inside Ray Train's TorchTrainer: Ray starts one worker per GPU (or CPU), sets
+# RANK / WORLD_SIZE / MASTER_ADDR and the process group (gloo on CPU, nccl on GPU), and model._distributed
+# picks them up. Checkpoints go to the store (model.push_checkpoint, rank 0) and every worker pulls the newest
+# one before training, so a group restarted after a worker died resumes from the last checkpoint
+# (FailureConfig.max_failures), on any node. The finished model is uploaded to the store by rank 0.
+
+
+def _train_worker(cfg: dict) -> None:
+    """One Ray Train worker: pull the newest checkpoint, run model.train, rank 0 pushes checkpoints/model."""
+    import shutil
+    import tempfile
+
+    import ray.train
+
+    from tailguard import model
+    from tailguard.data import load_batch
+    from tailguard.store import open_store
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    rank = ray.train.get_context().get_world_rank()
+    store = open_store(cfg["store"])
+    work = Path(tempfile.mkdtemp(prefix=f"tailguard-train-r{rank}-"))
+    try:
+        checkpoints = work / "checkpoints"
+        model.pull_checkpoint(store, cfg["checkpoint_prefix"], checkpoints)
+        frame = load_batch(cfg["data"])
+
+        def push(folder: Path) -> None:
+            model.push_checkpoint(store, cfg["checkpoint_prefix"], folder)
+
+        config = model.TrainConfig(**cfg["config"])
+        model.train(
+            frame,
+            config,
+            work / "model",
+            checkpoint_dir=checkpoints,
+            on_checkpoint=push if rank == 0 else None,
+        )
+        if rank == 0:
+            store.upload_dir(work / "model", cfg["output_prefix"].rstrip("/"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def train(
+    data: str,
+    config: dict,
+    store_uri: str,
+    output_prefix: str,
+    checkpoint_prefix: str,
+    workers: int = 2,
+    max_failures: int = 1,
+) -> dict:
+    """Fine-tune with model.train on `workers` Ray Train workers (one GPU each when the cluster has GPUs).
+
+    data: a batch every node can read (s3:// URI or a shared path); config: TrainConfig fields; the model
+    lands in the store under output_prefix, checkpoints under checkpoint_prefix. Run it from inside the
+    cluster (a Ray job's entrypoint), not from a remote driver. Returns {"workers", "use_gpu", "model_keys"}.
+    Raises RayEngineError when training fails more than max_failures times.
+    """
+    import ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from tailguard.store import open_store
+
+    use_gpu = ray.cluster_resources().get("GPU", 0) >= workers
+    cfg = {
+        "data": str(data), "config": dict(config), "store": store_uri,
+        "output_prefix": output_prefix, "checkpoint_prefix": checkpoint_prefix,
+    }  # fmt: skip
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config=cfg,
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(failure_config=FailureConfig(max_failures=max_failures)),
+    )
+    try:
+        trainer.fit()
+    except Exception as exc:  # Ray Train wraps the worker's error (TrainingFailedError)
+        first = (str(exc).splitlines() or [""])[0][:300]
+        raise RayEngineError(
+            f"Ray Train failed ({type(exc).__name__}: {first}); checkpoints stay in the store"
+        ) from None
+    keys = open_store(store_uri).list_keys(output_prefix.rstrip("/") + "/")
+    return {"workers": workers, "use_gpu": use_gpu, "model_keys": keys}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entrypoint of a Ray job (`ray job submit -- python -m tailguard.ray_engine train ...`): the driver
+    then runs inside the cluster, as Ray Train needs (a remote client is unreliable for training)."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m tailguard.ray_engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="model.train under Ray Train; model and checkpoints in the store")
+    t.add_argument("--data", required=True, help="batch every node can read (s3:// URI or shared path)")
+    t.add_argument("--config", default="{}", help="TrainConfig fields as JSON")
+    t.add_argument("--store", required=True)
+    t.add_argument("--output-prefix", required=True)
+    t.add_argument("--checkpoint-prefix", required=True)
+    t.add_argument("--workers", type=int, default=2)
+    t.add_argument("--max-failures", type=int, default=1)
+    args = parser.parse_args(argv)
+    connect(os.environ.get("TAILGUARD_RAY_ADDRESS") or "auto")
+    out = train(
+        args.data, json.loads(args.config), args.store, args.output_prefix, args.checkpoint_prefix,
+        args.workers, args.max_failures,
+    )  # fmt: skip
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

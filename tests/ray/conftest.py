@@ -150,3 +150,8 @@ def ray_cluster(tmp_path_factory) -> Iterator[SimpleNamespace]:
             _setns(original_ns)
             os.close(original_ns)
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """The fault test kills the worker node for good: run it after every other test of the tier."""
+    items.sort(key=lambda item: "losing_the_worker_node" in item.name)

@@ -120,9 +120,7 @@ def test_contract_error_names_file_and_line_on_both(ray_cluster, tmp_path, batch
         assert expected in str(ray_err.value) and case in str(ray_err.value)
 
 
-@pytest.mark.parametrize(
-    "spec", ["random_under", "random_over", "random_under,random_over", "none"]
-)
+@pytest.mark.parametrize("spec", ["random_under", "random_over", "random_under,random_over", "none"])
 def test_rebalance_equals_pandas_compact(ray_cluster, batches, spec):
     config = BalanceConfig.from_spec(spec, seed=11, ratio=2.0, over_ratio=0.5)
     train = load_batch(batches[1])

@@ -1,0 +1,214 @@
+"""Score and evaluate on the Ray engine against the pandas path, on the real two-node cluster."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tailguard import ray_engine
+from tailguard.data import load_batch
+from tailguard.demo import DemoConfig, generate_batches
+from tailguard.metrics import EvalConfig, evaluate
+
+pytestmark = pytest.mark.ray
+BLOCK_ROWS = 700  # several blocks on both nodes
+
+
+def _scored(df: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Two models' scores: label signal + noise, rounded to 2 decimals so ties inside queries are common
+    (rank metrics then take expected values over tie orders); production a little worse than candidate."""
+    rng = np.random.default_rng(seed)
+    y = df["label"].astype(int).to_numpy()
+    out = df.copy()
+    out["score"] = np.round(np.clip(0.35 * y + rng.uniform(0, 0.65, len(y)), 0, 1), 2)
+    out["score_production"] = np.round(np.clip(0.2 * y + rng.uniform(0, 0.8, len(y)), 0, 1), 2)
+    return out
+
+
+@pytest.fixture(scope="module")
+def eval_data(tmp_path_factory) -> dict[str, Path]:
+    """A training batch and a scored eval batch split over two Parquet files, with hostile strings:
+    queries 'NA' and '' -> kept, item ids with leading zeros, a CJK query, a category spelled '(missing)'."""
+    folder = tmp_path_factory.mktemp("eval")
+    train_csv, eval_csv = generate_batches(DemoConfig(rows=3000, batches=2, seed=3), folder / "gen", "csv")
+    df = _scored(pd.read_csv(eval_csv, dtype=str, keep_default_na=False), seed=5)
+    df["label"] = df["label"].astype(int)
+    df.loc[df.index[:12], "query"] = "NA"
+    df.loc[df.index[12:20], "query"] = "红色 沙发"
+    df.loc[df.index[20:25], "item_id"] = "0000741"
+    if "category" in df.columns:
+        df.loc[df.index[30:60], "category"] = "(missing)"
+    (folder / "eval").mkdir()
+    df.iloc[:1700].to_parquet(folder / "eval" / "part-1.parquet", index=False)
+    df.iloc[1700:].to_parquet(folder / "eval" / "part-2.parquet", index=False)
+    return {"train": train_csv, "eval": folder / "eval"}
+
+
+def _close(a, b, path: str = "") -> None:
+    """Equal JSON trees, floats to 1e-9 (absolute and relative)."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            _close(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, z) in enumerate(zip(a, b, strict=True)):
+            _close(x, z, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9), f"{path}: {a} != {b}"
+    else:
+        assert a == b, path
+
+
+def _pandas_metrics(eval_data: dict[str, Path], config: EvalConfig) -> dict:
+    preds = load_batch(eval_data["eval"])
+    train = load_batch(eval_data["train"])
+    scores = {
+        "candidate": preds["score"].to_numpy(float),
+        "production": preds["score_production"].to_numpy(float),
+    }
+    return evaluate(preds, train, scores, config)
+
+
+def test_metrics_json_equals_pandas(ray_cluster, eval_data):
+    config = EvalConfig(n_bootstrap=200, min_positives=5, seed=4)
+    expected = _pandas_metrics(eval_data, config)
+    batch = ray_engine.load(eval_data["eval"], block_rows=BLOCK_ROWS)
+    train = ray_engine.load(eval_data["train"], block_rows=BLOCK_ROWS)
+    assert len(batch.block_rows) >= 4
+    got = ray_engine.evaluate(batch, train, {"candidate": "score", "production": "score_production"}, config)
+    # Exact where pandas is exact: same rows reach the same function in the same canonical order.
+    assert json.dumps(got, sort_keys=True) == json.dumps(expected, sort_keys=True)
+    assert got["data"]["rows"] == 3000 and got["comparison"]["method"]["resamples"] == 200
+    # The flow-facing dispatcher gives the same dict from a frame and from a RayBatch.
+    from tailguard import engine
+
+    columns = {"candidate": "score", "production": "score_production"}
+    from_frame = engine.evaluate_batch(
+        load_batch(eval_data["eval"]), load_batch(eval_data["train"]), columns, config
+    )
+    assert json.dumps(from_frame, sort_keys=True) == json.dumps(
+        engine.evaluate_batch(batch, train, columns, config), sort_keys=True
+    )
+    overall = got["comparison"]["slices"]["overall"]["roc_auc"]
+    assert overall["ci_low"] is not None and overall["ci_low"] <= overall["value"] <= overall["ci_high"]
+
+
+def test_per_query_table_gives_the_per_query_metrics(ray_cluster, eval_data):
+    """The table aggregated on the cluster (rows shuffled by query hash) holds every query once, and the
+    means of its defined values are metrics.json's overall per-query metrics to 1e-9."""
+    config = EvalConfig(n_bootstrap=0, min_positives=5)
+    expected = _pandas_metrics(eval_data, config)
+    batch = ray_engine.load(eval_data["eval"], block_rows=BLOCK_ROWS)
+    table = ray_engine.per_query_table(batch, {"candidate": "score", "production": "score_production"}, k=10)
+    frame = load_batch(eval_data["eval"])
+    assert table["query"].is_unique and len(table) == frame["query"].nunique() == expected["data"]["queries"]
+    assert int(table["rows"].sum()) == 3000 and int(table["positives"].sum()) == int(frame["label"].sum())
+    assert {"NA", "红色 沙发"} <= set(table["query"])
+    for model in ("candidate", "production"):
+        for metric in ("roc_auc_per_query", "ndcg_at_k", "mrr", "recall_at_k"):
+            values = table[f"{model}.{metric}"].to_numpy()
+            entry = expected["metrics"][model]["overall"][metric]
+            assert entry["queries"] == int(np.isfinite(values).sum())
+            assert math.isclose(float(np.nanmean(values)), entry["value"], rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_text_scores_are_parsed_and_bad_ones_named(ray_cluster, eval_data, tmp_path):
+    """A CSV keeps extra columns as text: numbers parse to the same metrics; a non-number is refused
+    naming the column, the batch rows and the values."""
+    config = EvalConfig(n_bootstrap=0, min_positives=5)
+    frame = pd.concat([pd.read_parquet(p) for p in sorted(eval_data["eval"].glob("*.parquet"))])
+    frame.to_csv(tmp_path / "eval.csv", index=False)
+    columns = {"candidate": "score", "production": "score_production"}
+    train = load_batch(eval_data["train"])
+    got = ray_engine.evaluate(
+        ray_engine.load(tmp_path / "eval.csv", block_rows=BLOCK_ROWS), train, columns, config
+    )
+    _close(got, _pandas_metrics(eval_data, config))
+    for bad in ("n/a", "", "inf"):
+        broken = frame.copy()
+        broken["score"] = broken["score"].astype(object)
+        broken.iloc[[4, 2100], broken.columns.get_loc("score")] = bad
+        broken.to_csv(tmp_path / "bad.csv", index=False)
+        batch = ray_engine.load(tmp_path / "bad.csv", block_rows=BLOCK_ROWS)
+        with pytest.raises(ValueError, match=r"'score'.*rows \[4, 2100\]"):
+            ray_engine.evaluate(batch, train, columns, config)
+
+
+def test_missing_score_column_is_named(ray_cluster, eval_data):
+    batch = ray_engine.load(eval_data["eval"], block_rows=BLOCK_ROWS)
+    with pytest.raises(ValueError, match="score_shadow"):
+        ray_engine.evaluate(batch, load_batch(eval_data["train"]), {"candidate": "score_shadow"})
+
+
+def test_score_on_actors_equals_the_pandas_scorer(ray_cluster, tmp_path):
+    """Two tiny models scored by actors through map_batches, against model.Scorer on the whole frame."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from tailguard import model as M
+
+    gen = generate_batches(DemoConfig(rows=900, batches=1, seed=9), tmp_path / "gen", "csv")[0]
+    df = load_batch(gen)
+    folders = {}
+    for name, seed in (("score", 1), ("score_production", 2)):
+        cfg = M.TrainConfig(epochs=1, batch_size=32, threads=1, progress=False, tensorboard=False, seed=seed)
+        M.train(df.iloc[:400], cfg, tmp_path / name)
+        folders[name] = tmp_path / name
+    batch = ray_engine.load(gen, block_rows=250)
+    scored = ray_engine.score(batch, folders, batch_size=64)
+    got = scored.to_pandas()
+    assert scored.rows == 900 and got["row_id"].tolist() == list(range(900))
+    for name, folder in folders.items():
+        expected = M.Scorer(folder, batch_size=64, threads=1)(df).astype(np.float64)
+        np.testing.assert_allclose(got[name].to_numpy(), expected, atol=1e-6)
+    assert not np.allclose(got["score"], got["score_production"])  # two models, two score columns
+    with pytest.raises(ValueError, match="already a column"):
+        ray_engine.score(scored, {"score": folders["score"]})
+    # The CLI: `predict --engine ray` writes the pandas path's file (scores to float noise).
+    from typer.testing import CliRunner
+
+    from tailguard.cli import app
+
+    written = {}
+    for eng in ("pandas", "ray"):
+        out = tmp_path / f"pred-{eng}.parquet"
+        args = ["predict", "--model", str(folders["score"]), "--data", str(gen), "--out", str(out)]
+        done = CliRunner().invoke(app, [*args, "--batch-size", "64", "--engine", eng])
+        assert done.exit_code == 0, done.output
+        written[eng] = pd.read_parquet(out)
+    pd.testing.assert_frame_equal(
+        written["ray"].drop(columns="score"), written["pandas"].drop(columns="score"), check_dtype=False
+    )
+    np.testing.assert_allclose(written["ray"]["score"], written["pandas"]["score"], atol=1e-6)
+    broken = CliRunner().invoke(app, ["predict", "--model", str(tmp_path / "nope"), "--data", str(gen),
+                                      "--out", str(tmp_path / "x.csv"), "--engine", "ray"])  # fmt: skip
+    assert broken.exit_code == 2 and "nope" in broken.output and not (tmp_path / "x.csv").exists()
+
+
+def test_cli_metrics_engine_ray_writes_the_pandas_json(ray_cluster, eval_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from tailguard.cli import app
+
+    runner = CliRunner()
+    source = tmp_path / "preds.parquet"
+    pd.concat([pd.read_parquet(p) for p in sorted(eval_data["eval"].glob("*.parquet"))]).to_parquet(source)
+    outputs = {}
+    for engine in ("pandas", "ray"):
+        out = tmp_path / f"{engine}.json"
+        args = ["metrics", "--predictions", str(source), "--train", str(eval_data["train"])]
+        args += ["--out", str(out)]
+        done = runner.invoke(app, [*args, "--bootstrap", "100", "--min-positives", "5", "--engine", engine])
+        assert done.exit_code == 0, done.output
+        outputs[engine] = json.loads(out.read_text())
+    assert outputs["ray"] == outputs["pandas"]
+    assert outputs["ray"]["models"] == ["candidate", "production"]
+    bad = runner.invoke(app, ["metrics", "--predictions", str(source), "--train", str(tmp_path / "none.csv"),
+                              "--engine", "ray"])  # fmt: skip
+    assert bad.exit_code == 2 and "none.csv" in bad.output
