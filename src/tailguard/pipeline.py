@@ -561,7 +561,14 @@ def production_model(ctx: RunContext) -> tuple[str, Path] | None:
     if not pointer:
         return None
     dest = ctx.work_dir / "production"
-    return pointer["version"], ctx.registry.fetch_model(pointer["version"], dest)
+    path = ctx.registry.fetch_model(pointer["version"], dest)
+    # A file, not a ctx attribute: Prefect may hand a task a copy of ctx; the scratch folder is shared.
+    (ctx.work_dir / PRODUCTION_VERSION).write_text(pointer["version"])
+    return pointer["version"], path
+
+
+# Which production version this run scored (production_model writes it; write_candidate records it).
+PRODUCTION_VERSION = "production_version.txt"
 
 
 def evaluate(
@@ -725,6 +732,8 @@ def write_candidate(
             "policy_is_default": decision.get("policy_is_default"),
         },  # fmt: skip
         headline=headline_metrics(evaluation),
+        # Only when metrics.json holds production's numbers: they were computed on these same eval rows.
+        production_version=_scored_production(evaluation, ctx),
         balance=balance_report,
         drift=drift_summary,
         training_window=window_summary(batch, params),
@@ -735,6 +744,14 @@ def write_candidate(
         timings_s={k: round(v, 3) for k, v in ctx.timings.items()},
     )
     return registry.write_version(version, model_dir, files, manifest)
+
+
+def _scored_production(evaluation: dict, ctx: RunContext) -> str | None:
+    """The production version whose scores are metrics.json's 'production' column, or None (none scored)."""
+    marker = ctx.work_dir / PRODUCTION_VERSION
+    if "production" not in evaluation.get("metrics", {}) or not marker.is_file():
+        return None
+    return marker.read_text().strip() or None
 
 
 def promote(

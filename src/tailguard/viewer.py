@@ -196,6 +196,36 @@ class ReportViewer:
         except (KeyNotFound, StoreError, ValueError, AttributeError):
             return None
 
+    def _history(self, model: str, last: int = 8) -> str:
+        """A "History" table: trend of the headline metrics over the last versions (every cell escaped)."""
+        from tailguard.history import HEADLINE_LABELS, NOT_COMPARABLE, trend
+        from tailguard.registry import Registry, RegistryError
+        from tailguard.summary import HEADLINE
+
+        try:
+            rows = trend(Registry(self.store, model), last=last)
+        except (RegistryError, StoreError, ValueError) as exc:
+            return f"<p>History unavailable: {html_text(exc)}</p>"
+        if not rows:
+            return ""
+        head = ["version", "created (UTC)", "status", "gate", *HEADLINE_LABELS]
+        body = []
+        for info in rows:
+            values = [(info.headline.get(f"{s}/{m}") or {}).get("candidate") for s, m in HEADLINE]
+            cells = [info.version, (info.created_at or "-")[:16].replace("T", " "), info.status,
+                     {True: "pass", False: "FAIL", None: "-"}[info.gate],
+                     *("-" if v is None else f"{v:.3f}" for v in values)]  # fmt: skip
+            body.append("<tr>" + "".join(f"<td>{html_text(c)}</td>" for c in cells) + "</tr>")
+        return (
+            f"<h3>History (last {len(rows)} versions)</h3><table><tr>"
+            + "".join(f"<th>{html_text(h)}</th>" for h in head)
+            + "</tr>"
+            + "".join(body)
+            + f"</table><p>Candidate values, each on its own eval split "
+            f"({html_text(NOT_COMPARABLE)} across versions): <code>tailguard models --compare V1 V2</code> "
+            "pairs two versions when one was scored against the other.</p>"
+        )
+
     def index(self) -> Response:
         """Every model and version with report pages, newest version first, production marked."""
         try:
@@ -220,6 +250,7 @@ class ReportViewer:
                 mark = " <b>(production)</b>" if version == production else ""
                 parts.append(f"<li><code>{html_text(version)}</code>{mark}: {links or 'no pages'}</li>")
             parts.append("</ul>")
+            parts.append(self._history(model))
         return _page(HTTPStatus.OK.value, "tailguard reports", "".join(parts))
 
 
