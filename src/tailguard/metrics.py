@@ -31,6 +31,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "ndcg_at_k": True,
     "mrr": True,
     "recall_at_k": True,
+    "graded_pair_accuracy": True,
 }
 SLICE_METRICS = tuple(HIGHER_IS_BETTER)
 # Scores outside [0, 1] (an external ranker's raw scores) make these undefined rather than wrong.
@@ -320,6 +321,90 @@ def _auc_from_sorted(g: np.ndarray, s: np.ndarray, y: np.ndarray, n_groups: int)
         return (r - pos * (pos + 1) / 2.0) / (pos * neg)
 
 
+def _pair_counts_py(g, s, level, n_levels, right, pairs) -> None:  # pragma: no cover - numba compiles it
+    """Per group: pairs with different gain `level`, and those the score orders right (score ties half).
+
+    Rows sorted by (group, ascending score). A Fenwick tree over the gain levels of the group's rows with a
+    LOWER score answers "how many of them have a lower gain" in O(log L); rows of equal score are counted
+    among themselves at half weight. O(n log n) in all, where all pairs would be O(sum of query sizes^2).
+    """
+    tree = np.zeros(n_levels + 1, np.int64)
+    n = len(g)
+    a = 0
+    while a < n:
+        b = a
+        while b < n and g[b] == g[a]:
+            b += 1
+        grp = g[a]
+        i = a
+        while i < b:
+            j = i
+            while j < b and s[j] == s[i]:
+                j += 1
+            block = np.sort(level[i:j])
+            for k in range(i, j):
+                below, x = 0, level[k]  # rows of lower score and lower level: Fenwick prefix sum over x - 1
+                while x > 0:
+                    below += tree[x]
+                    x -= x & -x
+                ties_below = np.searchsorted(block, level[k])  # equal score, lower level: half each
+                right[grp] += below + 0.5 * ties_below
+            for k in range(i, j):
+                x = level[k] + 1
+                while x <= n_levels:
+                    tree[x] += 1
+                    x += x & -x
+            i = j
+        levels = np.sort(level[a:b])
+        same, run = 0, 1
+        for k in range(1, b - a + 1):
+            if k < b - a and levels[k] == levels[k - 1]:
+                run += 1
+            else:
+                same += run * (run - 1) // 2
+                run = 1
+        pairs[grp] = (b - a) * (b - a - 1) // 2 - same
+        for k in range(a, b):  # empty the tree for the next group: only the touched entries
+            x = level[k] + 1
+            while x <= n_levels:
+                tree[x] = 0
+                x += x & -x
+        a = b
+
+
+_PAIR_KERNEL: list = []
+
+
+def graded_pair_accuracy(group: np.ndarray, s: np.ndarray, gain: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per group: the share of its item pairs with different graded relevance that the score orders
+    correctly (higher relevance scored higher; equal scores count half). NaN where a group has no such pair.
+
+    group: (n,) int codes < n_groups; s: (n,) scores; gain: (n,) graded relevance (the label without one,
+    when the value equals per-query ROC AUC). Returns (n_groups,) float64. The issue's graded metric (#18):
+    62% of Home Depot tail queries have two or more relevance grades, only 33% both binary classes.
+    """
+    group = np.asarray(group, dtype=np.int64)
+    order = np.lexsort((np.asarray(s, dtype=np.float64), group))
+    _, level = np.unique(np.asarray(gain, dtype=np.float64), return_inverse=True)
+    right, pairs = np.zeros(n_groups), np.zeros(n_groups)
+    if not _PAIR_KERNEL:
+        try:
+            import numba
+
+            try:
+                _PAIR_KERNEL.append(numba.njit(cache=True, nogil=True)(_pair_counts_py))
+            except RuntimeError:  # no writable cache location: compile per process
+                _PAIR_KERNEL.append(numba.njit(nogil=True)(_pair_counts_py))
+        except ImportError:  # pragma: no cover - numba is a dependency
+            _PAIR_KERNEL.append(_pair_counts_py)
+    if len(order):
+        g_sorted, s_sorted = group[order], np.asarray(s, dtype=np.float64)[order]
+        lv = level.reshape(-1)[order].astype(np.int64)
+        _PAIR_KERNEL[0](g_sorted, s_sorted, lv, int(lv.max()) + 1, right, pairs)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 0, right / np.where(pairs > 0, pairs, 1.0), np.nan)
+
+
 def average_precision(s: np.ndarray, y: np.ndarray) -> float:
     """Average precision as scikit-learn defines it (step-wise, tied scores form one threshold)."""
     p = y.sum()
@@ -471,6 +556,7 @@ def per_query_values(
             "ndcg_at_k": np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), np.nan),
             "mrr": ranked.first_reciprocal_rank(q, n_queries, np.where(mask, y, 0.0)),
             "recall_at_k": np.where(pos_q > 0, hits / np.where(pos_q > 0, pos_q, 1.0), np.nan),
+            "graded_pair_accuracy": graded_pair_accuracy(qm, ranked.s[mask], gm, n_queries),
         }
 
 
@@ -573,6 +659,7 @@ def _group_ranking(
             "ndcg_at_k": np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), np.nan),
             "mrr": ranked.first_reciprocal_rank(g, n, y),
             "recall_at_k": np.where(pos > 0, hits / np.where(pos > 0, pos, 1.0), np.nan),
+            "graded_pair_accuracy": graded_pair_accuracy(g, ranked.s, gain, n),
         }
 
 
@@ -946,6 +1033,7 @@ def _metrics_from_sums(
             r["ndcg_at_k"] = t[f"{m}.ndcg"][:, 0] / t["ndcg_def"][:, 0]
             r["mrr"] = t[f"{m}.mrr"][:, 0] / t["pos_def"][:, 0]
             r["recall_at_k"] = t[f"{m}.reck"][:, 0] / t["pos_def"][:, 0]
+            r["graded_pair_accuracy"] = t[f"{m}.gpa"][:, 0] / t["gpa_def"][:, 0]
             out[m] = r
     return out
 
@@ -1225,6 +1313,10 @@ def evaluate(
                 res["ndcg_at_k"] = _mean_of(pq["ndcg_at_k"][sel], no_pos)
                 res["mrr"] = _mean_of(pq["mrr"][sel], no_pos)
                 res["recall_at_k"] = _mean_of(pq["recall_at_k"][sel], no_pos)
+                res["graded_pair_accuracy"] = _mean_of(
+                    pq["graded_pair_accuracy"][sel],
+                    "no query with two relevance grades" if rows else "empty slice",
+                )
                 result["metrics"][m][name] = {k: res[k] for k in SLICE_METRICS}
             if not (bootstrap and rows):
                 continue
@@ -1243,6 +1335,7 @@ def evaluate(
                     "ndcg": np.nan_to_num(pq["ndcg_at_k"][sel]),
                     "mrr": np.nan_to_num(pq["mrr"][sel]),
                     "reck": np.nan_to_num(pq["recall_at_k"][sel]),
+                    "gpa": np.nan_to_num(pq["graded_pair_accuracy"][sel]),
                 }
                 if all(probs_ok.values()):
                     own[m] |= {key: arr[sel] for key, arr in groups.cache[f"boot|{m}"].items()}
@@ -1255,6 +1348,9 @@ def evaluate(
                 cols[f"diff.{key}"] = own["candidate"][key] - arr
             # nDCG is defined where the ideal gain is positive; same for both models.
             cols["ndcg_def"] = np.isfinite(per_model["candidate"]["pq"]["ndcg_at_k"][sel]).astype(float)
+            # A query with two relevance grades: same for both models (the gain is the data's).
+            gpa_c = per_model["candidate"]["pq"]["graded_pair_accuracy"][sel]
+            cols["gpa_def"] = np.isfinite(gpa_c).astype(float)
             boot_stats.append(_SliceStats(name, groups.query[sel], cols, base + c))
 
     # popularity bias and fairness, per model
