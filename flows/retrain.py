@@ -18,7 +18,7 @@ from prefect.context import get_run_context
 from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
 from prefect.states import Completed, Failed, State
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
 from tailguard import pipeline
@@ -64,7 +64,9 @@ class Review(RunInput):
         "",
         min_length=1,
         max_length=200,
-        pattern=r"\S",
+        # A letter or digit (Python's Unicode \w minus '_', which the server's jsonschema check uses too):
+        # a blank or invisible-only name ("\u200b\u2060") is refused by the server and the run stays paused.
+        pattern=r"[^\W_]",
         description="Your name (required); kept in the audit.",
     )
     comment: str = Field("", description="Why; required with override, kept in the audit.")
@@ -74,6 +76,16 @@ class Review(RunInput):
     source: Literal["ui-form", "cli"] = Field(
         "ui-form", description="Where the answer came from (`tailguard approve` sets cli)."
     )
+
+    @field_validator("reviewer", "comment", mode="after")
+    @classmethod
+    def _visible(cls, value: str) -> str:
+        """What a reader sees (registry.visible_text_line): invisible-only text becomes "" so the pipeline's
+        "no reviewer" / "an override needs a comment" checks see it as missing."""
+        from tailguard.registry import visible_text_line
+
+        text = visible_text_line(value)
+        return text if any(ch.isalnum() for ch in text) else ""
 
 
 def _flow_run_id() -> str:

@@ -530,8 +530,6 @@ def _engine_predict(
     try:
         if choose(engine or None) == "pandas":
             return None
-        import ray
-
         from tailguard import ray_engine
 
         ray_session()
@@ -589,11 +587,19 @@ def _read_predictions(path: Path, required: tuple[str, ...]):
 @app.command("metrics")
 def metrics_cmd(
     predictions: Path = typer.Option(
-        ...,
+        None,
         "--predictions",
         help="CSV/Parquet: query, item_id, label, score [, relevance, category, score_production].",
     ),
-    train: Path = typer.Option(..., "--train", help="Training rows (query, item_id) for the buckets."),
+    train: Path = typer.Option(None, "--train", help="Training rows (query, item_id) for the buckets."),
+    version: str = typer.Option(
+        "",
+        "--version",
+        help="Recompute this stored version's metrics.json from its eval rows and compare (exit 1 if it "
+        "differs); --store/--model name the registry.",
+    ),
+    store: str = typer.Option("", "--store", help="With --version: store URI (default TAILGUARD_STORE)."),
+    model: str = typer.Option("", "--model", help="With --version: model name."),
     k: int = typer.Option(10, "--k", help="Top-k cut-off for nDCG@k, recall@k and popularity bias."),
     out: Path = typer.Option(Path("metrics.json"), "--out", help="Where to write metrics.json."),
     min_positives: int = typer.Option(30, "--min-positives", help="Smaller slices are too small."),
@@ -610,6 +616,12 @@ def metrics_cmd(
     """Evaluate any system's predictions per popularity slice (metrics.json schema: docs/METRICS.md)."""
     from tailguard.metrics import EvalConfig, evaluate
 
+    if version:
+        _recheck_version(version, store, model, out)
+        return
+    if predictions is None or train is None:
+        typer.echo("[error] give --predictions and --train, or --version", err=True)
+        raise typer.Exit(2)
     config = EvalConfig(
         k=k, min_positives=min_positives, n_bootstrap=bootstrap, seed=seed, threshold=threshold
     )
@@ -644,6 +656,33 @@ def metrics_cmd(
 
         decision = decide_evaluation(result, load_policy(policy))
         typer.echo(decision.summary())
+
+
+def _recheck_version(version: str, store: str, model: str, out: Path) -> None:
+    """Recompute a version's metrics.json from its stored eval rows (pipeline.recheck_metrics), write it to
+    out and compare byte for byte with the stored one: exit 0 identical, 1 different, 2 cannot check."""
+    import tempfile
+
+    from tailguard.pipeline import recheck_metrics
+    from tailguard.registry import RegistryError
+    from tailguard.store import StoreError
+
+    registry = _registry(store, model)
+    try:
+        with tempfile.TemporaryDirectory(prefix="tailguard-recheck-") as scratch:
+            recomputed, stored = recheck_metrics(registry, version, Path(scratch))
+    except (RegistryError, StoreError, ValueError) as exc:
+        typer.echo(f"[error] version {version}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    out.write_bytes(recomputed)
+    if recomputed == stored:
+        typer.echo(f"wrote {out}: identical to version {version}'s metrics.json ({len(stored)} bytes)")
+        return
+    at = next((i for i, (a, b) in enumerate(zip(recomputed, stored, strict=False)) if a != b),
+              min(len(recomputed), len(stored)))  # fmt: skip
+    typer.echo(f"[differs] {out} vs version {version}'s metrics.json: first difference at byte {at}",
+               err=True)  # fmt: skip
+    raise typer.Exit(1)
 
 
 def _engine_metrics(engine: str, predictions: Path, train: Path, config) -> dict | None:
@@ -737,13 +776,27 @@ _MODEL_OPT = typer.Option("", "--model", help="Model name (default: TAILGUARD_MO
 
 @app.command("models")
 def models_cmd(
+    count: int | None = typer.Argument(
+        None, metavar="[N]", min=1, help="With --trend: how many versions (default 8)."
+    ),
     show_all: bool = typer.Option(False, "--all", help="Also list incomplete (interrupted) versions."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    compare: tuple[str, str] | None = typer.Option(
+        None, "--compare", metavar="V1 V2",
+        help="Two versions side by side ('production' names the current one): paired on the same eval rows "
+        "when one was scored against the other, else each on its own eval split, labelled not comparable.",
+    ),  # fmt: skip
+    trend: bool = typer.Option(
+        False, "--trend", help="Headline metrics of the last N versions, oldest first."
+    ),
     store: str = _STORE_OPT,
     model: str = _MODEL_OPT,
 ) -> None:
     """List the model's versions; production is marked with '*'. Incomplete uploads are ignored."""
     registry = _registry(store, model)
+    if compare or trend or count is not None:
+        _history_cmd(registry, compare, trend, count, as_json)
+        return
     rows = _registry_call(lambda: registry.list_versions(include_incomplete=True))
     shown = [r for r in rows if r["complete"] or show_all]
     if not rows and not as_json:
@@ -780,6 +833,24 @@ def models_cmd(
     hidden = len(rows) - len(shown)
     if hidden:
         typer.echo(f"({hidden} incomplete version(s) without manifest.json ignored; --all lists them)")
+
+
+def _history_cmd(registry, compare: tuple[str, str] | None, trend: bool, count: int | None, as_json: bool):
+    """`models --compare V1 V2` / `models --trend [N]` (tailguard.history)."""
+    from tailguard import history
+
+    if bool(compare) == trend or (count is not None and not trend):
+        typer.echo("error: use either --compare V1 V2 or --trend [N] (N only with --trend)", err=True)
+        raise typer.Exit(2)
+    if compare:
+        found = _registry_call(lambda: history.compare_versions(registry, *compare))
+        typer.echo(found.model_dump_json(indent=2) if as_json else history.comparison_text(found))
+        return
+    rows = _registry_call(lambda: history.trend(registry, last=count or 8))
+    if as_json:
+        typer.echo(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+    else:
+        typer.echo(history.trend_text(rows))
 
 
 def _recorded_decision(registry, version: str) -> dict:
@@ -822,16 +893,38 @@ def rollback_cmd(
     to: str = typer.Option("", "--to", help="Version to restore (default: the previous production version)."),
     by: str = typer.Option("", "--by", help="Who rolls back (default: the current user)."),
     expect: str = typer.Option(
-        "", "--expect", help="The production version being undone; if production is no longer it, nothing "
-        "changes (a rerun never rolls back twice). Default: production as read now."
+        "", "--expect", help="The production version being undone (as `tailguard models` shows it); if "
+        "production is no longer it, nothing changes, so a rerun never rolls back twice. Required unless "
+        "--request-id is given."
+    ),
+    request_id: str = typer.Option(
+        "", "--request-id", help="An id of your choosing for this rollback: a rerun with the same id returns "
+        "the landed rollback instead of rolling back again."
     ),
     store: str = _STORE_OPT,
     model: str = _MODEL_OPT,
 ) -> None:
-    """Point production back at an earlier complete version (files verified, conditional flip, audit)."""
+    """Point production back at an earlier complete version (files verified, conditional flip, audit).
+
+    Needs --expect VERSION (the production version being undone) or --request-id ID: without either, a
+    command run twice would move production back two versions."""
+    from tailguard.registry import RegistryError, require_name
+
+    if not expect.strip() and not request_id.strip():
+        typer.echo(
+            "error: rollback needs --expect VERSION (the production version you are undoing, see "
+            "`tailguard models`) or --request-id ID, so that running it twice cannot roll back twice",
+            err=True,
+        )
+        raise typer.Exit(2)
+    try:
+        who = require_name(by or _whoami(), "rollback", "--by")
+    except RegistryError as err:
+        raise typer.BadParameter(str(err), param_hint="--by") from None
     registry = _registry(store, model)
     pointer = _locked_registry_call(registry, lambda: registry.rollback(
-        to=to or None, by=by or _whoami(), expected_current=expect or None, source="cli"))  # fmt: skip
+        to=to or None, by=who, expected_current=expect.strip() or None, request_id=request_id.strip() or None,
+        source="cli"))  # fmt: skip
     typer.echo(f"production of {registry.model_name} is now {pointer['version']} (was {pointer['previous']})")
 
 
@@ -848,10 +941,17 @@ def approve_cmd(
     """Answer a paused retrain run's review from the terminal (the same form as the Prefect UI)."""
     if reject and override:
         raise typer.BadParameter("--override only applies to an approval")
-    if not reviewer.strip():
-        raise typer.BadParameter("--reviewer must name who decides (an anonymous answer is refused)")
-    if override and not comment.strip():
-        raise typer.BadParameter("--override needs --comment saying why (kept in the audit)")
+    from tailguard.registry import RegistryError, require_comment, require_name
+
+    try:
+        reviewer = require_name(reviewer, "approve", "--reviewer")  # the visible name is what is recorded
+    except RegistryError as err:
+        raise typer.BadParameter(f"--reviewer must name who decides ({err})") from None
+    if override:
+        try:
+            comment = require_comment(comment, "--override")
+        except RegistryError as err:
+            raise typer.BadParameter(f"--override needs --comment saying why ({err})") from None
     from tailguard.runtime import configure_embedded
 
     configure_embedded()
@@ -866,6 +966,56 @@ def approve_cmd(
         typer.echo(f"error: could not resume flow run {flow_run_id}: {type(err).__name__}: {err}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"{'rejected' if reject else 'approved'} flow run {flow_run_id} as {reviewer}")
+
+
+@app.command("reviews")
+def reviews_cmd(
+    limit: int = typer.Option(50, "--limit", min=1, help="At most this many runs (oldest first)."),
+) -> None:
+    """List retrain runs paused for review: run id, name, since when, candidate version, verdict.
+
+    Reads the Prefect API (PREFECT_API_URL); the version and verdict are the tags the run set when it
+    paused (flows/retrain._ask_reviewer). Answer one with `tailguard approve RUN_ID --reviewer NAME`.
+    """
+    from tasks.operations import paused_reviews
+
+    try:
+        runs = paused_reviews(limit)
+    except Exception as err:  # noqa: BLE001 - httpx/Prefect raise several types when the API is away
+        typer.echo(f"error: cannot read flow runs from the Prefect API: {err}", err=True)
+        raise typer.Exit(1) from None
+    if not runs:
+        typer.echo("no retrain run is waiting for review")
+    for r in runs:
+        since = f"paused since {r.paused_since}"
+        typer.echo(f"{r.run_id}  {r.name}  {since}  candidate {r.candidate}  verdict {r.verdict}")
+
+
+@app.command("automations")
+def automations_cmd(
+    block_id: str = typer.Option(..., "--block-id", help="Notification block document id (Slack, email...)."),
+    folder: Path = typer.Option(Path("infra/automations"), "--folder", help="The automation JSON files."),
+) -> None:
+    """Create (or replace, by name) the Prefect automations in infra/automations/*.json.
+
+    Each file's `${TAILGUARD_NOTIFY_BLOCK_ID}` becomes block_id. Same-named automations are deleted first,
+    so `make deploy` can run again without duplicating them.
+    """
+    from uuid import UUID
+
+    from tasks.operations import AutomationFileError, install_automations
+
+    try:
+        UUID(block_id)
+    except ValueError:
+        typer.echo(f"error: --block-id {block_id!r} is not a block document id (a UUID)", err=True)
+        raise typer.Exit(2) from None
+    try:
+        created = install_automations(folder, block_id)
+    except AutomationFileError as err:
+        raise typer.BadParameter(str(err)) from None
+    for name, automation_id in created:
+        typer.echo(f"created automation {name!r}: {automation_id}")
 
 
 # --- flows: retrain ---------------------------------------------------------------------------
@@ -927,7 +1077,9 @@ def retrain(
     try:  # bad options fail here, before Prefect starts (~10 s) and before the batch is read
         RetrainParams(data=data, balance=balance, base_model=base_model, seed=seed, **options)
     except ValidationError as err:
-        typer.echo(f"error: {err}", err=True)
+        from tailguard.pipeline import params_error
+
+        typer.echo(f"error: {params_error(err)}", err=True)
         raise typer.Exit(2) from None
     outcome = _run_retrain(
         data=data,

@@ -152,9 +152,15 @@ def load_batch(uri: str | Path, columns: dict[str, str] | None = None) -> pd.Dat
 
 
 def read_files(files: list[Path], columns: dict[str, str] | None = None) -> pd.DataFrame:
-    """Read a batch's local files (from materialize) into one canonical frame; never half-loaded."""
+    """Read a batch's local files (from materialize) into one canonical frame; never half-loaded.
+
+    Caps: each file by max_input_bytes / max_rows (contract.iter_table), the batch by max_rows and by
+    max_batch_bytes, the decompressed bytes summed over its files before any file is loaded.
+    Raises ContractError (InputTooLarge, rule size_limit, past a cap).
+    """
     from tailguard.contract import CANONICAL_COLUMNS, ContractError, InputTooLarge, input_limits, read_frame
 
+    _check_batch_bytes(files)
     # Every file is read and coerced before any is concatenated: an error in file 3 loads nothing.
     max_rows, frames = input_limits().max_rows, []
     for f in files:
@@ -198,6 +204,27 @@ def read_files(files: list[Path], columns: dict[str, str] | None = None) -> pd.D
         for p, first, f in zip(files, starts, frames, strict=True)
     ]
     return df
+
+
+def _check_batch_bytes(files: list[Path]) -> int:
+    """Sum the files' decompressed bytes (contract.input_bytes) and refuse the batch past max_batch_bytes
+    before any file is loaded; returns the sum. 300 files of 20 MiB each pass the 1 GiB per-file cap but
+    are 5.9 GiB together. Raises InputTooLarge (rule size_limit) naming the file that crossed the cap."""
+    from tailguard.contract import InputTooLarge, input_bytes, input_limits
+    from tailguard.settings import get_settings
+
+    cap, limits, total = get_settings().max_batch_bytes, input_limits(), 0
+    for count, f in enumerate(files, start=1):
+        total += input_bytes(f, limits)
+        if total > cap:
+            raise InputTooLarge(
+                f, None, "size_limit",
+                f"the batch's first {count} of {len(files)} file(s) hold {total / 2**20:,.1f} MiB "
+                f"decompressed, over the batch limit of {cap / 2**20:,.1f} MiB; nothing was loaded",
+                hint="split the batch into smaller batches, or raise TAILGUARD_MAX_BATCH_BYTES if the workers"
+                " have the memory (reading takes ~4.5x the text size)",
+            )  # fmt: skip
+    return total
 
 
 def stable_hash(values: pd.Series, salt: str = "") -> np.ndarray:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import re
 import secrets
 import subprocess
 import tempfile
 import time
+import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from tailguard import __version__
+from tailguard.safe_text import markdown_code, markdown_text
 from tailguard.store import ArtifactStore, KeyNotFound, PreconditionFailed, sha256_file
 
 MANIFEST = "manifest.json"
@@ -113,7 +114,8 @@ class Manifest(BaseModel):
     """manifest.json of a version: what the pipeline records, plus what write_version adds.
 
     The pipeline fills data, params, decision, headline ({"slice/metric": {"candidate", "production"}}),
-    balance, drift, training_window, evaluation, runtime, flow_run_id and timings_s (seconds per stage);
+    production_version (what "production" in metrics.json was), balance, drift, training_window,
+    evaluation, runtime, flow_run_id and timings_s (seconds per stage);
     the registry fills model_name, version, created_at, package_version, git_revision, files and
     upload_seconds (s).
     Unknown keys are kept, so manifests written by older versions still load.
@@ -137,6 +139,11 @@ class Manifest(BaseModel):
         description="{'config': metrics.EvalConfig fields, 'rows': 'eval_rows.parquet', 'train_keys': "
         "'train_keys.parquet'}: what recomputes metrics.json (pipeline.recheck_metrics).",
     )
+    production_version: str | None = Field(
+        None,
+        description="The production version the candidate was scored against on the same eval rows "
+        "(metrics.json's 'production' column); None when there was no production model then, or unrecorded.",
+    )
     runtime: dict[str, Any] = Field(default_factory=dict)
     flow_run_id: str = ""
     timings_s: dict[str, float] = Field(default_factory=dict)
@@ -153,12 +160,44 @@ class Manifest(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
-def _require_name(who: str, action: str, field: str) -> str:
-    """A person's (or policy's) name for the record: stripped, non-empty, one line, at most 200 chars."""
-    name = " ".join(str(who or "").split())
-    if not name:
+def visible_text_line(text: object) -> str:
+    r"""`text` as a reader sees it, on one line: NFKC, control/format/invisible characters dropped
+    (contract.visible_text), every run of white space (tabs, line breaks, Zs such as U+3000) one space.
+
+    visible_text_line("\u200b\u2060") == "", visible_text_line(" a\u200bna\nb ") == "ana b".
+    """
+    from tailguard.contract import visible_text
+
+    return " ".join(visible_text(" ".join(str(text or "").split())).split())
+
+
+def _has_letter_or_digit(text: str) -> bool:
+    return any(unicodedata.category(char)[0] in "LN" for char in text)
+
+
+def require_comment(comment: object, action: str) -> str:
+    """The visible form of a comment that must say why (an override): at least one letter or digit once
+    invisible characters are dropped (visible_text_line), else RegistryError."""
+    text = visible_text_line(comment)
+    if not _has_letter_or_digit(text):
         raise RegistryError(
-            f"{action} needs the name of who decides ({field}); an anonymous decision is refused"
+            f"{action} needs a comment saying why (--comment); {str(comment or '')[:40]!r} has no visible "
+            "letter or digit"
+        )
+    return text
+
+
+def require_name(who: object, action: str, field: str) -> str:
+    r"""A person's (or policy's) name for the record, as a reader sees it (visible_text_line): at least one
+    letter or digit, at most 200 characters. The UI form, the CLI and the registry all check with this.
+
+    Raises RegistryError for an empty, blank or invisible-only name ("\u200b\u2060") or one past 200 chars.
+    """
+    name = visible_text_line(who)
+    if not _has_letter_or_digit(name):
+        raise RegistryError(
+            f"{action} needs the name of who decides ({field}); {str(who or '')[:40]!r} has no visible "
+            "letter or digit: an anonymous decision is refused"
         )
     if len(name) > 200:
         raise RegistryError(f"{action}: the name {name[:40]!r}… is {len(name)} characters long (at most 200)")
@@ -449,15 +488,10 @@ class Registry:
         Raises RegistryError (refused), ChecksumError (a file does not match the manifest),
         PromotionConflict (production moved), ConditionalWritesIgnored.
         """
-        approved_by = _require_name(approved_by, "promote", "approved_by / --by")
+        approved_by = require_name(approved_by, "promote", "approved_by / --by")
+        comment = visible_text_line(comment)
         needs_override = self._override_reasons(version, decision)
-        if needs_override and not override:
-            raise RegistryError(
-                f"version {version} of {self.model_name!r} {'; '.join(needs_override)}; promoting it needs "
-                "override=True / --override by a named reviewer with a comment (recorded in the audit)"
-            )
-        if needs_override and not comment.strip():
-            raise RegistryError(f"an override of {version} needs a comment saying why (--comment)")
+        self._check_override(version, needs_override, override, comment)  # before downloading anything
         self.store.require_conditional_writes()
         manifest_sha = self.verify(version)
         found = self.store.read_versioned(self.pointer_key)
@@ -477,6 +511,10 @@ class Registry:
                 f"{version} was evaluated against production {expected_production}, but production is now "
                 f"{previous_version}; re-evaluate before promoting"
             )
+        stale = self._stale_reason(version, previous_version)
+        if stale:
+            needs_override = [*needs_override, stale]
+            self._check_override(version, needs_override, override, comment)
         history = list(previous.get("history", [])) + [previous["version"]] if previous else []
         now = _utc_now()
         pointer = {
@@ -499,6 +537,34 @@ class Registry:
         self._flip(pointer, found[1] if found else None, "promotion")
         self.record_audit("promote", {**pointer, "decision": decision}, at=now)
         return pointer
+
+    def _check_override(self, version: str, reasons: list[str], override: bool, comment: str) -> None:
+        """Refuse (RegistryError) a promotion that needs an override without override=True and a comment."""
+        if reasons and not override:
+            raise RegistryError(
+                f"version {version} of {self.model_name!r} {'; '.join(reasons)}; promoting it needs "
+                "override=True / --override by a named reviewer with a comment (recorded in the audit)"
+            )
+        if reasons:
+            require_comment(comment, f"an override of {version}")
+
+    def _stale_reason(self, version: str, production_version: str | None) -> str | None:
+        """'stale: ...' when the version was evaluated against another production than the current one.
+
+        The manifest's production_version is what metrics.json's production column was. A manifest written
+        by the pipeline (it has an evaluation record) with none was judged with no production to compare;
+        that is stale too once a production exists. Older manifests without either are not judged here.
+        """
+        manifest = self.read_manifest(version)
+        recorded = manifest.production_version
+        if recorded is None and (manifest.evaluation is None or production_version is None):
+            return None
+        if recorded == production_version:
+            return None
+        return (
+            f"stale: evaluated against production {recorded or 'none (no production model then)'}, but "
+            f"production is now {production_version or 'none'}"
+        )
 
     def _override_reasons(self, version: str, decision: dict) -> list[str]:
         """Why promoting this version is an override ([] when the gate passed cleanly and nobody said no)."""
@@ -551,7 +617,8 @@ class Registry:
 
         Raises RegistryError when `by` is empty: a rejection names who made it.
         """
-        by = _require_name(by, "reject", "by / --reviewer")
+        by = require_name(by, "reject", "by / --reviewer")
+        comment = visible_text_line(comment)
         self.record_audit(
             "reject",
             {"version": version, "rejected_by": by, "decision": decision, "comment": comment,
@@ -587,7 +654,7 @@ class Registry:
         no longer that version raises PromotionConflict and changes nothing. The target's files are
         verified against its manifest first (ChecksumError). `by` must name who rolls back.
         """
-        by = _require_name(by, "rollback", "by / --by")
+        by = require_name(by, "rollback", "by / --by")
         self.store.require_conditional_writes()
         found = self.store.read_versioned(self.pointer_key)
         if found is None:
@@ -676,9 +743,20 @@ class Registry:
 
 
 def _md(value: Any) -> str:
-    """A markdown table cell that stays one cell for any text: HTML escaped, '|' and newlines neutralised."""
+    """Inert inline markdown for any value (safe_text.markdown_text: no link, image, autolink, HTML or new
+    block; '|' escaped, so it stays one table cell). Non-strings are shown as sorted JSON; a number as is
+    (its digits, '.', '-', 'e' make no markup inside a cell)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return json.dumps(value)
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-    return html.escape(text, quote=False).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    return markdown_text(text)
+
+
+def _md_code(value: Any) -> str:
+    """An identity value (version, digest, run id) as a code span inside a GFM table cell: fenced by more
+    backticks than it holds (safe_text.markdown_code), '|' escaped because GFM splits cells first."""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return markdown_code(text).replace("|", "\\|")
 
 
 def _kv_table(pairs: list[tuple[str, Any]]) -> list[str]:
@@ -694,7 +772,7 @@ def _data_section(data: DataRecord) -> list[str]:
     files = data.fingerprint.get("files") or []
     if files:
         lines += ["", "| input file | bytes | sha256 |", "|---|---|---|"]
-        lines += [f"| {_md(f.get('name'))} | {_md(f.get('bytes'))} | `{_md(f.get('sha256'))}` |"
+        lines += [f"| {_md(f.get('name'))} | {_md(f.get('bytes'))} | {_md_code(f.get('sha256'))} |"
                   for f in files]  # fmt: skip
     return lines
 
@@ -746,7 +824,7 @@ def render_model_card(manifest: Manifest | dict) -> str:
     identity = [("version", m.version), ("created_at", m.created_at), ("package_version", m.package_version),
                 ("git_revision", m.git_revision), ("flow_run_id", m.flow_run_id or None),
                 ("base_model", m.params.get("base_model"))]  # fmt: skip
-    lines += [f"| {k} | `{_md(v)}` |" for k, v in identity if v is not None]
+    lines += [f"| {k} | {_md_code(v)} |" for k, v in identity if v is not None]
     sections: list[tuple[str, list[str]]] = []
     if m.data is not None:
         sections.append(("Training data", _data_section(m.data)))
@@ -775,5 +853,5 @@ def render_model_card(manifest: Manifest | dict) -> str:
         "|---|---|---|",
     ]
     for name, meta in sorted(m.files.items()):
-        lines.append(f"| {_md(name)} | {meta.size} | `{meta.sha256[:16]}…` |")
+        lines.append(f"| {_md(name)} | {meta.size} | {_md_code(meta.sha256[:16] + '…')} |")
     return "\n".join(lines) + "\n"

@@ -54,6 +54,13 @@ class Settings(BaseSettings):
         "column bytes). Reading a 120 MiB CSV peaked at 536 MiB over the interpreter (4.5x), so the "
         "1 GiB default needs ~5 GiB per reader; larger files are refused (rule size_limit).",
     )
+    max_batch_bytes: int = Field(
+        4 << 30,
+        gt=0,
+        description="Largest decompressed size of a whole batch, summed over its files (the same bytes as "
+        "max_input_bytes counts), checked before any file is loaded: 4 GiB by default, ~18 GiB of reader "
+        "memory at 4.5x. Many files each under max_input_bytes are refused past it (rule size_limit).",
+    )
     max_rows: int = Field(
         10_000_000,
         gt=0,

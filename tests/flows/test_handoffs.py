@@ -208,7 +208,7 @@ def test_cli_promote_and_rollback_take_the_flows_promotion_lock(tailguard_home, 
     assert first.exit_code == 0, first.output
     second = runner.invoke(app, ["promote", versions[1], "--by", "bo"])
     assert second.exit_code == 0, second.output
-    rolled = runner.invoke(app, ["rollback", "--by", "oncall"])
+    rolled = runner.invoke(app, ["rollback", "--by", "oncall", "--expect", versions[1]])
     assert rolled.exit_code == 0 and registry.production()["version"] == versions[0]
 
 

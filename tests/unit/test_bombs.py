@@ -414,3 +414,98 @@ def test_fine_tune_prefix_of_a_run():
     assert check_prefix("checkpoint_prefix", "runs/r1/fine-tune/model-checkpoints") == (
         "runs/r1/fine-tune/model-checkpoints"
     )
+
+
+# --- review of issue 13's fixes: dictionary bombs past the metadata cap (F4), a batch's total bytes (F5) ---
+
+
+def write_dictionary_title_bomb(path: Path, rows: int, title_bytes: int, row_groups: int = 1) -> Path:
+    """The reviewer's bomb3.parquet: one long title dictionary-encoded in every row, no Arrow schema
+    (as Spark writes it). 30,000 x 100 KB is ~6 KB on disk, ~100 KB in total_byte_size, ~3 GB decoded."""
+    title = "A" * title_bytes
+    table = pa.table({
+        "query": ["q"] * rows, "item_id": ["i"] * rows,
+        "item_title": pa.DictionaryArray.from_arrays(pa.array([0] * rows, pa.int32()), pa.array([title])),
+        "label": [1] * rows, "ts": ["2024-01-01"] * rows,
+    })  # fmt: skip
+    pq.write_table(table, path, row_group_size=-(-rows // row_groups), store_schema=False)
+    return path
+
+
+def test_dictionary_bomb_under_the_metadata_cap_is_refused_before_decoding(tmp_path):
+    bomb = write_dictionary_title_bomb(tmp_path / "bomb3.parquet", 30_000, 100_000)
+    metadata = pq.ParquetFile(bomb).metadata
+    assert bomb.stat().st_size < 20_000 and metadata.row_group(0).total_byte_size < 2**20  # passes the footer
+    proc = run_cli(["validate", "--data", str(bomb)], tmp_path / "home")
+    assert_clean_refusal(proc, "size_limit")
+    assert "counted from the Parquet dictionaries before decoding" in proc.stderr
+    assert "2,861.8 MiB" in proc.stderr  # 30,000 x (100,000 + 8 offset bytes) + the other columns
+
+
+def test_dictionary_bombs_in_other_shapes_are_counted_before_decoding(tmp_path):
+    limits = InputLimits(16 * 2**20, 10_000_000)
+    # Spread over 20 row groups of 2,000 rows x 1 KB (2 MB decoded each): only the sum is over the cap.
+    spread = write_dictionary_title_bomb(tmp_path / "spread.parquet", 40_000, 1024, row_groups=20)
+    # A list<string> column outside the contract: 500 rows x 100 copies of one 1 KB tag (~50 MB decoded).
+    rows, tag = 500, "t" * 1024
+    tags = pa.ListArray.from_arrays(
+        pa.array(np.arange(0, rows * 100 + 1, 100, dtype=np.int32)),
+        pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows * 100, np.int32)), pa.array([tag])),
+    )
+    nested = tmp_path / "nested.parquet"
+    pq.write_table(
+        pa.table({"query": ["q"] * rows, "item_id": ["i"] * rows, "item_title": ["t"] * rows,
+                  "label": [1] * rows, "tags": tags}),
+        nested, store_schema=False,
+    )  # fmt: skip
+    for path in (spread, nested):
+        with pytest.raises(ContractError) as err:
+            read_table(path, limits=limits)
+        assert err.value.rule == "size_limit" and "before decoding" in err.value.detail, path
+
+
+def test_decoded_size_counts_what_a_plain_read_allocates(tmp_path):
+    from tailguard.contract import input_bytes
+
+    rng = np.random.default_rng(1)
+    titles = [("drill " * int(n))[: int(n)] or "x" for n in rng.integers(1, 400, 3_000)]
+    frame = pd.DataFrame({"query": rng.choice(["drill", "saw", "hammer"], 3_000), "item_id": "7",
+                          "item_title": titles, "label": rng.integers(0, 2, 3_000)})  # fmt: skip
+    path = tmp_path / "ok.parquet"
+    frame.to_parquet(path, row_group_size=700)
+    text = sum(len(t) for t in titles) + 3_000 * (len("7") + 1) + sum(frame["query"].str.len())
+    counted = input_bytes(path)
+    # Never under the text itself, and within offsets (8 B/value) + the label column (8 B/row) of it.
+    assert text <= counted <= text + 3 * 3_000 * 8 + 3_000 * 8
+    assert len(read_table(path, limits=InputLimits(counted, 10_000))) == 3_000  # the exact count is allowed
+    with pytest.raises(ContractError):
+        read_table(path, limits=InputLimits(counted - 1, 10_000))
+
+
+def test_many_files_each_under_the_file_cap_are_capped_as_a_batch(tmp_path, monkeypatch):
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    body = HEADER + LINE * 2_000  # 96,031 bytes of text each
+    for name in ("a.csv", "b.csv"):
+        (folder / name).write_bytes(body)
+    (folder / "c.csv.gz").write_bytes(gzip.compress(body))  # counted decompressed, not as ~1 KB of gzip
+    monkeypatch.setenv("TAILGUARD_MAX_INPUT_BYTES", str(len(body)))  # every file fits on its own
+    monkeypatch.setenv("TAILGUARD_MAX_BATCH_BYTES", str(3 * len(body) - 1))
+    with pytest.raises(ContractError) as err:
+        load_batch(folder)
+    assert err.value.rule == "size_limit" and err.value.file.endswith("c.csv.gz")
+    assert "first 3 of 3 file(s)" in err.value.detail and "TAILGUARD_MAX_BATCH_BYTES" in err.value.hint
+    monkeypatch.setenv("TAILGUARD_MAX_BATCH_BYTES", str(3 * len(body)))  # the limit itself is allowed
+    assert len(load_batch(folder)) == 6_000
+
+
+def test_a_parquet_dictionary_bomb_counts_its_decoded_bytes_towards_the_batch(tmp_path, monkeypatch):
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    (folder / "a.csv").write_bytes(HEADER + LINE * 10)
+    write_dictionary_title_bomb(folder / "b.parquet", 4_000, 1_000)  # ~4 MB decoded in ~5 KB
+    monkeypatch.setenv("TAILGUARD_MAX_BATCH_BYTES", str(2 * 2**20))
+    with pytest.raises(ContractError) as err:
+        load_batch(folder)
+    assert err.value.rule == "size_limit" and err.value.file.endswith("b.parquet")
+    assert "batch limit of 2.0 MiB" in err.value.detail

@@ -435,7 +435,7 @@ def test_cli_models_promote_rollback(tmp_path, monkeypatch):
     assert refused.exit_code == 1 and "override" in refused.output
     assert registry.production()["version"] == v2
 
-    rolled = runner.invoke(app, ["rollback", "--by", "oncall"])
+    rolled = runner.invoke(app, ["rollback", "--by", "oncall", "--expect", v2])
     assert rolled.exit_code == 0 and f"is now {v1}" in rolled.output
     assert registry.production()["version"] == v1 and registry.audit()[-1]["approved_by"] == "oncall"
     missing = runner.invoke(app, ["promote", "20990101T000000Z-abcdef"])
@@ -865,7 +865,7 @@ def test_s3_list_failure_is_reported_as_such_never_as_an_invalid_key(s3_uri):
     ("argv", "expected"),
     [
         (["models", "--store", "ftp://host/store"], "unsupported store URI 'ftp://host/store'"),
-        (["rollback", "--by", "oncall", "--store", "s3://"], "has no bucket"),
+        (["rollback", "--by", "oncall", "--expect", "v", "--store", "s3://"], "has no bucket"),
         (["promote", "v1", "--model", "../etc"], "invalid model name"),
     ],
 )
@@ -897,3 +897,172 @@ def test_cli_approve_refuses_anonymous_or_unexplained_answers_before_contacting_
 
     result = CliRunner().invoke(app, ["approve", "00000000-0000-0000-0000-000000000000", *args])
     assert result.exit_code == 2 and expected in " ".join(result.output.split()), result.output
+
+
+# --- review of issue 13's fixes (F1 stale gate bypass, F2 invisible names, F3 model card, CLI rollback) -----
+
+
+def _stale_setup(registry: Registry, tmp_path: Path, evaluation: dict | None = None) -> tuple[str, str, str]:
+    """/tmp/breaker2/stale.py: c is judged against production a, then production moves to b."""
+    a = add_version(registry, tmp_path, "a")
+    registry.promote(a, approved_by="ana", decision=PASS)
+    extra = {"evaluation": evaluation} if evaluation else {}
+    c = add_version(registry, tmp_path, "c", production_version=a, **extra)
+    b = add_version(registry, tmp_path, "b", production_version=a)
+    registry.promote(b, approved_by="bo", decision=PASS)
+    return a, b, c
+
+
+def test_stale_candidate_needs_a_named_override_even_without_expected_production(store, tmp_path):
+    registry = Registry(store, "relevance")
+    a, b, c = _stale_setup(registry, tmp_path)
+    stale = f"stale: evaluated against production {a}, but production is now {b}"
+    with pytest.raises(RegistryError, match=stale):
+        registry.promote(c, approved_by="eve", decision=PASS)  # what `tailguard promote` did: "*"
+    with pytest.raises(RegistryError, match="needs a comment"):
+        registry.promote(c, approved_by="eve", decision=PASS, override=True, comment="\u200b")
+    assert registry.production()["version"] == b
+    pointer = registry.promote(c, approved_by="eve", decision=PASS, override=True, comment="checked by hand")
+    assert pointer["override"] is True and pointer["version"] == c
+    assert [r for r in pointer["override_reasons"] if r.startswith("stale")] == [stale]
+    assert pointer["comment"] == "checked by hand"
+    assert registry.audit()[-1]["override_reasons"] == pointer["override_reasons"]
+
+
+def test_pipeline_candidate_judged_with_no_production_is_stale_once_one_exists(store, tmp_path):
+    registry = Registry(store, "relevance")
+    first = add_version(registry, tmp_path, "first", evaluation={"rows": "eval_rows.parquet"})  # none then
+    other = add_version(registry, tmp_path, "other")
+    registry.promote(other, approved_by="ana", decision=PASS)
+    with pytest.raises(RegistryError, match="stale: evaluated against production none"):
+        registry.promote(first, approved_by="eve", decision=PASS)
+    # The flow's own check still answers first, with PromotionConflict (audited by the flow as a refusal).
+    a, b, c = _stale_setup(Registry(store, "other-model"), tmp_path / "o")
+    with pytest.raises(PromotionConflict, match=f"evaluated against production {a}"):
+        Registry(store, "other-model").promote(c, approved_by="flow", decision=PASS, expected_production=a)
+
+
+def test_fresh_candidate_promotes_cleanly_against_the_production_it_was_judged_on(store, tmp_path):
+    registry = Registry(store, "relevance")
+    a = add_version(registry, tmp_path, "a")
+    registry.promote(a, approved_by="ana", decision=PASS)
+    c = add_version(registry, tmp_path, "c", production_version=a, evaluation={"rows": "eval_rows.parquet"})
+    pointer = registry.promote(c, approved_by="bo", decision=PASS)
+    assert pointer["override"] is False and pointer["override_reasons"] == []
+
+
+@pytest.mark.parametrize(
+    "who", ["\u200b\u2060", "\u200b", "\u3000\u00a0\t", "\ufeff\u202e", "...", "_-_", "\x00"]
+)
+def test_invisible_or_punctuation_only_names_are_anonymous(store, tmp_path, who):
+    registry = Registry(store, "relevance")
+    v = add_version(registry, tmp_path, "a")
+    for call in (
+        lambda: registry.promote(v, approved_by=who, decision=PASS),
+        lambda: registry.reject(v, by=who, decision=PASS),
+        lambda: registry.rollback(by=who),
+    ):
+        with pytest.raises(RegistryError, match="no visible letter or digit"):
+            call()
+    assert registry.production() is None and registry.audit() == []
+
+
+def test_names_are_recorded_as_a_reader_sees_them(store, tmp_path):
+    from tailguard.registry import require_comment, require_name, visible_text_line
+
+    assert require_name("a\u200bna\u2060 \u3000 lee", "promote", "--by") == "ana lee"
+    assert require_name("\uff21\uff4e\uff41", "promote", "--by") == "Ana"  # NFKC folds full-width letters
+    assert require_name("李\u200b", "promote", "--by") == "李" and require_name("007", "x", "y") == "007"
+    assert visible_text_line("why\nnot\u200b") == "why not" and visible_text_line("\u200b\u2060") == ""
+    assert require_comment("  rerun\u200b ok\n", "x") == "rerun ok"
+    with pytest.raises(RegistryError, match="no visible letter or digit"):
+        require_comment("\u200b \u2060", "an override")
+    registry = Registry(store, "relevance")
+    v = add_version(registry, tmp_path, "a")
+    assert registry.promote(v, approved_by="\u200bana", decision=PASS)["approved_by"] == "ana"
+
+
+HOSTILE_MD = [
+    "x` [a](http://evil.example/resume) ![p](http://evil.example/p.png)",
+    "<http://evil.example> www.evil.example mail@evil.example",
+    "data:text/html,<script>alert(1)</script>",
+    "`` ``` [c](javascript:alert(1)) |cell| \n# heading",
+    "[r][x]\n\n[x]: http://evil.example",
+]
+
+
+def _md_nodes(card: str) -> dict[str, set[str]]:
+    import mistune
+    from markdown_it import MarkdownIt
+
+    def walk(tokens):
+        for t in tokens:
+            yield t
+            yield from walk(t.children or [])
+
+    types = {t.type for t in walk(MarkdownIt("commonmark").enable(["table"]).parse(card))}
+    html = mistune.create_markdown(escape=False, plugins=["table", "url"])(card)
+    tags = {tag for tag in ("<a ", "<img", "<script", "<h1>x", "<h2>x") if tag in html}
+    return {"markdown-it": types, "mistune-html": tags}
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_MD)
+def test_model_card_makes_no_link_image_or_html_from_any_manifest_value(hostile):
+    from tailguard.registry import Manifest, render_model_card
+
+    manifest = Manifest.model_validate({
+        "model_name": "relevance", "version": hostile, "git_revision": hostile, "flow_run_id": hostile,
+        "params": {hostile: hostile, "base_model": hostile, "columns": {hostile: hostile}},
+        "data": {"batch_id": hostile, "uri": hostile, "columns": hostile, "rows": 3, "fingerprint": {
+            "sha256": hostile, "files": [{"name": hostile, "bytes": 1, "sha256": hostile}]}},
+        "training_window": {"weeks": hostile, "batches": [
+            {"week": hostile, "batch_id": hostile, "role": "new"}]},
+        "headline": {hostile: {"candidate": 0.5, "production": None}},
+        "decision": {"promote": True, "reasons": [hostile]},
+        "files": {hostile: {"sha256": hostile, "size": 1}},
+    })  # fmt: skip
+    card = render_model_card(manifest)
+    nodes = _md_nodes(card)
+    assert not nodes["markdown-it"] & {"link_open", "image", "html_inline", "html_block"}, card
+    assert not nodes["mistune-html"], card
+    assert [ln for ln in card.splitlines() if ln.startswith("#")] == [
+        ln for ln in card.splitlines() if ln.startswith(("# Model card", "## "))
+    ]
+
+
+def test_cli_rollback_needs_the_expected_version_and_never_rolls_back_twice(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tailguard.cli import app
+
+    store_dir = tmp_path / "store"
+    monkeypatch.setenv("TAILGUARD_STORE", str(store_dir))
+    registry = Registry(open_store(str(store_dir)), "relevance")
+    versions = [add_version(registry, tmp_path, tag) for tag in "abc"]
+    for v in versions:
+        registry.promote(v, approved_by="ana", decision=PASS)
+    runner = CliRunner()
+    bare = runner.invoke(app, ["rollback", "--by", "oncall"])
+    assert bare.exit_code == 2 and "--expect VERSION" in bare.output and "--request-id" in bare.output
+    assert registry.production()["version"] == versions[2]
+    first = runner.invoke(app, ["rollback", "--by", "oncall", "--expect", versions[2]])
+    assert first.exit_code == 0 and registry.production()["version"] == versions[1]
+    again = runner.invoke(app, ["rollback", "--by", "oncall", "--expect", versions[2]])
+    assert again.exit_code == 1 and "nothing changed" in again.output
+    by_id = [runner.invoke(app, ["rollback", "--by", "oncall", "--request-id", "r-1"]) for _ in range(2)]
+    assert [r.exit_code for r in by_id] == [0, 0] and registry.production()["version"] == versions[0]
+    assert [a["action"] for a in registry.audit()].count("rollback") == 2
+    hidden = runner.invoke(app, ["rollback", "--by", "\u200b\u2060", "--expect", versions[0]])
+    assert hidden.exit_code == 2 and "no visible letter or digit" in " ".join(hidden.output.split())
+
+
+@pytest.mark.parametrize(
+    "args", [["--reviewer", "\u200b\u2060"], ["--reviewer", "ana", "--override", "--comment", "\u200b"]]
+)
+def test_cli_approve_refuses_invisible_reviewer_or_comment(args):
+    from typer.testing import CliRunner
+
+    from tailguard.cli import app
+
+    result = CliRunner().invoke(app, ["approve", "0b5e5b8e-0000-4000-8000-000000000000", *args])
+    assert result.exit_code == 2 and "no visible letter or digit" in " ".join(result.output.split())
