@@ -60,8 +60,9 @@ class Review(RunInput):
     """
 
     approve: bool = Field(False, description="Promote the candidate (off: reject it).")
+    # No default: the form marks it required and a resume without it is refused by the server.
     reviewer: str = Field(
-        "",
+        ...,
         min_length=1,
         max_length=200,
         # A letter or digit (Python's Unicode \w minus '_', which the server's jsonschema check uses too):

@@ -106,6 +106,9 @@ start() {
     # Auth on, CORS limited to the UI's own origin (Prefect 3.9.1 defaults: no auth, allow-origin *).
     export PREFECT_SERVER_API_AUTH_STRING=$auth
     export PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS=http://127.0.0.1:$PREFECT_PORT
+    # The UI's API address (/ui-settings api_url) defaults to port 4200 whatever --port says (3.9.1): on
+    # another port the browser would talk to whichever server holds 4200, or to none.
+    export PREFECT_UI_API_URL=http://127.0.0.1:$PREFECT_PORT/api
     [ -n "$db_url" ] && export PREFECT_API_DATABASE_CONNECTION_URL=$db_url
     exec "$BIN/prefect" server start --host 127.0.0.1 --port "$PREFECT_PORT"
   ) >"$STATE/prefect.log" 2>&1 &

@@ -172,3 +172,6 @@ def test_review_form_schema_the_server_checks_refuses_a_blank_reviewer(blank):
     validate(answer, schema, raise_on_error=True)
     with pytest.raises(ValidationError, match="reviewer"):
         validate({"approve": True, "reviewer": blank, "override": True}, schema, raise_on_error=True)
+    assert "reviewer" in schema["required"]  # the UI form marks it required, not "(Optional)"
+    with pytest.raises(ValidationError, match="reviewer"):
+        validate({"approve": True, "override": False}, schema, raise_on_error=True)
