@@ -470,6 +470,9 @@ def predict_cmd(
         out.unlink(missing_ok=True)  # a refused input leaves no half-written output behind
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
+    except typer.Exit:
+        out.unlink(missing_ok=True)  # a model error or a split hybrid query: no half-written output either
+        raise
     typer.echo(
         f"scored {rows} rows with {model} -> {out} "
         f"({scorer.pairs_per_s:,.0f} pairs/s on {scorer.device.type}, tokenizing included)"
@@ -482,10 +485,26 @@ def _score_files(scorer, files: list[Path], out: Path, chunk_rows: int, excel_sa
     from tailguard.model import ModelError
 
     rows, writer = 0, None
+    # A hybrid's BM25 feature reads a query's rows as one candidate set (tailguard.hybrid): chunks that
+    # split a query would make its scores depend on the chunk size, so a hybrid scores whole files and a
+    # query may not continue in a later file.
+    hybrid = getattr(scorer, "hybrid", None) is not None
+    chunk_rows = sys.maxsize if hybrid else chunk_rows
+    seen_queries: set[str] = set()
     try:
         for path in files:
             schema = None
             for chunk in _read_chunks(Path(path), chunk_rows):
+                if hybrid:
+                    again = seen_queries.intersection(chunk["query"])
+                    if again:
+                        typer.echo(
+                            f"error: {path}: a hybrid model scores each query's rows together, but queries "
+                            f"{sorted(again)[:3]} continue from an earlier file; put each query in one file",
+                            err=True,
+                        )
+                        raise typer.Exit(2)
+                    seen_queries.update(chunk["query"])
                 try:
                     chunk = chunk.assign(score=scorer(chunk))
                 except ModelError as err:

@@ -151,3 +151,33 @@ def test_fit_refuses_one_class_and_misaligned_scores():
         H.lexical_features(df, np.zeros(3))
     with pytest.raises(H.HybridError, match="non-finite"):
         H.lexical_features(df, np.full(len(df), np.nan))
+
+
+def test_predict_scores_a_hybrid_the_same_whatever_the_chunk_size(hybrid_folder, tmp_path):
+    """BM25 reads a query's rows together: `predict --chunk-rows` must not split a query's candidate set."""
+    from typer.testing import CliRunner
+
+    from tailguard.cli import app
+
+    _, folder = hybrid_folder
+    fresh = overlap_batch(12, seed=3)
+    fresh.to_csv(tmp_path / "in.csv", index=False)
+    runner = CliRunner()
+    outs = []
+    for rows in ("5", "100000"):
+        out = tmp_path / f"out-{rows}.csv"
+        done = runner.invoke(app, ["predict", "--model", str(folder), "--data", str(tmp_path / "in.csv"),
+                                   "--out", str(out), "--chunk-rows", rows])  # fmt: skip
+        assert done.exit_code == 0, done.output
+        outs.append(pd.read_csv(out, dtype={"query": str})["score"].to_numpy())
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_allclose(outs[0], M.predict(folder, fresh), rtol=1e-6)
+    # A query whose rows continue in a second file would be scored on a partial candidate set: refused.
+    split = tmp_path / "split"
+    split.mkdir()
+    fresh.iloc[:9].to_csv(split / "a.csv", index=False)
+    fresh.iloc[9:].to_csv(split / "b.csv", index=False)  # row 9 belongs to the query of rows 6-11
+    refused = runner.invoke(app, ["predict", "--model", str(folder), "--data", str(split),
+                                  "--out", str(tmp_path / "split.csv")])  # fmt: skip
+    assert refused.exit_code == 2 and "continue from an earlier file" in refused.output
+    assert not (tmp_path / "split.csv").exists()  # nothing half-written
