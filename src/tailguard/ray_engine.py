@@ -732,6 +732,9 @@ def score(
         if col in batch.columns:
             raise ValueError(f"score column {col!r} is already a column of the batch")
         load_model(Path(folder))  # fail here, once, rather than in every actor
+        if (Path(folder) / "hybrid.json").exists():
+            # A hybrid's BM25 reads a query's rows as one candidate set; blocks split queries.
+            raise ModelError(f"{folder} is a hybrid model: score it with the pandas engine")
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     slots = gpus or max(1, int(resources.get("CPU", 1)))
