@@ -133,6 +133,7 @@ def retrain(
     n_bootstrap: Annotated[int, _form("n_bootstrap")] = 1000,
     allow_duplicate_batch: Annotated[bool, _form("allow_duplicate_batch")] = False,
     window_weeks: Annotated[int, _form("window_weeks")] = 4,
+    recipe: Annotated[str, _form("recipe")] = "",
 ) -> State:
     """Retrain the relevance model on one batch and promote it only if it does not hurt the long tail.
 

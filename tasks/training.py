@@ -39,13 +39,15 @@ def fine_tune(
     train_df, config: dict, out_dir: Path, checkpoint_dir: Path, store_uri: str, checkpoint_prefix: str
 ):
     """Train; log each epoch to Prefect and push every checkpoint to the store."""
-    from tailguard.model import TrainConfig, push_checkpoint, train
+    from tailguard.model import push_checkpoint
+    from tailguard.recipes import train_candidate
     from tailguard.store import open_store
 
     logger, store = get_run_logger(), open_store(store_uri)
-    result = train(
+    # The same trainer choice as in-process runs: plain, hybrid or seed ensemble (the recipe's keys).
+    result = train_candidate(
         train_df,
-        TrainConfig(**config),
+        config,
         out_dir,
         checkpoint_dir=checkpoint_dir,
         on_epoch=lambda row: logger.info("epoch %s", {k: v for k, v in row.items()}),

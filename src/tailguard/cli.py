@@ -1079,6 +1079,10 @@ def retrain(
     seed: int = typer.Option(0, "--seed", help="Seed for split, balancing and training."),
     n_bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples per difference."),
     as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
+    recipe: str = typer.Option(
+        "", "--recipe", help="A recipe of policies/recipes.yaml (baseline, graded, hybrid, ensemble3, ...): "
+        "fills the options left at their defaults.",
+    ),
 ) -> None:
     """Run one retrain: validate, rebalance, fine-tune, evaluate vs production, gate, promote or reject."""
     _offline()
@@ -1094,7 +1098,10 @@ def retrain(
         "train_options": _parse_options(train_option),
     }
     try:  # bad options fail here, before Prefect starts (~10 s) and before the batch is read
-        RetrainParams(data=data, balance=balance, base_model=base_model, seed=seed, **options)
+        RetrainParams(
+            data=data, balance=balance, base_model=base_model, seed=seed, recipe=recipe, epochs=epochs,
+            max_steps=max_steps, **options,
+        )  # fmt: skip
     except ValidationError as err:
         from tailguard.pipeline import params_error
 
@@ -1111,6 +1118,7 @@ def retrain(
         approval=approval,
         seed=seed,
         n_bootstrap=n_bootstrap,
+        recipe=recipe,
     )
     if outcome is None:
         raise typer.Exit(2)

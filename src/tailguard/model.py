@@ -1238,6 +1238,19 @@ class Scorer:
     ):
         if threads:
             torch.set_num_threads(threads)
+        # A folder with ensemble.json is a seed ensemble (tailguard.recipes.train_ensemble): its score is the
+        # mean of the members' probabilities, each member a cross-encoder folder under members/<n>.
+        from tailguard.recipes import ensemble_members
+
+        member_dirs = ensemble_members(Path(model_dir))
+        self.members = [
+            Scorer(d, batch_size, threads, sort_by_length, device, bf16, window_batches, plain)
+            for d in member_dirs or []
+        ]
+        self.pairs, self.seconds = 0, 0.0
+        if self.members:
+            self.hybrid = None
+            return
         self.model, self.tokenizer = load_model(Path(model_dir))
         # A folder with hybrid.json is a lexical-neural hybrid (tailguard.hybrid): its scores combine this
         # cross-encoder's with lexical features. plain=True scores the cross-encoder alone.
@@ -1268,10 +1281,15 @@ class Scorer:
         rows in one call (tailguard.hybrid).
         """
         _check_frame(df, "frame to score", need_label=False)
+        t0 = time.perf_counter()
+        if self.members:  # float64 mean of float32 probabilities, then back to float32
+            out = np.mean([m(df).astype(np.float64) for m in self.members], axis=0).astype(np.float32)
+            self.pairs += len(df)
+            self.seconds += time.perf_counter() - t0
+            return out
         queries = df["query"].astype(str).tolist()
         titles = df["item_title"].astype(str).tolist()
         out = np.empty(len(df), dtype=np.float32)
-        t0 = time.perf_counter()
         with torch.inference_mode():
             for start in range(0, len(df), self.window):
                 end = min(len(df), start + self.window)

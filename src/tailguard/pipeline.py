@@ -96,6 +96,27 @@ class RetrainParams(BaseModel):
         description="Train on the accepted batches of the last N weeks plus the new one (1: the new batch "
         "only); evaluation always uses queries of the new batch.",
     )
+    recipe: str = Field(
+        "",
+        max_length=100,
+        description="A named bundle of options from policies/recipes.yaml (baseline, graded, "
+        "graded_pairwise, hybrid, ensemble3, ...); it fills only the fields left at their defaults. Empty: "
+        "no recipe.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_recipe(cls, data: Any) -> Any:
+        """Fill the fields the run left at their defaults from its recipe (tailguard.recipes)."""
+        if not isinstance(data, dict) or not str(data.get("recipe") or "").strip():
+            return data
+        from tailguard.recipes import RecipeError, apply_recipe
+
+        defaults = {name: f.get_default(call_default_factory=True) for name, f in cls.model_fields.items()}
+        try:
+            return apply_recipe(data, defaults)
+        except RecipeError as err:
+            raise ValueError(f"recipe: {err}") from None
 
     @model_validator(mode="after")
     def _check_options(self) -> RetrainParams:
@@ -111,9 +132,10 @@ class RetrainParams(BaseModel):
             from pydantic import ValidationError
 
             from tailguard.model import TrainConfig
+            from tailguard.recipes import split_config
 
             try:
-                TrainConfig(**train_config(self, get_settings()))
+                TrainConfig(**split_config(train_config(self, get_settings()))[0])
             except ValidationError as err:
                 raise ValueError(f"invalid train_options: {params_error(err)}") from None
         return self
@@ -519,12 +541,16 @@ def train_config(params: RetrainParams, settings: Settings) -> dict:
 
 
 def train_in_process(balanced: pd.DataFrame, config: dict, ctx: RunContext, on_epoch=None) -> dict:
-    """Fine-tune the candidate here (embedded default); returns the TrainResult as a dict."""
-    from tailguard.model import TrainConfig, train
+    """Fine-tune the candidate here (embedded default); returns the TrainResult as a dict.
 
-    result = train(
+    config's `hybrid` / `ensemble_size` (from a recipe or train_options) pick the trainer: see
+    recipes.train_candidate (a hybrid folder holds hybrid.json, an ensemble members/ + ensemble.json).
+    """
+    from tailguard.recipes import train_candidate
+
+    result = train_candidate(
         balanced,
-        TrainConfig(**config),
+        config,
         ctx.work_dir / "candidate",
         checkpoint_dir=ctx.work_dir / "checkpoints",
         on_epoch=on_epoch,
