@@ -511,9 +511,6 @@ def _score_files(scorer, files: list[Path], out: Path, chunk_rows: int, excel_sa
                     typer.echo(f"error: {path}: {err}", err=True)
                     raise typer.Exit(2) from None
                 if out.suffix in (".parquet", ".pq"):
-                    import pyarrow as pa
-                    import pyarrow.parquet as pq
-
                     schema = schema or output_schema(list(chunk.columns), source_types(path))
                     if writer is not None and not schema.equals(writer.schema):
                         raise ContractError(
@@ -521,16 +518,27 @@ def _score_files(scorer, files: list[Path], out: Path, chunk_rows: int, excel_sa
                             f"columns {schema.names} differ from the first file's {writer.schema.names}",
                             hint="score files with the same columns together, or one at a time",
                         )  # fmt: skip
-                    writer = writer or pq.ParquetWriter(out, schema)
-                    writer.write_table(pa.Table.from_pandas(chunk, schema=schema, preserve_index=False))
-                else:
-                    written = excel_safe_cells(chunk) if excel_safe else chunk
-                    written.to_csv(out, mode="a", header=rows == 0, index=False, lineterminator=CSV_LINE_END)
+                writer = _write_scored(chunk, out, schema, writer, rows == 0, excel_safe)
                 rows += len(chunk)
     finally:
         if writer is not None:
             writer.close()
     return rows
+
+
+def _write_scored(frame, out: Path, schema, writer, first: bool, excel_safe: bool):
+    """Append one scored frame to out: Parquet with the contract's fixed schema (returns the open
+    writer), or exact CSV (optionally Excel-safe cells). Shared by the pandas and Ray predict paths."""
+    if out.suffix in (".parquet", ".pq"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        writer = writer or pq.ParquetWriter(out, schema)
+        writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
+        return writer
+    written = excel_safe_cells(frame) if excel_safe else frame
+    written.to_csv(out, mode="a", header=first, index=False, lineterminator=CSV_LINE_END)
+    return writer
 
 
 def _engine_predict(
@@ -556,21 +564,14 @@ def _engine_predict(
         scored = ray_engine.score(ray_engine.load(files), {"score": model_dir}, batch_size=batch_size)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.unlink(missing_ok=True)
-        writer, rows = None, 0
+        writer, rows, schema = None, 0, None
         try:
             for ref in scored.block_refs():  # one block on the driver at a time, in batch order
                 frame = ray_engine._get(ref).drop(columns=["row_id", "augmented"])
                 frame["score"] = frame["score"].astype("float32")
-                if out.suffix in (".parquet", ".pq"):
-                    import pyarrow as pa
-                    import pyarrow.parquet as pq
-
+                if schema is None and out.suffix in (".parquet", ".pq"):  # fixed once, from the contract
                     schema = output_schema(list(frame.columns), source_types(files[0]))
-                    writer = writer or pq.ParquetWriter(out, schema)
-                    writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
-                else:
-                    written = excel_safe_cells(frame) if excel_safe else frame
-                    written.to_csv(out, mode="a", header=rows == 0, index=False, lineterminator=CSV_LINE_END)
+                writer = _write_scored(frame, out, schema, writer, rows == 0, excel_safe)
                 rows += len(frame)
         finally:
             if writer is not None:

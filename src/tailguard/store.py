@@ -241,7 +241,8 @@ class LocalStore(ArtifactStore):
                     keys.append(key)
         return sorted(keys)
 
-    def put_file(self, key: str, path: Path) -> None:
+    def _put_file(self, key: str, path: Path, publish) -> None:
+        """Copy path to a temp name beside the key, then publish(tmp, target) makes it appear whole."""
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f"{_INTERNAL_PREFIX}tmp-{uuid.uuid4().hex}-{target.name}")
@@ -249,28 +250,20 @@ class LocalStore(ArtifactStore):
             with open(path, "rb") as src, open(tmp, "wb") as dst:
                 while chunk := src.read(_CHUNK):
                     dst.write(chunk)
-            os.replace(tmp, target)
-        except FileNotFoundError as exc:
-            raise StoreError(f"cannot upload {path} to {key!r}: {exc}", key=key) from exc
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def put_file_once(self, key: str, path: Path) -> None:
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{_INTERNAL_PREFIX}tmp-{uuid.uuid4().hex}-{target.name}")
-        try:
-            with open(path, "rb") as src, open(tmp, "wb") as dst:
-                while chunk := src.read(_CHUNK):
-                    dst.write(chunk)
-            # link() fails when the name exists, so the complete file appears once or not at all.
-            os.link(tmp, target)
+            publish(tmp, target)
         except FileExistsError:
             raise PreconditionFailed(f"{key!r} already exists in {self.uri} (write-once)", key=key) from None
         except FileNotFoundError as exc:
             raise StoreError(f"cannot upload {path} to {key!r}: {exc}", key=key) from exc
         finally:
             tmp.unlink(missing_ok=True)
+
+    def put_file(self, key: str, path: Path) -> None:
+        self._put_file(key, path, os.replace)
+
+    def put_file_once(self, key: str, path: Path) -> None:
+        # link() fails when the name exists, so the complete file appears once or not at all.
+        self._put_file(key, path, os.link)
 
     def get_file(self, key: str, path: Path) -> None:
         source = self._path(key)
