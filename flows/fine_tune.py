@@ -6,7 +6,8 @@ Everything it writes (model, checkpoints) lives under `runs/<run>/fine-tune/`: `
 `checkpoint_prefix` are deployment parameters anyone with API access can set, and pointed at
 `models/<name>/versions/<v>/` they used to overwrite (and, through checkpoint pruning, delete) files of an
 immutable version. Run it locally:
-`python -m flows.fine_tune --data-key runs/<id>/train.parquet --output-prefix runs/<id>/fine-tune/model`.
+`python -m tailguard_flows.fine_tune --data-key runs/<id>/train.parquet
+--output-prefix runs/<id>/fine-tune/model`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
-
-from tasks import training
+from tailguard_tasks import training
 
 # runs/<run>/fine-tune[/<part>...]: parts are plain names (no '', '.', '..'), so no key leaves the prefix.
 _PART = r"[A-Za-z0-9_][A-Za-z0-9._-]*"
@@ -68,7 +68,8 @@ def fine_tune(
 
 
 def main() -> None:
-    """Command line: `python -m flows.fine_tune --data-key KEY --output-prefix PREFIX [--config JSON]`."""
+    """Command line:
+    `python -m tailguard_flows.fine_tune --data-key KEY --output-prefix PREFIX [--config JSON]`."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-key", required=True, help="Store key of the training frame (parquet or csv).")
     parser.add_argument(

@@ -1,7 +1,7 @@
 """The retrain flow: validate, rebalance, fine-tune, evaluate against production, review, promote.
 
-Run it with `python -m flows.retrain --data PATH` or `tailguard retrain --data PATH`; schedule it with
-the `retrain-weekly` deployment in prefect.yaml.
+Run it with `python -m tailguard_flows.retrain --data PATH` or `tailguard retrain --data PATH`;
+schedule it with the `retrain-weekly` deployment in prefect.yaml.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from prefect.input import RunInput
 from prefect.states import Completed, Failed, State
 from pydantic import Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
+from tailguard_tasks import artifacts, candidate, evaluation, promotion, training
+from tailguard_tasks import data as data_tasks
 
 from tailguard import pipeline
 from tailguard.pipeline import RetrainParams, Timer
 from tailguard.registry import PromotionConflict
-from tasks import artifacts, candidate, evaluation, promotion, training
-from tasks import data as data_tasks
 
 # The tag a run carries while it waits for a reviewer (flows/retrain._ask_reviewer, `tailguard reviews`).
 AWAITING_REVIEW = "awaiting-review"
@@ -308,8 +308,8 @@ def _state_name(promoted: bool, review: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m flows.retrain --data PATH [...]` runs one retrain with embedded defaults."""
-    parser = argparse.ArgumentParser(prog="python -m flows.retrain", description=retrain.__doc__)
+    """`python -m tailguard_flows.retrain --data PATH [...]` runs one retrain with embedded defaults."""
+    parser = argparse.ArgumentParser(prog="python -m tailguard_flows.retrain", description=retrain.__doc__)
     parser.add_argument("--data", required=True, help="batch file, folder or s3:// URI")
     parser.add_argument("--columns", default="", help="column mapping, e.g. query=search_term,...")
     parser.add_argument("--balance", default="random_under")

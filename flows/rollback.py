@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
-
-from tasks.registry import current_production, rollback_production
+from tailguard_tasks.registry import current_production, rollback_production
 
 
 class RollbackRefused(ValueError):

@@ -71,8 +71,10 @@ def watch_incoming(incoming: str, store: str = "") -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m flows.watch --incoming PREFIX` runs one pass."""
-    parser = argparse.ArgumentParser(prog="python -m flows.watch", description=watch_incoming.__doc__)
+    """`python -m tailguard_flows.watch --incoming PREFIX` runs one pass."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tailguard_flows.watch", description=watch_incoming.__doc__
+    )
     parser.add_argument("--incoming", required=True, help="folder or s3:// prefix holding batch folders")
     parser.add_argument("--store", default="", help="where claims live (default TAILGUARD_STORE)")
     args = parser.parse_args(argv)

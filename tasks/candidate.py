@@ -5,9 +5,9 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.deployments import run_deployment
+from tailguard_tasks.retry import transient_io
 
 from tailguard import pipeline
-from tasks.retry import transient_io
 
 
 @task(cache_policy=NO_CACHE)
@@ -26,7 +26,7 @@ def stage_training_data(balanced, ctx) -> str:
 @task(cache_policy=NO_CACHE)
 def train_on_pool(data_key: str, config: dict, ctx) -> str:
     """Run the fine-tune deployment (gpu pool) and return the store prefix of the model it wrote."""
-    from flows.fine_tune import fine_tune_prefix
+    from tailguard_flows.fine_tune import fine_tune_prefix
 
     output_prefix = fine_tune_prefix(ctx.run_id)  # runs/<run>/fine-tune/model: never under models/
     flow_run = run_deployment(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from tailguard_tasks.retry import transient_io
 
 from tailguard import pipeline
-from tasks.retry import transient_io
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)

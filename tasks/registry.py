@@ -6,8 +6,7 @@ from uuid import UUID
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-
-from tasks.retry import transient_io
+from tailguard_tasks.retry import transient_io
 
 
 def _registry(store_uri: str = "", model_name: str = ""):
@@ -39,7 +38,7 @@ def rollback_production(
 
     A retry after the flip landed returns the landed pointer (same request_id) instead of rolling back
     again. Holds the model's promotion lock, like the retrain flow's promotion and the CLI."""
-    from tasks.locks import promotion_lock
+    from tailguard_tasks.locks import promotion_lock
 
     registry = _registry(store_uri, model_name)
     with promotion_lock(registry.model_name):

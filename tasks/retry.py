@@ -8,8 +8,9 @@ def transient_io(task, task_run, state) -> bool:
     try:
         state.result()
     except Exception as exc:  # noqa: BLE001 - we classify, not handle
+        from tailguard_tasks.locks import PromotionLockTimeout
+
         from tailguard.store import StoreError
-        from tasks.locks import PromotionLockTimeout
 
         if isinstance(
             exc, PromotionLockTimeout

@@ -754,7 +754,7 @@ def _promotion_lock(model_name: str):
 
     if not os.environ.get("PREFECT_API_URL"):
         return contextlib.nullcontext()
-    from tasks.locks import promotion_lock
+    from tailguard_tasks.locks import promotion_lock
 
     return promotion_lock(model_name)
 
@@ -975,7 +975,7 @@ def approve_cmd(
     from tailguard.runtime import configure_embedded
 
     configure_embedded()
-    from tasks.registry import resume_review
+    from tailguard_tasks.registry import resume_review
 
     try:
         resume_review(flow_run_id, approve=not reject, reviewer=reviewer, comment=comment, override=override)
@@ -997,7 +997,7 @@ def reviews_cmd(
     Reads the Prefect API (PREFECT_API_URL); the version and verdict are the tags the run set when it
     paused (flows/retrain._ask_reviewer). Answer one with `tailguard approve RUN_ID --reviewer NAME`.
     """
-    from tasks.operations import paused_reviews
+    from tailguard_tasks.operations import paused_reviews
 
     try:
         runs = paused_reviews(limit)
@@ -1023,7 +1023,7 @@ def automations_cmd(
     """
     from uuid import UUID
 
-    from tasks.operations import AutomationFileError, install_automations
+    from tailguard_tasks.operations import AutomationFileError, install_automations
 
     try:
         UUID(block_id)
@@ -1046,7 +1046,8 @@ def _run_retrain(**kwargs) -> dict | None:
     from tailguard.runtime import configure_embedded
 
     configure_embedded()
-    from flows.retrain import BatchRejected, retrain
+    from tailguard_flows.retrain import BatchRejected, retrain
+
     from tailguard.contract import ContractError
 
     try:

@@ -27,7 +27,7 @@ COMPARED = ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusive
 
 
 def _flow_schema() -> dict:
-    from flows.retrain import retrain
+    from tailguard_flows.retrain import retrain
 
     return parameter_schema(retrain).model_dump()
 
@@ -105,7 +105,7 @@ def test_bad_parameters_give_one_line_naming_each_field(params, names, rule):
 
 
 def test_flow_refuses_bad_options_before_reading_the_batch_in_one_line(tailguard_home, tmp_path):
-    from flows.retrain import InvalidParameters, retrain
+    from tailguard_flows.retrain import InvalidParameters, retrain
 
     with pytest.raises(InvalidParameters) as info:
         retrain(data=str(tmp_path / "never-read.csv"), balance_options={"ratio": 0, "cap_k": -1})
@@ -160,9 +160,9 @@ def test_approval_after_production_moved_ends_refused_and_tags_the_outcome(tailg
     v1 from the CLI. The reviewer approves run 2: the flip is refused, the run ends Failed named Refused."""
     from prefect import get_client
     from prefect.flow_runs import resume_flow_run
+    from tailguard_flows.retrain import PromotionRefused, retrain
     from typer.testing import CliRunner
 
-    from flows.retrain import PromotionRefused, retrain
     from tailguard.cli import app
 
     common = {"epochs": 1, "n_bootstrap": 0, "window_weeks": 1, "allow_duplicate_batch": True}
@@ -213,7 +213,7 @@ AUTOMATIONS = sorted((Path(__file__).parents[2] / "infra" / "automations").glob(
 
 @pytest.mark.parametrize("path", AUTOMATIONS, ids=lambda p: p.name)
 def test_automation_files_are_valid_prefect_automations_on_retrain_runs(path):
-    from tasks.operations import load_automation
+    from tailguard_tasks.operations import load_automation
 
     block = "3f2b8c1e-2f4a-4c55-9b43-0a1d2e3f4a5b"
     automation = load_automation(path, block)

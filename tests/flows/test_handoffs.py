@@ -54,7 +54,7 @@ def test_one_class_eval_split_stores_candidate_with_verdict_and_degraded_reports
     tailguard_home, tmp_path, seed
 ):
     """Item 7's example (seed 0) and a second draw: 1,200 rows, 12 positives, none in the eval split."""
-    from flows.retrain import BatchRejected, retrain
+    from tailguard_flows.retrain import BatchRejected, retrain
 
     path = one_class_eval_batch(tmp_path / "clicks.csv", seed=seed)
     eval_labels = split_by_query(pd.read_csv(path, dtype={"item_id": str}), 0.2, 0)[1]["label"]
@@ -80,7 +80,8 @@ def test_one_class_eval_split_stores_candidate_with_verdict_and_degraded_reports
 
 def test_late_failure_does_not_consume_the_batch(tailguard_home, tmp_path, monkeypatch):
     """A run that fails after validation (here: report rendering) records nothing; the rerun proceeds."""
-    from flows.retrain import retrain
+    from tailguard_flows.retrain import retrain
+
     from tailguard import pipeline
 
     path = one_class_eval_batch(tmp_path / "clicks.csv", seed=1)
@@ -101,7 +102,7 @@ def test_late_failure_does_not_consume_the_batch(tailguard_home, tmp_path, monke
 
 def test_rerun_of_batch_accepted_without_stored_version_proceeds_and_says_so(tailguard_home, tmp_path):
     """A store written before results were tracked: fingerprint.json exists, no version came of it."""
-    from flows.retrain import retrain
+    from tailguard_flows.retrain import retrain
 
     path = one_class_eval_batch(tmp_path / "clicks.csv", seed=2)
     store = _store(tailguard_home)
@@ -116,7 +117,7 @@ def test_rerun_of_batch_accepted_without_stored_version_proceeds_and_says_so(tai
 
 
 def test_model_card_renders_every_section_from_the_manifest_the_flow_wrote(tailguard_home, tmp_path):
-    from flows.retrain import retrain
+    from tailguard_flows.retrain import retrain
 
     path = one_class_eval_batch(tmp_path / "clicks.csv", positives=60, eval_positives=15, seed=3)
     out = retrain(data=str(path), epochs=1, n_bootstrap=0, approval="auto")
@@ -140,7 +141,8 @@ def test_model_card_renders_every_section_from_the_manifest_the_flow_wrote(tailg
 
 
 def test_cli_validate_and_flow_write_one_validation_json_for_the_same_refusal(tailguard_home, tmp_path):
-    from flows.retrain import BatchRejected, retrain
+    from tailguard_flows.retrain import BatchRejected, retrain
+
     from tailguard.cli import app
 
     path = tmp_path / "export.csv"
@@ -167,9 +169,9 @@ def _fake_model(tmp_path, tag):
 
 def test_cli_promote_and_rollback_take_the_flows_promotion_lock(tailguard_home, tmp_path, monkeypatch):
     from prefect.settings import PREFECT_API_URL
+    from tailguard_tasks.locks import promotion_lock
 
     from tailguard.cli import app
-    from tasks.locks import promotion_lock
 
     monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())  # a configured server (the harness)
     monkeypatch.setenv("TAILGUARD_PROMOTION_LOCK_TIMEOUT_S", "1")

@@ -17,7 +17,7 @@ from tailguard.store import open_store
 @pytest.fixture(scope="module")
 def flow_versions(tmp_path_factory):
     """Two retrain runs in one store; the first (scored with no production) is production for the second."""
-    from flows.retrain import retrain
+    from tailguard_flows.retrain import retrain
 
     weeks = generate_batches(DemoConfig(rows=1200, batches=2, seed=21), tmp_path_factory.mktemp("weeks"))
     home = tmp_path_factory.mktemp("tg-history")

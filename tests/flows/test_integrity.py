@@ -27,7 +27,7 @@ def small_batch(tmp_path_factory):
 
 
 def test_gate_overrides_with_approval_auto_never_promote_and_record_the_policy(tailguard_home, small_batch):
-    from flows.retrain import retrain
+    from tailguard_flows.retrain import retrain
 
     off = {"floors": {"roc_auc": 0.0, "roc_auc_per_query": 0.0}, "regression_dimensions": [],
            "max_share_drifted_columns": None}  # fmt: skip
@@ -55,7 +55,7 @@ def test_gate_overrides_with_approval_auto_never_promote_and_record_the_policy(t
 
 
 def test_default_policy_auto_promotion_names_the_state_and_records_the_source(tailguard_home, small_batch):
-    from flows.retrain import retrain
+    from tailguard_flows.retrain import retrain
 
     state = retrain(data=str(small_batch), epochs=2, n_bootstrap=0, return_state=True)
     outcome = state.result()
@@ -67,7 +67,7 @@ def test_default_policy_auto_promotion_names_the_state_and_records_the_source(ta
 
 
 def test_rollback_flow_needs_a_name_and_a_rerun_never_rolls_back_twice(tailguard_home, tmp_path):
-    from flows.rollback import RollbackRefused, rollback
+    from tailguard_flows.rollback import RollbackRefused, rollback
 
     registry = _registry(tailguard_home)
     versions = []
@@ -96,7 +96,7 @@ def test_rollback_flow_needs_a_name_and_a_rerun_never_rolls_back_twice(tailguard
 _HOLD_AND_DIE = textwrap.dedent(
     """
     import os, signal, sys
-    from tasks.locks import promotion_lock
+    from tailguard_tasks.locks import promotion_lock
     with promotion_lock(sys.argv[1], timeout_s=60):
         print("held", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)  # kill -9 inside the slot: nothing releases it
@@ -107,8 +107,7 @@ _HOLD_AND_DIE = textwrap.dedent(
 def test_slot_of_a_promotion_killed_with_sigkill_is_freed_for_the_next(tailguard_home, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
-
-    from tasks.locks import lock_name, promotion_lock, stale_reason
+    from tailguard_tasks.locks import lock_name, promotion_lock, stale_reason
 
     model = "wedged"
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": os.getcwd()}
@@ -128,8 +127,8 @@ def test_slot_of_a_promotion_killed_with_sigkill_is_freed_for_the_next(tailguard
 def test_a_live_holder_keeps_the_slot_until_the_timeout_which_is_not_retried(tailguard_home):
     import threading
 
-    from tasks.locks import PromotionLockTimeout, lock_name, promotion_lock, stale_reason
-    from tasks.retry import transient_io
+    from tailguard_tasks.locks import PromotionLockTimeout, lock_name, promotion_lock, stale_reason
+    from tailguard_tasks.retry import transient_io
 
     held, release = threading.Event(), threading.Event()
 
@@ -163,8 +162,7 @@ def test_a_live_holder_keeps_the_slot_until_the_timeout_which_is_not_retried(tai
 @pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
 def test_review_form_schema_the_server_checks_refuses_a_blank_reviewer(blank):
     from prefect.utilities.schema_tools import ValidationError, validate
-
-    from flows.retrain import Review
+    from tailguard_flows.retrain import Review
 
     # The schema Prefect stores with the pause and checks a resume against (REJECT on a mismatch).
     schema = Review.with_initial_data(description="Candidate v1 PASSES the gate.").model_json_schema()

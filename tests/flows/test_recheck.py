@@ -23,7 +23,7 @@ def two_weeks(tmp_path_factory):
 @pytest.fixture(scope="module")
 def flow_versions(two_weeks, tmp_path_factory):
     """Two retrain runs in one store: the second is scored against production (both score columns)."""
-    from flows.retrain import retrain
+    from tailguard_flows.retrain import retrain
 
     home = tmp_path_factory.mktemp("tg-recheck")
     mp = pytest.MonkeyPatch()

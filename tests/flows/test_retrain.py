@@ -47,7 +47,7 @@ def _registry(home) -> Registry:
 
 
 def test_retrain_twice_first_promotes_then_judges_candidate_vs_production(tailguard_home, export_batches):
-    from flows.retrain import retrain
+    from tailguard_flows.retrain import retrain
 
     first = retrain(data=str(export_batches[0]), columns=EXPORT_COLUMNS, epochs=6, n_bootstrap=200)
     registry = _registry(tailguard_home)
@@ -110,7 +110,7 @@ def test_retrain_twice_first_promotes_then_judges_candidate_vs_production(tailgu
 
 
 def test_refused_batch_is_quarantined_and_nothing_else_changes(tailguard_home, demo_batches, tmp_path):
-    from flows.retrain import BatchRejected, retrain
+    from tailguard_flows.retrain import BatchRejected, retrain
 
     retrain(data=str(demo_batches[0]), epochs=1, n_bootstrap=0)
     store = open_store(str(tailguard_home / "store"))
@@ -132,7 +132,7 @@ def test_refused_batch_is_quarantined_and_nothing_else_changes(tailguard_home, d
 
 def test_bad_balancing_option_fails_before_the_batch_is_read(tailguard_home, demo_batches):
     """A typo in an option must not accept (record) the batch: the rerun would be refused as a duplicate."""
-    from flows.retrain import retrain
+    from tailguard_flows.retrain import retrain
 
     with pytest.raises(ValueError, match="ratio=0") as info:
         retrain(data=str(demo_batches[0]), balance="random_under", balance_options={"ratio": 0}, epochs=1)

@@ -28,7 +28,7 @@ def _events(resource_id: str, want: int, timeout: float = 20.0) -> list:
 
 
 def test_watcher_emits_one_event_per_complete_batch(tmp_path):
-    from flows.watch import watch_incoming
+    from tailguard_flows.watch import watch_incoming
 
     incoming, store = tmp_path / "incoming", str(tmp_path / "store")
     drop = open_store(str(incoming))

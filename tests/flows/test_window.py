@@ -32,7 +32,7 @@ def _accept(store, path, days_ago: float, columns: str | None = None) -> dict:
 def test_three_weeks_are_trained_on_and_listed_and_eval_is_the_new_week_only(
     tailguard_home, four_weeks, tmp_path
 ):
-    from flows.retrain import retrain
+    from tailguard_flows.retrain import retrain
 
     store = open_store(str(tailguard_home / "store"))
     old = _accept(store, four_weeks[0], days_ago=28.2)  # outside a 3-week window

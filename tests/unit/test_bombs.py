@@ -389,14 +389,14 @@ def test_an_interrupted_version_upload_may_be_retried_with_the_same_files(tmp_pa
     ],
 )
 def test_fine_tune_refuses_prefixes_outside_its_own(prefix):
-    from flows.fine_tune import check_prefix
+    from tailguard_flows.fine_tune import check_prefix
 
     with pytest.raises(ValueError, match="not under runs/<run>/fine-tune/"):
         check_prefix("output_prefix", prefix)
 
 
 def test_the_fine_tune_flow_refuses_a_version_prefix_before_it_reads_or_writes(tmp_path, monkeypatch):
-    from flows.fine_tune import fine_tune
+    from tailguard_flows.fine_tune import fine_tune
 
     monkeypatch.setenv("TAILGUARD_HOME", str(tmp_path / "home"))
     target = "models/relevance/versions/20261130T000000Z-abc/model"
@@ -408,7 +408,7 @@ def test_the_fine_tune_flow_refuses_a_version_prefix_before_it_reads_or_writes(t
 
 
 def test_fine_tune_prefix_of_a_run():
-    from flows.fine_tune import check_prefix, fine_tune_prefix
+    from tailguard_flows.fine_tune import check_prefix, fine_tune_prefix
 
     assert fine_tune_prefix("20261130T101500Z") == "runs/20261130T101500Z/fine-tune/model"
     assert check_prefix("checkpoint_prefix", "runs/r1/fine-tune/model-checkpoints") == (

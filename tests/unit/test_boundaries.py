@@ -68,3 +68,21 @@ def test_prefect_yaml_retrain_parameters_are_valid_retrain_params():
         assert params.approval == deployment["parameters"]["approval"]
     weekly = RetrainParams(**next(d for d in retrains if d["name"] == "retrain-weekly")["parameters"])
     assert weekly.train_options == {"early_stopping_patience": 2} and weekly.epochs == 8
+
+
+def test_every_package_folder_is_installed():
+    """pyproject lists packages by hand (flows/ and tasks/ install under other names): a new subpackage of
+    src/tailguard that is not listed would be missing from a wheel and from the worker image."""
+    import tomllib
+
+    config = tomllib.loads((SRC.parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {
+        "tailguard" + "".join(f".{part}" for part in init.parent.relative_to(SRC).parts)
+        for init in SRC.rglob("__init__.py")
+    }
+    assert folders - set(config["packages"]) == set()
+    assert config["package-dir"] == {
+        "tailguard": "src/tailguard",
+        "tailguard_flows": "flows",
+        "tailguard_tasks": "tasks",
+    }
