@@ -15,6 +15,7 @@ import resource
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,50 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from tailguard.metrics import EvalConfig, assign_slices, evaluate, reference_loop  # noqa: E402
+from tailguard.metrics import EvalConfig, assign_slices, evaluate  # noqa: E402
+
+
+def reference_loop(
+    eval_df: pd.DataFrame,
+    slices: pd.DataFrame,
+    scores: dict[str, np.ndarray],
+    n_bootstrap: int,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """A straightforward per-slice scikit-learn bootstrap loop (the benchmark's baseline; slow on purpose)."""
+    from sklearn.metrics import average_precision_score, f1_score, log_loss, roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    q, names = pd.factorize(eval_df["query"].astype(str))
+    rows_of = pd.Series(np.arange(len(q))).groupby(q).indices
+    y = eval_df["label"].to_numpy()
+    out: dict[str, list] = {}
+    for i in range(n_bootstrap):
+        pick = rng.integers(0, len(names), size=len(names))
+        idx = np.concatenate([rows_of[j] for j in pick])
+        for dim in ("popularity", "query_frequency"):
+            sl = slices[dim].astype(str).to_numpy()[idx]
+            for value in np.unique(sl):
+                m = sl == value
+                yy = y[idx][m]
+                if yy.min() == yy.max():
+                    continue
+                diff = []
+                for model in ("candidate", "production"):
+                    s = scores[model][idx][m]
+                    diff.append(
+                        (
+                            roc_auc_score(yy, s),
+                            average_precision_score(yy, s),
+                            log_loss(yy, s, labels=[0, 1]),
+                            f1_score(yy, s >= 0.5),
+                        )
+                    )
+                out.setdefault(f"{dim}:{value}", []).append(np.subtract(*diff))
+        if progress:
+            progress(i)
+    return {k: np.asarray(v) for k, v in out.items()}
 
 
 def generate(rows: int, queries: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
@@ -84,10 +128,8 @@ def main() -> None:
     result = evaluate(ev, train, scores, config, slices=slices)
     t_full, c_full = time.perf_counter() - t, time.process_time() - c
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    n_slices = len(result["slices"])
-    n_intervals = sum(
-        1 for s in result["comparison"]["slices"].values() for d in s.values() if d.get("ci_low") is not None
-    )
+    n_slices = len(result.slice_names())
+    n_intervals = sum(1 for s in result.comparison_slices().values() for d in s.values() if d.has_interval)
 
     rows = [
         ("assign_slices", t_slices, c_slices, ""),
@@ -127,8 +169,8 @@ def main() -> None:
         else:
             print(f"{name:<48} {'':>9} {'':>9}  {note}")
     print(f"\npeak RSS after evaluate: {rss1 / 1024:,.0f} MiB (before it: {rss0 / 1024:,.0f} MiB)")
-    cmp = result["comparison"]["slices"]["overall"]["roc_auc"]
-    print(f"overall roc_auc difference {cmp['value']:+.4f} [{cmp['ci_low']:+.4f}, {cmp['ci_high']:+.4f}]")
+    cmp = result.diff("overall", "roc_auc")
+    print(f"overall roc_auc difference {cmp.value:+.4f} [{cmp.ci_low:+.4f}, {cmp.ci_high:+.4f}]")
 
 
 if __name__ == "__main__":

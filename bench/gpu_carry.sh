@@ -12,7 +12,7 @@ OUT=.devcarry
 grep -qx '/.devcarry/' .git/info/exclude 2>/dev/null || { mkdir -p .git/info; echo '/.devcarry/' >>.git/info/exclude; }
 rm -rf "$OUT" && mkdir -p "$OUT/whl" "$OUT/minilm16"
 
-# What tailguard imports that the device image does not have (its list: the device KINDS.md), at the
+# What tailguard imports that the device image does not have (the device image's package list), at the
 # versions of this venv.
 for name in pydantic pydantic_core pydantic-settings annotated-types typing-inspection typing_extensions \
     python-dotenv; do

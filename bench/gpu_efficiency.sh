@@ -10,7 +10,7 @@
 #
 # The device has no network: tailguard's pure-Python needs (pydantic and friends, at this venv's versions)
 # travel as wheels in .effcarry/whl (~2.5 MB) and install into /tmp/site. torch, transformers, accelerate,
-# pandas, numpy, safetensors, tokenizers and tqdm are in the device image (KINDS.md). Models are random-init
+# pandas, numpy, safetensors, tokenizers and tqdm are in the device image. Models are random-init
 # BERTs of the benchmarked shapes built on the device: no weights travel.
 set -uo pipefail
 cd "$(dirname "$0")/.."

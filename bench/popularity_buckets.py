@@ -77,8 +77,8 @@ def main() -> None:
     for c in decision.checks:
         if c.name.startswith(("protected:popularity:tail", "regression:popularity:tail:roc_auc")):
             print(f"  {c.verdict.upper():<7} {c.name:<40} {c.reason}")
-    head = res["comparison"]["slices"]["popularity:head"]["roc_auc"]
-    print(f"  popularity:head roc_auc difference {head['value']:+.4f}")
+    head = res.diff("popularity:head", "roc_auc")
+    print(f"  popularity:head roc_auc difference {head.value:+.4f}")
     print(f"gate: {'PROMOTE' if decision.promote else 'REFUSE'} ({len(decision.failed())} failed checks)")
 
 

@@ -52,7 +52,7 @@ def _pandas_per_query(df) -> int:
     import numpy as np
     import pandas as pd
 
-    from tailguard import metrics as m
+    from tailguard.metrics import kernels as m
 
     q, names = pd.factorize(df["query"].astype(str), sort=True)
     y = df["label"].to_numpy(np.float64)

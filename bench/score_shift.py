@@ -10,7 +10,6 @@ A pooled loss that the query-level AUC repeats is a between-query (calibration) 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -20,18 +19,14 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tail_quality import DEFAULT_DATA, REPO, fold_of, per_query_auc, subsample_queries  # noqa: E402
+from tail_quality import cached_runs_parser  # noqa: E402
+
+from tailguard.data import query_folds, subsample_queries  # noqa: E402
+from tailguard.metrics import per_query_auc  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--work", default=str(REPO / ".tailguard" / "tail_quality"))
-    parser.add_argument("--folds", default="0,1")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--n-folds", type=int, default=5)
+    parser = cached_runs_parser(__doc__)
     parser.add_argument("--eval-rows", type=int, default=0, help="as the cached runs were made (0 = all)")
     args = parser.parse_args()
     from sklearn.metrics import roc_auc_score
@@ -39,7 +34,7 @@ def main() -> int:
     from tailguard.data import load_batch
 
     df = load_batch(args.data)
-    fold = fold_of(df["query"], args.n_folds)
+    fold = query_folds(df["query"], args.n_folds)
     rows = []
     for f in (int(x) for x in args.folds.split(",")):
         eval_df = subsample_queries(df[fold == f], args.eval_rows, seed=100 + f)

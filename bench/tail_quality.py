@@ -1,11 +1,11 @@
 """What actually lifts the long tail? Rebalancing strategies vs none on real search data (MiniLM-L6).
 
 Reads the Home Depot relevance file through tailguard's own loader and column mapping, splits by a
-stable hash of the query into folds, fine-tunes the pretrained `minilm-l6` cross-encoder per
-(strategy, seed, fold) with early stopping on a validation split of training queries, and compares
-each strategy with `none` trained on the same fold and seed: per-query ROC AUC (primary) and pooled
-ROC AUC, overall and on the query-tail and unseen-term slices, with paired bootstrap 95% intervals
-over queries.
+stable hash of the query into folds (tailguard.data.query_folds), fine-tunes the pretrained `minilm-l6`
+cross-encoder per (strategy, seed, fold) with early stopping on a validation split of training queries,
+and compares each strategy with `none` trained on the same fold and seed: per-query ROC AUC (primary)
+and pooled ROC AUC, overall and on the query-tail and unseen-term slices, with paired bootstrap 95%
+intervals over queries.
 
 CPU (2 cores, ~90 min):
     python bench/tail_quality.py --strategies none,random_under,augment --seeds 0,1,2 --folds 0
@@ -14,6 +14,9 @@ GPU (full grid; N training processes share the one GPU):
         --train-rows 0 --eval-rows 0 --workers 8
 Re-render the page from the run cache without training anything (same run-defining options):
     python bench/tail_quality.py ... --budget-minutes 0
+
+Each strategy is the recipe of that name in policies/recipes.yaml, trained as the retrain flow trains:
+the compact rebalance, the flow's TrainConfig and its trainer (see run_one).
 
 Finished runs are cached per fold in --work/fold{F}-runs.json, each with the options that define it; a
 cached run whose options differ from this call's is not reused. A run is started only while the time
@@ -33,36 +36,32 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from tailguard.data import query_folds, subsample_queries  # noqa: E402
+from tailguard.recipes import load_recipes  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "homedepot" / "dev.csv.gz"
 
-# name -> (balance spec, balance options, train options)
-STRATEGIES: dict[str, tuple[str, dict, dict]] = {
-    "none": ("none", {}, {}),
-    "random_under": ("random_under", {"ratio": 1.0}, {}),
-    "class_balanced": ("class_balanced", {"beta": 0.9999}, {"loss": "weighted_bce"}),
-    "focal": ("none", {}, {"loss": "focal", "loss_params": {"gamma": 2.0}}),
-    "logit_adjust": ("none", {}, {"loss": "logit_adjust", "loss_params": {"tau": 1.0}}),
-    "query_reweight": (
-        "popularity_reweight",
-        {"reweight_key": "query", "alpha": 0.5},
-        {"loss": "weighted_bce"},
-    ),
-    "augment": ("augment", {"aug_copies": 4}, {}),
-    "random_under+augment": ("augment,random_under", {"ratio": 1.0, "aug_copies": 4}, {}),
-}
-# Asked for by name only (`--strategies all,augment_rows`), so "all" keeps meaning the grid already cached.
-EXTRA_STRATEGIES: dict[str, tuple[str, dict, dict]] = {
-    # Copies of every tail-query row, negatives too: each query keeps its positive rate (positives-only
-    # copies shifted scores between queries: bench/score_shift.py).
-    "augment_rows": ("augment", {"aug_copies": 4, "aug_rows": "tail_query_rows"}, {}),
-}
+# The strategies compared, each a recipe of policies/recipes.yaml (tailguard.recipes) of the same name:
+# its balancing and loss options; epochs, batch size, learning rate and base come from this script's options.
+STRATEGIES: tuple[str, ...] = (
+    "none",
+    "random_under",
+    "class_balanced",
+    "focal",
+    "logit_adjust",
+    "query_reweight",
+    "augment",
+    "random_under+augment",
+)
+# Every other recipe is asked for by name only (`--strategies all,augment_rows`, `none,graded,distilled3`),
+# so "all" keeps meaning the grid already cached.
+EXTRA_STRATEGIES: tuple[str, ...] = tuple(sorted(set(load_recipes()) - set(STRATEGIES)))
 NOTES_MARKER = "<!-- notes: kept across re-runs -->"
 SLICES = {
     "overall": "overall",
@@ -71,48 +70,53 @@ SLICES = {
 }
 
 
-def fold_of(queries: pd.Series, n_folds: int) -> np.ndarray:
-    """Fold of each row by a stable hash of its query (rotating the eval fold keeps queries disjoint)."""
-    from tailguard.data import stable_hash
+def run_params(name: str, seed: int, args):
+    """The retrain parameters of one (strategy, seed) run: recipe `name` plus this script's options.
 
-    return (stable_hash(queries.astype(str), salt="fold:") % np.uint64(n_folds)).astype(int)
+    The recipe fills balance, balance_options and its train_options (tailguard.recipes.apply_recipe),
+    exactly as `tailguard retrain --recipe NAME` does.
+    """
+    from tailguard.pipeline import RetrainParams
 
-
-def subsample_queries(df: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
-    """Keep whole queries, in a seeded random order, until max_rows rows (0 keeps everything)."""
-    if not max_rows or len(df) <= max_rows:
-        return df.reset_index(drop=True)
-    queries = df["query"].drop_duplicates().sample(frac=1.0, random_state=seed)
-    sizes = df.groupby("query").size().reindex(queries)
-    keep = set(sizes.index[np.cumsum(sizes.to_numpy()) <= max_rows])
-    return df[df["query"].isin(keep)].reset_index(drop=True)
+    return RetrainParams(
+        data=str(args.data),
+        columns=args.columns,
+        recipe=name,
+        base_model=args.base,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        seed=seed,
+        train_options={
+            "max_length": args.max_length,
+            "threads": args.threads,
+            "device": args.device,
+            "early_stopping_patience": args.patience,
+            "valid_fraction": 0.1,
+            "progress": False,
+            "tensorboard": False,
+        },
+    )
 
 
 def run_one(name: str, train: pd.DataFrame, eval_df: pd.DataFrame, seed: int, args, work: Path) -> dict:
-    """Balance, fine-tune and score one (strategy, seed); returns scores and training facts."""
-    from tailguard.balance import BalanceConfig, rebalance
-    from tailguard.model import TrainConfig, predict
-    from tailguard.model import train as fit
+    """Balance, fine-tune and score one (strategy, seed) through the retrain flow's own stages.
 
-    spec, balance_options, train_options = (STRATEGIES | EXTRA_STRATEGIES)[name]
-    balanced, report = rebalance(train, BalanceConfig.from_spec(spec, seed=seed, **balance_options))
-    config = TrainConfig(
-        base=args.base,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        seed=seed,
-        threads=args.threads,
-        device=args.device,
-        early_stopping_patience=args.patience,
-        valid_fraction=0.1,
-        progress=False,
-        tensorboard=False,
-        lr=args.lr,
-        **train_options,
-    )
+    The compact rebalance the flow trains on (pipeline.rebalance: distinct rows + `repeats`), the flow's
+    TrainConfig (pipeline.train_config) and its trainer choice (recipes.train_candidate); returns the eval
+    scores and training facts.
+    """
+    from tailguard.balance import BalanceConfig, rebalance
+    from tailguard.model import predict
+    from tailguard.pipeline import train_config
+    from tailguard.recipes import train_candidate
+    from tailguard.settings import get_settings
+
+    params = run_params(name, seed, args)
+    balance = BalanceConfig.from_spec(params.balance, seed=params.seed, **params.balance_options)
+    balanced, report = rebalance(train, balance, compact=True)
     t0 = time.perf_counter()
-    result = fit(balanced, config, work / f"{name}-s{seed}")
+    result = train_candidate(balanced, train_config(params, get_settings()), work / f"{name}-s{seed}")
     scores = predict(result.model_dir, eval_df, batch_size=256)
     return {
         "device": device_name(args.device),
@@ -120,7 +124,7 @@ def run_one(name: str, train: pd.DataFrame, eval_df: pd.DataFrame, seed: int, ar
         "steps": result.steps,
         "best_valid_auc": result.best_valid_auc,
         "epochs_run": len(result.history),
-        "train_rows": len(balanced),
+        "train_rows": int(balanced["repeats"].sum()),  # counted rows, as the written-out frame's length
         "augmented_rows": int(report.get("augmented_rows", 0) or 0),
         "seconds": round(time.perf_counter() - t0, 1),
         "samples_per_s": round(result.samples_per_s, 1),
@@ -167,32 +171,23 @@ def _job(name: str, train: pd.DataFrame, eval_df: pd.DataFrame, seed: int, args,
 
 
 def mean_ci(d: np.ndarray, n_boot: int, rng: np.random.Generator) -> list[float]:
-    """95% bootstrap interval of the mean of d (resampling its entries: queries)."""
-    boots = d[rng.integers(0, d.size, size=(n_boot or 1000, d.size))].mean(axis=1)
-    return [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
+    """95% bootstrap interval of the mean of d (resampling its entries: queries); 0 resamples means 1000."""
+    from tailguard.metrics import bootstrap_mean_interval
+
+    return list(bootstrap_mean_interval(d, n_boot or 1000, rng))
 
 
 def seed_mean(per_seed: dict, model: str, slice_name: str, metric: str) -> float:
-    """A model's metric on a slice, averaged over seeds (NaN where undefined)."""
-    values = [e["metrics"][model].get(slice_name, {}).get(metric, {}).get("value") for e in per_seed.values()]
+    """A model's metric on a slice, averaged over seeds' Evaluations (NaN where undefined)."""
+    values = [e.value(model, slice_name, metric) for e in per_seed.values()]
     return float(np.mean([np.nan if v is None else v for v in values]))
-
-
-def per_query_auc(eval_df: pd.DataFrame, scores: np.ndarray, mask: np.ndarray) -> pd.Series:
-    """Per-query ROC AUC on the rows in mask, indexed by query (NaN where a query lacks a class)."""
-    from tailguard.metrics import grouped_auc
-
-    sub = eval_df[mask]
-    q, names = pd.factorize(sub["query"])
-    auc = grouped_auc(q, scores[mask], sub["label"].to_numpy(dtype=float), len(names))
-    return pd.Series(auc, index=names)
 
 
 def compare(
     eval_df: pd.DataFrame, train: pd.DataFrame, runs: dict, strategy: str, seeds: list[int], n_boot: int
 ) -> dict:
     """Strategy − none per slice: per-seed paired bootstrap intervals, and the seed-averaged difference."""
-    from tailguard.metrics import EvalConfig, assign_slices, evaluate
+    from tailguard.metrics import EvalConfig, Interval, SliceInfo, assign_slices, evaluate, per_query_auc
 
     config = EvalConfig(n_bootstrap=n_boot, seed=0, min_positives=30)
     slices = assign_slices(eval_df, train, config)
@@ -204,20 +199,20 @@ def compare(
         per_seed[seed] = ev
     rng = np.random.default_rng(0)
     for label, slice_name in SLICES.items():
-        info = per_seed[seeds[0]]["slices"].get(slice_name, {})
-        row = {"rows": info.get("rows"), "queries": info.get("queries"), "positives": info.get("positives")}
+        info = per_seed[seeds[0]].slice_info(slice_name) or SliceInfo()
+        row = {"rows": info.rows, "queries": info.queries, "positives": info.positives}
         for metric in ("roc_auc_per_query", "roc_auc"):
-            diffs = [per_seed[s]["comparison"]["slices"].get(slice_name, {}).get(metric, {}) for s in seeds]
-            values = [d.get("value") for d in diffs if d.get("value") is not None]
+            diffs = [per_seed[s].diff(slice_name, metric) or Interval() for s in seeds]
+            values = [d.value for d in diffs if d.value is not None]
             row[metric] = {
                 "mean_diff": float(np.mean(values)) if values else None,
                 "seed_sd": float(np.std(values, ddof=1)) if len(values) > 1 else None,
                 "per_seed": [
                     {
                         "seed": s,
-                        "diff": d.get("value"),
-                        "ci_low": d.get("ci_low"),
-                        "ci_high": d.get("ci_high"),
+                        "diff": d.value,
+                        "ci_low": d.ci_low,
+                        "ci_high": d.ci_high,
                     }
                     for s, d in zip(seeds, diffs, strict=True)
                 ],
@@ -269,7 +264,7 @@ def summarize(results: dict, diffs: dict, n_boot: int) -> dict:
     rng = np.random.default_rng(1)
     out: dict = {}
     strategies = {st for per_fold in results["comparisons"].values() for st in per_fold}
-    for st in [s for s in STRATEGIES | EXTRA_STRATEGIES if s in strategies]:
+    for st in [s for s in STRATEGIES + EXTRA_STRATEGIES if s in strategies]:
         folds = [f for f, per_fold in results["comparisons"].items() if st in per_fold]
         row: dict = {"folds": folds}
         for label in ("query tail", "overall"):
@@ -314,7 +309,19 @@ def grid_status(results: dict, strategies: list[str], seeds: list[int], folds: l
 
 def render(results: dict, args, command: str) -> str:
     """The markdown results page (table + headline) written to docs/RESULTS.md."""
-    lines = [
+    lines = render_header(results, args, command)
+    if results["summary"]:
+        lines += render_summary(results)
+    for fold, per_fold in results["comparisons"].items():
+        lines += render_fold(fold, per_fold, results["complete_seeds"][fold])
+    lines += render_runs(results["runs"])
+    lines += ["", results["headline"], ""]
+    return "\n".join(lines)
+
+
+def render_header(results: dict, args, command: str) -> list[str]:
+    """The page's title, what was measured, how to reproduce it and how to read the tables."""
+    return [
         "# Results: what lifts the long tail on real search data",
         "",
         f"Measured {results['date']} on {results['machine']}; base `{args.base_label or args.base}`; "
@@ -346,50 +353,60 @@ def render(results: dict, args, command: str) -> str:
         "positives; per-query AUC only the ranking within a query.",
         "",
     ]
-    if results["summary"]:
-        lines += [
-            f"## All compared folds ({', '.join(str(f) for f in results['comparisons'])})",
-            "",
-            "Per-query AUC lift over the queries of every compared fold (seed-averaged per query), with a "
-            "bootstrap 95% interval over those queries; pooled lift averaged over folds. Target: tail "
-            "per-query lift ≥ +2.0, tail lift ≥ overall per-query lift + 1.0, overall pooled lift ≥ −0.5, "
-            "and the tail interval above zero.",
-            "",
-            "| strategy | folds | tail queries | tail per-query lift | 95% CI | overall per-query lift | "
-            "95% CI | overall pooled lift | target met |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for st, row in results["summary"].items():
-            tail, overall = row["query tail"], row["overall"]
-            ci = lambda c: f"[{fmt_pts(c[0])}, {fmt_pts(c[1])}]" if c else "n/a"  # noqa: E731
+
+
+def render_summary(results: dict) -> list[str]:
+    """The table over every compared fold: tail and overall per-query lift, pooled lift, target met."""
+    lines = [
+        f"## All compared folds ({', '.join(str(f) for f in results['comparisons'])})",
+        "",
+        "Per-query AUC lift over the queries of every compared fold (seed-averaged per query), with a "
+        "bootstrap 95% interval over those queries; pooled lift averaged over folds. Target: tail "
+        "per-query lift ≥ +2.0, tail lift ≥ overall per-query lift + 1.0, overall pooled lift ≥ −0.5, "
+        "and the tail interval above zero.",
+        "",
+        "| strategy | folds | tail queries | tail per-query lift | 95% CI | overall per-query lift | "
+        "95% CI | overall pooled lift | target met |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for st, row in results["summary"].items():
+        tail, overall = row["query tail"], row["overall"]
+        ci = lambda c: f"[{fmt_pts(c[0])}, {fmt_pts(c[1])}]" if c else "n/a"  # noqa: E731
+        lines.append(
+            f"| {st} | {len(row['folds'])} | {tail['queries']} | {fmt_pts(tail['per_query'])} | "
+            f"{ci(tail['ci'])} | {fmt_pts(overall['per_query'])} | {ci(overall['ci'])} | "
+            f"{fmt_pts(row['overall_pooled'])} | {'yes' if row['target_met'] else 'no'} |"
+        )
+    return [*lines, ""]
+
+
+def render_fold(fold: int, per_fold: dict, seeds: list[int]) -> list[str]:
+    """One fold's table: every strategy and slice, none -> strategy, seed mean, sd and interval."""
+    lines = [
+        f"## Fold {fold} (seeds {seeds})",
+        "",
+        "| strategy | slice | rows | pos | per-query AUC (none → strategy) | diff mean | sd | 95% CI | "
+        "pooled AUC (none → strategy) | pooled diff | sd |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for strategy, rows in per_fold.items():
+        for label, row in rows.items():
+            pq, pooled = row["roc_auc_per_query"], row["roc_auc"]
+            ci = pq.get("seed_mean_ci")
+            ci_txt = f"[{fmt_pts(ci[0])}, {fmt_pts(ci[1])}]" if ci else "n/a"
             lines.append(
-                f"| {st} | {len(row['folds'])} | {tail['queries']} | {fmt_pts(tail['per_query'])} | "
-                f"{ci(tail['ci'])} | {fmt_pts(overall['per_query'])} | {ci(overall['ci'])} | "
-                f"{fmt_pts(row['overall_pooled'])} | {'yes' if row['target_met'] else 'no'} |"
+                f"| {strategy} | {label} | {row['rows']} | {row['positives']} | {pq['none']:.3f} → "
+                f"{pq['candidate']:.3f} | {fmt_pts(pq['mean_diff'])} | {fmt_sd(pq['seed_sd'])} | "
+                f"{ci_txt} | "
+                f"{pooled['none']:.3f} → {pooled['candidate']:.3f} | {fmt_pts(pooled['mean_diff'])} | "
+                f"{fmt_sd(pooled['seed_sd'])} |"
             )
-        lines.append("")
-    for fold, per_fold in results["comparisons"].items():
-        lines += [
-            f"## Fold {fold} (seeds {results['complete_seeds'][fold]})",
-            "",
-            "| strategy | slice | rows | pos | per-query AUC (none → strategy) | diff mean | sd | 95% CI | "
-            "pooled AUC (none → strategy) | pooled diff | sd |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for strategy, rows in per_fold.items():
-            for label, row in rows.items():
-                pq, pooled = row["roc_auc_per_query"], row["roc_auc"]
-                ci = pq.get("seed_mean_ci")
-                ci_txt = f"[{fmt_pts(ci[0])}, {fmt_pts(ci[1])}]" if ci else "n/a"
-                lines.append(
-                    f"| {strategy} | {label} | {row['rows']} | {row['positives']} | {pq['none']:.3f} → "
-                    f"{pq['candidate']:.3f} | {fmt_pts(pq['mean_diff'])} | {fmt_sd(pq['seed_sd'])} | "
-                    f"{ci_txt} | "
-                    f"{pooled['none']:.3f} → {pooled['candidate']:.3f} | {fmt_pts(pooled['mean_diff'])} | "
-                    f"{fmt_sd(pooled['seed_sd'])} |"
-                )
-        lines.append("")
-    lines += [
+    return [*lines, ""]
+
+
+def render_runs(runs: list[dict]) -> list[str]:
+    """The table of training runs: rows, epochs, steps, validation AUC, times and throughput."""
+    lines = [
         "## Training runs",
         "",
         "`s` is the run's own time (train + score); `wall s` its time in a worker sharing the device with "
@@ -399,15 +416,14 @@ def render(results: dict, args, command: str) -> str:
         "| wall s | samples/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in results["runs"]:
+    for r in runs:
         lines.append(
             f"| {r['fold']} | {r['strategy']} | {r['seed']} | {r['train_rows']} | {r['augmented_rows']} | "
             f"{r['epochs_run']} | {r['steps']} | {r['best_valid_auc'] or float('nan'):.3f} | "
             f"{r['seconds']} | {r.get('wall_seconds', 'n/a')} | "
             f"{r['samples_per_s']} |"
         )
-    lines += ["", results["headline"], ""]
-    return "\n".join(lines)
+    return lines
 
 
 def headline(results: dict) -> str:
@@ -505,7 +521,20 @@ def train_grid(jobs: list, frames: dict, done: dict, args, work: Path, deadline:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def cached_runs_parser(description: str) -> argparse.ArgumentParser:
+    """Options shared by the scripts that read this study's run cache (score_shift.py, tail_round2.py)."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--work", default=str(REPO / ".tailguard" / "tail_quality"))
+    parser.add_argument("--folds", default="0,1")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--n-folds", type=int, default=5)
+    return parser
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -557,31 +586,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--work", default=str(REPO / ".tailguard" / "tail_quality"))
     parser.add_argument("--out", default=str(REPO / "docs" / "RESULTS.md"))
-    args = parser.parse_args(argv)
-    started = time.monotonic()
+    return parser
 
-    data = Path(args.data)
-    if not data.exists():
-        print(
-            f"{data}: real data not found (see ../shared/data/README.md); nothing measured", file=sys.stderr
-        )
-        return 2
-    from tailguard.contract import parse_columns
-    from tailguard.data import load_batch
 
-    strategies = [s for name in args.strategies.split(",") for s in (STRATEGIES if name == "all" else [name])]
-    unknown = [s for s in strategies if s not in STRATEGIES | EXTRA_STRATEGIES]
-    if unknown:
-        parser.error(f"unknown strategies {unknown}; known: {', '.join(STRATEGIES | EXTRA_STRATEGIES)}")
-    if "none" not in strategies:
-        strategies.insert(0, "none")
-    seeds = [int(s) for s in args.seeds.split(",")]
-    folds = [int(f) for f in args.folds.split(",")]
-    df = load_batch(str(data), parse_columns(args.columns) if args.columns else None)
-    fold = fold_of(df["query"], args.n_folds)
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + 60 * args.budget_minutes
+def fold_jobs(
+    df: pd.DataFrame, args, strategies: list[str], seeds: list[int], folds: list[int], work: Path
+) -> tuple[dict, dict, list]:
+    """(fold -> (train, eval) frames, fold -> cached runs still valid, the (fold, seed, strategy) to run)."""
+    fold = query_folds(df["query"], args.n_folds)
     signature = run_signature(args)
     frames, done, jobs = {}, {}, []
     for f in folds:
@@ -597,8 +609,13 @@ def main(argv: list[str] | None = None) -> int:
                 del done[f][key]
         # seeds outer: a budget cut still leaves complete seeds for every strategy
         jobs += [(f, s, st) for s in seeds for st in strategies if f"{st}|{s}" not in done[f]]
-    if jobs and args.budget_minutes > 0:
-        train_grid(jobs, frames, done, args, work, deadline)
+    return frames, done, jobs
+
+
+def collect(
+    frames: dict, done: dict, strategies: list[str], seeds: list[int], folds: list[int], args
+) -> dict:
+    """The results of every finished run: runs table, per-fold comparisons with none, summary, headline."""
     results = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "folds": folds,
@@ -617,14 +634,8 @@ def main(argv: list[str] | None = None) -> int:
                 if run is None:
                     continue
                 runs[(strategy, seed)] = run
-                results["runs"].append(
-                    {
-                        "fold": f,
-                        "strategy": strategy,
-                        "seed": seed,
-                        **{k: v for k, v in run.items() if k not in ("scores", "config")},
-                    }
-                )
+                kept = {k: v for k, v in run.items() if k not in ("scores", "config")}
+                results["runs"].append({"fold": f, "strategy": strategy, "seed": seed, **kept})
         complete = [s for s in seeds if all((st, s) in runs for st in strategies)]
         results["complete_seeds"][f] = complete
         if not complete:
@@ -643,6 +654,40 @@ def main(argv: list[str] | None = None) -> int:
     results["summary"] = summarize(results, diffs, args.bootstrap)
     results["grid"] = grid_status(results, strategies, seeds, folds)
     results["headline"] = headline(results)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+
+    data = Path(args.data)
+    if not data.exists():
+        print(
+            f"{data}: real data not found (pass --data: the Home Depot relevance CSV); nothing measured",
+            file=sys.stderr,
+        )
+        return 2
+    from tailguard.contract import parse_columns
+    from tailguard.data import load_batch
+
+    strategies = [s for name in args.strategies.split(",") for s in (STRATEGIES if name == "all" else [name])]
+    unknown = [s for s in strategies if s not in STRATEGIES + EXTRA_STRATEGIES]
+    if unknown:
+        parser.error(f"unknown strategies {unknown}; known: {', '.join(STRATEGIES + EXTRA_STRATEGIES)}")
+    if "none" not in strategies:
+        strategies.insert(0, "none")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    folds = [int(f) for f in args.folds.split(",")]
+    df = load_batch(str(data), parse_columns(args.columns) if args.columns else None)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + 60 * args.budget_minutes
+    frames, done, jobs = fold_jobs(df, args, strategies, seeds, folds, work)
+    if jobs and args.budget_minutes > 0:
+        train_grid(jobs, frames, done, args, work, deadline)
+    results = collect(frames, done, strategies, seeds, folds, args)
     results["seconds"] = round(time.monotonic() - started, 1)
     command = "python bench/tail_quality.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     page = render(results, args, command)

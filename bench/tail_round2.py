@@ -10,6 +10,9 @@ bench/tail_quality.py makes them. Recipes, each against the same fold's baseline
   hash, fitted on one half and applied to the other (queries the cross-encoder never trained on either
   way, as the product recipe's held-out training queries are).
 - `ensemble+hybrid`: the hybrid on the ensemble's scores.
+- `--trained NAME,...`: recipes trained by tail_quality.py (e.g. graded, graded_pairwise, hybrid,
+  distilled3 on the GPU: bench/gpu_round2.sh), read from the same run cache as `NAME|seed`; a fold
+  missing any of their runs is left out and named.
 
 Pre-registered statistic: tail lift minus overall lift of per-query ROC AUC; per-query differences are
 seed-averaged per query, queries of every fold pooled, paired bootstrap over queries (one draw serves the
@@ -23,7 +26,6 @@ gain) and the pooled AUC lift (mean over folds and seeds).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -35,7 +37,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tail_quality import DEFAULT_DATA, REPO, TARGET, fold_of, subsample_queries  # noqa: E402
+from tail_quality import TARGET, cached_runs_parser  # noqa: E402
+
+from tailguard.data import query_folds, subsample_queries  # noqa: E402
 
 RECIPES = ("ensemble", "hybrid", "ensemble+hybrid")
 
@@ -91,7 +95,7 @@ def lift_stats(d_auc: np.ndarray, tail: np.ndarray, n_boot: int, rng: np.random.
     }
 
 
-def fold_rows(args, df: pd.DataFrame, fold: np.ndarray, f: int, seeds: list[int]) -> dict:
+def fold_rows(args, df: pd.DataFrame, fold: np.ndarray, f: int, seeds: list[int], trained: list[str]) -> dict:
     """Per query of one fold: baseline and recipe per-query values (seed-averaged) and pooled AUCs."""
     from sklearn.metrics import roc_auc_score
 
@@ -108,6 +112,10 @@ def fold_rows(args, df: pd.DataFrame, fold: np.ndarray, f: int, seeds: list[int]
     }
     ens_hybrid = cross_fitted_hybrid(eval_df, ensemble)
     recipe_scores["ensemble+hybrid"] = {s: ens_hybrid for s in seeds}
+    for name in trained:  # the trained recipe itself: its own scores, named "<recipe> (trained)"
+        recipe_scores[f"{name} (trained)"] = {
+            s: np.asarray(runs[f"{name}|{s}"]["scores"], dtype=np.float64) for s in seeds
+        }
     slices = assign_slices(eval_df, train, EvalConfig(min_positives=30))
     names = pd.factorize(eval_df["query"].astype(str), sort=True)[1]
     is_tail = (
@@ -135,32 +143,45 @@ def fold_rows(args, df: pd.DataFrame, fold: np.ndarray, f: int, seeds: list[int]
     return out
 
 
+def complete_folds(folds: list[int], seeds: list[int], trained: list[str], work: Path) -> list[int]:
+    """The folds whose run cache holds `none` and every trained recipe for every seed (others named)."""
+    usable = []
+    for f in folds:
+        path = work / f"fold{f}-runs.json"
+        runs = json.loads(path.read_text()) if path.exists() else {}
+        missing = [f"{n}|{s}" for n in ["none", *trained] for s in seeds if f"{n}|{s}" not in runs]
+        if missing:
+            print(f"fold {f}: left out, runs missing: {', '.join(missing[:6])}")
+        else:
+            usable.append(f)
+    return usable
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--work", default=str(REPO / ".tailguard" / "tail_quality"))
-    parser.add_argument("--folds", default="0,1")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--n-folds", type=int, default=5)
+    parser = cached_runs_parser(__doc__)
     parser.add_argument("--train-rows", type=int, default=0, help="as the cached runs were made (0 = all)")
     parser.add_argument("--eval-rows", type=int, default=0, help="as the cached runs were made (0 = all)")
     parser.add_argument("--bootstrap", type=int, default=2000)
     parser.add_argument("--json", default="", help="also write the numbers here")
+    parser.add_argument("--trained", default="", help="recipes trained by tail_quality.py, comma-separated")
     args = parser.parse_args()
     from tailguard.data import load_batch
 
     t0 = time.perf_counter()
     df = load_batch(args.data)
-    fold = fold_of(df["query"], args.n_folds)
+    fold = query_folds(df["query"], args.n_folds)
     seeds = [int(s) for s in args.seeds.split(",")]
-    folds = [fold_rows(args, df, fold, int(f), seeds) for f in args.folds.split(",")]
+    trained = [t for t in args.trained.split(",") if t]
+    usable = complete_folds([int(f) for f in args.folds.split(",")], seeds, trained, Path(args.work))
+    if not usable:
+        print(f"no fold of {args.folds} has every run of none and {trained} for seeds {seeds}")
+        return 1
+    folds = [fold_rows(args, df, fold, f, seeds, trained) for f in usable]
     tail = np.concatenate([f["tail"] for f in folds])
     rng = np.random.default_rng(0)
-    report = {"folds": args.folds, "seeds": seeds, "recipes": {}}
+    report = {"folds": ",".join(map(str, usable)), "seeds": seeds, "recipes": {}}
     base_gpa = np.concatenate([f["base_gpa"] for f in folds])
-    for r in RECIPES:
+    for r in [*RECIPES, *(f"{t} (trained)" for t in trained)]:
         d_auc = np.concatenate([f["recipes"][r]["d_auc"] for f in folds])
         d_gpa = np.concatenate([f["recipes"][r]["d_gpa"] for f in folds])
         gpa = np.concatenate([f["recipes"][r]["gpa"] for f in folds])
@@ -187,7 +208,8 @@ def main() -> int:
         report["recipes"][r] = stats
     pts = lambda x: f"{100 * x:+.1f}"  # noqa: E731
     ci = lambda c: f"[{100 * c[0]:+.1f}, {100 * c[1]:+.1f}]"  # noqa: E731
-    print(f"folds {args.folds}, seeds {args.seeds}, {time.perf_counter() - t0:.0f} s")
+    took = time.perf_counter() - t0
+    print(f"folds {report['folds']} (asked {args.folds}), seeds {args.seeds}, {took:.0f} s")
     print(
         "| recipe | tail queries | tail per-query AUC lift | 95% CI | overall lift | 95% CI | tail − overall "
         "| 95% CI | pooled AUC lift | graded pair acc. tail (none → recipe) | lift, 95% CI | target met |"

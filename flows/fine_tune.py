@@ -70,6 +70,9 @@ def fine_tune(
 def main() -> None:
     """Command line:
     `python -m tailguard_flows.fine_tune --data-key KEY --output-prefix PREFIX [--config JSON]`."""
+    from tailguard.runtime import configure_embedded
+
+    configure_embedded()  # a local run: make PREFECT_HOME now
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-key", required=True, help="Store key of the training frame (parquet or csv).")
     parser.add_argument(

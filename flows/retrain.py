@@ -1,5 +1,11 @@
 """The retrain flow: validate, rebalance, fine-tune, evaluate against production, review, promote.
 
+The flow body is the loop, one call per stage: load_and_validate -> read_production (once) ->
+prepare_training_data -> produce_candidate -> evaluate_candidate -> register_candidate -> review_candidate
+-> settle_candidate -> final_state. Stages hand each other typed objects (pipeline.TrainingData,
+Judgement, gate.Decision, registry.Manifest, pipeline.ReviewAnswer, Outcome); files the version stores
+go under one pipeline.RunFiles passed explicitly.
+
 Run it with `python -m tailguard_flows.retrain --data PATH` or `tailguard retrain --data PATH`;
 schedule it with the `retrain-weekly` deployment in prefect.yaml.
 """
@@ -20,17 +26,28 @@ from prefect.input import RunInput
 from prefect.states import Completed, Failed, State
 from pydantic import Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
-from tailguard_tasks import artifacts, candidate, evaluation, promotion, training
+from tailguard_tasks import artifacts, candidate, evaluation, promotion
 from tailguard_tasks import data as data_tasks
 
 from tailguard import pipeline
-from tailguard.pipeline import RetrainParams, Timer
-from tailguard.registry import PromotionConflict
+from tailguard.gate import Decision
+from tailguard.pipeline import (
+    Judgement,
+    LoadedBatch,
+    Outcome,
+    Production,
+    RetrainParams,
+    ReviewAnswer,
+    RunContext,
+    RunFiles,
+    Timer,
+    TrainingData,
+)
+from tailguard.registry import Manifest, PromotionConflict
+from tailguard.validation import ValidationRecord
 
 # The tag a run carries while it waits for a reviewer (flows/retrain._ask_reviewer, `tailguard reviews`).
 AWAITING_REVIEW = "awaiting-review"
-# The validation warning of a batch accepted before whose run stored no version (pipeline.validate).
-RERUN_RULE = "batch_rerun_after_failed_run"
 
 
 class BatchRejected(Exception):
@@ -40,7 +57,7 @@ class BatchRejected(Exception):
 class PromotionRefused(Exception):
     """Production moved while the candidate was judged: the flip was refused (audited) and nothing changed.
 
-    The run ends Failed, named Refused; `outcome` is the run's outcome dict.
+    The run ends Failed, named Refused; `outcome` is the run's Outcome as its JSON dict.
     """
 
     def __init__(self, message: str, outcome: dict):
@@ -141,105 +158,157 @@ def retrain(
     outcome dict as its result), or Failed as Refused when production moved while it was judged.
     Raises InvalidParameters (one line naming each bad field) before anything is read.
     """
-    # The parameters above are RetrainParams' fields, flat so the Prefect UI shows one typed form.
-    try:
-        params = RetrainParams(**{name: value for name, value in locals().items() if value is not None})
-    except ValidationError as err:
-        raise InvalidParameters(f"invalid retrain parameters: {pipeline.params_error(err)}") from None
-    logger = get_run_logger()
-    ctx = pipeline.new_context()
+    # The parameters above are RetrainParams' fields, flat so the Prefect UI shows one typed form
+    # (tests/flows/test_form.py compares names, annotations and defaults).
+    params = _checked(locals())
+    ctx = pipeline.new_context(flow_run_id=_flow_run_id())
+    files = pipeline.run_files(ctx)  # every file the version stores is written under it
     try:  # the scratch folder goes whatever happens: inputs and results live in the store
-        with Timer(ctx, "load"):
-            batch = data_tasks.load_batch(params, ctx)
-        with Timer(ctx, "validate"):
-            result = data_tasks.validate_batch(batch, ctx, params)
-        if not result["success"]:
-            where = data_tasks.quarantine_batch(batch, result, ctx)
-            artifacts.publish_rejection(result, where)
-            raise BatchRejected(pipeline.rejection_message(result, where))
-        notes = [w["observed"] for w in result.get("warnings", []) if w.get("rule") == RERUN_RULE]
-        for note in notes:
-            logger.warning(note)
-        # The batch is recorded as accepted only once its version is stored (below): a late failure
-        # (training, evaluation, reports) must not make the rerun of the same file a "duplicate".
-
-        with Timer(ctx, "window"):  # only the new batch was validated; the window's were when accepted
-            batch = data_tasks.load_window(batch, params, ctx)
-        train, eval_df = data_tasks.split_batch(batch, params)
-        with Timer(ctx, "drift"):
-            drift_summary = data_tasks.measure_drift(train, batch, ctx)
-        with Timer(ctx, "rebalance"):
-            balanced, balance_report = data_tasks.rebalance_train(train, params, ctx)
-        artifacts.publish_balance(balance_report)
-
-        config = pipeline.train_config(params, ctx.settings)
+        batch, record = load_and_validate(params, ctx)
+        production = evaluation.read_production(ctx)  # read once: drift, scores and the promotion use it
+        data = prepare_training_data(batch, params, production, files, ctx)
         with Timer(ctx, "train"):
-            if ctx.settings.training_pool:
-                prefix = candidate.train_on_pool(candidate.stage_training_data(balanced, ctx), config, ctx)
-                model_dir = candidate.fetch_trained(prefix, ctx)
-            else:
-                trained = candidate.train_candidate(balanced, config, ctx)
-                model_dir = Path(trained["model_dir"])
-                training.publish_training_summary(trained, model_dir)
-
-        with Timer(ctx, "evaluate"):
-            production = evaluation.fetch_production(ctx)
-            scores = {"candidate": evaluation.score_model(model_dir, eval_df)}
-            if production:
-                scores["production"] = evaluation.score_model(production[1], eval_df)
-            metrics = evaluation.evaluate_models(eval_df, train, scores, params)
-            evaluation.record_eval_rows(eval_df, train, scores, params, ctx)
-            decision = evaluation.decide_gate(metrics, drift_summary, params)
-        with Timer(ctx, "reports"):
-            evaluation.render_reports(eval_df, train, scores, metrics, decision, ctx)
-
-        manifest = promotion.write_candidate(
-            model_dir, batch, params, metrics, decision, balance_report, drift_summary, ctx, _flow_run_id()
-        )
-        version = manifest["version"]
-        data_tasks.accept_batch(batch, result, ctx, version)
-        artifacts.publish_review_pack(
-            metrics, decision, pipeline.stored_reports(manifest, ctx), version, ctx.store.uri
-        )
-
-        if params.approval == "manual":
-            review = _ask_reviewer(decision, version, params)
-        else:
-            review = pipeline.auto_review(decision)
-
-        promoted, why = pipeline.resolve_review(decision, review)
-        pointer, state = None, _state_name(promoted, review)
-        if promoted:
-            try:
-                pointer = promotion.promote_candidate(
-                    version, decision, review, ctx, production[0] if production else None
-                )
-            except PromotionConflict as err:  # audited as `refuse` by pipeline.promote
-                promoted, state = False, "Refused"
-                why = (
-                    f"refused: production moved while this candidate was judged ({err}); "
-                    "promoting it now needs an override"
-                )
-        else:
-            # A rejection's reason is its comment; an approval that could not promote says why it did not.
-            comment = (
-                f"{review.get('comment', '')} ({why})" if review.get("approve") else review.get("comment", "")
+            model_dir = candidate.produce_candidate(
+                data.balanced, pipeline.train_config(params, ctx.settings), ctx
             )
-            promotion.reject_candidate(version, decision, {**review, "comment": comment}, ctx)
-
-        outcome = pipeline.outcome(version, promoted, why, decision, metrics, pointer, manifest, ctx)
-        outcome["notes"] = notes
-        outcome["state"] = state
-        artifacts.publish_outcome(outcome)
-        _tag_run(add=[f"outcome:{state.lower()}", f"candidate:{version}"], drop=AWAITING_REVIEW)
-        if state == "Refused":  # Failed, so it stands out and notifies; the exception carries the outcome
-            return Failed(name=state, message=why, data=PromotionRefused(why, outcome))
-        return Completed(name=state, message=why, data=outcome)
+        judged = evaluate_candidate(model_dir, data, params, production, files, ctx)
+        manifest = register_candidate(data, judged, record, params, files, ctx)
+        review = review_candidate(judged.decision, manifest.version, params)
+        outcome = settle_candidate(manifest, judged, review, production, pipeline.rerun_notes(record), ctx)
+        return final_state(outcome)
     finally:
         pipeline.cleanup(ctx)
 
 
-def _ask_reviewer(decision: dict, version: str, params: RetrainParams) -> dict:
+def _checked(values: dict[str, Any]) -> RetrainParams:
+    """The flow's arguments as RetrainParams; InvalidParameters names every bad field in one line."""
+    try:
+        return RetrainParams(**{name: value for name, value in values.items() if value is not None})
+    except ValidationError as err:
+        raise InvalidParameters(f"invalid retrain parameters: {pipeline.params_error(err)}") from None
+
+
+def load_and_validate(params: RetrainParams, ctx: RunContext) -> tuple[LoadedBatch, ValidationRecord]:
+    """Read the batch and check it; a refused batch is quarantined and the run raises BatchRejected.
+
+    The batch is recorded as accepted only once its version is stored (register_candidate): a late
+    failure (training, evaluation, reports) must not make the rerun of the same file a "duplicate".
+    """
+    with Timer(ctx, "load"):
+        batch = data_tasks.load_batch(params, ctx)
+    with Timer(ctx, "validate"):
+        record = data_tasks.validate_batch(batch, ctx, params)
+    if not record.success:
+        where = data_tasks.quarantine_batch(batch, record, ctx)
+        artifacts.publish_rejection(record, where)
+        raise BatchRejected(pipeline.rejection_message(record, where))
+    for note in pipeline.rerun_notes(record):
+        get_run_logger().warning(note)
+    return batch, record
+
+
+def prepare_training_data(
+    batch: LoadedBatch, params: RetrainParams, production: Production | None, files: RunFiles, ctx: RunContext
+) -> TrainingData:
+    """The training window, the split by query, drift against production's batch and the balanced frame."""
+    with Timer(ctx, "window"):  # only the new batch was validated; the window's were when accepted
+        batch = data_tasks.load_window(batch, params, ctx)
+    train, eval_df = data_tasks.split_batch(batch, params)
+    with Timer(ctx, "drift"):
+        drift = data_tasks.measure_drift(batch, production, files, ctx)
+    with Timer(ctx, "rebalance"):
+        balanced, report = data_tasks.rebalance_train(train, params, files)
+    artifacts.publish_balance(report)
+    return TrainingData(batch, train, eval_df, balanced, report, drift)
+
+
+def evaluate_candidate(
+    model_dir: Path,
+    data: TrainingData,
+    params: RetrainParams,
+    production: Production | None,
+    files: RunFiles,
+    ctx: RunContext,
+) -> Judgement:
+    """Score candidate and production on the same eval rows, compute metrics.json, keep the scored rows,
+    decide the gate and render the pages."""
+    with Timer(ctx, "evaluate"):
+        scores = {"candidate": evaluation.score_model(model_dir, data.eval_df)}
+        if production is not None:
+            scores["production"] = evaluation.score_model(
+                evaluation.fetch_production(production, ctx), data.eval_df
+            )
+        metrics = evaluation.evaluate_models(data.eval_df, data.train, scores, params)
+        evaluation.record_eval_rows(data.eval_df, data.train, scores, params, files)
+        decision = evaluation.decide_gate(metrics, data.drift, params)
+    with Timer(ctx, "reports"):
+        pages = evaluation.render_reports(data, scores, metrics, decision, files)
+    return Judgement(model_dir, scores, metrics, decision, pages, production.version if production else None)
+
+
+def register_candidate(
+    data: TrainingData,
+    judged: Judgement,
+    record: ValidationRecord,
+    params: RetrainParams,
+    files: RunFiles,
+    ctx: RunContext,
+) -> Manifest:
+    """Store the candidate's version, record its batch as accepted, publish the review pack."""
+    manifest = promotion.write_candidate(data, judged, params, files, ctx)
+    data_tasks.accept_batch(data.batch, record, ctx, manifest.version)
+    pages = pipeline.stored_reports(manifest, ctx)
+    artifacts.publish_review_pack(judged.evaluation, judged.decision, pages, manifest.version, ctx.store.uri)
+    return manifest
+
+
+def review_candidate(decision: Decision, version: str, params: RetrainParams) -> ReviewAnswer:
+    """approval=manual: pause for a reviewer; approval=auto: the unattended policy answers."""
+    if params.approval == "manual":
+        return _ask_reviewer(decision, version, params)
+    return pipeline.auto_review(decision)
+
+
+def settle_candidate(
+    manifest: Manifest,
+    judged: Judgement,
+    review: ReviewAnswer,
+    production: Production | None,
+    notes: list[str],
+    ctx: RunContext,
+) -> Outcome:
+    """Promote or reject as the review resolves, then publish the outcome and tag the run with it."""
+    promoted, why = pipeline.resolve_review(judged.decision, review)
+    pointer, state = None, _state_name(promoted, review)
+    if promoted:
+        expected = production.version if production else None
+        try:
+            pointer = promotion.promote_candidate(manifest.version, judged.decision, review, ctx, expected)
+        except PromotionConflict as err:  # audited as `refuse` by pipeline.promote
+            promoted, state = False, "Refused"
+            why = (
+                f"refused: production moved while this candidate was judged ({err}); "
+                "promoting it now needs an override"
+            )
+    else:
+        review = pipeline.rejection_comment(review, why)
+        promotion.reject_candidate(manifest.version, judged.decision, review, ctx)
+    outcome = pipeline.outcome(manifest, judged, (promoted, why, state, pointer), notes, ctx)
+    artifacts.publish_outcome(outcome)
+    _tag_run(add=[f"outcome:{state.lower()}", f"candidate:{manifest.version}"], drop=AWAITING_REVIEW)
+    return outcome
+
+
+def final_state(outcome: Outcome) -> State:
+    """Completed named for the outcome with its JSON as data; Refused is Failed so it stands out and
+    notifies, its exception carrying the outcome."""
+    data = outcome.to_dict()
+    if outcome.state == "Refused":
+        return Failed(name=outcome.state, message=outcome.why, data=PromotionRefused(outcome.why, data))
+    return Completed(name=outcome.state, message=outcome.why, data=data)
+
+
+def _ask_reviewer(decision: Decision, version: str, params: RetrainParams) -> ReviewAnswer:
     """Pause for the reviewer's answer (the Review form in the UI); a timeout answers as a rejection.
 
     While paused the run carries the tags `awaiting-review`, `candidate:<version>` and `verdict:<word>`,
@@ -262,15 +331,9 @@ def _ask_reviewer(decision: dict, version: str, params: RetrainParams) -> dict:
             timeout=params.review_timeout_s,
             poll_interval=1,
         )
-        return answer.model_dump()
+        return ReviewAnswer.model_validate(answer.model_dump())
     except FlowPauseTimeout:
-        return {
-            "approve": False,
-            "reviewer": "review-timeout",
-            "comment": f"no answer within {params.review_timeout_s} s",
-            "override": False,
-            "source": "review-timeout",
-        }
+        return pipeline.timeout_review(params.review_timeout_s)
 
 
 def _review_url() -> str:
@@ -299,16 +362,19 @@ def _tag_run(add: list[str], drop: str = "") -> None:
         get_run_logger().warning("could not tag flow run %s with %s: %s", run_id, add, err)
 
 
-def _state_name(promoted: bool, review: dict) -> str:
+def _state_name(promoted: bool, review: ReviewAnswer) -> str:
     """The final state's name: Promoted, Rejected (a reviewer, the policy or a timeout said no) or
     NotPromoted (approved, but the approval could not promote: no override, no comment, no name)."""
     if promoted:
         return "Promoted"
-    return "NotPromoted" if review.get("approve") else "Rejected"
+    return "NotPromoted" if review.approve else "Rejected"
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m tailguard_flows.retrain --data PATH [...]` runs one retrain with embedded defaults."""
+    from tailguard.runtime import configure_embedded
+
+    configure_embedded()  # a local run: make PREFECT_HOME now
     parser = argparse.ArgumentParser(prog="python -m tailguard_flows.retrain", description=retrain.__doc__)
     parser.add_argument("--data", required=True, help="batch file, folder or s3:// URI")
     parser.add_argument("--columns", default="", help="column mapping, e.g. query=search_term,...")

@@ -72,6 +72,9 @@ def watch_incoming(incoming: str, store: str = "") -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m tailguard_flows.watch --incoming PREFIX` runs one pass."""
+    from tailguard.runtime import configure_embedded
+
+    configure_embedded()  # a local run: make PREFECT_HOME now
     parser = argparse.ArgumentParser(
         prog="python -m tailguard_flows.watch", description=watch_incoming.__doc__
     )

@@ -96,11 +96,11 @@ start() {
     db_url=$(start_postgres)
     echo "postgres: 127.0.0.1:$PG_PORT (data $PGDATA_DIR)"
   else
-    echo "postgres: not available, Prefect uses SQLite (slower under load, see STACK_NOTES)"
+    echo "postgres: not available, Prefect uses SQLite (slower under load: it answered 'database busy' under back-to-back runs)"
   fi
   local auth
   auth=$(auth_string)  # made before any background job, so server and env.sh share one secret
-  set -m  # own process groups: background jobs then honour SIGTERM (STACK_NOTES)
+  set -m  # own process groups: background jobs then honour SIGTERM
   (
     export PREFECT_HOME=$STATE/prefect-home PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1
     # Auth on, CORS limited to the UI's own origin (Prefect 3.9.1 defaults: no auth, allow-origin *).

@@ -1,30 +1,46 @@
-"""Tasks that produce the candidate model: in-process, or on the gpu work pool through the store."""
+"""Tasks that produce the candidate model: on the gpu work pool through the store, or in this process."""
 
 from __future__ import annotations
 
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from pathlib import Path
+
+import pandas as pd
+from prefect import get_run_logger
 from prefect.deployments import run_deployment
-from tailguard_tasks.retry import transient_io
+from tailguard_tasks.retry import io_stage, stage
+from tailguard_tasks.training import publish_training_summary
 
 from tailguard import pipeline
+from tailguard.pipeline import RunContext
 
 
-@task(cache_policy=NO_CACHE)
-def train_candidate(balanced, config: dict, ctx) -> dict:
+@stage
+def produce_candidate(balanced: pd.DataFrame, config: dict, ctx: RunContext) -> Path:
+    """The candidate's model folder: trained by the fine-tune deployment on the gpu pool when
+    settings.training_pool names one (frame and model travel through the store), else in this process."""
+    if ctx.settings.training_pool:
+        return fetch_trained(train_on_pool(stage_training_data(balanced, ctx), config, ctx), ctx)
+    trained = train_candidate(balanced, config, ctx)
+    model_dir = Path(trained["model_dir"])
+    publish_training_summary(trained, model_dir)
+    return model_dir
+
+
+@stage
+def train_candidate(balanced: pd.DataFrame, config: dict, ctx: RunContext) -> dict:
     """Fine-tune the candidate in this process (embedded default), logging each epoch to Prefect."""
     logger = get_run_logger()
     return pipeline.train_in_process(balanced, config, ctx, on_epoch=lambda row: logger.info("epoch %s", row))
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
-def stage_training_data(balanced, ctx) -> str:
+@io_stage
+def stage_training_data(balanced: pd.DataFrame, ctx: RunContext) -> str:
     """Upload the training frame for a remote fine-tune run."""
     return pipeline.stage_training_data(balanced, ctx)
 
 
-@task(cache_policy=NO_CACHE)
-def train_on_pool(data_key: str, config: dict, ctx) -> str:
+@stage
+def train_on_pool(data_key: str, config: dict, ctx: RunContext) -> str:
     """Run the fine-tune deployment (gpu pool) and return the store prefix of the model it wrote."""
     from tailguard_flows.fine_tune import fine_tune_prefix
 
@@ -39,7 +55,7 @@ def train_on_pool(data_key: str, config: dict, ctx) -> str:
     return output_prefix
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
-def fetch_trained(prefix: str, ctx):
+@io_stage
+def fetch_trained(prefix: str, ctx: RunContext) -> Path:
     """Download the candidate a fine-tune run left in the store."""
     return pipeline.fetch_trained(prefix, ctx)

@@ -1,58 +1,60 @@
-"""Tasks for the data stages: load, validate, quarantine, accept, split, drift, rebalance."""
+"""Tasks for the data stages: load, validate, quarantine, accept, window, split, drift, rebalance."""
 
 from __future__ import annotations
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-from tailguard_tasks.retry import transient_io
+import pandas as pd
+from tailguard_tasks.retry import io_stage, stage
 
 from tailguard import pipeline
-from tailguard.pipeline import LoadedBatch, RetrainParams, RunContext
+from tailguard.pipeline import LoadedBatch, Production, RetrainParams, RunContext, RunFiles
+from tailguard.validation import ValidationRecord
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
+@io_stage
 def load_batch(params: RetrainParams, ctx: RunContext) -> LoadedBatch:
     """Read the batch into the canonical frame."""
     return pipeline.load(params, ctx)
 
 
-@task(cache_policy=NO_CACHE)
-def validate_batch(batch: LoadedBatch, ctx: RunContext, params: RetrainParams) -> dict:
+@stage
+def validate_batch(batch: LoadedBatch, ctx: RunContext, params: RetrainParams) -> ValidationRecord:
     """Check the batch against the contract and the GX suite."""
     return pipeline.validate(batch, ctx, params)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
-def quarantine_batch(batch: LoadedBatch, result: dict, ctx: RunContext) -> str:
+@io_stage
+def quarantine_batch(batch: LoadedBatch, record: ValidationRecord, ctx: RunContext) -> str:
     """Store a refused batch with its reasons under quarantine/."""
-    return pipeline.quarantine(batch, result, ctx)
+    return pipeline.quarantine(batch, record, ctx)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
-def accept_batch(batch: LoadedBatch, result: dict, ctx: RunContext, version: str) -> str:
+@io_stage
+def accept_batch(batch: LoadedBatch, record: ValidationRecord, ctx: RunContext, version: str) -> str:
     """Record the batch as accepted (input, fingerprint, stats, the version stored from it)."""
-    return pipeline.accept(batch, result, ctx, version)
+    return pipeline.accept(batch, record, ctx, version)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
+@io_stage
 def load_window(batch: LoadedBatch, params: RetrainParams, ctx: RunContext) -> LoadedBatch:
     """Read the earlier accepted batches of the training window (params.window_weeks) from the store."""
     return pipeline.with_window(batch, params, ctx)
 
 
-@task(cache_policy=NO_CACHE)
-def split_batch(batch: LoadedBatch, params: RetrainParams):
+@stage
+def split_batch(batch: LoadedBatch, params: RetrainParams) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Hold out evaluation queries."""
     return pipeline.split(batch, params)
 
 
-@task(cache_policy=NO_CACHE)
-def measure_drift(train, batch: LoadedBatch, ctx: RunContext) -> dict | None:
+@stage
+def measure_drift(
+    batch: LoadedBatch, production: Production | None, files: RunFiles, ctx: RunContext
+) -> dict | None:
     """Evidently drift of the batch against production's training data."""
-    return pipeline.drift(train, batch, ctx)
+    return pipeline.drift(batch, production, files, ctx)
 
 
-@task(cache_policy=NO_CACHE)
-def rebalance_train(train, params: RetrainParams, ctx: RunContext):
+@stage
+def rebalance_train(train: pd.DataFrame, params: RetrainParams, files: RunFiles) -> tuple[pd.DataFrame, dict]:
     """Rebalance the training split."""
-    return pipeline.rebalance(train, params, ctx)
+    return pipeline.rebalance(train, params, files)

@@ -2,34 +2,33 @@
 
 from __future__ import annotations
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from tailguard_tasks.locks import promotion_lock
-from tailguard_tasks.retry import transient_io
+from tailguard_tasks.retry import io_stage
 
 from tailguard import pipeline
+from tailguard.gate import Decision
+from tailguard.pipeline import Judgement, RetrainParams, ReviewAnswer, RunContext, RunFiles, TrainingData
+from tailguard.registry import Manifest
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
+@io_stage
 def write_candidate(
-    model_dir, batch, params, evaluation, decision, balance_report, drift_summary, ctx, flow_run_id: str = ""
-) -> dict:
+    data: TrainingData, judged: Judgement, params: RetrainParams, files: RunFiles, ctx: RunContext
+) -> Manifest:
     """Upload the candidate's version folder; the manifest goes last."""
-    return pipeline.write_candidate(
-        model_dir, batch, params, evaluation, decision, balance_report, drift_summary, ctx, flow_run_id
-    )
+    return pipeline.write_candidate(data, judged, params, files, ctx)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
+@io_stage
 def promote_candidate(
-    version: str, decision: dict, review: dict, ctx, expected_production: str | None
+    version: str, decision: Decision, review: ReviewAnswer, ctx: RunContext, expected_production: str | None
 ) -> dict:
     """Flip the production pointer, one promotion per model at a time (the conditional write backs it up)."""
     with promotion_lock(ctx.settings.model_name):
         return pipeline.promote(version, decision, review, ctx, expected_production)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
-def reject_candidate(version: str, decision: dict, review: dict, ctx) -> None:
+@io_stage
+def reject_candidate(version: str, decision: Decision, review: ReviewAnswer, ctx: RunContext) -> None:
     """Record the rejection in the audit trail."""
     pipeline.reject(version, decision, review, ctx)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-from tailguard_tasks.retry import transient_io
+from tailguard_tasks.retry import io_stage
 
 
 def _registry(store_uri: str = "", model_name: str = ""):
@@ -18,14 +16,14 @@ def _registry(store_uri: str = "", model_name: str = ""):
     return Registry(open_store(store_uri or settings.store_uri), model_name or settings.model_name)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
+@io_stage
 def current_production(store_uri: str = "", model_name: str = "") -> str:
     """The production version now ('' before the first promotion): what a rollback expects to undo."""
     pointer = _registry(store_uri, model_name).production()
     return pointer["version"] if pointer else ""
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
+@io_stage
 def rollback_production(
     to: str | None,
     by: str,

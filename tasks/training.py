@@ -5,13 +5,12 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
-from tailguard_tasks.retry import transient_io
+from tailguard_tasks.retry import io_stage, stage
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
+@io_stage
 def fetch_training_frame(store_uri: str, data_key: str, work_dir: Path):
     """Download the staged training frame (parquet or csv) from the store and read it."""
     from tailguard.contract import read_frame
@@ -23,7 +22,7 @@ def fetch_training_frame(store_uri: str, data_key: str, work_dir: Path):
     return read_frame(local, required=("query", "item_id", "item_title", "label"))
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
+@io_stage
 def restore_checkpoint(store_uri: str, checkpoint_prefix: str, checkpoint_dir: Path) -> str | None:
     """Bring back the newest checkpoint of an earlier, interrupted attempt (None: start fresh)."""
     from tailguard.model import pull_checkpoint
@@ -33,7 +32,7 @@ def restore_checkpoint(store_uri: str, checkpoint_prefix: str, checkpoint_dir: P
     return found.name if found else None
 
 
-@task(cache_policy=NO_CACHE)
+@stage
 def fine_tune(
     train_df, config: dict, out_dir: Path, checkpoint_dir: Path, store_uri: str, checkpoint_prefix: str
 ):
@@ -55,7 +54,7 @@ def fine_tune(
     return result.model_dump(mode="json")
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
+@io_stage
 def upload_model(store_uri: str, model_dir: Path, output_prefix: str) -> str:
     """Put the model folder in the store; the retrain flow reads it from there."""
     from tailguard.store import open_store
@@ -64,7 +63,7 @@ def upload_model(store_uri: str, model_dir: Path, output_prefix: str) -> str:
     return output_prefix
 
 
-@task(cache_policy=NO_CACHE)
+@stage
 def publish_training_summary(result: dict, model_dir: Path) -> None:
     """Per-epoch table and the loss/validation plot as a markdown artifact."""
     rows = "\n".join(

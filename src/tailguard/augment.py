@@ -21,7 +21,7 @@ _ASCII_WORD = re.compile(r"^[0-9A-Za-z]")
 # Terms worth mining: letters only (digits make sizes and models, "55"~"65" are not synonyms), or CJK.
 _MINABLE = re.compile(r"^(?:[^\W\d_]{2,}|[\u3400-\u4dbf\u4e00-\u9fff]+)$")
 
-# Small curated fallback; the batch itself is the better source for product vocabulary (STACK_NOTES).
+# Small curated fallback; the batch itself is the better source for product vocabulary.
 CURATED_SYNONYMS: dict[str, tuple[str, ...]] = {
     "couch": ("sofa",),
     "sofa": ("couch",),

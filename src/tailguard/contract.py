@@ -135,6 +135,14 @@ def parse_columns(spec: str) -> dict[str, str]:
     return mapping
 
 
+def finite_column(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """(frame[column] as float64 with NaN for a missing or non-numeric cell, positions of the non-finite
+    rows). Shared by the readers of `relevance` (training targets, evaluation gains), which word their own
+    errors from the positions."""
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return values, np.flatnonzero(~np.isfinite(values))
+
+
 def _as_mapping(mapping: ColumnMapping | dict[str, str] | None) -> ColumnMapping:
     if mapping is None:
         return ColumnMapping()
@@ -425,7 +433,13 @@ def read_table(
     mapping: ColumnMapping | dict[str, str] | None = None,
     limits: InputLimits | None = None,
 ) -> pd.DataFrame:
-    """Read one whole file as received (see iter_table); every failure is a ContractError."""
+    """Read one whole file as received (see iter_table): every row, nothing coerced.
+
+    Returns an (n_rows, n_columns) frame: CSV cells as the exact strings in the file (object dtype, None
+    for an empty cell), Parquet columns in the file's types; the index is the 0-based data-row number.
+    Raises UnreadableInput (missing, empty, corrupt, wrong encoding or format, a ragged row) or
+    InputTooLarge (past `limits`, default the settings' max_input_bytes / max_rows); both are ContractErrors.
+    """
     chunks = list(iter_table(path, mapping, None, limits))
     return chunks[0] if len(chunks) == 1 else pd.concat(chunks)
 
@@ -585,15 +599,7 @@ def _iter_parquet(path: Path, chunk_rows: int | None, limits: InputLimits) -> It
     _check_parquet_metadata(path, pf.metadata, limits)
     schema = pf.schema_arrow
     names = schema.names
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise UnreadableInput(
-            path,
-            dupes[0],
-            "unique_column_names",
-            f"column names repeat: {dupes}",
-            hint="rename the duplicates",
-        )
+    _refuse_repeated_names(path, names, "column names repeat:", [], "rename the duplicates")
     if pf.metadata.num_rows == 0:
         raise UnreadableInput(path, None, "has_rows", "the table has columns but no rows", hint="re-export")
     for field in schema:
@@ -645,17 +651,17 @@ def _csv_header(path: Path, head: bytes, cfg: ColumnMapping) -> tuple[list[str],
                     hint=f"pass the delimiter explicitly (--delimiter {other!r}) or re-export with commas",
                 )
     stripped = [h.strip() for h in header]
-    dupes = sorted({h for h in stripped if stripped.count(h) > 1})
-    if dupes:
-        raise UnreadableInput(
-            path,
-            dupes[0],
-            "unique_column_names",
-            f"header repeats column names {dupes}",
-            [lines[0][:120]],
-            hint="rename or drop the repeated columns",
-        )
+    _refuse_repeated_names(
+        path, stripped, "header repeats column names", [lines[0][:120]], "rename or drop the repeated columns"
+    )
     return header, delimiter
+
+
+def _refuse_repeated_names(path: Path, names: list[str], what: str, examples: list, hint: str) -> None:
+    """UnreadableInput (rule unique_column_names) naming the first repeated column, when one repeats."""
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UnreadableInput(path, dupes[0], "unique_column_names", f"{what} {dupes}", examples, hint=hint)
 
 
 def _open_csv(path: Path, header: list[str], delimiter: str, cfg: ColumnMapping, bad_rows: list) -> Any:
@@ -865,7 +871,10 @@ def read_frame(
     numbers (e.g. a predictions file's `score`). not_null: columns where an empty cell is refused here
     (predict, metrics) rather than left to validation's `not_null` rule (batches).
     limits: size caps (default: the settings', see iter_table).
-    Raises ContractError naming file, column, rule and rows.
+    Returns coerce_frame's frame: one row per data row of the file, index = 0-based data-row number.
+    Raises (all ContractErrors, naming file, column, rule and example rows) UnreadableInput / InputTooLarge
+    from reading, MissingColumn for a required column absent after the mapping, BadValues for a value
+    that is not of its column's type (e.g. a label outside 0/1).
     """
     return coerce_frame(read_table(path, mapping, limits), str(path), mapping, required, numeric, not_null)
 
@@ -878,7 +887,11 @@ def iter_frames(
     numeric: tuple[str, ...] = (),
     not_null: tuple[str, ...] = (),
 ) -> Iterator[pd.DataFrame]:
-    """Stream read_frame's result chunk by chunk (same rules; the index is the file's data-row number)."""
+    """Stream read_frame's result, chunk_rows rows at a time (same dtypes, rules and errors).
+
+    Each chunk's index is the file's 0-based data-row number. Chunks before a bad one have already been
+    yielded when it raises: a caller that must not half-load collects them before using any.
+    """
     for chunk in iter_table(path, mapping, chunk_rows):
         yield coerce_frame(chunk, str(path), mapping, required, numeric, not_null)
 
@@ -917,9 +930,14 @@ def coerce_frame(
 ) -> pd.DataFrame:
     """Rename mapped columns and coerce contract columns to their dtypes; never half-coerced.
 
-    Text columns keep their exact strings; no non-missing value ever becomes missing: a value that
-    cannot be read in its column's type raises BadValues naming the column, the rule and examples.
-    The unit an epoch-integer `ts` was read in is kept in `attrs["ts_unit"]`.
+    Returns a new frame, same rows and index: contract columns in their types (query, item_id,
+    item_title, category, user_id: the exact strings; label: int8 0/1; relevance, price: float64;
+    position: integers; ts: datetime64 in UTC, naive times read as UTC), every other column as given.
+    No non-missing value ever becomes missing. The unit an epoch-integer `ts` was read in is kept in
+    `attrs["ts_unit"]`.
+    Raises MissingColumn for a `required` column absent after the mapping (with a --columns hint from
+    the closest names), BadValues naming the column, the rule and example rows for a value that cannot
+    be read in its column's type, a non-finite `numeric` value or an empty `not_null` cell.
     """
     cfg = _as_mapping(mapping)
     df = _apply_mapping(df, str(source), cfg)

@@ -103,12 +103,14 @@ def materialize(uri: str, cache_dir: Path | None = None) -> list[Path]:
     files); a key that could leave the scratch folder, or an object that cannot be read, raises
     UnreadableInput naming it. Store errors a retry may fix (StoreError.transient) are raised as is.
     """
-    if not str(uri).startswith("s3://"):
+    from tailguard.store import is_remote, split_uri
+
+    if not is_remote(uri):
         return list_batch_files(uri)
     from tailguard.contract import UnreadableInput
     from tailguard.store import StoreError, open_store
 
-    bucket, _, key = str(uri)[len("s3://") :].partition("/")
+    bucket, key = split_uri(uri)
     store = open_store(f"s3://{bucket}")
     target = Path(cache_dir or tempfile.mkdtemp(prefix="tailguard-batch-"))
     key = key.rstrip("/")
@@ -147,7 +149,20 @@ def materialize(uri: str, cache_dir: Path | None = None) -> list[Path]:
 
 
 def load_batch(uri: str | Path, columns: dict[str, str] | None = None) -> pd.DataFrame:
-    """Read a batch into the canonical frame (contract columns, dtypes, row_id); never half-loaded."""
+    """Read a batch into the canonical frame (contract columns, dtypes, row_id); never half-loaded.
+
+    uri: a CSV / Parquet file (.csv, .csv.gz, .tsv, .tsv.gz, .parquet, .pq), a folder of them, or an
+    s3://bucket/key URI (one object or a prefix, downloaded once to a scratch folder by `materialize`).
+    columns: source name -> contract name (`contract.parse_columns("query=search_term,...")`).
+    Returns one row per input row, in file then row order: `query`, `item_id`, `item_title` (str),
+    `label` (int8, 0/1), the optional contract columns present (`relevance` float, `category` str, `price`
+    float, `ts` datetime64, `user_id` str, `position` int), any other columns as read, and `row_id`
+    (int64, 0..n-1). Text is read as the exact strings (no NA coercion, leading zeros kept).
+    Caps (settings): max_input_bytes per file, max_batch_bytes and max_rows per batch.
+    Raises contract.ContractError naming file, column, rule and example rows: UnreadableInput (missing,
+    empty, unreadable or oversized input), MissingColumn, BadValues (e.g. a label outside 0/1);
+    store.StoreError when an s3:// store cannot be reached (its `transient` flag says whether to retry).
+    """
     return read_files(materialize(str(uri)), columns)
 
 
@@ -250,6 +265,35 @@ def split_by_query(
     eval_queries = set(queries[(h % np.uint64(10_000)) < np.uint64(int(eval_fraction * 10_000))])
     is_eval = df["query"].isin(eval_queries).to_numpy()
     return df.loc[~is_eval].reset_index(drop=True), df.loc[is_eval].reset_index(drop=True)
+
+
+def query_folds(queries: pd.Series, n_folds: int) -> np.ndarray:
+    """Fold number (int, 0..n_folds-1) of each row, by a stable hash of its query (salt "fold:").
+
+    queries: (n,) query strings, one per row. Returns an (n,) int array: rows of one query share a fold,
+    so holding out fold f and training on the others keeps eval queries out of training, and rotating f
+    gives disjoint eval sets. Independent of row order, PYTHONHASHSEED and the pandas version (blake2b).
+    Raises ValueError when n_folds < 1.
+    """
+    if n_folds < 1:
+        raise ValueError(f"n_folds must be >= 1, got {n_folds}")
+    return (stable_hash(queries.astype(str), salt="fold:") % np.uint64(n_folds)).astype(int)
+
+
+def subsample_queries(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+    """Whole queries of `frame`, drawn in a seeded random order, while the rows taken stay <= max_rows.
+
+    frame: rows with a `query` column. A query is never cut: queries are shuffled with `seed` (pandas
+    `sample(frac=1, random_state=seed)`) and kept while the running row count stays within max_rows, so
+    the result may hold fewer rows than max_rows. max_rows 0, or a frame already within it, keeps every
+    row. Rows keep their order in frame; the index is reset to 0..m-1.
+    """
+    if not max_rows or len(frame) <= max_rows:
+        return frame.reset_index(drop=True)
+    queries = frame["query"].drop_duplicates().sample(frac=1.0, random_state=seed)
+    sizes = frame.groupby("query").size().reindex(queries)
+    keep = set(sizes.index[np.cumsum(sizes.to_numpy()) <= max_rows])
+    return frame[frame["query"].isin(keep)].reset_index(drop=True)
 
 
 def fingerprint_files(paths: list[Path]) -> dict:

@@ -9,9 +9,12 @@ only by tailguard.ray_engine, and only when the ray engine is chosen. The flow c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from tailguard.metrics import Evaluation
 
 Engine = Literal["pandas", "ray"]
 ENGINES: tuple[str, ...] = ("pandas", "ray")
@@ -101,10 +104,10 @@ def to_pandas(data: Any) -> pd.DataFrame:
 
 def evaluate_batch(
     eval_data: Any, train_data: Any, score_columns: dict[str, str], config: Any = None
-) -> dict:
+) -> Evaluation:
     """metrics.json of score columns ({"candidate": col, "production": col}) on a frame or a RayBatch.
 
-    Both engines end in metrics.evaluate on the same rows, so the dict is the same. Raises ValueError for
+    Both engines end in metrics.evaluate on the same rows, so the result is the same. Raises ValueError for
     a missing or non-numeric score column (naming it and a few rows) and as metrics.evaluate does.
     """
     if isinstance(eval_data, pd.DataFrame):

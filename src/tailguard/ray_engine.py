@@ -24,13 +24,16 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from tailguard import contract
 from tailguard.contract import CANONICAL_COLUMNS, ColumnMapping, ContractError
+
+if TYPE_CHECKING:
+    from tailguard.metrics import Evaluation
 
 TEXT_KEYS = ("query", "item_id", "item_title")
 DEFAULT_BLOCK_ROWS = 250_000  # ~125 MB of catalogue text per block (settings.max_rows note: 0.5 GiB per 1M)
@@ -804,7 +807,7 @@ def _split_by_query(frame: pd.DataFrame, columns: list[str], parts: int) -> tupl
 def _per_query_part(score_columns: dict[str, str], k: int, *frames: pd.DataFrame) -> pd.DataFrame:
     """Per query of one partition: rows, positives and each model's per-query ROC AUC, nDCG@k, MRR and
     recall@k (metrics.per_query_values; NaN where undefined)."""
-    from tailguard import metrics as m
+    from tailguard.metrics import kernels as m
 
     df = pd.concat(frames, ignore_index=True)
     q, names = pd.factorize(df["query"].astype(str), sort=True)
@@ -852,12 +855,12 @@ def evaluate(
     train: RayBatch | pd.DataFrame,
     score_columns: dict[str, str],
     config: Any = None,
-) -> dict:
+) -> Evaluation:
     """metrics.json of the eval batch's score columns ({"candidate": col, "production": col}) on the cluster.
 
     Only the columns evaluate reads leave the cluster (query, item_id, label, relevance, category, scores;
-    the training batch's query and item_id), then metrics.evaluate runs on them: the same dict as the pandas
-    path on the same rows, exactly (evaluate's canonical row order makes it independent of block order).
+    the training batch's query and item_id), then metrics.evaluate runs on them: the same Evaluation as
+    the pandas path on the same rows, exactly (evaluate's canonical row order ignores the block order).
     Raises ValueError as metrics.evaluate does, RayEngineError when the cluster fails.
     """
     from tailguard.metrics import evaluate as evaluate_frame

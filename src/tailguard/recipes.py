@@ -2,8 +2,9 @@
 
 A recipe fills the RetrainParams fields a run left at their defaults (`apply_recipe`); what the run set
 itself wins. Dict fields (balance_options, train_options) are merged key by key, the run's keys winning.
-`hybrid` and `ensemble_size` travel to the trainer inside the train config dict under CANDIDATE_KEYS and
-pick the trainer in `train_candidate`: model.train, hybrid.train_hybrid, or K seeds (`train_ensemble`).
+`hybrid`, `ensemble_size` and `distill_teachers` travel to the trainer inside the train config dict under
+CANDIDATE_KEYS and pick the trainer in `train_candidate`: model.train, hybrid.train_hybrid, K seeds
+(`train_ensemble`), or one student distilled from K seeds (distill.train_distilled).
 
 An ensemble folder: members/0..K-1 (each a cross-encoder folder) + ensemble.json (JSON only, no pickle);
 model.Scorer scores it as the mean of the members' probabilities.
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 DEFAULT_RECIPES_PATH = Path(__file__).resolve().parents[2] / "policies" / "recipes.yaml"
 # Train-config keys that choose the candidate's shape, not TrainConfig fields: popped before TrainConfig.
-CANDIDATE_KEYS = ("hybrid", "ensemble_size")
+CANDIDATE_KEYS = ("hybrid", "ensemble_size", "distill_teachers", "distill_mined_per_query")
 ENSEMBLE_FILE = "ensemble.json"
 ENSEMBLE_FORMAT = "tailguard.ensemble/1"
 _MEMBER = re.compile(r"members/[0-9]{1,2}")
@@ -55,11 +56,22 @@ class Recipe(BaseModel):
     ensemble_size: int = Field(
         1, ge=1, le=16, description="K cross-encoders, seeds seed..seed+K-1, averaged."
     )
+    distill_teachers: int = Field(
+        0, ge=0, le=8, description="K >= 2: one student trained on gold labels plus K seeds' soft labels."
+    )
+    distill_mined_per_query: int = Field(
+        4, ge=1, le=100, description="Unjudged titles mined by BM25 per training query for the student."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
-        if self.hybrid and self.ensemble_size > 1:
-            raise ValueError("hybrid and ensemble_size > 1 together are not supported (one or the other)")
+        shapes = [self.hybrid, self.ensemble_size > 1, self.distill_teachers > 0]
+        if sum(shapes) > 1:
+            raise ValueError(
+                "hybrid, ensemble_size > 1 and distill_teachers together are not supported (choose one)"
+            )
+        if self.distill_teachers == 1:
+            raise ValueError("distill_teachers must be 0 (off) or at least 2 (an ensemble teaches)")
         clash = [k for k in CANDIDATE_KEYS if k in self.train_options]
         if clash:
             raise ValueError(f"train_options must not hold {clash}: use the recipe's own fields")
@@ -70,6 +82,9 @@ class Recipe(BaseModel):
         out = {k: getattr(self, k) for k in FILLABLE if getattr(self, k) not in (None, {})}
         extra = {"hybrid": True} if self.hybrid else {}
         extra |= {"ensemble_size": self.ensemble_size} if self.ensemble_size > 1 else {}
+        if self.distill_teachers:
+            extra |= {"distill_teachers": self.distill_teachers,
+                      "distill_mined_per_query": self.distill_mined_per_query}  # fmt: skip
         if extra:
             out["train_options"] = {**self.train_options, **extra}
         return out
@@ -170,14 +185,23 @@ def train_candidate(
     """Train the candidate the config asks for into out_dir; returns a model.TrainResult.
 
     Plain: model.train. hybrid: hybrid.train_hybrid (out_dir then holds hybrid.json; train_kwargs unused).
-    ensemble_size K > 1: train_ensemble. Raises RecipeError for hybrid with K > 1.
+    ensemble_size K > 1: train_ensemble. distill_teachers K >= 2: distill.train_distilled (one student
+    folder with distill.json). Raises RecipeError for more than one of these shapes at once.
     """
     from tailguard import model as M
 
     fields, hybrid, k = split_config(config)
     tc = M.TrainConfig(**fields)
-    if hybrid and k > 1:
-        raise RecipeError("train config: hybrid and ensemble_size > 1 together are not supported")
+    teachers = int(config.get("distill_teachers", 0) or 0)
+    if sum([hybrid, k > 1, teachers > 0]) > 1:
+        raise RecipeError(
+            "train config: hybrid, ensemble_size > 1 and distill_teachers together are not supported"
+        )
+    if teachers:
+        from tailguard.distill import train_distilled
+
+        mined = int(config.get("distill_mined_per_query", 4) or 4)
+        return train_distilled(train_df, tc, out_dir, teachers, mined, **train_kwargs)
     if hybrid:
         from tailguard.hybrid import train_hybrid
 

@@ -10,15 +10,19 @@ import subprocess
 import tempfile
 import time
 import unicodedata
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tailguard import __version__
 from tailguard.safe_text import markdown_code, markdown_text
 from tailguard.store import ArtifactStore, KeyNotFound, PreconditionFailed, sha256_file
+
+if TYPE_CHECKING:
+    from tailguard.gate import Decision
 
 MANIFEST = "manifest.json"
 MODEL_CARD = "model_card.md"
@@ -72,14 +76,6 @@ def git_revision(cwd: Path | None = None) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def _gate_verdict(decision: dict | None) -> bool | None:
-    """The gate's verdict in a decision (True/False), or None when it holds none (never judged)."""
-    for key in ("promote", "passed", "approved"):
-        if (decision or {}).get(key) is not None:
-            return bool(decision[key])
-    return None
-
-
 class DataRecord(BaseModel):
     """The batch a version was trained on (manifest "data")."""
 
@@ -95,12 +91,52 @@ class DataRecord(BaseModel):
 
 
 class DecisionRecord(BaseModel):
-    """The gate's verdict as recorded with the version; promote None means the gate never judged it."""
+    """The gate's verdict as recorded with the version; promote None means the gate never judged it.
+
+    policy_sha256 / policy_is_default: the resolved gate policy that judged it (gate.PolicyRecord), None
+    when unrecorded (versions written before policies were recorded).
+    """
 
     model_config = ConfigDict(extra="allow")
 
     promote: bool | None = None
     reasons: list[str] = Field(default_factory=list)
+    policy_sha256: str | None = None
+    policy_is_default: bool | None = None
+
+    @classmethod
+    def of(cls, decision: BaseModel | Mapping[str, Any] | None) -> DecisionRecord:
+        """The verdict of any recorded decision: a gate.Decision, its decision.json dict, a manifest's
+        decision, or None (never judged). Older records named the verdict `passed` or `approved`."""
+        if isinstance(decision, BaseModel):
+            decision = decision.model_dump()
+        raw = dict(decision or {})
+        verdict = next((raw[k] for k in ("promote", "passed", "approved") if raw.get(k) is not None), None)
+        return cls.model_validate({**raw, "promote": None if verdict is None else bool(verdict)})
+
+    @property
+    def policy_source(self) -> str:
+        """Where the judging policy came from (gate.PolicyRecord.source), or 'unrecorded'."""
+        policy = (self.model_extra or {}).get("policy")
+        return str(policy.get("source", "unrecorded")) if isinstance(policy, Mapping) else "unrecorded"
+
+
+def _decision_json(decision: BaseModel | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A decision as the audit records it: gate.Decision.to_dict() (its decision.json form), or as given."""
+    return decision.model_dump() if isinstance(decision, BaseModel) else decision  # type: ignore[return-value]
+
+
+class EvaluationRecord(BaseModel):
+    """The manifest's evaluation: the metrics.EvalConfig fields and the stored files that recompute
+    metrics.json (pipeline.recheck_metrics)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    config: dict[str, Any] | None = Field(
+        None, description="metrics.EvalConfig fields (n_bootstrap, seed, ...)."
+    )
+    rows: str = Field("eval_rows.parquet", description="The scored eval rows' file in the version.")
+    train_keys: str = Field("train_keys.parquet", description="The training (query, item_id) rows' file.")
 
 
 class FileRecord(BaseModel):
@@ -134,10 +170,9 @@ class Manifest(BaseModel):
         description="{'weeks': N, 'batches': [{'batch_id', 'fingerprint_sha256', 'uri', 'accepted_at', "
         "'week' (ISO, e.g. '2026-W48'), 'rows', 'role' ('window' | 'new')}]}: every batch trained on.",
     )
-    evaluation: dict[str, Any] | None = Field(
+    evaluation: EvaluationRecord | None = Field(
         None,
-        description="{'config': metrics.EvalConfig fields, 'rows': 'eval_rows.parquet', 'train_keys': "
-        "'train_keys.parquet'}: what recomputes metrics.json (pipeline.recheck_metrics).",
+        description="What recomputes metrics.json (pipeline.recheck_metrics); None: no eval rows were kept.",
     )
     production_version: str | None = Field(
         None,
@@ -205,7 +240,19 @@ def require_name(who: object, action: str, field: str) -> str:
 
 
 class Registry:
-    """Versions, the production pointer and the audit log of one model in a store."""
+    """Versions, the production pointer and the audit log of one model in a store.
+
+    Layout under models/<model_name>/: versions/<version>/ (model/ files, extra files, model_card.md and
+    manifest.json, written once each and the manifest last, so a version without one is an interrupted
+    upload), production.json (the pointer, flipped by a conditional write: If-Match on S3, lock + atomic
+    rename locally) and audit/<utc>-<action>.json (one object per promote, reject, refuse and rollback).
+    Version ids sort by time ("20261128T132501Z-3f2a9c"); sizes are bytes, times UTC ISO 8601.
+
+    Raises RegistryError (refused: unknown, incomplete or duplicate version, an override without a name
+    or comment), its subclasses IncompleteVersion, ChecksumError (a stored file differs from its manifest
+    sha256) and PromotionConflict (another writer flipped the pointer first), and StoreError from the
+    store. model_name: letters, digits, '.', '_', '-' (RegistryError otherwise).
+    """
 
     def __init__(self, store: ArtifactStore, model_name: str):
         if not _VERSION_RE.match(model_name):
@@ -471,7 +518,7 @@ class Registry:
         self,
         version: str,
         approved_by: str,
-        decision: dict,
+        decision: Decision | Mapping[str, Any] | None,
         override: bool = False,
         comment: str = "",
         expected_production: str | None = ANY_PRODUCTION,
@@ -479,9 +526,10 @@ class Registry:
     ) -> dict:
         """Verify a complete version, flip production to it (conditional write), audit; returns the pointer.
 
-        decision: the gate's decision (gate.Decision.to_dict()); it promotes without override only when it
-        passed under the reviewed default policy (policy_is_default) and nobody rejected or refused this
-        version before. Otherwise override=True, a named approved_by and a non-empty comment are needed.
+        decision: the gate's Decision (or a recorded one: its decision.json dict); it promotes without
+        override only when it passed under the reviewed default policy (policy_is_default) and nobody
+        rejected or refused this version before; the audit records it as decision.json has it.
+        Otherwise override=True, a named approved_by and a non-empty comment are needed.
         expected_production: the production version the candidate was evaluated against (None: none);
         if production moved since, the promotion is refused. The default "*" skips this check.
         source: where the decision came from (ui-form, cli, policy:auto, api), recorded with it.
@@ -490,7 +538,9 @@ class Registry:
         """
         approved_by = require_name(approved_by, "promote", "approved_by / --by")
         comment = visible_text_line(comment)
-        needs_override = self._override_reasons(version, decision)
+        verdict = DecisionRecord.of(decision)
+        decision = _decision_json(decision)
+        needs_override = self._override_reasons(version, verdict)
         self._check_override(version, needs_override, override, comment)  # before downloading anything
         self.store.require_conditional_writes()
         manifest_sha = self.verify(version)
@@ -517,26 +567,33 @@ class Registry:
             self._check_override(version, needs_override, override, comment)
         history = list(previous.get("history", [])) + [previous["version"]] if previous else []
         now = _utc_now()
-        pointer = {
-            "model_name": self.model_name,
-            "version": version,
-            "manifest_sha256": manifest_sha,
-            "action": "promote",
-            "approved_by": approved_by,
-            "approved_at": _iso(now),
-            "override": bool(needs_override),
-            "override_reasons": needs_override,
-            "gate_passed": bool(_gate_verdict(decision)),
-            "policy_sha256": decision.get("policy_sha256"),
-            "policy_is_default": decision.get("policy_is_default") is True,
-            "decision_source": source,
-            "comment": comment,
-            "previous": previous_version,
-            "history": history[-_HISTORY_LIMIT:],
-        }
+        pointer = self._pointer(
+            "promote", version, manifest_sha, approved_by, now, previous_version, history,
+            override=bool(needs_override), override_reasons=needs_override, gate_passed=bool(verdict.promote),
+            policy_sha256=verdict.policy_sha256, policy_is_default=verdict.policy_is_default is True,
+            decision_source=source, comment=comment,
+        )  # fmt: skip
         self._flip(pointer, found[1] if found else None, "promotion")
         self.record_audit("promote", {**pointer, "decision": decision}, at=now)
         return pointer
+
+    def _pointer(
+        self,
+        action: str,
+        version: str,
+        manifest_sha: str,
+        by: str,
+        at: datetime,
+        previous: str | None,
+        history: list[str],
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """production.json's content (written with sorted keys): the version and its manifest sha256, the
+        action that set it, who and when (UTC ISO 8601), the version it replaced, the rollback stack (the
+        last _HISTORY_LIMIT = 50 versions) and the action's own fields (override, comment, ...)."""
+        return {"model_name": self.model_name, "version": version, "manifest_sha256": manifest_sha,
+                "action": action, "approved_by": by, "approved_at": _iso(at), "previous": previous,
+                "history": history[-_HISTORY_LIMIT:], **fields}  # fmt: skip
 
     def _check_override(self, version: str, reasons: list[str], override: bool, comment: str) -> None:
         """Refuse (RegistryError) a promotion that needs an override without override=True and a comment."""
@@ -566,20 +623,18 @@ class Registry:
             f"production is now {production_version or 'none'}"
         )
 
-    def _override_reasons(self, version: str, decision: dict) -> list[str]:
+    def _override_reasons(self, version: str, decision: DecisionRecord) -> list[str]:
         """Why promoting this version is an override ([] when the gate passed cleanly and nobody said no)."""
         reasons = []
-        verdict = _gate_verdict(decision)
-        if verdict is None:
+        if decision.promote is None:
             reasons.append("has no gate decision (it was never judged)")
-        elif verdict is False:
+        elif decision.promote is False:
             reasons.append("failed the gate")
-        if verdict is not None and decision.get("policy_is_default") is not True:
-            digest = decision.get("policy_sha256") or "unrecorded"
-            source = (decision.get("policy") or {}).get("source", "unrecorded")
+        if decision.promote is not None and decision.policy_is_default is not True:
+            digest = decision.policy_sha256 or "unrecorded"
             reasons.append(
                 "was judged under a gate policy that is not the reviewed default "
-                f"(sha256 {digest[:12]}, {source})"
+                f"(sha256 {digest[:12]}, {decision.policy_source})"
             )
         for record in self.audit():
             if record.get("version") == version and record["action"] in ("reject", "refuse"):
@@ -612,11 +667,20 @@ class Registry:
         self.record_audit(action, {**pointer, **extra, "audit_recovered": True}, at=at)
         return pointer
 
-    def reject(self, version: str, by: str, decision: dict, comment: str = "", source: str = "api") -> None:
+    def reject(
+        self,
+        version: str,
+        by: str,
+        decision: Decision | Mapping[str, Any] | None,
+        comment: str = "",
+        source: str = "api",
+    ) -> None:
         """Record a rejection bound to the version's manifest sha256; production is untouched.
 
-        Raises RegistryError when `by` is empty: a rejection names who made it.
+        decision: the gate's Decision or its decision.json dict (recorded as that dict). Raises
+        RegistryError when `by` is empty: a rejection names who made it.
         """
+        decision = _decision_json(decision)
         by = require_name(by, "reject", "by / --reviewer")
         comment = visible_text_line(comment)
         self.record_audit(
@@ -625,8 +689,11 @@ class Registry:
              "decision_source": source, "manifest_sha256": self._manifest_sha_or_none(version)},
         )  # fmt: skip
 
-    def refuse(self, version: str, reason: str, decision: dict, by: str = "flow") -> None:
+    def refuse(
+        self, version: str, reason: str, decision: Decision | Mapping[str, Any] | None, by: str = "flow"
+    ) -> None:
         """Record that a promotion of `version` was refused (e.g. stale: production moved since judged)."""
+        decision = _decision_json(decision)
         self.record_audit(
             "refuse",
             {"version": version, "refused_by": by, "reason": reason, "decision": decision,
@@ -672,20 +739,10 @@ class Registry:
         target, history = self._rollback_target(current, to)
         manifest_sha = self.verify(target)
         now = _utc_now()
-        pointer = {
-            "model_name": self.model_name,
-            "version": target,
-            "manifest_sha256": manifest_sha,
-            "action": "rollback",
-            "approved_by": by,
-            "approved_at": _iso(now),
-            "override": False,
-            "decision_source": source,
-            "request_id": request_id,
-            "comment": f"rollback from {current['version']}",
-            "previous": current["version"],
-            "history": history[-_HISTORY_LIMIT:],
-        }
+        pointer = self._pointer(
+            "rollback", target, manifest_sha, by, now, current["version"], history, override=False,
+            decision_source=source, request_id=request_id, comment=f"rollback from {current['version']}",
+        )  # fmt: skip
         self._flip(pointer, found[1], "rollback")
         self.record_audit("rollback", {**pointer, "rolled_back_from": current["version"]}, at=now)
         return pointer

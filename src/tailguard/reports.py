@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 # The summary page is built in tailguard.summary (one place for the review material's wording and layout).
+from tailguard.metrics import Evaluation
 from tailguard.summary import SUMMARY_METRICS as SUMMARY_METRICS
 from tailguard.summary import summary_html
 
@@ -70,7 +71,7 @@ def _probabilities(scores: np.ndarray) -> bool:
 def evaluation_reports(
     eval_df: pd.DataFrame,
     scores: dict[str, np.ndarray],
-    evaluation: dict,
+    evaluation: Evaluation | dict,
     decision: Any,
     out_dir: Path,
     *,
@@ -89,7 +90,8 @@ def evaluation_reports(
     labels = eval_df["label"].to_numpy().astype(int)
     cand = np.asarray(scores["candidate"], dtype=float)
     prod = np.asarray(scores["production"], dtype=float) if "production" in scores else None
-    threshold = float(evaluation.get("config", {}).get("threshold", 0.5))
+    evaluation = Evaluation.coerce(evaluation)
+    threshold = float(evaluation.config.threshold)
     skipped: dict[str, str] = {}
     if not (_probabilities(cand) and (prod is None or _probabilities(prod))):
         skipped["classification"] = "scores are not probabilities in [0, 1]; Evidently pages not rendered"
@@ -105,13 +107,13 @@ def evaluation_reports(
             skipped["popularity"] = "no popularity buckets (pass slices= or train_df=)"
         else:
             for name in ("head", "torso", "tail", "cold"):
-                info = evaluation.get("slices", {}).get(f"popularity:{name}", {})
+                info = evaluation.slice_info(f"popularity:{name}")
                 mask = bucket == name
                 if len(np.unique(labels[mask])) < 2:
                     skipped[f"popularity:{name}"] = _one_class(labels[mask])
                     continue
-                if info.get("too_small", True):
-                    skipped[f"popularity:{name}"] = info.get("reason") or "too small to judge"
+                if info is None or info.too_small:
+                    skipped[f"popularity:{name}"] = (info and info.reason) or "too small to judge"
                     continue
                 pages[f"classification_popularity_{name}"] = _classification_page(
                     labels[mask],
@@ -148,17 +150,16 @@ def _one_class(labels: np.ndarray) -> str:
 
 
 def _popularity(
-    eval_df: pd.DataFrame, evaluation: dict, train_df: pd.DataFrame | None, slices: pd.DataFrame | None
+    eval_df: pd.DataFrame, evaluation: Evaluation, train_df: pd.DataFrame | None, slices: pd.DataFrame | None
 ) -> np.ndarray | None:
     if slices is not None:
         return slices["popularity"].astype(str).to_numpy()
     if "popularity" in eval_df.columns:
         return eval_df["popularity"].astype(str).to_numpy()
     if train_df is not None:
-        from tailguard.metrics import EvalConfig, assign_slices
+        from tailguard.metrics import assign_slices
 
-        cfg = EvalConfig(**evaluation.get("config", {}))
-        return assign_slices(eval_df, train_df, cfg)["popularity"].astype(str).to_numpy()
+        return assign_slices(eval_df, train_df, evaluation.config)["popularity"].astype(str).to_numpy()
     return None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Where `tailguard demo` keeps its state unless given --home (relative to the CWD, like `home`).
@@ -15,7 +15,7 @@ DEMO_HOME = Path(".tailguard/demo")
 class Settings(BaseSettings):
     """Where tailguard keeps its state and which store and model it works on."""
 
-    model_config = SettingsConfigDict(env_prefix="TAILGUARD_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TAILGUARD_", extra="ignore", populate_by_name=True)
 
     home: Path = Field(
         Path(".tailguard"),
@@ -30,9 +30,15 @@ class Settings(BaseSettings):
         0,
         ge=0,
         description="torch intra-op threads; 0 keeps torch's default. On 2 shared cores 1 thread was "
-        "fastest (STACK_NOTES: 2,570 vs 1,035 samples/s with one core busy).",
+        "fastest (2,570 vs 1,035 samples/s with the other core busy).",
     )
-    hf_offline: bool = Field(True, description="Keep Hugging Face hub access off (HF_HUB_OFFLINE=1).")
+    offline: bool = Field(
+        True,
+        validation_alias=AliasChoices("TAILGUARD_OFFLINE", "TAILGUARD_HF_OFFLINE", "HF_HUB_OFFLINE"),
+        description="Keep the Hugging Face hub off: models load from local folders only "
+        "(local_files_only=True) and a hub name is refused at once, since an offline hub lookup stalled "
+        "~46 s before failing. Read from TAILGUARD_OFFLINE, else HF_HUB_OFFLINE; 0 / false turns it off.",
+    )
     training_pool: str = Field(
         "",
         description="When set (e.g. 'gpu'), retrain starts the fine-tune deployment on that pool "
@@ -83,6 +89,19 @@ class Settings(BaseSettings):
         description="Bytes of each refused file copied into quarantine/; larger files keep only this "
         "prefix (their size and sha256 stay in validation.json).",
     )
+
+    @field_validator("offline", mode="before")
+    @classmethod
+    def _flag(cls, value: object) -> object:
+        """Read the flag as huggingface_hub reads HF_HUB_OFFLINE (1/ON/YES/TRUE); empty means the default."""
+        if not isinstance(value, str):
+            return value
+        word = value.strip().upper()
+        if word in ("", "1", "ON", "YES", "TRUE"):
+            return True
+        if word in ("0", "OFF", "NO", "FALSE"):
+            return False
+        raise ValueError(f"offline flag {value!r}: use 1 (offline, the default) or 0 (hub allowed)")
 
     @property
     def store_uri(self) -> str:

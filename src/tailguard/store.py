@@ -577,17 +577,39 @@ class S3Store(ArtifactStore):
         return ""
 
 
+def is_remote(uri: str | os.PathLike[str]) -> bool:
+    """True for an s3:// URI (scheme case-insensitive), the one remote scheme; paths and file:// are local.
+
+    Every module asks this instead of parsing the scheme itself, so a new scheme is added here once.
+    """
+    return urlparse(str(uri)).scheme == "s3"
+
+
+def split_uri(uri: str | os.PathLike[str]) -> tuple[str, str]:
+    """(bucket, key) of an s3://bucket/key URI; the key as written (may be '' or end in '/').
+
+    The key is everything after the bucket's '/', '?' and '#' included (both are legal in S3 keys).
+    Raises StoreError for a URI that is not s3:// or has no bucket.
+    """
+    uri = str(uri)
+    if not is_remote(uri):
+        raise StoreError(f"{uri!r} is not an s3:// URI: use s3://bucket/prefix")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise StoreError(f"store URI {uri!r} has no bucket: use s3://bucket/prefix")
+    return bucket, key
+
+
 def open_store(uri: str = "") -> ArtifactStore:
     """'' -> the settings' store, a path or file:// URI -> LocalStore, s3://bucket/prefix -> S3Store."""
     if not uri:
         from tailguard.settings import get_settings
 
         uri = get_settings().store_uri
+    if is_remote(uri):
+        bucket, prefix = split_uri(uri)
+        return _s3_store(bucket, prefix.strip("/"), _aws_environment())
     parsed = urlparse(uri)
-    if parsed.scheme == "s3":
-        if not parsed.netloc:
-            raise StoreError(f"store URI {uri!r} has no bucket: use s3://bucket/prefix")
-        return _s3_store(parsed.netloc, parsed.path.strip("/"), _aws_environment())
     if parsed.scheme == "file":
         return LocalStore(parsed.path)
     if parsed.scheme and len(parsed.scheme) > 1:  # one letter would be a Windows drive

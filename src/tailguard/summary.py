@@ -11,9 +11,12 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tailguard.metrics import Evaluation, Interval, MetricEntry
+from tailguard.metrics import finite_value as _value
 from tailguard.safe_text import escape_script_json, html_text, markdown_code, markdown_text
 
 if TYPE_CHECKING:
@@ -30,31 +33,30 @@ def _fmt(value: float | None, signed: bool = False) -> str:
     return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
-def slice_rows(evaluation: dict, metrics: tuple[str, ...] = SHOWN_METRICS) -> list[dict]:
+def slice_rows(evaluation: Evaluation | dict, metrics: tuple[str, ...] = SHOWN_METRICS) -> list[dict]:
     """One row per (slice, metric): size, candidate, production, difference and its 95% interval."""
+    ev = Evaluation.coerce(evaluation)
     rows = []
-    values = evaluation.get("metrics", {})
-    comparison = evaluation.get("comparison", {}).get("slices", {})
-    for name, info in evaluation.get("slices", {}).items():
-        if info.get("dimension", name) not in SHOWN_DIMENSIONS:
+    for name in ev.slice_names():
+        info = ev.slice_info(name)
+        if (info.dimension or name) not in SHOWN_DIMENSIONS:
             continue
         for metric in metrics:
-            cand = values.get("candidate", {}).get(name, {}).get(metric, {})
-            prod = values.get("production", {}).get(name, {}).get(metric, {})
-            diff = comparison.get(name, {}).get(metric, {})
+            cand = ev.entry("candidate", name, metric) or MetricEntry()
+            diff = ev.diff(name, metric) or Interval()
             rows.append(
                 {
                     "slice": name,
                     "metric": metric,
-                    "rows": info.get("rows"),
-                    "positives": info.get("positives"),
-                    "judged": not info.get("too_small"),
-                    "note": info.get("reason") or cand.get("undefined") or "",
-                    "candidate": cand.get("value"),
-                    "production": prod.get("value") if prod else None,
-                    "diff": diff.get("value"),
-                    "ci_low": diff.get("ci_low"),
-                    "ci_high": diff.get("ci_high"),
+                    "rows": info.rows,
+                    "positives": info.positives,
+                    "judged": not info.too_small,
+                    "note": info.reason or cand.undefined or "",
+                    "candidate": cand.value,
+                    "production": ev.value("production", name, metric),
+                    "diff": diff.value,
+                    "ci_low": diff.ci_low,
+                    "ci_high": diff.ci_high,
                 }
             )
     return rows
@@ -69,13 +71,13 @@ HEADLINE = (
 )
 
 
-def headline_metrics(evaluation: dict) -> dict:
+def headline_metrics(evaluation: Evaluation | dict) -> dict:
     """{"slice/metric": {"candidate": v, "production": v or None}} for the HEADLINE slices present."""
-    values = evaluation.get("metrics", {})
+    ev = Evaluation.coerce(evaluation)
     out = {}
     for slice_name, metric in HEADLINE:
-        cand = values.get("candidate", {}).get(slice_name, {}).get(metric, {}).get("value")
-        prod = values.get("production", {}).get(slice_name, {}).get(metric, {}).get("value")
+        cand = ev.value("candidate", slice_name, metric)
+        prod = ev.value("production", slice_name, metric)
         if cand is not None or prod is not None:
             out[f"{slice_name}/{metric}"] = {"candidate": cand, "production": prod}
     return out
@@ -95,10 +97,14 @@ def slice_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def stated_checks(decision: dict, evaluation: dict) -> list[dict]:
-    """Every gate check, failing first, as {name, verdict, measured, rule} in the review's words."""
-    policy = (decision.get("policy") or {}).get("values") or {}
-    failing, skipped, passing = _ordered_checks(decision)
+def stated_checks(decision: Any, evaluation: Evaluation | dict) -> list[dict]:
+    """Every gate check, failing first, as {name, verdict, measured, rule} in the review's words.
+
+    decision: a gate.Decision or its decision.json dict."""
+    dec = decision.to_dict() if hasattr(decision, "to_dict") else decision
+    policy = (dec.get("policy") or {}).get("values") or {}
+    failing, skipped, passing = _ordered_checks(dec)
+    evaluation = Evaluation.coerce(evaluation)
     rows = []
     for c in [*failing, *skipped, *passing]:
         measured, rule = check_statement(c, evaluation, policy)
@@ -149,10 +155,12 @@ def _md_cell(value: object) -> str:
     return markdown_text(value)  # cell text is shopper/seller text: no links, images, rows or HTML
 
 
-def cutoff_rows(evaluation: dict) -> list[dict]:
+def cutoff_rows(evaluation: Evaluation | dict) -> list[dict]:
     """One row per (dimension, bucket) of metrics.json's slice cut-offs: training counts, keys, row share."""
+    ev = Evaluation.coerce(evaluation)
     rows = []
-    for dim, buckets in evaluation.get("slice_definitions", {}).get("cutoffs", {}).items():
+    for dim in ev.slice_definitions.cutoffs:
+        buckets = ev.cutoffs(dim)
         for bucket, c in buckets.items():
             if not isinstance(c, dict):  # the "rule" entry
                 continue
@@ -170,14 +178,17 @@ def cutoff_rows(evaluation: dict) -> list[dict]:
     return rows
 
 
-def review_markdown(evaluation: dict, decision: dict, version: str, store_uri: str) -> str:
+def review_markdown(evaluation: Evaluation | dict, decision: Any, version: str, store_uri: str) -> str:
     """The reviewer's artifact: verdict first, then the slice table, failing checks, the rest last.
 
-    Each check is stated in words (`check_statement`): point estimate, 95% interval, and the rule.
+    decision: a gate.Decision or its decision.json dict. Each check is stated in words
+    (`check_statement`): point estimate, 95% interval, and the rule.
     """
-    word, why = verdict(decision)
-    failing, skipped, passing = _ordered_checks(decision)
-    policy = (decision.get("policy") or {}).get("values") or {}
+    evaluation = Evaluation.coerce(evaluation)
+    dec = decision.to_dict() if hasattr(decision, "to_dict") else decision
+    word, why = verdict(dec)
+    failing, skipped, passing = _ordered_checks(dec)
+    policy = (dec.get("policy") or {}).get("values") or {}
 
     def checks_table(checks: list[dict]) -> str:
         rows = []
@@ -310,10 +321,9 @@ def _n(x: Any, signed: bool = False) -> str:
     return f"{float(x):+.4f}" if signed else f"{float(x):.4f}"
 
 
-def _interval(entry: dict, sign: float) -> tuple[float | None, float | None, float | None]:
+def _interval(entry: Interval, sign: float) -> tuple[float | None, float | None, float | None]:
     """(point, low, high) of a comparison entry, multiplied by sign (so + is better), interval sorted."""
-    point = entry.get("value")
-    lo, hi = entry.get("ci_low"), entry.get("ci_high")
+    point, lo, hi = entry.value, entry.ci_low, entry.ci_high
     point = None if point is None else sign * point
     if lo is None or hi is None:
         return point, None, None
@@ -321,11 +331,11 @@ def _interval(entry: dict, sign: float) -> tuple[float | None, float | None, flo
     return point, lo, hi
 
 
-def _comparison_statement(check: dict, evaluation: dict, policy: dict) -> tuple[str, str]:
+def _comparison_statement(check: dict, evaluation: Evaluation, policy: dict) -> tuple[str, str]:
     """Measured and rule text of a regression:/protected: check on one slice and metric."""
     kind, rest = check["name"].split(":", 1)
     slice_name, metric = rest.rsplit(":", 1)
-    entry = evaluation.get("comparison", {}).get("slices", {}).get(slice_name, {}).get(metric) or {}
+    entry = evaluation.diff(slice_name, metric) or Interval()
     higher = _higher_is_better(metric)
     point, lo, hi = _interval(entry, 1.0 if higher else -1.0)
     what = "candidate − production" if higher else "production − candidate (lower is better)"
@@ -352,7 +362,9 @@ def _comparison_statement(check: dict, evaluation: dict, policy: dict) -> tuple[
     return measured, rule
 
 
-def check_statement(check: dict, evaluation: dict, policy: dict | None = None) -> tuple[str, str]:
+def check_statement(
+    check: dict, evaluation: Evaluation | dict, policy: dict | None = None
+) -> tuple[str, str]:
     """(measured, rule) in words for one gate check, built from its structured fields.
 
     measured states the point estimate and, where the evaluation has one, the paired bootstrap 95%
@@ -360,6 +372,7 @@ def check_statement(check: dict, evaluation: dict, policy: dict | None = None) -
     A skipped check gives ("not judged", its reason). Unknown check kinds fall back to the check's reason.
     """
     policy = policy or {}
+    evaluation = Evaluation.coerce(evaluation)
     name, observed, threshold = check.get("name", ""), check.get("observed"), check.get("threshold")
     if check.get("verdict") == "skipped":
         return "not judged", str(check.get("reason", ""))
@@ -372,7 +385,7 @@ def check_statement(check: dict, evaluation: dict, policy: dict | None = None) -
         rel = "≥" if _higher_is_better(m) else "≤"
         return f"candidate {m} = {_n(observed)} (overall)", f"floor: must be {rel} {_n(threshold)}"
     if name == "fairness:recall_gap_growth":
-        entry = evaluation.get("comparison", {}).get("fairness", {}).get("recall_gap") or {}
+        entry = evaluation.fairness_diff("recall_gap") or Interval()
         point, lo, hi = _interval(entry, 1.0)
         measured = f"growth of the recall gap between popularity buckets = {_n(point, True)}"
         if lo is not None:
@@ -452,40 +465,27 @@ def summary_css_sha256() -> str:
 _e = html_text
 
 
-def _value(entry: Any) -> float | None:
-    v = entry.get("value") if isinstance(entry, dict) else entry
-    if v is None:
-        return None
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
 def _cell(entry: Any, digits: int = 3) -> str:
     v = _value(entry)
     if v is None:
-        why = entry.get("undefined", "undefined") if isinstance(entry, dict) else "undefined"
+        why = (entry.undefined if isinstance(entry, MetricEntry) else None) or "undefined"
         return f'<td class="small" title="{_e(why)}">—</td>'
     return f"<td>{v:.{digits}f}</td>"
 
 
-def _diff_cell(entry: dict | None) -> str:
-    if not entry or _value(entry) is None:
-        why = (entry or {}).get("undefined", "no comparison")
+def _diff_cell(entry: Interval | None) -> str:
+    if entry is None or _value(entry) is None:
+        why = "no comparison" if entry is None else (entry.undefined or "undefined")
         return f'<td class="small" title="{_e(why)}">—</td>'
-    v, lo, hi = entry["value"], entry.get("ci_low"), entry.get("ci_high")
+    v, lo, hi = entry.value, entry.ci_low, entry.ci_high
     cls = "up" if lo is not None and lo > 0 else ("down" if hi is not None and hi < 0 else "")
     ci = f"<br>[{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else ""
     return f'<td class="{cls}">{v:+.3f}<span class="small">{ci}</span></td>'
 
 
-def _slice_table(evaluation: dict, metrics: tuple[str, ...], table_id: str) -> str:
+def _slice_table(ev: Evaluation, metrics: tuple[str, ...], table_id: str) -> str:
     """HTML table: one row per slice; per metric each model's value, then Δ [95% CI] with two models."""
-    models = evaluation.get("models", [])
-    comparison = evaluation.get("comparison", {}).get("slices", {})
-    values = evaluation.get("metrics", {})
+    models = ev.models
     two = len(models) == 2
     fixed = (("slice", " class='l'"), ("rows", ""), ("queries", ""), ("positives", ""))
     head = "<tr>" + "".join(f"<th rowspan='2'{cls}>{text}</th>" for text, cls in fixed)
@@ -494,18 +494,18 @@ def _slice_table(evaluation: dict, metrics: tuple[str, ...], table_id: str) -> s
         head += "".join(f"<th class='small'>{_e(x)}</th>" for x in models)
         head += "<th class='small'>Δ [95% CI]</th>" if two else ""
     rows = [head + "</tr>"]
-    for name, info in evaluation.get("slices", {}).items():
-        small = info.get("too_small")
-        reason = f' title="{_e(info.get("reason"))}"' if small else ""
+    for name, info in ev.slices.items():
+        small = info.too_small
+        reason = f' title="{_e(info.reason)}"' if small else ""
         row = (
             f"<tr{' class=small' if small else ''}><td class='l'{reason}>{_e(name)}"
-            f"{' (too small)' if small else ''}</td><td>{_e(info.get('rows'))}</td>"
-            f"<td>{_e(info.get('queries'))}</td><td>{_e(info.get('positives'))}</td>"
+            f"{' (too small)' if small else ''}</td><td>{_e(info.rows)}</td>"
+            f"<td>{_e(info.queries)}</td><td>{_e(info.positives)}</td>"
         )
         for metric in metrics:
-            row += "".join(_cell(values.get(m, {}).get(name, {}).get(metric)) for m in models)
+            row += "".join(_cell(ev.entry(m, name, metric)) for m in models)
             if len(models) == 2:
-                row += _diff_cell(comparison.get(name, {}).get(metric))
+                row += _diff_cell(ev.diff(name, metric))
         rows.append(row + "</tr>")
     return f"<div class='scroll'><table class='slices' id='{table_id}'>{''.join(rows)}</table></div>"
 
@@ -546,9 +546,9 @@ def _gate_section(dec: dict, evaluation: dict) -> str:
     return "".join(parts)
 
 
-def _chart(evaluation: dict, metric: str = "roc_auc") -> str:
+def _chart(ev: Evaluation, metric: str = "roc_auc") -> str:
     """Inline SVG: per popularity bucket, candidate and production bars of one metric."""
-    models = evaluation.get("models", [])
+    models = ev.models
     buckets = ("head", "torso", "tail", "cold")
     colours = {"candidate": "#0969da", "production": "#8c959f"}
     width, height, pad, group = 560, 240, 40, 120
@@ -556,7 +556,7 @@ def _chart(evaluation: dict, metric: str = "roc_auc") -> str:
     for i, b in enumerate(buckets):
         x0 = pad + i * group + 10
         for j, m in enumerate(models):
-            v = _value(evaluation.get("metrics", {}).get(m, {}).get(f"popularity:{b}", {}).get(metric))
+            v = ev.value(m, f"popularity:{b}", metric)
             x = x0 + j * 40
             if v is None:
                 bars.append(
@@ -570,7 +570,8 @@ def _chart(evaluation: dict, metric: str = "roc_auc") -> str:
                 f"<title>{_e(m)} {_e(b)} {_e(metric)} {v:.3f}</title></rect>"
                 f'<text x="{x + 2}" y="{height - pad - h - 3:.1f}" font-size="10">{v:.2f}</text>'
             )
-        too_small = evaluation.get("slices", {}).get(f"popularity:{b}", {}).get("too_small")
+        info = ev.slice_info(f"popularity:{b}")
+        too_small = info is not None and info.too_small
         label = f"{b}{' (too small)' if too_small else ''}"
         bars.append(f'<text x="{x0}" y="{height - pad + 16}" font-size="11">{_e(label)}</text>')
     legend = "".join(
@@ -592,27 +593,27 @@ def _chart(evaluation: dict, metric: str = "roc_auc") -> str:
     )
 
 
-def _fairness_section(evaluation: dict) -> str:
-    models = evaluation.get("models", [])
-    fairness, bias = evaluation.get("fairness", {}), evaluation.get("popularity_bias", {})
-    if not fairness:
+def _fairness_section(ev: Evaluation) -> str:
+    models = ev.models
+    if not ev.fairness:
         return ""
 
-    def get(m: str, *path: str) -> Any:
-        node: Any = fairness if path[0] != "bias" else bias
-        for key in path if path[0] != "bias" else path[1:]:
-            node = node.get(key, {}) if isinstance(node, dict) else {}
-        return node
+    def exposure(m: str) -> Any:
+        f = ev.fairness_of(m)
+        return None if f is None else f.exposure
 
-    rows = [("recall gap (max − min over buckets)", ("recall_gap",)),
-            ("tail/head exposure ratio", ("exposure", "tail_head_ratio"))]  # fmt: skip
-    rows += [(f"exposure share: {b}", ("exposure", "share", b)) for b in ("head", "torso", "tail", "cold")]
-    rows += [(k, ("bias", k)) for k in ("arp", "aplt", "gini", "item_coverage")]
+    rows: list[tuple[str, Callable[[str], Any]]] = [
+        ("recall gap (max − min over buckets)", lambda m: getattr(ev.fairness_of(m), "recall_gap", None)),
+        ("tail/head exposure ratio", lambda m: getattr(exposure(m), "tail_head_ratio", None)),
+    ]
+    rows += [
+        (f"exposure share: {b}", lambda m, b=b: None if exposure(m) is None else exposure(m).share.get(b))
+        for b in ("head", "torso", "tail", "cold")
+    ]
+    rows += [(k, lambda m, k=k: ev.bias(m, k)) for k in ("arp", "aplt", "gini", "item_coverage")]
     body = "".join(
-        f"<tr><td class='l'>{_e(label)}</td>"
-        + "".join(_cell(get(m, *(path if path[0] == "bias" else (m, *path)))) for m in models)
-        + "</tr>"
-        for label, path in rows
+        f"<tr><td class='l'>{_e(label)}</td>" + "".join(_cell(read(m)) for m in models) + "</tr>"
+        for label, read in rows
     )
     heads = "".join(f"<th>{_e(m)}</th>" for m in models)
     return (
@@ -640,7 +641,7 @@ def _examples_section(examples: pd.DataFrame | None) -> str:
 
 
 def summary_html(
-    evaluation: dict,
+    evaluation: Evaluation | dict,
     decision: Any,
     links: dict[str, str],
     skipped: dict[str, str] | None = None,
@@ -655,8 +656,9 @@ def summary_html(
     """
     dec = decision.to_dict() if hasattr(decision, "to_dict") else (decision or {})
     word, why = verdict(dec)
-    models = evaluation.get("models", [])
-    d = evaluation.get("data", {})
+    evaluation = Evaluation.coerce(evaluation)
+    models = evaluation.models
+    d = evaluation.data
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
@@ -664,8 +666,8 @@ def summary_html(
         f"<h1>{_e(title)}</h1>"
         f"<div class='verdict {_VERDICT_CLASS[word]}' id='verdict'><span class='word'>{_e(word)}</span>"
         f"<span class='why'>{_e(why)}</span></div>"
-        f"<p>{_e(d.get('rows'))} rows, {_e(d.get('queries'))} queries, {_e(d.get('positives'))} positives, "
-        f"{_e(d.get('items'))} items; k = {_e(evaluation.get('config', {}).get('k'))}; models: "
+        f"<p>{_e(d.rows)} rows, {_e(d.queries)} queries, {_e(d.positives)} positives, "
+        f"{_e(d.items)} items; k = {_e(evaluation.config.k)}; models: "
         f"{_e(', '.join(models))}.</p>",
         "<nav class='reports'><b>Reports</b> <span class='small'>(Evidently pages: <b>current</b> = "
         "candidate, <b>reference</b> = production, scored on the same rows)</span><ul>",

@@ -11,11 +11,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from tailguard.contract import visible_texts
 
@@ -175,6 +175,60 @@ class ValidationResult:
             "elapsed_s": round(self.elapsed_s, 3),
             "gx_results": self.gx_results,
         }
+
+
+class ValidationRecord(BaseModel):
+    """validation.json: the one shape `tailguard validate` and the retrain flow record for a batch.
+
+    stage says which check decided ("contract": the file could not be read under the data contract, so
+    GX never ran; "validation": the GX suites ran), status the outcome. failures/warnings are dicts with
+    file, column, rule, observed, severity and examples (ContractError.to_dict / validation.Failure).
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    source: str = Field(description="The batch as given: path, folder or s3:// URI.")
+    batch_id: str | None = Field(None, description="Content id ('b-' + 16 hex) when the files were read.")
+    success: bool
+    stage: Literal["contract", "validation"]
+    status: Literal["passed", "failed", "could_not_run"]
+    summary: str = ""
+    failures: list[dict[str, Any]] = Field(default_factory=list)
+    warnings: list[dict[str, Any]] = Field(default_factory=list)
+    could_not_run: list[dict[str, Any]] = Field(default_factory=list)
+    skipped: list[str] = Field(default_factory=list)
+    stats: dict[str, Any] | None = None
+    previous_batch_id: str | None = None
+    elapsed_s: float = 0.0
+    gx_results: list[dict[str, Any]] = Field(default_factory=list)
+
+    @classmethod
+    def contract_refusal(cls, source: str, error: dict, batch_id: str | None = None) -> ValidationRecord:
+        """The record of a batch the data contract refused (error: ContractError.to_dict())."""
+        where = f"column '{error.get('column')}' rule '{error.get('rule')}'"
+        return cls(
+            source=source, batch_id=batch_id, success=False, stage="contract", status="failed",
+            summary=f"{source}: REFUSED by the data contract ({where})",
+            failures=[{**error, "severity": "error"}],
+        )  # fmt: skip
+
+    @classmethod
+    def from_outcome(
+        cls, outcome: ValidationResult, batch_id: str | None = None, previous_batch_id: str | None = None
+    ) -> ValidationRecord:
+        """The record of a GX validation (outcome: ValidationResult from validate_frame)."""
+        return cls(
+            **outcome.to_dict(), stage="validation", batch_id=batch_id, previous_batch_id=previous_batch_id
+        )
+
+    def add_failure(self, failure: dict) -> None:
+        """Refuse the batch for one more rule (a record-level check such as a duplicate batch)."""
+        self.failures.append({**failure, "severity": "error"})
+        self.success, self.status = False, "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form written to validation.json."""
+        return self.model_dump(mode="json")
 
 
 class ValidationFailed(Exception):
@@ -612,7 +666,22 @@ def validate_frame(
     policy: ValidationPolicy | None = None,
     suite_dir_path: str | Path | None = None,
 ) -> ValidationResult:
-    """Validate a canonical frame against the suites in expectations/; never raises for bad data."""
+    """Validate a canonical frame against the GX suites in expectations/ (rows, titles, queries, batch).
+
+    df: the canonical frame of data.load_batch, n rows (query, item_id, item_title, label and any optional
+    columns; `df.attrs["files"]` names the files rows came from, so a failure names its file). source: the
+    batch as given (path, folder or s3:// URI), quoted in every message. previous_stats: batch_stats() of
+    the last accepted batch (None: the batch-to-batch rules are skipped and listed in `skipped`). policy:
+    the thresholds the suites reference (default ValidationPolicy()). suite_dir_path: a folder of suite
+    JSON files (default: suite_dir()).
+
+    Returns a ValidationResult: error-severity failures (each with file, column, rule, the observed value
+    and up to MAX_EXAMPLES = 5 offending rows or values), warnings, expectations that could not run, the
+    batch's stats (rows, positive_share, ...) and elapsed_s (wall seconds). Bad data never raises: a
+    refused batch is `success` False. Raises FileNotFoundError when a suite file is missing,
+    json.JSONDecodeError (a ValueError) when one is not JSON, and what Great Expectations raises for an
+    expectation it does not know. The Ray engine's validate gives the same result for the same batch.
+    """
     started = time.perf_counter()
     policy = policy or ValidationPolicy()
     parameters = policy.parameters()

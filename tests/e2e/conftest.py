@@ -105,7 +105,7 @@ def worker(stack, procs):
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own session, like `set -m`: SIGTERM reaches it (STACK_NOTES)
+        start_new_session=True,  # its own session, like `set -m`: SIGTERM reaches it
     )
     try:
         yield proc

@@ -55,6 +55,28 @@ def test_flow_parameters_are_retrain_params_fields_with_their_rules_and_descript
     assert "Copy to new run" in flow_props["gate_overrides"]["description"]
 
 
+def test_flow_signature_has_every_retrain_params_field_with_its_annotation_and_default():
+    """Each flow parameter is the RetrainParams field of that name: same order, the same Python type and
+    the same default (a dict field's default_factory gives {} on both sides), nothing more or less."""
+    import inspect
+    import typing
+
+    from tailguard_flows.retrain import retrain
+
+    signature = inspect.signature(retrain.fn)
+    hints = typing.get_type_hints(retrain.fn)  # Annotated metadata stripped: the bare types
+    fields = RetrainParams.model_fields
+    assert list(signature.parameters) == list(fields)
+    for name, field in fields.items():
+        assert hints[name] == field.annotation, (name, hints[name], field.annotation)
+        default = signature.parameters[name].default
+        if field.is_required():
+            assert default is inspect.Parameter.empty, name
+        else:
+            assert default == field.get_default(call_default_factory=True), name
+            assert type(default) is type(field.get_default(call_default_factory=True)), name
+
+
 @pytest.mark.parametrize(
     "spec",
     [
@@ -115,19 +137,25 @@ def test_flow_refuses_bad_options_before_reading_the_batch_in_one_line(tailguard
 
 
 def test_review_prompt_leads_with_the_summary_verdict_and_links_the_artifact():
+    from tailguard.gate import Decision
     from tailguard.summary import DO_NOT_PROMOTE, PROMOTE
 
-    failing = {
-        "promote": False,
-        "policy_is_default": True,
-        "checks": [{"name": "floor:overall:roc_auc", "verdict": "fail"}],
-        "reasons": ["slice category:<img src=x onerror=alert(1)> [click](javascript:alert(1)) fell"],
-    }
+    failing = Decision(
+        promote=False,
+        policy_is_default=True,
+        checks=[{"name": "floor:overall:roc_auc", "verdict": "fail", "reason": ""}],
+        reasons=["slice category:<img src=x onerror=alert(1)> [click](javascript:alert(1)) fell"],
+    )
     text = review_prompt(failing, "v7", "http://127.0.0.1:4200/runs/flow-run/abc?tab=Artifacts")
     assert text.startswith(f"**{DO_NOT_PROMOTE}**: candidate v7 (0 passed, 1 failed, 0 skipped)")
     assert "[the 'candidate-review' artifact](http://127.0.0.1:4200/runs/flow-run/abc?tab=Artifacts)" in text
     assert "<img" not in text and "](javascript" not in text and "&lt;img" in text
-    passing = {"promote": True, "policy_is_default": True, "checks": [{"name": "a", "verdict": "pass"}]}
+    passing = Decision(
+        promote=True,
+        policy_is_default=True,
+        checks=[{"name": "a", "verdict": "pass", "reason": ""}],
+        reasons=[],
+    )
     assert review_prompt(passing, "v8").startswith(f"**{PROMOTE}**: candidate v8")
     assert "](" not in review_prompt(passing, "v8")  # no link without a UI URL
 
@@ -160,10 +188,9 @@ def test_approval_after_production_moved_ends_refused_and_tags_the_outcome(tailg
     v1 from the CLI. The reviewer approves run 2: the flip is refused, the run ends Failed named Refused."""
     from prefect import get_client
     from prefect.flow_runs import resume_flow_run
+    from tailguard_flows.cli import app
     from tailguard_flows.retrain import PromotionRefused, retrain
     from typer.testing import CliRunner
-
-    from tailguard.cli import app
 
     common = {"epochs": 1, "n_bootstrap": 0, "window_weeks": 1, "allow_duplicate_batch": True}
     first = retrain(data=str(small_batch), **common)
@@ -226,9 +253,8 @@ def test_automation_files_are_valid_prefect_automations_on_retrain_runs(path):
 
 def test_automations_command_replaces_by_name_and_refuses_a_bad_block_id(tmp_path):
     from prefect import get_client
+    from tailguard_flows.cli import app
     from typer.testing import CliRunner
-
-    from tailguard.cli import app
 
     runner = CliRunner()
     block = "3f2b8c1e-2f4a-4c55-9b43-0a1d2e3f4a5b"
@@ -250,9 +276,8 @@ def test_automations_command_replaces_by_name_and_refuses_a_bad_block_id(tmp_pat
 
 
 def test_reviews_command_says_when_nothing_waits():
+    from tailguard_flows.cli import app
     from typer.testing import CliRunner
-
-    from tailguard.cli import app
 
     done = CliRunner().invoke(app, ["reviews"])
     assert done.exit_code == 0 and "no retrain run is waiting for review" in done.output

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import numpy as np
 import pandas as pd
@@ -167,11 +166,11 @@ def _fake_model(tmp_path, tag):
     return model
 
 
-def test_cli_promote_and_rollback_take_the_flows_promotion_lock(tailguard_home, tmp_path, monkeypatch):
+def test_cli_promote_and_rollback_take_the_flows_promotion_lock(
+    tailguard_home, tmp_path, monkeypatch, lock_held_elsewhere
+):
     from prefect.settings import PREFECT_API_URL
-    from tailguard_tasks.locks import promotion_lock
-
-    from tailguard.cli import app
+    from tailguard_flows.cli import app
 
     monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())  # a configured server (the harness)
     monkeypatch.setenv("TAILGUARD_PROMOTION_LOCK_TIMEOUT_S", "1")
@@ -187,23 +186,10 @@ def test_cli_promote_and_rollback_take_the_flows_promotion_lock(tailguard_home, 
         )
         versions.append(version)
     runner = CliRunner()
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:  # another promotion (the flow's task) in progress
-        with promotion_lock("relevance", timeout_s=30):
-            held.set()
-            release.wait(60)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert held.wait(30)
+    with lock_held_elsewhere("relevance"):  # another promotion (the flow's task) in progress
         blocked = runner.invoke(app, ["promote", versions[0], "--by", "ana"])
         assert blocked.exit_code == 1 and "promotion lock 'promote-relevance'" in blocked.output
         assert registry.production() is None and registry.audit() == []
-    finally:
-        release.set()
-        holder.join()
     # The free slot may take seconds to grant on a busy SQLite server (503 -> 2 s client retries).
     monkeypatch.setenv("TAILGUARD_PROMOTION_LOCK_TIMEOUT_S", "60")
     first = runner.invoke(app, ["promote", versions[0], "--by", "ana"])

@@ -15,25 +15,18 @@ from tailguard.store import open_store
 
 
 @pytest.fixture(scope="module")
-def flow_versions(tmp_path_factory):
+def flow_versions(tmp_path_factory, module_home):
     """Two retrain runs in one store; the first (scored with no production) is production for the second."""
     from tailguard_flows.retrain import retrain
 
     weeks = generate_batches(DemoConfig(rows=1200, batches=2, seed=21), tmp_path_factory.mktemp("weeks"))
-    home = tmp_path_factory.mktemp("tg-history")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TAILGUARD_HOME", str(home))
-    mp.delenv("TAILGUARD_STORE", raising=False)
-    mp.setenv("TAILGUARD_TORCH_THREADS", "1")
-    try:
+    with module_home(tmp_path_factory.mktemp("tg-history")) as home:
         first = retrain(data=str(weeks[0]), epochs=1, n_bootstrap=30, window_weeks=1)
         registry = Registry(open_store(str(home / "store")), "relevance")
         if not registry.production():  # a 1-epoch model may miss a floor: a named reviewer overrides
             decision = registry.manifest(first["version"])["decision"]
             registry.promote(first["version"], "ana", decision, override=True, comment="seed production")
         second = retrain(data=str(weeks[1]), epochs=1, n_bootstrap=30, seed=5, window_weeks=1)
-    finally:
-        mp.undo()
     return registry, first["version"], second["version"]
 
 

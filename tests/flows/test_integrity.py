@@ -124,23 +124,13 @@ def test_slot_of_a_promotion_killed_with_sigkill_is_freed_for_the_next(tailguard
     assert waited < 30, waited
 
 
-def test_a_live_holder_keeps_the_slot_until_the_timeout_which_is_not_retried(tailguard_home):
-    import threading
-
+def test_a_live_holder_keeps_the_slot_until_the_timeout_which_is_not_retried(
+    tailguard_home, lock_held_elsewhere
+):
     from tailguard_tasks.locks import PromotionLockTimeout, lock_name, promotion_lock, stale_reason
     from tailguard_tasks.retry import transient_io
 
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with promotion_lock("busy", timeout_s=30):
-            held.set()
-            release.wait(60)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert held.wait(30)
+    with lock_held_elsewhere("busy"):
         assert stale_reason(lock_name("busy")) is None
         assert "longer than a promotion takes" in stale_reason(lock_name("busy"), stale_after_s=0)
         with (
@@ -148,9 +138,6 @@ def test_a_live_holder_keeps_the_slot_until_the_timeout_which_is_not_retried(tai
             promotion_lock("busy", timeout_s=2),
         ):
             pass
-    finally:
-        release.set()
-        holder.join()
 
     class _State:
         def result(self):

@@ -21,21 +21,14 @@ def two_weeks(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def flow_versions(two_weeks, tmp_path_factory):
+def flow_versions(two_weeks, tmp_path_factory, module_home):
     """Two retrain runs in one store: the second is scored against production (both score columns)."""
     from tailguard_flows.retrain import retrain
 
-    home = tmp_path_factory.mktemp("tg-recheck")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TAILGUARD_HOME", str(home))
-    mp.delenv("TAILGUARD_STORE", raising=False)
-    mp.setenv("TAILGUARD_TORCH_THREADS", "1")
-    try:
+    with module_home(tmp_path_factory.mktemp("tg-recheck")) as home:
         # Bootstrap on: the recomputation must also redraw the same resamples (seeded from the manifest).
         first = retrain(data=str(two_weeks[0]), epochs=2, n_bootstrap=60, window_weeks=1)
         second = retrain(data=str(two_weeks[1]), epochs=1, n_bootstrap=60, seed=5, window_weeks=1)
-    finally:
-        mp.undo()
     return Registry(open_store(str(home / "store")), "relevance"), first, second
 
 

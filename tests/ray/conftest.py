@@ -1,7 +1,7 @@
 """A real Ray cluster for the ray tier: a head and one worker node, separate processes, on loopback only.
 
 As root, the session enters a network namespace holding only `lo` (Ray otherwise rewrites 127.0.0.1 to the
-machine's address and listens on every interface: STACK_NOTES), starts both nodes there, and stops them by
+machine's address and listens on every interface), starts both nodes there, and stops them by
 PID at the end. Without root it starts them with --node-ip-address=127.0.0.1 (Ray may still advertise the
 machine's address; the nodes are stopped by PID all the same).
 """

@@ -83,8 +83,8 @@ def test_metrics_json_equals_pandas(ray_cluster, eval_data):
     assert len(batch.block_rows) >= 4
     got = ray_engine.evaluate(batch, train, {"candidate": "score", "production": "score_production"}, config)
     # Exact where pandas is exact: same rows reach the same function in the same canonical order.
-    assert json.dumps(got, sort_keys=True) == json.dumps(expected, sort_keys=True)
-    assert got["data"]["rows"] == 3000 and got["comparison"]["method"]["resamples"] == 200
+    assert got.to_json_bytes() == expected.to_json_bytes()
+    assert got.data.rows == 3000 and got.resamples == 200
     # The flow-facing dispatcher gives the same dict from a frame and from a RayBatch.
     from tailguard import engine
 
@@ -92,11 +92,9 @@ def test_metrics_json_equals_pandas(ray_cluster, eval_data):
     from_frame = engine.evaluate_batch(
         load_batch(eval_data["eval"]), load_batch(eval_data["train"]), columns, config
     )
-    assert json.dumps(from_frame, sort_keys=True) == json.dumps(
-        engine.evaluate_batch(batch, train, columns, config), sort_keys=True
-    )
-    overall = got["comparison"]["slices"]["overall"]["roc_auc"]
-    assert overall["ci_low"] is not None and overall["ci_low"] <= overall["value"] <= overall["ci_high"]
+    assert from_frame.to_json_bytes() == engine.evaluate_batch(batch, train, columns, config).to_json_bytes()
+    overall = got.diff("overall", "roc_auc")
+    assert overall.ci_low is not None and overall.ci_low <= overall.value <= overall.ci_high
 
 
 def test_per_query_table_gives_the_per_query_metrics(ray_cluster, eval_data):
@@ -107,15 +105,15 @@ def test_per_query_table_gives_the_per_query_metrics(ray_cluster, eval_data):
     batch = ray_engine.load(eval_data["eval"], block_rows=BLOCK_ROWS)
     table = ray_engine.per_query_table(batch, {"candidate": "score", "production": "score_production"}, k=10)
     frame = load_batch(eval_data["eval"])
-    assert table["query"].is_unique and len(table) == frame["query"].nunique() == expected["data"]["queries"]
+    assert table["query"].is_unique and len(table) == frame["query"].nunique() == expected.data.queries
     assert int(table["rows"].sum()) == 3000 and int(table["positives"].sum()) == int(frame["label"].sum())
     assert {"NA", "红色 沙发"} <= set(table["query"])
     for model in ("candidate", "production"):
         for metric in ("roc_auc_per_query", "ndcg_at_k", "mrr", "recall_at_k"):
             values = table[f"{model}.{metric}"].to_numpy()
-            entry = expected["metrics"][model]["overall"][metric]
-            assert entry["queries"] == int(np.isfinite(values).sum())
-            assert math.isclose(float(np.nanmean(values)), entry["value"], rel_tol=1e-9, abs_tol=1e-12)
+            entry = expected.entry(model, "overall", metric)
+            assert entry.queries == int(np.isfinite(values).sum())
+            assert math.isclose(float(np.nanmean(values)), entry.value, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def test_text_scores_are_parsed_and_bad_ones_named(ray_cluster, eval_data, tmp_path):

@@ -417,9 +417,8 @@ def test_cli_compact_file_is_what_train_reads(frame, tmp_path):
 
 def test_cli_retrain_refuses_bad_options_before_starting(tmp_path):
     """`tailguard retrain --balance-option ratio=0` exits 2 naming the option; no state folder is created."""
+    from tailguard_flows.cli import app
     from typer.testing import CliRunner
-
-    from tailguard.cli import app
 
     data = tmp_path / "batch.csv"
     make_frame(200).drop(columns=["augmented", "row_id"]).to_csv(data, index=False)
@@ -449,3 +448,22 @@ def test_tail_query_rows_augments_negatives_too_and_keeps_the_positive_rate(fram
     assert copies["label"].mean() == pytest.approx(frame.loc[tail, "label"].mean(), abs=0.02)
     under, _ = rebalance(frame, config.model_copy(update={"strategies": ["augment", "random_under"]}))
     assert (under["label"] == 0).sum() == (under["label"] == 1).sum()  # copies count in the 1:1 ratio
+
+
+@pytest.mark.parametrize("strategy", sorted(balance.STRATEGIES))
+def test_every_registered_strategy_runs_the_same_on_the_compact_path(frame, strategy):
+    """Each strategy in the registry (balance.STRATEGIES) gives the same counted rows compact or written out
+    (same seed), and visibly acts: the compact path may not skip a strategy and hand back the input."""
+    config = BalanceConfig.from_spec(strategy, seed=5)
+    full, full_report = rebalance(frame, config)
+    compact, compact_report = rebalance(frame, config, compact=True)
+    pd.testing.assert_series_equal(_multiset(balance.expand(compact)), _multiset(full))
+    pd.testing.assert_series_equal(_multiset(compact), _multiset(full))
+    assert compact_report["strategies"] == full_report["strategies"] == [strategy]
+    assert ("weight" in compact.columns) == ("weight" in full.columns)
+    if "weight" in full.columns:
+        by_row = full.groupby(["row_id", "augmented"])["weight"].first()
+        mine = compact.set_index(["row_id", "augmented"])["weight"]
+        np.testing.assert_allclose(mine.loc[by_row.index].to_numpy(), by_row.to_numpy(), rtol=1e-9)
+    untouched = _multiset(frame).equals(_multiset(full)) and "weight" not in full.columns
+    assert untouched == (strategy == "none"), f"{strategy} left the input as it was"

@@ -33,9 +33,61 @@ def _imports(path: Path) -> list[str]:
     return names
 
 
-def test_library_source_never_imports_prefect():
-    offenders = [f"{p.name}" for p in SRC.rglob("*.py") if "prefect" in _imports(p)]
+def _imported_by_name(path: Path) -> list[str]:
+    """Top-level names passed as a string to importlib.import_module or __import__ (dynamic imports)."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if called in ("import_module", "__import__") and isinstance(node.args[0].value, str):
+                names.append(node.args[0].value.split(".")[0])
+    return names
+
+
+# What the library may never import: Prefect, and the flows/tasks above it (under their installed names
+# and their folder names), so the library, its CLI included, runs where neither is installed.
+ABOVE_THE_LIBRARY = {"prefect", "tailguard_flows", "tailguard_tasks", "flows", "tasks"}
+
+
+def test_library_source_never_imports_prefect_flows_or_tasks():
+    offenders = [
+        f"{p.relative_to(SRC)} imports {name}"
+        for p in sorted(SRC.rglob("*.py"))
+        for name in _imports(p) + _imported_by_name(p)
+        if name in ABOVE_THE_LIBRARY
+    ]
     assert offenders == []
+
+
+def test_import_tailguard_cli_leaves_prefect_flows_and_tasks_out():
+    """The library's CLI (every command but those above the flows) starts without Prefect (~2 s)."""
+    code = (
+        "import sys, tailguard.cli, tailguard.commands, tailguard.scoring, tailguard.options\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('prefect', 'tailguard_flows', 'tailguard_tasks')))"
+    )
+    assert _run(code).strip() == "[]"
+
+
+def test_console_command_is_the_cli_above_the_flows():
+    """`tailguard` is tailguard_flows.cli: the library's app plus the commands that run or answer flows."""
+    import tomllib
+
+    config = tomllib.loads((SRC.parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert config == {"tailguard": "tailguard_flows.cli:main"}
+    code = (
+        "import typer.main, tailguard.cli\n"
+        "library = sorted(typer.main.get_command(tailguard.cli.app).commands)\n"
+        "import tailguard_flows.cli\n"
+        "full = sorted(typer.main.get_command(tailguard_flows.cli.app).commands)\n"
+        "print(library); print(sorted(set(full) - set(library)))"
+    )
+    library, above = _run(code).strip().splitlines()
+    assert above == str(sorted(["approve", "automations", "demo", "retrain", "reviews"]))
+    for name in ("balance", "demo-data", "metrics", "models", "predict", "promote", "reports", "rollback",
+                 "train", "upload-batch", "validate"):  # fmt: skip
+        assert repr(name) in library
 
 
 def test_one_adapter_module_per_third_party_library():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +13,9 @@ import yaml
 from tailguard import gate
 from tailguard.gate import GatePolicy, decide, decide_evaluation, load_policy
 from tailguard.metrics import EvalConfig, evaluate
+
+sys.path.insert(0, str(Path(__file__).parent))
+from metrics_reference import flat_tail_frames  # noqa: E402
 
 
 def _by_name(decision):
@@ -91,7 +97,7 @@ def test_identical_models_pass_every_comparison(batch):
 def test_tail_regression_hidden_by_overall_gain_is_caught(batch):
     train, ev, rng = batch
     res0 = evaluate(ev, train, {"candidate": np.full(len(ev), 0.5)}, EvalConfig(n_bootstrap=0))
-    assert not res0["slices"]["popularity:tail"]["too_small"]
+    assert not res0.slice_info("popularity:tail").too_small
     from tailguard.metrics import assign_slices
 
     tail = (assign_slices(ev, train, EvalConfig())["popularity"].astype(str) == "tail").to_numpy()
@@ -101,8 +107,8 @@ def test_tail_regression_hidden_by_overall_gain_is_caught(batch):
     cand = np.where(tail, 0.05 * y + 0.95 * noise, 0.4 * y + 0.6 * noise)  # better on head, worse on the tail
     assert 0.1 < tail.mean() < 0.35
     res = evaluate(ev, train, {"candidate": cand, "production": prod}, EvalConfig(n_bootstrap=200))
-    overall = res["comparison"]["slices"]["overall"]["roc_auc"]
-    assert overall["ci_low"] > 0  # the average clearly improves ...
+    overall = res.diff("overall", "roc_auc")
+    assert overall.ci_low > 0  # the average clearly improves ...
     d = decide_evaluation(res, GatePolicy())
     checks = _by_name(d)
     assert not d.promote  # ... and the gate still refuses
@@ -227,18 +233,8 @@ def test_pooled_auc_from_query_priors_alone_does_not_pass_the_floor():
 def test_regression_on_items_seen_once_fails_the_protected_tail_on_flat_tailed_data():
     """85% of training items seen once (Home Depot's shape): the tail is those items, protected."""
     rng = np.random.default_rng(3)
-    once = [f"o{i}" for i in range(3400)]
-    repeated = [f"r{i}" for i in range(600)]
-    train_items = once + list(rng.choice(repeated, size=1400))
-    train = pd.DataFrame({"query": [f"t{i % 700}" for i in range(len(train_items))], "item_id": train_items})
     n = 4000
-    ev = pd.DataFrame(
-        {
-            "query": [f"q{i // 10}" for i in range(n)],
-            "item_id": rng.choice(once + repeated, size=n),
-            "label": (rng.random(n) < 0.3).astype(int),
-        }
-    )
+    train, ev = flat_tail_frames(rng, n)
     from tailguard.metrics import assign_slices
 
     seen_once = (assign_slices(ev, train, EvalConfig())["item_train_count"] == 1).to_numpy()
@@ -246,12 +242,12 @@ def test_regression_on_items_seen_once_fails_the_protected_tail_on_flat_tailed_d
     prod = 0.4 * y + 0.6 * rng.random(n)
     cand = np.where(seen_once, rng.random(n), prod)  # random only on items seen once
     res = evaluate(ev, train, {"candidate": cand, "production": prod}, EvalConfig(n_bootstrap=200))
-    assert res["slice_definitions"]["cutoffs"]["popularity"]["rule"] == "flat-tail"
+    assert res.cutoffs("popularity")["rule"] == "flat-tail"
     d = decide_evaluation(res, GatePolicy())
     checks = _by_name(d)
     assert not d.promote
     assert checks["protected:popularity:tail:roc_auc"].verdict == "fail"
-    assert res["comparison"]["slices"]["popularity:head"]["roc_auc"]["value"] == 0  # head untouched
+    assert res.diff("popularity:head", "roc_auc").value == 0  # head untouched
 
 
 # --- issue 13 item 3: nothing judged against production fails closed ---------------------------------

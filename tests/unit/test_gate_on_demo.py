@@ -39,8 +39,8 @@ def test_gate_rejects_tail_regression_and_accepts_uniform_improvement(demo_split
     bad = evaluate(
         held, train, {"candidate": regresses_tail, "production": production}, config, slices=slices
     )
-    assert bad["slices"]["popularity:tail"]["positives"] >= config.min_positives  # the tail is judged
-    head_gain = bad["comparison"]["slices"]["popularity:head"]["roc_auc"]["value"]
+    assert bad.slice_info("popularity:tail").positives >= config.min_positives  # the tail is judged
+    head_gain = bad.diff("popularity:head", "roc_auc").value
     assert head_gain > 0  # the regression hides behind a head gain
     bad_decision = decide_evaluation(bad, policy)
     assert not bad_decision.promote

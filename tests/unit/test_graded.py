@@ -213,14 +213,14 @@ def test_evaluate_reports_graded_pair_accuracy_per_slice_with_a_paired_interval(
     gain = eval_df["relevance"].to_numpy()
     for model in ("candidate", "production"):
         per_query = brute_pair_accuracy(q, scores[model], gain, q.max() + 1)
-        entry = ev["metrics"][model]["overall"]["graded_pair_accuracy"]
-        assert entry["value"] == pytest.approx(np.nanmean(per_query))
-        assert entry["queries"] == int(np.isfinite(per_query).sum())
-    diff = ev["comparison"]["slices"]["overall"]["graded_pair_accuracy"]
-    assert diff["ci_low"] < diff["value"] < diff["ci_high"]
-    assert diff["ci_low"] > 0  # the candidate orders the near-positives; production cannot
+        entry = ev.entry(model, "overall", "graded_pair_accuracy")
+        assert entry.value == pytest.approx(np.nanmean(per_query))
+        assert entry.queries == int(np.isfinite(per_query).sum())
+    diff = ev.diff("overall", "graded_pair_accuracy")
+    assert diff.ci_low < diff.value < diff.ci_high
+    assert diff.ci_low > 0  # the candidate orders the near-positives; production cannot
     # every slice carries it, and the gate reads it by name (a floor on it is checked, not skipped)
-    assert all("graded_pair_accuracy" in v for v in ev["metrics"]["candidate"].values())
+    assert all("graded_pair_accuracy" in v for v in ev.model_metrics("candidate").values())
     assert MX.HIGHER_IS_BETTER["graded_pair_accuracy"] is True
     from tailguard import gate
 
@@ -228,5 +228,5 @@ def test_evaluate_reports_graded_pair_accuracy_per_slice_with_a_paired_interval(
     decision = gate.decide_evaluation(ev, policy)
     check = next(c for c in decision.checks if c.name == "floor:overall:graded_pair_accuracy")
     assert check.verdict == "fail" and check.observed == pytest.approx(
-        ev["metrics"]["candidate"]["overall"]["graded_pair_accuracy"]["value"]
+        ev.value("candidate", "overall", "graded_pair_accuracy")
     )

@@ -115,11 +115,10 @@ def test_versions_scored_on_the_same_rows_are_paired_with_intervals(history):
     assert overall.v2 == pytest.approx(roc_auc_score(y, history["s2"]), abs=1e-12)
     assert overall.diff == pytest.approx(overall.v2 - overall.v1, abs=1e-12)
     assert overall.ci_low < overall.diff < overall.ci_high and overall.rows == len(y)
-    paired = history["second"]["comparison"]["slices"]
+    second = history["second"]
     for r in c.rows:  # every row carries metrics.json's own paired interval
-        assert (r.diff, r.ci_low, r.ci_high) == tuple(
-            paired[r.slice][r.metric].get(k) for k in ("value", "ci_low", "ci_high")
-        )
+        paired = second.diff(r.slice, r.metric)
+        assert (r.diff, r.ci_low, r.ci_high) == (paired.value, paired.ci_low, paired.ci_high)
     assert {r.slice for r in c.rows} >= {"overall", "popularity:head", "query_frequency:tail"}
     assert c.v1.status == "promoted" and c.v2.status == "rejected" and c.v2.gate is False
 

@@ -25,7 +25,7 @@ def overlap_batch(n_queries: int, seed: int) -> pd.DataFrame:
     """Relevant titles name the query's noun, others another noun; no marker word says which is which.
 
     Matching a noun across the pair is what a from-scratch tiny BERT does not learn from a few hundred
-    rows (STACK_NOTES: chance-level per-query AUC), while word overlap reads it directly.
+    rows (on real Home Depot data: per-query AUC 0.51, chance), while word overlap reads it directly.
     """
     rng = np.random.default_rng(seed)
     rows = []

@@ -1,8 +1,10 @@
-"""metrics.py against independent implementations (scikit-learn, ranx, hand-computed RecBole vectors)."""
+"""tailguard.metrics against independent implementations (scikit-learn, ranx, hand-computed RecBole)."""
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,7 +12,18 @@ import pytest
 from sklearn.metrics import average_precision_score, f1_score, log_loss, roc_auc_score
 
 from tailguard import metrics as M
-from tailguard.metrics import EvalConfig, assign_slices, evaluate
+from tailguard.metrics import EvalConfig, Evaluation, assign_slices
+from tailguard.metrics import evaluate as evaluate_typed
+from tailguard.metrics import kernels as MK
+from tailguard.metrics import slices as MS
+
+sys.path.insert(0, str(Path(__file__).parent))
+from metrics_reference import flat_tail_frames  # noqa: E402
+
+
+def evaluate(*args, **kwargs) -> dict:
+    """metrics.json's content as a dict: these tests check its numbers key by key."""
+    return evaluate_typed(*args, **kwargs).to_dict()
 
 
 def _frame(n_queries: int, per_query: int, seed: int, n_items: int = 300) -> pd.DataFrame:
@@ -71,7 +84,7 @@ def test_share_buckets_never_split_ties():
 )
 def test_count_buckets_give_a_tail_on_flat_and_zipf_data(groups, expected, flat):
     counts = pd.Series(np.repeat(list(groups), list(groups.values())))
-    labels, rule = M._count_buckets(counts, 0.5, 0.3)
+    labels, rule = MS._count_buckets(counts, 0.5, 0.3)
     assert labels.to_dict() == expected and rule == flat
     assert M.share_buckets(counts, 0.5, 0.3).to_dict() == expected
 
@@ -79,18 +92,8 @@ def test_count_buckets_give_a_tail_on_flat_and_zipf_data(groups, expected, flat)
 def test_flat_tail_batch_gets_a_judged_tail_and_cutoffs_in_metrics_json():
     """Generated flat-tail batch (85% of training items seen once): tail = items seen once, judged."""
     rng = np.random.default_rng(5)
-    once = [f"o{i}" for i in range(3400)]
-    repeated = [f"r{i}" for i in range(600)]
-    train_items = once + list(rng.choice(repeated, size=1400))
-    train = pd.DataFrame({"query": [f"t{i % 700}" for i in range(len(train_items))], "item_id": train_items})
     n = 2000
-    ev = pd.DataFrame(
-        {
-            "query": [f"q{i // 10}" for i in range(n)],
-            "item_id": rng.choice(once + repeated + [f"new{i}" for i in range(500)], size=n),
-            "label": (rng.random(n) < 0.3).astype(int),
-        }
-    )
+    train, ev = flat_tail_frames(rng, n, new_items=500)
     res = evaluate(ev, train, {"candidate": rng.random(n)}, EvalConfig(n_bootstrap=0))
     cut = res["slice_definitions"]["cutoffs"]["popularity"]
     assert cut["rule"] == "flat-tail"
@@ -609,11 +612,11 @@ def test_weighted_pooled_sums_equal_sklearn_sample_weights(seed):
     y = (rng.random(n) < 0.3).astype(int)
     s = np.round(rng.random(n) + 0.3 * y, 1)  # few distinct values: long tie runs
     o = np.argsort(-s, kind="stable")
-    curve = M._Curve(q[o], y[o], s[o])
+    curve = MK._Curve(q[o], y[o], s[o])
     mult = rng.integers(0, 4, size=(b, n_queries)).astype(float)
-    weights = M._lane_weights(mult)
-    fast = M._pooled_curve_sums(curve, weights)[:, :b]
-    slow = M._pooled_curve_sums_numpy(curve, weights)[:, :b]
+    weights = MK._lane_weights(mult)
+    fast = MK._pooled_slot_sums(curve, weights)[:, 0, :b]  # no slots: every row is in slot 0
+    slow = MK._pooled_curve_sums_numpy(curve, weights)[:, :b]
     np.testing.assert_allclose(fast, slow, rtol=1e-12)
     for r in range(b):
         w = mult[r][q]
@@ -632,13 +635,13 @@ def test_one_pass_slot_sums_equal_per_slice_sums_and_sklearn():
     # two dimensions: a row-level one with 3 slices (slots 1-3) and a query-level one with 2 (slots 4-5)
     slots = np.stack([np.zeros(n, int), 1 + rng.integers(0, 3, n), 4 + q % 2], axis=1)
     o = np.argsort(-s, kind="stable")
-    curve = M._Curve(q[o], y[o], s[o], slots[o], 6)
+    curve = MK._Curve(q[o], y[o], s[o], slots[o], 6)
     mult = rng.integers(0, 4, size=(b, n_queries))
-    weights = M._lane_weights(mult)
-    fast = M._pooled_slot_sums(curve, weights)[:, :, :b]
+    weights = MK._lane_weights(mult)
+    fast = MK._pooled_slot_sums(curve, weights)[:, :, :b]
     for slot in range(6):
         rows = np.flatnonzero((slots[o] == slot).any(axis=1))
-        slow = M._pooled_curve_sums_numpy(curve, weights, rows)[:, :b]
+        slow = MK._pooled_curve_sums_numpy(curve, weights, rows)[:, :b]
         np.testing.assert_allclose(fast[:, slot], slow, rtol=1e-12, atol=1e-12)
         in_slice = (slots == slot).any(axis=1)
         for r in range(0, b, 5):
@@ -913,3 +916,98 @@ def test_one_common_count_above_tail_max_makes_popularity_undefined(counts, n):
     wider = evaluate(eval_df, train, {"candidate": np.linspace(0, 1, len(eval_df))},
                      EvalConfig(n_bootstrap=0, tail_max_count=n))  # fmt: skip
     assert wider["slice_definitions"]["cutoffs"]["popularity"]["rule"] == "tail-max-count"
+
+
+def _typed_evaluation(n_bootstrap: int = 50):
+    rng = np.random.default_rng(11)
+    n = 600
+    q = rng.integers(0, 40, n)
+    df = pd.DataFrame({
+        "query": [f"q{i}" for i in q],
+        "item_id": [str(i) for i in rng.zipf(1.4, n) % 120],
+        "label": (rng.random(n) < 0.3).astype(int),
+        "category": rng.choice(["a", "b", None], n),
+    })  # fmt: skip
+    train, ev = df.iloc[:300], df.iloc[300:].reset_index(drop=True)
+    y = ev["label"].to_numpy()
+    scores = {
+        "candidate": np.round(0.4 * y + 0.6 * rng.random(len(ev)), 2),
+        "production": rng.random(len(ev)),
+    }
+    config = EvalConfig(n_bootstrap=n_bootstrap, min_positives=5)
+    return evaluate_typed(ev, train, scores, config)
+
+
+def test_evaluation_json_is_the_old_writers_bytes_and_round_trips():
+    """to_json_bytes = json.dumps(metrics.json's dict, indent=2) (the writer before Evaluation existed)."""
+    typed = _typed_evaluation()
+    assert isinstance(typed, Evaluation)
+    data = typed.to_json_bytes()
+    assert data == json.dumps(json.loads(data), indent=2, default=str).encode()
+    assert list(json.loads(data)) == [
+        "schema_version", "config", "models", "data", "slice_definitions", "slices", "metrics",
+        "popularity_bias", "fairness", "comparison",
+    ]  # fmt: skip
+    back = Evaluation.from_json(data)
+    assert back.to_json_bytes() == data and back == typed
+    assert Evaluation.coerce(json.loads(data)).to_json_bytes() == data
+
+
+def test_evaluation_accessors_read_the_same_numbers_as_the_json():
+    typed = _typed_evaluation()
+    raw = typed.to_dict()
+    assert typed.models == ["candidate", "production"] and typed.has_model("production")
+    assert (
+        typed.value("candidate", "overall", "roc_auc")
+        == raw["metrics"]["candidate"]["overall"]["roc_auc"]["value"]
+    )
+    diff = typed.diff("overall", "roc_auc")
+    assert (diff.value, diff.ci_low, diff.ci_high) == tuple(
+        raw["comparison"]["slices"]["overall"]["roc_auc"][k] for k in ("value", "ci_low", "ci_high")
+    )
+    info = typed.slice_info("popularity:tail")
+    assert info.rows == raw["slices"]["popularity:tail"]["rows"] and info.dimension == "popularity"
+    assert typed.cutoffs("popularity")["rule"] == raw["slice_definitions"]["cutoffs"]["popularity"]["rule"]
+    assert typed.value("candidate", "no-such-slice", "roc_auc") is None and typed.slice_info("nope") is None
+    assert typed.resamples == 50 and typed.ci_level == 0.95
+    single = _typed_evaluation(n_bootstrap=0)
+    assert single.diff("overall", "roc_auc").ci_low is None
+
+
+def test_per_query_auc_equals_sklearn_per_query():
+    rng = np.random.default_rng(5)
+    n = 400
+    frame = pd.DataFrame(
+        {"query": rng.choice(["a", "b", "c", "d", "e"], n), "label": (rng.random(n) < 0.4).astype(int)}
+    )
+    frame.loc[frame["query"] == "e", "label"] = 0  # one class: NaN
+    scores = np.round(rng.random(n), 1)  # ties count half
+    mask = rng.random(n) < 0.7
+    got = M.per_query_auc(frame, scores, mask)
+    sub = frame[mask]
+    assert list(got.index) == list(pd.unique(sub["query"]))
+    for query, value in got.items():
+        rows = (sub["query"] == query).to_numpy()
+        y = sub["label"].to_numpy()[rows]
+        if y.min() == y.max():
+            assert np.isnan(value)
+        else:
+            assert value == pytest.approx(roc_auc_score(y, scores[mask][rows]), abs=1e-12)
+    assert M.per_query_auc(frame, scores).index.size == 5
+    with pytest.raises(ValueError, match="scores"):
+        M.per_query_auc(frame, scores[:-1])
+
+
+def test_bootstrap_mean_interval_is_the_percentile_interval_of_resampled_means():
+    values = np.random.default_rng(2).normal(0.1, 1.0, 300)
+    lo, hi = M.bootstrap_mean_interval(values, 2000, np.random.default_rng(0))
+    draws = np.random.default_rng(0).integers(0, values.size, size=(2000, values.size))
+    means = values[draws].mean(axis=1)
+    assert (lo, hi) == (float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)))
+    assert lo < values.mean() < hi
+    # about 1.96 standard errors either side of the mean
+    assert hi - lo == pytest.approx(2 * 1.96 * values.std() / np.sqrt(values.size), rel=0.1)
+    lo90, hi90 = M.bootstrap_mean_interval(values, 2000, np.random.default_rng(0), level=0.9)
+    assert lo < lo90 < hi90 < hi
+    with pytest.raises(ValueError):
+        M.bootstrap_mean_interval(np.zeros(0), 10, np.random.default_rng(0))

@@ -804,9 +804,10 @@ def _decision(promote: bool, is_default: bool | None) -> dict:
     ],
 )
 def test_review_answers_resolve_only_with_a_name_and_a_reasoned_override(decision, review, promoted, why):
-    from tailguard.pipeline import resolve_review
+    from tailguard.gate import Decision
+    from tailguard.pipeline import ReviewAnswer, resolve_review
 
-    got, text = resolve_review(decision, review)
+    got, text = resolve_review(Decision(**decision, checks=[]), ReviewAnswer(**review))
     assert got is promoted and why in text
 
 
@@ -820,10 +821,12 @@ def test_review_answers_resolve_only_with_a_name_and_a_reasoned_override(decisio
     ],
 )
 def test_approval_auto_promotes_only_a_clean_pass_under_the_default_policy(decision, approve, why):
+    from tailguard.gate import Decision
     from tailguard.pipeline import auto_review, resolve_review
 
+    decision = Decision(**decision, checks=[])
     review = auto_review(decision)
-    assert review["approve"] is approve and why in review["comment"] and review["source"] == "policy:auto"
+    assert review.approve is approve and why in review.comment and review.source == "policy:auto"
     assert resolve_review(decision, review)[0] is approve
 
 
@@ -891,9 +894,8 @@ def test_cli_errors_are_one_line_never_a_traceback(tmp_path, monkeypatch, capsys
     ],
 )
 def test_cli_approve_refuses_anonymous_or_unexplained_answers_before_contacting_prefect(args, expected):
+    from tailguard_flows.cli import app
     from typer.testing import CliRunner
-
-    from tailguard.cli import app
 
     result = CliRunner().invoke(app, ["approve", "00000000-0000-0000-0000-000000000000", *args])
     assert result.exit_code == 2 and expected in " ".join(result.output.split()), result.output
@@ -1060,9 +1062,8 @@ def test_cli_rollback_needs_the_expected_version_and_never_rolls_back_twice(tmp_
     "args", [["--reviewer", "\u200b\u2060"], ["--reviewer", "ana", "--override", "--comment", "\u200b"]]
 )
 def test_cli_approve_refuses_invisible_reviewer_or_comment(args):
+    from tailguard_flows.cli import app
     from typer.testing import CliRunner
-
-    from tailguard.cli import app
 
     result = CliRunner().invoke(app, ["approve", "0b5e5b8e-0000-4000-8000-000000000000", *args])
     assert result.exit_code == 2 and "no visible letter or digit" in " ".join(result.output.split())

@@ -62,8 +62,8 @@ def test_evaluation_pages_per_bucket_and_summary(rendered):
     _, _, evaluation, decision, pages = rendered
     assert {"summary", "classification_overall"} <= set(pages)
     for bucket in ("head", "torso", "tail", "cold"):
-        info = evaluation["slices"][f"popularity:{bucket}"]
-        assert (f"classification_popularity_{bucket}" in pages) == (not info["too_small"]), bucket
+        info = evaluation.slice_info(f"popularity:{bucket}")
+        assert (f"classification_popularity_{bucket}" in pages) == (not info.too_small), bucket
     page = pages["classification_popularity_head"].read_text()
     assert len(page) > 100_000 and "<script" in page  # Evidently inlines its JS
     summary = pages["summary"].read_text()

@@ -14,7 +14,9 @@ from tailguard.store import (
     PreconditionFailed,
     S3Store,
     StoreError,
+    is_remote,
     open_store,
+    split_uri,
     tree_digest,
 )
 
@@ -121,6 +123,21 @@ def test_open_store_selects_backend(tmp_path, s3_env, monkeypatch):
     assert open_store("").uri == str((tmp_path / "configured").resolve())
     with pytest.raises(StoreError, match="unsupported store URI"):
         open_store("gs://bucket/x")
+
+
+def test_the_store_scheme_is_parsed_in_one_place(tmp_path):
+    """is_remote / split_uri are what data.py, model.py and the CLI ask instead of parsing s3:// each."""
+    assert is_remote("s3://bucket/a/b.csv") and is_remote("S3://bucket") and is_remote("s3://bucket/")
+    assert not any(is_remote(u) for u in (str(tmp_path), f"file://{tmp_path}", "bucket/x", "", "gs://b/x"))
+    assert split_uri("s3://bucket/a/b.csv") == ("bucket", "a/b.csv")
+    assert split_uri("s3://bucket") == ("bucket", "")
+    assert split_uri("s3://bucket/dir/") == ("bucket", "dir/")  # the key as written
+    assert split_uri("s3://bucket/a#b?c.csv") == ("bucket", "a#b?c.csv")  # both are legal in S3 keys
+    for bad in ("s3://", "s3:///key", str(tmp_path), "gs://bucket/x"):
+        with pytest.raises(StoreError, match="s3://bucket/prefix"):
+            split_uri(bad)
+    with pytest.raises(StoreError, match="has no bucket"):
+        open_store("s3:///key")
 
 
 def test_local_store_hides_bookkeeping_files(tmp_path):

@@ -1,0 +1,200 @@
+"""Slices of the eval rows: item popularity, query frequency, unseen query terms and category.
+
+balance.py reads the same bucket rule (share_buckets), so "tail" means one thing in the balance report and
+in the evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tailguard.metrics.definitions import POPULARITY_BUCKETS, QUERY_BUCKETS, EvalConfig
+
+_TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W\u3400-\u9fff\uf900-\ufaff]+")
+
+
+def query_terms(query: str) -> list[str]:
+    """Lower-cased word tokens; CJK characters count as one term each (no spaces to split on)."""
+    return _TOKEN.findall(str(query).lower())
+
+
+def share_buckets(
+    counts: pd.Series, head_share: float, torso_share: float, tail_max_count: int = 1
+) -> pd.Series:
+    """Bucket per distinct count (index: count, value: head/torso/tail); see _count_buckets for the rule."""
+    return _count_buckets(counts, head_share, torso_share, tail_max_count)[0]
+
+
+def popularity_undefined(counts: pd.Series, tail_max_count: int = 1) -> str | None:
+    """Why popularity buckets cannot be judged (every key has one count above tail_max_count), else None."""
+    distinct = counts.unique() if len(counts) else []
+    if len(distinct) == 1 and int(distinct[0]) > tail_max_count:
+        return f"popularity cannot be judged: every training item has count {int(distinct[0])}"
+    return None
+
+
+def _count_buckets(
+    counts: pd.Series, head_share: float, torso_share: float, tail_max_count: int = 1
+) -> tuple[pd.Series, str]:
+    """Bucket per distinct count, and the rule that made the cut (shares/flat-tail/tail-max-count/undefined).
+
+    Share rule: count groups by count, most popular first; a group is head while the rows *before* it
+    are under head_share of all rows, torso while under head_share + torso_share, else tail. Every key
+    with the same count lands in the same bucket (ties are never split), and the most popular group is
+    always head.
+
+    Flat-tail rule: when that leaves the tail empty although there are two or more distinct counts, one
+    tie group straddles the tail cut (Home Depot: items seen once hold ~70% of training rows and start
+    at 30%, so the share rule puts every item in head). Then the least popular group is the tail (it
+    holds more than 1 - head_share - torso_share of the rows, else the share rule had a tail), and the
+    other groups are split into head and torso by the share rule with head_share / (head_share +
+    torso_share) of *their* rows as the head cut.
+
+    One count only (every item seen once, as in a random 500-row sample of Home Depot): when that count
+    is at most tail_max_count every key is tail (rule `tail-max-count`: head and torso are empty);
+    above it no key is more popular than another, the share rule's all-head labels are kept and the rule
+    is `undefined` (popularity_undefined gives the reason; evaluate marks the buckets too small).
+    """
+    if counts.empty:
+        return pd.Series(dtype=object), "shares"
+    distinct = np.sort(counts.unique())[::-1]
+    if len(distinct) == 1:
+        single = int(distinct[0])
+        label = "tail" if single <= tail_max_count else "head"
+        rule = "tail-max-count" if single <= tail_max_count else "undefined"
+        return pd.Series([label], index=pd.Index(distinct)), rule
+    mass = counts.groupby(counts).sum().sort_index(ascending=False)
+    before = (mass.cumsum() - mass).to_numpy(dtype=np.float64)
+    total = float(mass.sum())
+    labels = np.where(
+        before < head_share * total,
+        "head",
+        np.where(before < (head_share + torso_share) * total, "torso", "tail"),
+    ).astype(object)
+    flat = len(mass) >= 2 and not (labels == "tail").any()
+    if flat:
+        rest = before[-1]  # rows of every group but the least popular one
+        cut = head_share / (head_share + torso_share) * rest
+        labels = np.append(np.where(before[:-1] < cut, "head", "torso").astype(object), "tail")
+    return pd.Series(labels, index=mass.index), "flat-tail" if flat else "shares"
+
+
+def _require(df: pd.DataFrame, columns: tuple[str, ...], name: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{name}: missing column(s) {missing}; has {list(df.columns)[:12]}")
+
+
+def assign_slices(eval_df: pd.DataFrame, train_df: pd.DataFrame, config: EvalConfig) -> pd.DataFrame:
+    """Slice columns aligned with eval_df: popularity, query_frequency, query_terms, category, item counts."""
+    config.validate_shares()
+    _require(eval_df, ("query", "item_id"), "eval frame")
+    _require(train_df, ("query", "item_id"), "train frame")
+    if train_df.empty:
+        raise ValueError("train frame: empty; popularity cut-offs need training interactions")
+    out = pd.DataFrame(index=eval_df.index)
+
+    item_counts = train_df["item_id"].astype(str).value_counts()
+    item_bucket = share_buckets(item_counts, config.head_share, config.torso_share, config.tail_max_count)
+    eval_items = eval_df["item_id"].astype(str)
+    train_count = eval_items.map(item_counts).fillna(0).astype(np.int64)
+    bucket = train_count.map(item_bucket).fillna("cold")
+    out["popularity"] = pd.Categorical(bucket, categories=POPULARITY_BUCKETS)
+    out["item_train_count"] = train_count.to_numpy()
+
+    # Query frequency: cut-offs from training queries; each eval query is placed by its own row count.
+    train_q = train_df["query"].astype(str).value_counts()
+    # tail_max_count 0: one common query count puts every query in head, as the share rule always did.
+    q_bucket = share_buckets(train_q, config.head_share, config.torso_share, tail_max_count=0)
+    head_min = int(q_bucket.index[q_bucket == "head"].min())
+    torso_counts = q_bucket.index[q_bucket == "torso"]
+    torso_min = int(torso_counts.min()) if len(torso_counts) else head_min
+    eval_q = eval_df["query"].astype(str)
+    own = eval_q.map(eval_q.value_counts()).to_numpy()
+    freq = np.where(own >= head_min, "head", np.where(own >= torso_min, "torso", "tail"))
+    out["query_frequency"] = pd.Categorical(freq, categories=QUERY_BUCKETS)
+
+    vocab: set[str] = set()
+    for q in train_df["query"].astype(str).unique():
+        vocab.update(query_terms(q))
+    uniq = eval_q.unique()
+    unseen = {q: any(t not in vocab for t in query_terms(q)) for q in uniq}
+    out["query_terms"] = pd.Categorical(
+        np.where(eval_q.map(unseen).to_numpy(dtype=bool), "unseen-term", "seen-terms"),
+        categories=("seen-terms", "unseen-term"),
+    )
+
+    if "category" in eval_df.columns:
+        out["category"] = category_slices(eval_df["category"], config.max_categories)
+    return out
+
+
+MISSING_CATEGORY = "(missing)"
+OTHER_CATEGORY = "(other)"
+
+
+def category_slice_value(value: str) -> str:
+    """The slice value of a real category: itself, or JSON-quoted when it could pass for a marker.
+
+    Markers are the bare texts (missing) and (other); a real value spelled like one, or starting with a
+    double quote, is written as its JSON string ('"(missing)"'), so the mapping is one-to-one and a
+    missing category never shares a slice with any text.
+    """
+    if value in (MISSING_CATEGORY, OTHER_CATEGORY) or value.startswith('"'):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def category_slices(category: pd.Series, max_categories: int) -> np.ndarray:
+    """Each row's category slice value (object array): see category_slice_value for real values.
+
+    An empty value (None/NaN: an empty CSV cell or a Parquet null; also "": a Parquet empty string) is
+    the marker (missing) and the text "None" stays the category "None". The `max_categories` largest
+    real categories keep their own slice (equal counts by name, so row order never matters), the rest
+    form (other).
+    """
+    text = category.map(lambda v: v if isinstance(v, str) else (None if pd.isna(v) else str(v)))
+    missing = (text.isna() | (text == "")).to_numpy()
+    counts = text[~missing].value_counts()
+    top = set(sorted(counts.index, key=lambda c: (-counts[c], c))[:max_categories])
+    names = {c: category_slice_value(c) if c in top else OTHER_CATEGORY for c in counts.index}
+    values = text.map(names).to_numpy(dtype=object)
+    values[missing] = MISSING_CATEGORY
+    return values
+
+
+def slice_cutoffs(train_df: pd.DataFrame, config: EvalConfig) -> dict:
+    """The training counts that separate the buckets (recorded in metrics.json and on the summary page).
+
+    Per dimension and non-empty bucket: min/max training count of its keys, how many keys, their training
+    rows and share of all training rows; `rule` says which rule of _count_buckets made the cut.
+    """
+    out = {}
+    dims = (("popularity", "item_id", config.tail_max_count), ("query_frequency", "query", 0))
+    for name, col, tail_max in dims:
+        counts = train_df[col].astype(str).value_counts()
+        b, rule = _count_buckets(counts, config.head_share, config.torso_share, tail_max)
+        rule = "shares" if rule == "undefined" and name == "query_frequency" else rule
+        total = int(counts.sum())
+        entry: dict[str, Any] = {}
+        for bucket in QUERY_BUCKETS:
+            in_bucket = counts[counts.isin(b.index[b == bucket])]
+            if in_bucket.empty:
+                continue
+            entry[bucket] = {
+                "min_train_count": int(in_bucket.min()),
+                "max_train_count": int(in_bucket.max()),
+                "keys": int(in_bucket.size),
+                "train_rows": int(in_bucket.sum()),
+                "train_share": round(float(in_bucket.sum()) / total, 4),
+            }
+        entry["rule"] = rule
+        if rule == "undefined":
+            entry["undefined"] = popularity_undefined(counts, tail_max)
+        out[name] = entry
+    return out
