@@ -49,13 +49,29 @@ def fine_tune(
     output_prefix: str,
     store_uri: str = "",
     checkpoint_prefix: str = "",
+    ray_workers: int = 0,
 ) -> str:
-    """Train on the store's `data_key` with TrainConfig fields `config`; returns the model's store prefix."""
+    """Train on the store's `data_key` with TrainConfig fields `config`; returns the model's store prefix.
+
+    ray_workers > 0 (or TAILGUARD_RAY_TRAIN_WORKERS when 0): the unchanged model.train under Ray Train on
+    that many workers of the cluster at TAILGUARD_RAY_ADDRESS (this worker runs inside the cluster), with
+    checkpoints in the store so a group restarted after a worker died resumes; else in this process.
+    """
     from tailguard.settings import get_settings
 
-    store_uri = store_uri or get_settings().store_uri
+    settings = get_settings()
+    store_uri = store_uri or settings.store_uri
     output_prefix = check_prefix("output_prefix", output_prefix)
     checkpoint_prefix = check_prefix("checkpoint_prefix", checkpoint_prefix or f"{output_prefix}-checkpoints")
+    workers = ray_workers or settings.ray_train_workers
+    if workers > 0:
+        facts = training.fine_tune_on_ray(
+            store_uri, data_key, config, output_prefix, checkpoint_prefix, workers
+        )
+        print(
+            f"Ray Train: {facts['workers']} workers, GPU {facts['use_gpu']}, {len(facts['model_keys'])} files"
+        )
+        return output_prefix
     with tempfile.TemporaryDirectory(prefix="tailguard-fine-tune-") as tmp:
         work = Path(tmp)
         train_df = training.fetch_training_frame(store_uri, data_key, work)

@@ -151,6 +151,7 @@ def retrain(
     allow_duplicate_batch: Annotated[bool, _form("allow_duplicate_batch")] = False,
     window_weeks: Annotated[int, _form("window_weeks")] = 4,
     recipe: Annotated[str, _form("recipe")] = "",
+    engine: Annotated[str, _form("engine")] = "",
 ) -> State:
     """Retrain the relevance model on one batch and promote it only if it does not hurt the long tail.
 
@@ -204,7 +205,7 @@ def load_and_validate(params: RetrainParams, ctx: RunContext) -> tuple[LoadedBat
         raise BatchRejected(pipeline.rejection_message(record, where))
     for note in pipeline.rerun_notes(record):
         get_run_logger().warning(note)
-    return batch, record
+    return data_tasks.collect_batch(batch), record
 
 
 def prepare_training_data(

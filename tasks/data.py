@@ -1,4 +1,4 @@
-"""Tasks for the data stages: load, validate, quarantine, accept, window, split, drift, rebalance."""
+"""Tasks for the data stages: load, validate, collect, quarantine, accept, window, split, drift, rebalance."""
 
 from __future__ import annotations
 
@@ -20,6 +20,12 @@ def load_batch(params: RetrainParams, ctx: RunContext) -> LoadedBatch:
 def validate_batch(batch: LoadedBatch, ctx: RunContext, params: RetrainParams) -> ValidationRecord:
     """Check the batch against the contract and the GX suite."""
     return pipeline.validate(batch, ctx, params)
+
+
+@stage
+def collect_batch(batch: LoadedBatch) -> LoadedBatch:
+    """The validated batch as a frame in this process (a Ray batch is collected; pandas unchanged)."""
+    return pipeline.collect(batch)
 
 
 @io_stage

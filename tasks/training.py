@@ -54,6 +54,16 @@ def fine_tune(
     return result.model_dump(mode="json")
 
 
+@stage
+def fine_tune_on_ray(
+    store_uri: str, data_key: str, config: dict, output_prefix: str, checkpoint_prefix: str, workers: int
+) -> dict:
+    """Train under Ray Train on `workers` cluster workers; model and checkpoints go to the store."""
+    from tailguard.engine import train_on_ray
+
+    return train_on_ray(store_uri, data_key, config, output_prefix, checkpoint_prefix, workers)
+
+
 @io_stage
 def upload_model(store_uri: str, model_dir: Path, output_prefix: str) -> str:
     """Put the model folder in the store; the retrain flow reads it from there."""

@@ -121,3 +121,30 @@ def evaluate_batch(
     from tailguard import ray_engine
 
     return ray_engine.evaluate(eval_data, train_data, score_columns, config)
+
+
+def train_on_ray(
+    store_uri: str, data_key: str, config: dict, output_prefix: str, checkpoint_prefix: str, workers: int
+) -> dict:
+    """model.train under Ray Train on `workers` workers of the cluster (TAILGUARD_RAY_ADDRESS), reading the
+    staged frame at `data_key` and writing the model under output_prefix, checkpoints under
+    checkpoint_prefix, all in the store at store_uri. Returns ray_engine.train's facts.
+
+    Run it inside the cluster (a Prefect worker on a Ray node, or a Ray job): Ray's remote client is
+    unreliable for training. Raises EngineError for a config whose recipe trains more than one model
+    (hybrid, ensemble, distillation: single-process trainers) and ray_engine.RayEngineError when training
+    fails more than once.
+    """
+    from tailguard import ray_engine
+    from tailguard.recipes import CANDIDATE_KEYS
+    from tailguard.store import key_uri, open_store
+
+    shaped = [k for k in CANDIDATE_KEYS if config.get(k) not in (None, False, 0, 1)]
+    if shaped:
+        raise EngineError(
+            f"Ray Train fine-tunes one cross-encoder; the config asks for {shaped} (a hybrid, ensemble or "
+            "distilled recipe): train it with ray_train_workers 0"
+        )
+    ray_session()
+    data = key_uri(open_store(store_uri), data_key)
+    return ray_engine.train(data, config, store_uri, output_prefix, checkpoint_prefix, workers=workers)

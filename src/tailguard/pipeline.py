@@ -6,7 +6,7 @@ import json
 import platform
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -76,7 +76,7 @@ class RetrainParams(BaseModel):
     gate_overrides: dict[str, Any] = Field(
         default_factory=dict,
         description='Per-run overrides of gate policy fields as a JSON object, e.g. {"floors": {"roc_auc": '
-        '0.6}}. Keep {} for a normal run. Anything else relaxes or changes the reviewed policy: the run is '
+        "0.6}}. Keep {} for a normal run. Anything else relaxes or changes the reviewed policy: the run is "
         "then an override that never promotes unattended and needs approval=manual, a named reviewer, "
         "override=true and a comment. 'Copy to new run' carries this field over: check it.",
     )
@@ -106,6 +106,13 @@ class RetrainParams(BaseModel):
         description="A named bundle of options from policies/recipes.yaml (baseline, graded, "
         "graded_pairwise, hybrid, ensemble3, ...); it fills only the fields left at their defaults. Empty: "
         "no recipe.",
+    )
+    engine: str = Field(
+        "",
+        pattern=r"^(|pandas|ray)$",
+        description="Engine that loads and validates the batch: 'pandas' (this process) or 'ray' (the "
+        "cluster at TAILGUARD_RAY_ADDRESS, else a local Ray on loopback; needs tailguard[ray]). Empty: "
+        "TAILGUARD_ENGINE, else pandas. Training data is collected to this process after validation.",
     )
 
     @model_validator(mode="before")
@@ -180,6 +187,8 @@ class LoadedBatch:
     columns: str = ""  # the column mapping it was read with (kept with the accepted batch for the window)
     # Earlier accepted batches of the training window (with_window), oldest first: (record, frame).
     window: list[tuple[dict, pd.DataFrame]] = field(default_factory=list)
+    # engine 'ray': the batch as a ray_engine.RayBatch until validated (`frame` is None until `collect`).
+    ray_batch: Any = None
 
 
 @dataclass
@@ -340,17 +349,27 @@ def run_files(ctx: RunContext) -> RunFiles:
 
 
 def load(params: RetrainParams, ctx: RunContext) -> LoadedBatch:
-    """Read the batch (local or s3://) with the column mapping; a contract breach is kept, not raised."""
+    """Read the batch (local or s3://) with the column mapping; a contract breach is kept, not raised.
+
+    On the ray engine (params.engine, else TAILGUARD_ENGINE) the files are read as a Ray Dataset under the
+    same contract and kept as `ray_batch`; `collect` turns it into the frame once validation passed.
+    Raises engine.EngineError for an unknown engine or ray without tailguard[ray].
+    """
+    from tailguard import engine
     from tailguard.contract import ContractError, parse_columns
     from tailguard.data import batch_id_for, fingerprint_files, materialize, read_files
 
     files = materialize(params.data, ctx.work_dir / "input")
     fp = fingerprint_files(files)
     mapping = parse_columns(params.columns) if params.columns else None
+    frame, ray_batch, error = None, None, None
     try:
-        frame, error = read_files(files, mapping), None
+        if engine.choose(params.engine or None) == "ray":
+            ray_batch = engine.load_batch(files, mapping, engine="ray")
+        else:
+            frame = read_files(files, mapping)
     except ContractError as exc:  # the flow quarantines the batch with this reason
-        frame, error = None, exc.to_dict()
+        error = exc.to_dict()
     return LoadedBatch(
         frame=frame,
         files=files,
@@ -359,7 +378,16 @@ def load(params: RetrainParams, ctx: RunContext) -> LoadedBatch:
         uri=params.data,
         contract_error=error,
         columns=params.columns,
+        ray_batch=ray_batch,
     )
+
+
+def collect(batch: LoadedBatch) -> LoadedBatch:
+    """The batch with its frame: a validated Ray batch collected to this process (training, evaluation and
+    the reports run on pandas); a pandas batch unchanged."""
+    if batch.frame is not None or batch.ray_batch is None:
+        return batch
+    return replace(batch, frame=batch.ray_batch.to_pandas(), ray_batch=None)
 
 
 def previous_batch(ctx: RunContext, exclude: str | None = None) -> dict | None:
@@ -397,14 +425,15 @@ def validate(batch: LoadedBatch, ctx: RunContext, params: RetrainParams) -> Vali
     failed later is validated again, with a warning (rule batch_rerun_after_failed_run) saying so.
     """
     from tailguard.data import accepted_batch
-    from tailguard.validation import ValidationPolicy, batch_stats, validate_frame
+    from tailguard.engine import validate_batch
+    from tailguard.validation import ValidationPolicy, batch_stats
 
-    if batch.frame is None:  # the contract check refused it before GX could run
+    data = batch.frame if batch.frame is not None else batch.ray_batch
+    if data is None:  # the contract check refused it before GX could run
         return ValidationRecord.contract_refusal(batch.uri, batch.contract_error or {}, batch.batch_id)
     previous = previous_batch(ctx, exclude=batch.batch_id)
-    outcome = validate_frame(
-        batch.frame, batch.uri, previous.get("stats") if previous else None, ValidationPolicy()
-    )
+    # pandas frame or RayBatch: the same ValidationResult (tests/ray compares them field by field)
+    outcome = validate_batch(data, batch.uri, previous.get("stats") if previous else None, ValidationPolicy())
     record = ValidationRecord.from_outcome(
         outcome, batch.batch_id, previous.get("batch_id") if previous else None
     )
@@ -421,7 +450,8 @@ def validate(batch: LoadedBatch, ctx: RunContext, params: RetrainParams) -> Vali
              "observed": f"batch {batch.batch_id} was accepted before but no version was stored from it "
              "(that run failed after validation); running it again"}
         )  # fmt: skip
-    record.stats = record.stats or batch_stats(batch.frame)
+    if not record.stats and batch.frame is not None:
+        record.stats = batch_stats(batch.frame)
     return record
 
 
@@ -500,9 +530,7 @@ def split(batch: LoadedBatch, params: RetrainParams) -> tuple[pd.DataFrame, pd.D
 WINDOW_SLACK = timedelta(days=1)
 
 
-def window_records(
-    ctx: RunContext, batch_id: str, weeks: int, now: datetime | None = None
-) -> list[dict]:
+def window_records(ctx: RunContext, batch_id: str, weeks: int, now: datetime | None = None) -> list[dict]:
     """Accepted batches (fingerprint.json records) of the window before the new batch, oldest first.
 
     A batch is in the window when it was accepted after now - (weeks - 1) x 7 days - WINDOW_SLACK; weeks=1
@@ -712,7 +740,10 @@ _SCORE_COLUMNS = {"candidate": "score", "production": "score_production"}
 
 
 def record_eval_rows(
-    eval_df: pd.DataFrame, train: pd.DataFrame, scores: dict[str, np.ndarray], params: RetrainParams,
+    eval_df: pd.DataFrame,
+    train: pd.DataFrame,
+    scores: dict[str, np.ndarray],
+    params: RetrainParams,
     files: RunFiles,
 ) -> dict[str, Path]:
     """Write the scored eval rows and the training keys to files.eval_rows / files.train_keys.
@@ -786,7 +817,10 @@ def decide(evaluation: Evaluation, drift_summary: dict | None, params: RetrainPa
 
 
 def render_reports(
-    data: TrainingData, scores: dict[str, np.ndarray], evaluation: Evaluation, decision: Decision,
+    data: TrainingData,
+    scores: dict[str, np.ndarray],
+    evaluation: Evaluation,
+    decision: Decision,
     files: RunFiles,
 ) -> dict[str, Path]:
     """Evidently pages (overall and per popularity bucket) and tailguard's summary page for the reviewer,

@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         description="Ray cluster to join (e.g. 127.0.0.1:6379 or 'auto' inside the cluster); empty starts "
         "a local Ray on loopback on demand.",
     )
+    ray_train_workers: int = Field(
+        0,
+        ge=0,
+        description="Fine-tune deployment: train under Ray Train on this many workers of the cluster at "
+        "ray_address (one GPU each when the cluster has them); 0 trains in the flow's process.",
+    )
     quarantine_copy_bytes: int = Field(
         64 << 20,
         ge=0,

@@ -577,6 +577,12 @@ class S3Store(ArtifactStore):
         return ""
 
 
+def key_uri(store: ArtifactStore, key: str) -> str:
+    """The URI of `key` in `store` that another process or node can read: s3://bucket/prefix/key, or the
+    local path (a local store is then assumed shared, e.g. NFS, between the nodes)."""
+    return f"{store.uri.rstrip('/')}/{key.lstrip('/')}"
+
+
 def is_remote(uri: str | os.PathLike[str]) -> bool:
     """True for an s3:// URI (scheme case-insensitive), the one remote scheme; paths and file:// are local.
 
