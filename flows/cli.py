@@ -3,7 +3,9 @@
 retrain, demo, approve, reviews and automations run or answer Prefect flows, so they live here, above
 the flows, and are added to the library's typer app; promote/rollback get the flows' per-model Prefect
 promotion lock (tasks/locks.py) when a server is configured. Prefect itself is imported only by the
-commands that use it, so `tailguard --help` and the library's commands start without it.
+commands that use it, so `tailguard --help` and the library's commands start without it; each of those
+calls `_embedded_prefect()` first, which makes PREFECT_HOME (importing tailguard_flows only sets the
+environment, so that `--help` creates nothing).
 
 `retrain`'s options are generated from tailguard.pipeline.RetrainParams (tailguard.options): a field
 added there is an option here, with its default and description, and a key of `--config run.yaml`.
@@ -35,8 +37,20 @@ RETRAIN_ALIASES = {
 }
 
 
+def _embedded_prefect() -> None:
+    """Prepare Prefect here: environment defaults set and PREFECT_HOME made (runtime.configure_embedded).
+
+    Call it before the first Prefect import of a command: without PREFECT_HOME, `tailguard reviews` in a
+    fresh folder waited ~3 min for the temporary server and failed.
+    """
+    from tailguard.runtime import configure_embedded
+
+    configure_embedded()
+
+
 def _prefect_promotion_lock(model_name: str) -> AbstractContextManager:
     """The flow's promotion lock (promote-<model>); Prefect is imported only when it is taken."""
+    _embedded_prefect()
     from tailguard_tasks.locks import promotion_lock
 
     return promotion_lock(model_name)
@@ -68,6 +82,7 @@ def answer_review(flow_run_id: str, approve: bool, reviewer: str, comment: str, 
             comment = require_comment(comment, "--override")
         except RegistryError as err:
             raise CommandError(f"--override needs --comment saying why ({err})", usage=True) from None
+    _embedded_prefect()
     from tailguard_tasks.registry import resume_review
 
     try:
@@ -100,6 +115,7 @@ def paused_review_lines(limit: int) -> list[str]:
     """One line per retrain run paused for review (id, name, since when, candidate, verdict).
 
     Raises CommandError (exit 1) when the Prefect API cannot be read."""
+    _embedded_prefect()
     from tailguard_tasks.operations import paused_reviews
 
     try:
@@ -134,12 +150,13 @@ def create_automations(block_id: str, folder: Path) -> list[str]:
     UUID or an automation file that is not valid (usage: the message names the file)."""
     from uuid import UUID
 
-    from tailguard_tasks.operations import AutomationFileError, install_automations
-
     try:
         UUID(block_id)
     except ValueError:
         raise CommandError(f"error: --block-id {block_id!r} is not a block document id (a UUID)") from None
+    _embedded_prefect()
+    from tailguard_tasks.operations import AutomationFileError, install_automations
+
     try:
         created = install_automations(folder, block_id)
     except AutomationFileError as err:
@@ -168,9 +185,7 @@ def automations_cmd(
 def run_retrain(**params: Any) -> dict | None:
     """Run the retrain flow in this process (embedded Prefect); None, after printing why, when the batch
     is refused or cannot be read at all."""
-    from tailguard.runtime import configure_embedded
-
-    configure_embedded()
+    _embedded_prefect()
     from tailguard_flows.retrain import BatchRejected, retrain
 
     from tailguard.contract import ContractError
@@ -182,18 +197,24 @@ def run_retrain(**params: Any) -> dict | None:
         return None
 
 
-def retrain_params(values: dict[str, Any], given: set[str], config: Path | None) -> dict[str, Any]:
-    """Every RetrainParams field from the command line, `--config` and the defaults (options.resolve),
-    checked by RetrainParams before Prefect starts (~10 s) and before the batch is read.
+def retrain_params(
+    values: dict[str, Any], given: set[str], config: Path | None
+) -> tuple[dict[str, Any], set[str]]:
+    """(every RetrainParams field, the fields the user set) from the command line, `--config` and the
+    defaults (options.resolve), checked by RetrainParams before Prefect starts (~10 s) and before the batch
+    is read. The fields are the validated ones: a `recipe` has filled those the user did not set (the
+    flags in `given` and the file's keys win over it, even when equal to the default).
 
-    Raises CommandError (exit 2) for a missing batch, a bad config file or a field RetrainParams refuses
-    (one line naming each field, pipeline.params_error)."""
+    Raises CommandError (exit 2) for a missing batch, a bad config file (options.read_config: unknown key
+    or a value of the wrong type) or a field RetrainParams refuses (one line naming each field,
+    pipeline.params_error)."""
     from pydantic import ValidationError
 
     from tailguard.pipeline import params_error
 
     try:
-        resolved = options.resolve(RetrainParams, values, given, config)
+        from_file = options.read_config(config, RetrainParams) if config is not None else {}
+        resolved = options.resolve(RetrainParams, values, given, from_file)
     except options.OptionsError as err:
         raise CommandError(f"error: {err}") from None
     data = resolved.get("data")
@@ -201,11 +222,12 @@ def retrain_params(values: dict[str, Any], given: set[str], config: Path | None)
         raise CommandError("error: give --data (a batch file, folder or s3:// URI) or `data:` in --config")
     if "://" not in data and not Path(data).exists():  # fail before starting Prefect (~10 s) for a typo
         raise CommandError(f"{data}: no such file or folder (expected CSV/Parquet, a folder or s3://...)")
+    explicit = set(given) | set(from_file)
     try:
-        RetrainParams(**resolved)
+        params = RetrainParams.model_validate(resolved, context={"explicit": explicit})
     except ValidationError as err:
         raise CommandError(f"error: {params_error(err)}") from None
-    return resolved
+    return params.model_dump(), explicit
 
 
 def given_on_command_line(ctx: typer.Context, names: list[str]) -> set[str]:
@@ -239,8 +261,10 @@ def retrain(
     import json
 
     offline()
-    params = retrain_params(fields, given_on_command_line(ctx, list(fields)), config)
-    outcome = run_retrain(**params)
+    params, explicit = retrain_params(fields, given_on_command_line(ctx, list(fields)), config)
+    # The flow re-validates its flat parameters without a context: it reads the set fields from here.
+    with options.explicit_fields(explicit):
+        outcome = run_retrain(**params)
     if outcome is None:
         raise typer.Exit(2)
     from tailguard.summary import outcome_text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from prefect import get_run_logger
@@ -13,6 +14,9 @@ from tailguard_tasks.training import publish_training_summary
 from tailguard import pipeline
 from tailguard.pipeline import RunContext
 
+if TYPE_CHECKING:  # torch loads with tailguard.model (~2 s): only for annotations
+    from tailguard.model import TrainResult
+
 
 @stage
 def produce_candidate(balanced: pd.DataFrame, config: dict, ctx: RunContext) -> Path:
@@ -21,13 +25,12 @@ def produce_candidate(balanced: pd.DataFrame, config: dict, ctx: RunContext) -> 
     if ctx.settings.training_pool:
         return fetch_trained(train_on_pool(stage_training_data(balanced, ctx), config, ctx), ctx)
     trained = train_candidate(balanced, config, ctx)
-    model_dir = Path(trained["model_dir"])
-    publish_training_summary(trained, model_dir)
-    return model_dir
+    publish_training_summary(trained, trained.model_dir)
+    return Path(trained.model_dir)
 
 
 @stage
-def train_candidate(balanced: pd.DataFrame, config: dict, ctx: RunContext) -> dict:
+def train_candidate(balanced: pd.DataFrame, config: dict, ctx: RunContext) -> TrainResult:
     """Fine-tune the candidate in this process (embedded default), logging each epoch to Prefect."""
     logger = get_run_logger()
     return pipeline.train_in_process(balanced, config, ctx, on_epoch=lambda row: logger.info("epoch %s", row))

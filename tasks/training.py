@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from tailguard_tasks.retry import io_stage, stage
+
+if TYPE_CHECKING:  # torch loads with tailguard.model (~2 s): only for annotations
+    from tailguard.model import TrainResult
 
 
 @io_stage
@@ -51,7 +55,7 @@ def fine_tune(
         on_epoch=lambda row: logger.info("epoch %s", {k: v for k, v in row.items()}),
         on_checkpoint=lambda folder: push_checkpoint(store, checkpoint_prefix, folder),
     )
-    return result.model_dump(mode="json")
+    return result
 
 
 @stage
@@ -74,12 +78,12 @@ def upload_model(store_uri: str, model_dir: Path, output_prefix: str) -> str:
 
 
 @stage
-def publish_training_summary(result: dict, model_dir: Path) -> None:
+def publish_training_summary(result: TrainResult, model_dir: Path) -> None:
     """Per-epoch table and the loss/validation plot as a markdown artifact."""
     rows = "\n".join(
         f"| {h['epoch']} | {h['step']} | {h['train_loss']:.4f} | {h['valid_auc']} | "
         f"{h['samples_per_s']:.0f} |"
-        for h in result["history"]
+        for h in result.history
     )
     plot = Path(model_dir) / "training_curves.png"
     image = (

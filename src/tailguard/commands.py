@@ -13,7 +13,10 @@ import tempfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tailguard.metrics import Evaluation
 
 Echo = Callable[[str], None]
 
@@ -320,8 +323,9 @@ def _metrics_on_ray(predictions: Path, train: Path, config: Any) -> dict:
         raise CommandError(f"[error] {err}") from None
 
 
-def evaluate_files(predictions: Path, train: Path, config: Any, engine: str = "") -> dict:
-    """metrics.json (a dict, schema docs/METRICS.md) of a predictions file against its training rows.
+def evaluate_files(predictions: Path, train: Path, config: Any, engine: str = "") -> Evaluation:
+    """metrics.json (a metrics.Evaluation, schema docs/METRICS.md) of a predictions file against its
+    training rows.
 
     predictions: query, item_id, label, score [, relevance, category, score_production]; train: the
     training rows (query, item_id) that define the popularity buckets. Raises CommandError (exit 2)."""
@@ -334,31 +338,31 @@ def evaluate_files(predictions: Path, train: Path, config: Any, engine: str = ""
         raise CommandError(f"[error] {err}") from None
     try:
         if ray:
-            return _metrics_on_ray(predictions, train, config).to_dict()
+            return _metrics_on_ray(predictions, train, config)
         preds = read_predictions(predictions, PREDICTION_COLUMNS)
         train_df = read_predictions(train, ("query", "item_id"))
         scores = {"candidate": preds["score"].to_numpy(float)}
         if "score_production" in preds.columns:
             scores["production"] = preds["score_production"].to_numpy(float)
-        return evaluate(preds, train_df, scores, config).to_dict()
+        return evaluate(preds, train_df, scores, config)
     except ValueError as exc:
         raise CommandError(f"[error] {predictions}: {exc}") from None
 
 
-def metrics_text(result: dict, out: Path) -> str:
+def metrics_text(evaluation: Evaluation, out: Path) -> str:
     """Rows and queries of metrics.json, then per slice its size and each model's ROC AUC (with the
     paired difference and its interval when production was scored too)."""
-    lines = [f"wrote {out}: {result['data']['rows']} rows, {result['data']['queries']} queries"]
-    for name, info in result["slices"].items():
+    lines = [f"wrote {out}: {evaluation.data.rows} rows, {evaluation.data.queries} queries"]
+    for name, info in evaluation.slices.items():
         values = []
-        for model in result["models"]:
-            v = result["metrics"][model][name]["roc_auc"]["value"]
+        for model in evaluation.models:
+            v = evaluation.value(model, name, "roc_auc")
             values.append(f"{model} {'n/a' if v is None else f'{v:.3f}'}")
-        cmp = result.get("comparison", {}).get("slices", {}).get(name, {}).get("roc_auc", {})
-        if cmp.get("ci_low") is not None:
-            values.append(f"diff {cmp['value']:+.3f} [{cmp['ci_low']:+.3f}, {cmp['ci_high']:+.3f}]")
-        note = " (too small)" if info["too_small"] else ""
-        size = f"rows {info['rows']:>8}  pos {info['positives']:>7}"
+        cmp = evaluation.diff(name, "roc_auc")
+        if cmp is not None and cmp.ci_low is not None:
+            values.append(f"diff {cmp.value:+.3f} [{cmp.ci_low:+.3f}, {cmp.ci_high:+.3f}]")
+        note = " (too small)" if info.too_small else ""
+        size = f"rows {info.rows:>8}  pos {info.positives:>7}"
         lines.append(f"  {name:<28} {size}  roc_auc: {', '.join(values)}{note}")
     return "\n".join(lines)
 
@@ -369,7 +373,7 @@ def metrics_report(
     """Evaluate, write metrics.json to `out` and return the summary (plus the gate's verdict under
     `policy` when given). Raises CommandError (exit 2) for bad input."""
     result = evaluate_files(predictions, train, config, engine)
-    out.write_text(json.dumps(result, indent=1, allow_nan=False))
+    out.write_text(json.dumps(result.to_dict(), indent=1, allow_nan=False))
     text = metrics_text(result, out)
     if policy is not None:
         from tailguard.gate import decide_evaluation, load_policy
@@ -416,6 +420,7 @@ def open_registry(store: str, model: str) -> tuple[Any, str]:
 
 def versions_table(registry: Any, show_all: bool = False, as_json: bool = False) -> tuple[str, str]:
     """(stdout text, stderr note): the versions of registry's model as JSON or a table, production '*'."""
+    from tailguard.registry import GATE_LABELS
     from tailguard.summary import HEADLINE
 
     rows = registry.list_versions(include_incomplete=True)
@@ -431,7 +436,6 @@ def versions_table(registry: Any, show_all: bool = False, as_json: bool = False)
         number = (row.get("headline") or {}).get(key, {}).get("candidate")
         return "-" if number is None else f"{number:.3f}"
 
-    gate = {True: "pass", False: "FAIL", None: "-"}
     heads = ["AUC", "AUC/q", "tail AUC/q", "cold AUC"]  # the candidate's value on its eval split
     lines = [f"{'':2}{'version':24} {'created (UTC)':16} {'status':10} {'gate':4} {'balance':14} {'rows':>8} "
              + " ".join(f"{h:>10}" for h in heads)]  # fmt: skip
@@ -440,8 +444,10 @@ def versions_table(registry: Any, show_all: bool = False, as_json: bool = False)
         status = "production" if row["production"] else ("complete" if row["complete"] else "INCOMPLETE")
         created = (row.get("created_at") or "-")[:16].replace("T", " ")
         n_rows = "-" if row.get("rows") is None else str(row["rows"])
+        # A pass that needs a named override says so in full, even though it widens its row.
+        gate = GATE_LABELS[row.get("gate_status", "not-judged")]
         lines.append(
-            f"{mark:2}{row['version']:24} {created:16} {status:10} {gate[row.get('gate')]:4} "
+            f"{mark:2}{row['version']:24} {created:16} {status:10} {gate:4} "
             f"{(row.get('balance') or '-')[:14]:14} {n_rows:>8} "
             + " ".join(f"{value(row, f'{slice_}/{metric}'):>10}" for slice_, metric in HEADLINE)
         )
@@ -468,15 +474,17 @@ def history_text(
     return history.trend_text(rows)
 
 
-def recorded_decision(registry: Any, version: str) -> dict:
-    """The gate decision stored with a version (decision.json, with its policy record), else the
-    manifest's summary of it."""
+def recorded_decision(registry: Any, version: str) -> dict[str, Any]:
+    """The gate decision stored with a version: decision.json (gate.Decision.to_dict(), with its policy
+    record), else the typed manifest's DecisionRecord as it was written ({} when never judged)."""
     from tailguard.store import KeyNotFound
 
     try:
         return json.loads(registry.store.get_bytes(f"{registry.version_prefix(version)}/decision.json"))
     except KeyNotFound:
-        return registry.manifest(version).get("decision") or {}
+        decision = registry.read_manifest(version).decision
+        # exclude_unset: the audit records the manifest's decision as written, no defaults added.
+        return {} if decision is None else decision.model_dump(mode="json", exclude_unset=True)
 
 
 def _under_lock(lock: AbstractContextManager | None, fn: Callable[[], Any]) -> Any:

@@ -133,7 +133,11 @@ def load_policy(path: str | Path | None = None, overrides: dict | None = None) -
     if path is not None and not p.exists():
         raise FileNotFoundError(f"{p}: gate policy file not found")
     if p.exists():
-        loaded = yaml.safe_load(p.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            detail = " ".join(str(err).split())[:300]
+            raise ValueError(f"{p}: not a readable YAML gate policy: {detail}") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{p}: a gate policy must be a YAML mapping, got {type(loaded).__name__}")
         data.update(loaded)
@@ -148,7 +152,9 @@ def load_policy(path: str | Path | None = None, overrides: dict | None = None) -
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()
         )
-        raise ValueError(f"{p}: invalid gate policy: {problems}") from None
+        # Name what was wrong: the reviewed file, or the run's overrides on top of it.
+        where = f"{p} with gate_overrides {sorted(map(str, overrides))}" if overrides else str(p)
+        raise ValueError(f"{where}: invalid gate policy: {problems}") from None
 
 
 class Check(BaseModel):

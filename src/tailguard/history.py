@@ -22,7 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from tailguard.metrics import Evaluation, Interval
-from tailguard.registry import Manifest, Registry, RegistryError
+from tailguard.registry import DecisionRecord, Manifest, Registry, RegistryError
 from tailguard.summary import HEADLINE
 
 NOT_COMPARABLE = "own eval split, not comparable"
@@ -45,7 +45,14 @@ class VersionInfo(BaseModel):
         description="production (now); promoted (was production once); rejected / refused (audit); "
         "pending (never reviewed).",
     )
-    gate: bool | None = Field(None, description="The gate's verdict (None: never judged).")
+    gate: bool | None = Field(
+        None,
+        description="True only for a pass under the reviewed default policy (DecisionRecord.gate_passed); "
+        "None: never judged.",
+    )
+    gate_label: str = Field(
+        "-", description="The gate's verdict in words (DecisionRecord.gate_label), e.g. 'pass', 'FAIL'."
+    )
     production_version: str | None = Field(
         None, description="The production version it was scored against on the same eval rows."
     )
@@ -126,11 +133,13 @@ def _read_manifest(registry: Registry, version: str) -> Manifest:
 
 
 def _info(manifest: Manifest, version: str, statuses: dict[str, Status]) -> VersionInfo:
+    decision = DecisionRecord.of(manifest.decision)
     return VersionInfo(
         version=version,
         created_at=manifest.created_at,
         status=statuses.get(version, "pending"),
-        gate=manifest.decision.promote if manifest.decision else None,
+        gate=None if decision.promote is None else decision.gate_passed,
+        gate_label=decision.gate_label,
         production_version=manifest.production_version,
         headline=manifest.headline,
     )
@@ -236,8 +245,9 @@ def comparison_text(c: Comparison) -> str:
     """Console table of a Comparison, its basis stated first."""
     lines = [f"{c.model_name}: {c.v1.version} (v1) vs {c.v2.version} (v2)", c.basis, ""]
     for info, tag in ((c.v1, "v1"), (c.v2, "v2")):
-        gate = {True: "pass", False: "FAIL", None: "-"}[info.gate]
-        lines.append(f"  {tag} {info.version}  {info.status}  gate {gate}  created {info.created_at or '-'}")
+        lines.append(
+            f"  {tag} {info.version}  {info.status}  gate {info.gate_label}  created {info.created_at or '-'}"
+        )
     header = f"{'slice':<26}{'metric':<19}{'v1':>8}{'v2':>8}{'v2-v1':>8}  95% CI / note"
     lines += ["", header, "-" * len(header)]
     for r in c.rows:
@@ -256,12 +266,11 @@ def trend_text(rows: list[VersionInfo]) -> str:
         f"{h:>10}" for h in HEADLINE_LABELS
     )
     lines = [header]
-    gate = {True: "pass", False: "FAIL", None: "-"}
     for info in rows:
         created = (info.created_at or "-")[:16].replace("T", " ")
         values = [(info.headline.get(f"{s}/{m}") or {}).get("candidate") for s, m in HEADLINE]
         lines.append(
-            f"{info.version:24} {created:16} {info.status:10} {gate[info.gate]:4} "
+            f"{info.version:24} {created:16} {info.status:10} {info.gate_label:4} "
             + " ".join(f"{_fmt(v):>10}" for v in values)
         )
     lines.append(f"(candidate values, each on its own eval split: {NOT_COMPARABLE} across versions)")

@@ -12,25 +12,48 @@ The options are `inspect.Parameter`s: a command built from them sets them as its
 is what typer reads. Bounds (ge, lt...) are left to the model: its validation error is the one message.
 
 `--config run.yaml` (retrain): the YAML's keys are the model's fields; a flag given on the command line
-wins over the file, the file over the field's default; an unknown key is refused with one line.
+wins over the file, the file over the field's default; an unknown key, or a value not of its field's type
+(checked strictly: `epochs: true` is not 1, `allow_duplicate_batch: "yes"` is not true), is refused with
+one line.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import re
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 import typer
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 # Values a field may take on the command line: what click can parse into the field's type directly.
 SCALARS = (str, int, float, bool)
+# PyYAML reads YAML 1.1, where a float needs a dot: `learning_rate: 1e-4` arrives as the string "1e-4".
+_EXPONENT_ONLY = re.compile(r"[-+]?[0-9]+[eE][-+]?[0-9]+")
+
+
+# The fields the user set (command line, --config keys) for the run this process is starting. The retrain
+# flow re-validates its flat parameters without a pydantic validation context (every field arrives there),
+# so RetrainParams' recipe step reads them here: `--recipe baseline --epochs 3` then keeps 3 epochs.
+EXPLICIT_FIELDS: ContextVar[frozenset[str] | None] = ContextVar("tailguard_explicit_fields", default=None)
+
+
+@contextmanager
+def explicit_fields(names: Iterable[str]) -> Iterator[None]:
+    """Within the block, EXPLICIT_FIELDS is `names` (the fields a recipe must not fill); restored after."""
+    token = EXPLICIT_FIELDS.set(frozenset(names))
+    try:
+        yield
+    finally:
+        EXPLICIT_FIELDS.reset(token)
 
 
 class OptionsError(ValueError):
@@ -169,10 +192,11 @@ def parse_pairs(items: Iterable[str], option: str = "--option") -> dict[str, Any
 
 
 def read_config(path: Path, model: type[BaseModel]) -> dict[str, Any]:
-    """The fields a YAML config file sets; keys must be `model`'s field names.
+    """The fields a YAML config file sets; keys must be `model`'s field names, values of their types.
 
-    Raises OptionsError (one line) when the file cannot be read, is not a mapping, or names a key the
-    model lacks (all such keys are named, with the known ones).
+    Raises OptionsError (one line) when the file cannot be read, is not a mapping, names a key the
+    model lacks (all such keys are named, with the known ones) or holds a value not of its field's type
+    (config_value: the file, the key, the expected type and the value).
     """
     import yaml
 
@@ -195,19 +219,48 @@ def read_config(path: Path, model: type[BaseModel]) -> dict[str, Any]:
         raise OptionsError(
             f"--config {path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(model.model_fields)})"
         )
-    return loaded
+    return {key: config_value(path, key, model.model_fields[key], value) for key, value in loaded.items()}
+
+
+def _type_name(annotation: Any) -> str:
+    """`int`, `str`, `dict[str, Any]`, `Literal['auto', 'manual']`: the type as a reader writes it."""
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def config_value(path: Path, key: str, info: FieldInfo, value: Any) -> Any:
+    """`value` checked strictly against the field's type: an int field refuses a bool, a bool field "yes",
+    a str field 12 or a list; a float field takes an int (and PyYAML's "1e-4", see _EXPONENT_ONLY).
+
+    Bounds (ge, le...) and patterns stay with the model, whose validation names them. Returns the value
+    as validated; raises OptionsError naming the file, the key, the expected type and the value.
+    """
+    annotation, _ = _unwrap_optional(info.annotation)
+    if annotation is float and isinstance(value, str) and _EXPONENT_ONLY.fullmatch(value.strip()):
+        return float(value)
+    try:
+        return TypeAdapter(info.annotation).validate_python(value, strict=True)
+    except ValidationError:
+        shown = " ".join(repr(value).split())
+        shown = shown if len(shown) <= 60 else shown[:59] + "…"
+        raise OptionsError(
+            f"--config {path}: {key}: expected {_type_name(info.annotation)}, got {shown} "
+            f"({type(value).__name__})"
+        ) from None
 
 
 def resolve(
-    model: type[BaseModel], values: dict[str, Any], given: set[str], config: Path | None = None
+    model: type[BaseModel], values: dict[str, Any], given: set[str], from_file: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Every field of `model` from the command line, a --config file and the defaults, in that order.
 
     values: each field's parsed option value (dict fields as lists of KEY=JSON); given: the fields whose
-    flag was on the command line. A field not given takes the config file's value if it has one, else
-    the option's value (the field's default). Raises OptionsError for a bad file or KEY=JSON item.
+    flag was on the command line; from_file: the fields a --config file sets (read_config). A field not
+    given takes the file's value if it has one, else the option's value (the field's default). Raises
+    OptionsError for a bad KEY=JSON item.
     """
-    from_file = read_config(config, model) if config is not None else {}
+    from_file = from_file or {}
     resolved: dict[str, Any] = {}
     for name, info in model.model_fields.items():
         value = values.get(name)

@@ -9,11 +9,11 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, model_validator
 
 from tailguard.balance import STRATEGIES
 from tailguard.gate import Decision
@@ -21,6 +21,9 @@ from tailguard.metrics import Evaluation
 from tailguard.registry import Manifest
 from tailguard.settings import Settings, get_settings
 from tailguard.validation import ValidationRecord
+
+if TYPE_CHECKING:  # torch loads with tailguard.model (~2 s): only for annotations
+    from tailguard.model import TrainResult
 
 # `balance` as the form checks it: known strategy names, comma-separated, spaces allowed around commas.
 _STRATEGY = "(?:" + "|".join(STRATEGIES) + ")"
@@ -104,8 +107,10 @@ class RetrainParams(BaseModel):
         "",
         max_length=100,
         description="A named bundle of options from policies/recipes.yaml (baseline, graded, "
-        "graded_pairwise, hybrid, ensemble3, ...); it fills only the fields left at their defaults. Empty: "
-        "no recipe.",
+        "graded_pairwise, hybrid, ensemble3, ...); it fills the fields the run did not set: on this form, "
+        "those left at their defaults (a value equal to the default counts as not set; the CLI knows which "
+        "flags and --config keys were given). Dict options are merged, the run's keys winning. Empty: no "
+        "recipe.",
     )
     engine: str = Field(
         "",
@@ -117,22 +122,37 @@ class RetrainParams(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _apply_recipe(cls, data: Any) -> Any:
-        """Fill the fields the run left at their defaults from its recipe (tailguard.recipes)."""
+    def _apply_recipe(cls, data: Any, info: ValidationInfo) -> Any:
+        """Fill the fields the run did not set from its recipe (tailguard.recipes.apply_recipe).
+
+        The set fields are the validation context's `explicit` (RetrainParams.model_validate(values,
+        context={"explicit": names})), else options.EXPLICIT_FIELDS (set by the CLI around the flow call,
+        whose re-validation has no context); with neither, those left at their defaults (the flow form).
+        """
         if not isinstance(data, dict) or not str(data.get("recipe") or "").strip():
             return data
+        from tailguard.options import EXPLICIT_FIELDS
         from tailguard.recipes import RecipeError, apply_recipe
 
+        context = info.context if isinstance(info.context, dict) else {}
+        explicit = context.get("explicit", EXPLICIT_FIELDS.get())
         defaults = {name: f.get_default(call_default_factory=True) for name, f in cls.model_fields.items()}
         try:
-            return apply_recipe(data, defaults)
+            return apply_recipe(data, defaults, explicit=explicit)
         except RecipeError as err:
             raise ValueError(f"recipe: {err}") from None
 
     @model_validator(mode="after")
     def _check_options(self) -> RetrainParams:
-        """Bad balancing or training options fail here, before a batch is read, validated and accepted."""
+        """Bad balancing, training or gate options fail here, before a batch is read, validated, accepted."""
         from tailguard.balance import BalanceConfig, BalanceConfigError
+        from tailguard.gate import load_policy
+
+        if self.gate_policy or self.gate_overrides:  # else the decision, after training, found it out
+            try:
+                load_policy(self.gate_policy or None, self.gate_overrides)
+            except (OSError, ValueError) as err:
+                raise ValueError(f"gate_policy / gate_overrides: {err}") from None
 
         # An accepted batch is recorded; failing at the rebalance stage would make the rerun a "duplicate".
         try:
@@ -654,8 +674,8 @@ def train_config(params: RetrainParams, settings: Settings) -> dict:
     return {**config, **params.train_options}
 
 
-def train_in_process(balanced: pd.DataFrame, config: dict, ctx: RunContext, on_epoch=None) -> dict:
-    """Fine-tune the candidate here (embedded default); returns the TrainResult as a dict.
+def train_in_process(balanced: pd.DataFrame, config: dict, ctx: RunContext, on_epoch=None) -> TrainResult:
+    """Fine-tune the candidate here (embedded default); returns the model.TrainResult.
 
     config's `hybrid` / `ensemble_size` (from a recipe or train_options) pick the trainer: see
     recipes.train_candidate (a hybrid folder holds hybrid.json, an ensemble members/ + ensemble.json).
@@ -669,7 +689,7 @@ def train_in_process(balanced: pd.DataFrame, config: dict, ctx: RunContext, on_e
         checkpoint_dir=ctx.work_dir / "checkpoints",
         on_epoch=on_epoch,
     )
-    return result.model_dump(mode="json")
+    return result
 
 
 def stage_training_data(balanced: pd.DataFrame, ctx: RunContext) -> str:

@@ -1,7 +1,8 @@
 """Retrain recipes: named bundles of balancing, training, hybrid and ensemble options (policies/recipes.yaml).
 
-A recipe fills the RetrainParams fields a run left at their defaults (`apply_recipe`); what the run set
-itself wins. Dict fields (balance_options, train_options) are merged key by key, the run's keys winning.
+A recipe fills the RetrainParams fields a run did not set (`apply_recipe`: the caller names them, else
+those left at their defaults); what the run set itself wins. Dict fields (balance_options, train_options)
+are merged key by key, the run's keys winning.
 `hybrid`, `ensemble_size` and `distill_teachers` travel to the trainer inside the train config dict under
 CANDIDATE_KEYS and pick the trainer in `train_candidate`: model.train, hybrid.train_hybrid, K seeds
 (`train_ensemble`), or one student distilled from K seeds (distill.train_distilled).
@@ -153,12 +154,18 @@ def get_recipe(name: str, path: Path | None = None) -> Recipe:
 
 
 def apply_recipe(
-    values: dict[str, Any], defaults: dict[str, Any], path: Path | None = None
+    values: dict[str, Any],
+    defaults: dict[str, Any],
+    path: Path | None = None,
+    explicit: set[str] | frozenset[str] | None = None,
 ) -> dict[str, Any]:
-    """`values` (a run's parameters) with `values['recipe']`'s bundle filling the fields left at defaults.
+    """`values` (a run's parameters) with `values['recipe']`'s bundle filling the fields the run did not set.
 
-    A field counts as left at its default when it is absent or equal to `defaults[field]`; dict fields are
-    merged (recipe keys first, the run's keys win). No recipe (absent or "") returns values unchanged.
+    explicit: the names of the fields the caller set (the CLI's flags and --config keys); the recipe fills
+    every other field. Without it (the flow form, where every field arrives) a field counts as not set
+    when it is absent or equal to `defaults[field]`, so a run cannot keep a default the recipe changes.
+    Dict fields are merged either way (recipe keys first, the run's keys win). No recipe (absent or "")
+    returns values unchanged. Raises RecipeError for an unknown recipe or a recipes file that cannot be used.
     """
     name = str(values.get("recipe") or "").strip()
     if not name:
@@ -168,6 +175,9 @@ def apply_recipe(
         given = values.get(key, defaults.get(key))
         if isinstance(value, dict):
             out[key] = {**value, **(given or {})}
+        elif explicit is not None:
+            if key not in explicit:
+                out[key] = value
         elif key not in values or given == defaults.get(key):
             out[key] = value
     return out

@@ -13,9 +13,9 @@ import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tailguard import __version__
 from tailguard.safe_text import markdown_code, markdown_text
@@ -81,7 +81,10 @@ class DataRecord(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    batch_id: str = Field(description="Content id of the accepted batch, 'b-' + 16 hex (data.batch_id_for).")
+    # Lenient: hand-written and older manifests without a batch id must still list and load.
+    batch_id: str = Field(
+        "", description="Content id of the accepted batch, 'b-' + 16 hex (data.batch_id_for); '' unrecorded."
+    )
     uri: str = Field("", description="Where the batch was read from: path or s3:// URI.")
     fingerprint: dict[str, Any] = Field(
         default_factory=dict, description="{'files': [{'name', 'bytes', 'sha256'}], 'sha256': digest}."
@@ -119,6 +122,44 @@ class DecisionRecord(BaseModel):
         """Where the judging policy came from (gate.PolicyRecord.source), or 'unrecorded'."""
         policy = (self.model_extra or {}).get("policy")
         return str(policy.get("source", "unrecorded")) if isinstance(policy, Mapping) else "unrecorded"
+
+    @property
+    def gate_status(self) -> GateStatus:
+        """The one rule every reader shows (`models` table and --json, model card, summary page):
+
+        'pass' only when the gate passed under the reviewed default policy, the only pass that
+        Registry.promote accepts without a named override (gate.Decision.promote_unattended, the same rule
+        on a fresh decision); 'pass-non-default-policy' / 'pass-policy-unrecorded' when it passed under
+        another policy or one not recorded (both need a named override); 'fail'; 'not-judged'.
+        """
+        if self.promote is None:
+            return "not-judged"
+        if not self.promote:
+            return "fail"
+        if self.policy_is_default is True:
+            return "pass"
+        return "pass-non-default-policy" if self.policy_is_default is False else "pass-policy-unrecorded"
+
+    @property
+    def gate_passed(self) -> bool:
+        """True only for a pass under the reviewed default policy (gate_status == 'pass')."""
+        return self.gate_status == "pass"
+
+    @property
+    def gate_label(self) -> str:
+        """gate_status in the `tailguard models` table's words: pass, FAIL, -, or a pass that needs an
+        override, e.g. 'pass (non-default policy: needs a named override)'."""
+        return GATE_LABELS[self.gate_status]
+
+
+GateStatus = Literal["pass", "pass-non-default-policy", "pass-policy-unrecorded", "fail", "not-judged"]
+GATE_LABELS: dict[str, str] = {
+    "pass": "pass",
+    "pass-non-default-policy": "pass (non-default policy: needs a named override)",
+    "pass-policy-unrecorded": "pass (policy unrecorded: needs a named override)",
+    "fail": "FAIL",
+    "not-judged": "-",
+}
 
 
 def _decision_json(decision: BaseModel | Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -404,22 +445,45 @@ class Registry:
                 "objects": len(names),
             }
             if complete:
-                data = self._manifest_bytes(version)
-                manifest = json.loads(data)
-                params = manifest.get("params") or {}
-                row.update(
-                    created_at=manifest.get("created_at"),
-                    manifest_sha256=hashlib.sha256(data).hexdigest(),
-                    flow_run_id=manifest.get("flow_run_id"),
-                    gate=(manifest.get("decision") or {}).get("promote"),
-                    balance=params.get("balance"),
-                    base_model=params.get("base_model"),
-                    rows=(manifest.get("data") or {}).get("rows"),
-                    headline=manifest.get("headline") or {},
-                )
+                row.update(self._listing_fields(version))
             rows.append(row)
         # Ids made in the same second are not ordered by their random suffix: the manifest time is.
         return sorted(rows, key=lambda row: (row.get("created_at") or "", row["version"]))
+
+    def _listing_fields(self, version: str) -> dict[str, Any]:
+        """list_versions' fields of a complete version, read through the typed Manifest.
+
+        gate is True only for a pass under the reviewed default policy (DecisionRecord.gate_passed), None
+        when never judged; gate_status / gate_policy_default / gate_policy_sha256 / gate_overrides say why
+        a pass is not one. A manifest that does not validate still lists, with manifest_error naming the
+        field (one broken upload must not hide every other version).
+        """
+        data = self._manifest_bytes(version)
+        fields: dict[str, Any] = {"manifest_sha256": hashlib.sha256(data).hexdigest()}
+        try:
+            manifest = Manifest.model_validate_json(data)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            return {**fields, "manifest_error": f"manifest.json field {where!r}: {first['msg']}"}
+        decision = DecisionRecord.of(manifest.decision)
+        judged = decision.promote is not None
+        return {
+            "created_at": manifest.created_at,
+            **fields,
+            # An absent flow_run_id lists as null, as it did when the manifest was read as a dict.
+            "flow_run_id": manifest.flow_run_id if "flow_run_id" in manifest.model_fields_set else None,
+            "gate": decision.gate_passed if judged else None,
+            "gate_status": decision.gate_status,
+            "gate_policy_default": decision.policy_is_default if judged else None,
+            "gate_policy_sha256": decision.policy_sha256,
+            "gate_overrides": manifest.params.get("gate_overrides") or None,
+            "gate_policy_file": manifest.params.get("gate_policy") or None,
+            "balance": manifest.params.get("balance"),
+            "base_model": manifest.params.get("base_model"),
+            "rows": manifest.data.rows if manifest.data is not None else None,
+            "headline": manifest.headline,
+        }
 
     def fetch_model(self, version: str, dest: Path) -> Path:
         """Download a version (or 'production') into dest, verifying every sha256; returns dest/model.
@@ -861,9 +925,29 @@ def _metrics_section(headline: dict[str, dict[str, float | None]]) -> list[str]:
     return lines + ["", "All metrics, per slice with 95% intervals: metrics.json."]
 
 
-def _decision_section(decision: DecisionRecord) -> list[str]:
-    verdict = {True: "promote", False: "do not promote", None: "not judged"}[decision.promote]
-    return [f"Gate verdict: **{verdict}**", ""] + [f"- {_md(r)}" for r in decision.reasons]
+def _decision_section(decision: DecisionRecord, params: dict[str, Any]) -> list[str]:
+    """The gate's verdict by DecisionRecord.gate_status: a pass under a policy that is not the reviewed
+    default says so, with the run's overrides, because promoting it needs a named override."""
+    status = decision.gate_status
+    verdict = {"pass": "promote", "pass-policy-unrecorded": "promote", "fail": "do not promote",
+               "not-judged": "not judged",
+               "pass-non-default-policy": "promote only with a named override"}[status]  # fmt: skip
+    lines = [f"Gate verdict: **{verdict}**", ""]
+    if status == "pass-non-default-policy":
+        overrides = params.get("gate_overrides") or {}
+        policy_file = params.get("gate_policy") or None
+        lines += [
+            "The gate policy that judged it was **not the reviewed default** (sha256 "
+            f"{_md_code(decision.policy_sha256 or 'unrecorded')}): `tailguard promote` refuses it without "
+            "--override, a named reviewer and a comment.",
+            "",
+            *([f"- policy file: {_md_code(policy_file)}"] if policy_file else []),
+            *([f"- gate overrides: {_md_code(overrides)}"] if overrides else []),
+            *([""] if policy_file or overrides else []),
+        ]
+    elif status == "pass-policy-unrecorded":
+        lines += ["The gate policy that judged it was not recorded: promoting it needs a named override.", ""]
+    return lines + [f"- {_md(r)}" for r in decision.reasons]
 
 
 def render_model_card(manifest: Manifest | dict) -> str:
@@ -892,7 +976,7 @@ def render_model_card(manifest: Manifest | dict) -> str:
     if m.headline or m.decision is not None:  # a judged version always says what its metrics were
         sections.append(("Metrics", _metrics_section(m.headline)))
     if m.decision is not None:
-        sections.append(("Gate decision", _decision_section(m.decision)))
+        sections.append(("Gate decision", _decision_section(DecisionRecord.of(m.decision), m.params)))
     if m.timings_s:
         sections.append(("Stage timings (s)", _kv_table(list(m.timings_s.items()))))
     for title, body in sections:

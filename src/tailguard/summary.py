@@ -11,12 +11,14 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tailguard.gate import Decision
 from tailguard.metrics import Evaluation, Interval, MetricEntry
 from tailguard.metrics import finite_value as _value
+from tailguard.registry import DecisionRecord
 from tailguard.safe_text import escape_script_json, html_text, markdown_code, markdown_text
 
 if TYPE_CHECKING:
@@ -283,29 +285,47 @@ _VERDICT_CLASS = {PROMOTE: "promote", DO_NOT_PROMOTE: "block", NEEDS_REVIEW: "re
 _VERDICT_DOT = {PROMOTE: "🟢", DO_NOT_PROMOTE: "🔴", NEEDS_REVIEW: "🟡"}
 
 
-def verdict(decision: Any) -> tuple[str, str]:
-    """(word, why) for a gate decision (a Decision or its dict).
+def as_decision(decision: Decision | Mapping[str, Any] | None) -> Decision:
+    """The boundary where a stored decision becomes a gate.Decision: one as is, decision.json's dict, an
+    old manifest's summary (no checks; its verdict named promote, passed or approved, read by
+    registry.DecisionRecord.of) or None (never judged: promote False, no checks). A policy record missing
+    its digest or default flag (hand-built) is left out. Raises pydantic.ValidationError for a malformed
+    check."""
+    if isinstance(decision, Decision):
+        return decision
+    raw = dict(decision or {})
+    policy = raw.get("policy")
+    if not (isinstance(policy, Mapping) and {"source", "sha256", "is_default"} <= policy.keys()):
+        policy = None
+    return Decision.model_validate(
+        {**raw, "promote": bool(DecisionRecord.of(raw).promote), "checks": raw.get("checks") or [],
+         "reasons": raw.get("reasons") or [], "policy": policy}
+    )  # fmt: skip
 
-    PROMOTE: every check passed under the reviewed default policy. NEEDS REVIEW: the checks passed under
-    a policy that is not the reviewed default, or the only failure is that nothing could be compared with
-    production (`regression:nothing_judged`): a person must decide, with an override. DO NOT PROMOTE:
-    any other failing check.
+
+def verdict(decision: Decision | Mapping[str, Any] | None) -> tuple[str, str]:
+    """(word, why) for a gate decision (a gate.Decision; a dict is converted by as_decision).
+
+    PROMOTE: every check passed, not under a policy known to differ from the reviewed default
+    (DecisionRecord.gate_status; a decision not yet stamped with its policy, as decide() returns it, reads
+    as the default). NEEDS REVIEW: the checks passed under a policy that is not the reviewed default, or
+    the only failure is that nothing could be compared with production (`regression:nothing_judged`): a
+    person must decide, with an override. DO NOT PROMOTE: any other failing check.
     """
-    dec = decision.to_dict() if hasattr(decision, "to_dict") else (decision or {})
-    checks = dec.get("checks") or []
-    failed = [c.get("name") for c in checks if c.get("verdict") == "fail"]
-    counts = f"{sum(c.get('verdict') == 'pass' for c in checks)} passed, {len(failed)} failed, " + (
-        f"{sum(c.get('verdict') == 'skipped' for c in checks)} skipped"
+    dec = as_decision(decision)
+    failed = [c.name for c in dec.checks if c.verdict == "fail"]
+    counts = f"{sum(c.verdict == 'pass' for c in dec.checks)} passed, {len(failed)} failed, " + (
+        f"{sum(c.verdict == 'skipped' for c in dec.checks)} skipped"
     )
-    if dec.get("promote") and dec.get("policy_is_default") is False:
-        source = (dec.get("policy") or {}).get("source", "changed")
+    if DecisionRecord.of(dec).gate_status == "pass-non-default-policy":
+        source = dec.policy.source if dec.policy is not None else "changed"
         return NEEDS_REVIEW, f"{counts}; the gate policy is not the reviewed default ({source})"
-    if dec.get("promote"):
+    if dec.promote:
         return PROMOTE, f"{counts}; every applicable check passed"
     if failed and set(failed) == {"regression:nothing_judged"}:
         return NEEDS_REVIEW, f"{counts}; no slice could be compared with production"
-    if not checks and not dec.get("promote"):
-        return DO_NOT_PROMOTE, "; ".join(map(str, dec.get("reasons") or [])) or "the gate did not pass"
+    if not dec.checks:
+        return DO_NOT_PROMOTE, "; ".join(map(str, dec.reasons)) or "the gate did not pass"
     return DO_NOT_PROMOTE, counts
 
 

@@ -213,7 +213,7 @@ class ReportViewer:
         for info in rows:
             values = [(info.headline.get(f"{s}/{m}") or {}).get("candidate") for s, m in HEADLINE]
             cells = [info.version, (info.created_at or "-")[:16].replace("T", " "), info.status,
-                     {True: "pass", False: "FAIL", None: "-"}[info.gate],
+                     info.gate_label,
                      *("-" if v is None else f"{v:.3f}" for v in values)]  # fmt: skip
             body.append("<tr>" + "".join(f"<td>{html_text(c)}</td>" for c in cells) + "</tr>")
         return (

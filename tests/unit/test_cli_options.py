@@ -141,3 +141,102 @@ def test_library_cli_never_flips_production_unlocked_when_a_prefect_server_is_co
     )  # fmt: skip
     assert done.returncode == 1 and "promotion lock" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_recipe_never_overrides_a_flag_even_one_equal_to_the_default(captured):
+    """`--recipe baseline --epochs 3` trains 3 epochs (3 is the default; baseline says 8); the fields left
+    out take the recipe's values."""
+    seen, batch, app = captured
+    done = CliRunner().invoke(app, ["retrain", "--data", str(batch), "--recipe", "baseline", "--epochs", "3"])
+    assert done.exit_code == 0, done.output
+    assert seen["epochs"] == 3 and seen["recipe"] == "baseline"
+    assert (seen["batch_size"], seen["learning_rate"]) == (128, 1e-4)  # not given: the recipe's
+    assert seen["train_options"] == {"early_stopping_patience": 2}
+
+
+def test_a_config_file_key_wins_over_the_recipe_too(captured, tmp_path):
+    seen, batch, app = captured
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data: {batch}\nrecipe: baseline\nepochs: 3\nbatch_size: 32\nlearning_rate: 1e-3\n")
+    done = CliRunner().invoke(app, ["retrain", "--config", str(config)])
+    assert done.exit_code == 0, done.output
+    assert (seen["epochs"], seen["batch_size"], seen["learning_rate"]) == (3, 32, 1e-3)  # PyYAML: "1e-3"
+    assert seen["train_options"] == {"early_stopping_patience": 2}  # not in the file: the recipe's
+
+
+def test_the_flow_keeps_the_flags_a_recipe_would_change(monkeypatch, tmp_path):
+    """The flow re-validates its flat parameters without a validation context (RetrainParams(**values));
+    run from `tailguard retrain`, it still keeps `--epochs 3` against the recipe's 8."""
+    import tailguard_flows.cli as flows_cli
+    import tailguard_flows.retrain as flow_module
+
+    flown: dict = {}
+
+    def fake_flow(**params):
+        flown["params"] = RetrainParams(**params)  # what flows/retrain._checked does
+        return {"promoted": False, "decision": {}, "paths": {}}
+
+    monkeypatch.setattr(flows_cli, "_embedded_prefect", lambda: None)
+    monkeypatch.setattr(flow_module, "retrain", fake_flow)
+    monkeypatch.setattr("tailguard.summary.outcome_text", lambda outcome: "ran")
+    batch = tmp_path / "batch.csv"
+    batch.write_text("query,item_id,item_title,label\ndrill,1,cordless drill,1\n")
+    args = ["retrain", "--data", str(batch), "--recipe", "baseline", "--epochs", "3"]
+    done = CliRunner().invoke(flows_cli.app, args)
+    assert done.exit_code == 0, done.output
+    assert (flown["params"].epochs, flown["params"].batch_size) == (3, 128)
+    # Outside that call (the deployment form) a value equal to the default is filled, as documented.
+    form = RetrainParams(**flown["params"].model_dump())
+    assert (form.epochs, form.batch_size) == (8, 128)
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "expected", "shown"),
+    [("data: 12", "data", "expected str", "got 12 (int)"),
+     ("data: [a, b]", "data", "expected str", "got ['a', 'b'] (list)"),
+     ("epochs: true", "epochs", "expected int", "got True (bool)"),
+     ('allow_duplicate_batch: "yes"', "allow_duplicate_batch", "expected bool", "got 'yes' (str)")],
+)  # fmt: skip
+def test_config_values_of_the_wrong_type_are_refused_in_one_line(
+    captured, tmp_path, line, key, expected, shown
+):
+    seen, batch, app = captured
+    config = tmp_path / "run.yaml"
+    config.write_text(f"{line}\n" if line.startswith("data") else f"data: {batch}\n{line}\n")
+    done = CliRunner().invoke(app, ["retrain", "--config", str(config)])
+    assert done.exit_code == 2 and seen == {} and "Traceback" not in done.output, done.output
+    (message,) = done.output.strip().splitlines()
+    assert str(config) in message and f"{key}: {expected}, {shown}" in message, message
+
+
+def _fresh_env(tmp_path) -> dict:
+    import os
+
+    drop = ("TAILGUARD_HOME", "TAILGUARD_STORE", "PREFECT_HOME", "PREFECT_API_URL")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    return {**env, "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path / "home")}
+
+
+def _tailguard(*args: str, cwd, env: dict, timeout: int):
+    import subprocess
+    import sys
+
+    code = "import sys; from tailguard_flows.cli import main; sys.argv = ['tailguard', *sys.argv[1:]]; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_help_creates_nothing_and_reviews_works_in_a_fresh_folder(tmp_path):
+    """`tailguard --help` leaves a fresh folder empty; `tailguard reviews` there makes its Prefect home and
+    answers (an embedded server: ~17 s on 2 cores; without PREFECT_HOME it hung ~3 min and failed)."""
+    folder = tmp_path / "fresh"
+    folder.mkdir()
+    env = _fresh_env(tmp_path)
+    helped = _tailguard("--help", cwd=folder, env=env, timeout=120)
+    assert helped.returncode == 0 and "reviews" in helped.stdout, helped.stderr
+    assert list(folder.iterdir()) == []
+    done = _tailguard("reviews", cwd=folder, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "no retrain run is waiting for review"
+    assert (folder / ".tailguard" / "prefect").is_dir()

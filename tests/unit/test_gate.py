@@ -350,3 +350,30 @@ def test_gate_switched_off_by_overrides_passes_but_is_not_promoted_unattended():
     default_policy, default_record = gate.resolve_policy()
     clean = decide(cand, prod, default_policy).with_policy(default_record)
     assert not clean.promote  # under the reviewed default the same candidate fails
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"gate_overrides": {"floors": 3}}, "with gate_overrides ['floors']: invalid gate policy: floors"),
+        ({"gate_policy": "no/such/policy.yaml"}, "gate policy file not found"),
+        ({"gate_overrides": {"floors": {"roc_auc": "high"}}}, "floors.roc_auc"),
+    ],
+)
+def test_a_bad_gate_policy_or_override_is_refused_before_the_run_reads_anything(kwargs, needle):
+    """Found out by the decision after training before: now RetrainParams refuses it, naming the fields."""
+    from pydantic import ValidationError
+
+    from tailguard.pipeline import RetrainParams, params_error
+
+    with pytest.raises(ValidationError) as info:
+        RetrainParams(data="x.csv", **kwargs)
+    message = params_error(info.value)
+    assert message.startswith("gate_policy / gate_overrides: ") and needle in message and "\n" not in message
+
+
+def test_a_broken_policy_yaml_is_one_line(tmp_path):
+    bad = tmp_path / "gate.yaml"
+    bad.write_text("floors: [unclosed\n")
+    with pytest.raises(ValueError, match="not a readable YAML gate policy"):
+        load_policy(bad)

@@ -265,3 +265,18 @@ def test_viewer_index_shows_the_history_table_escaped(history):
     v3_row = table[at[2] :].split("</tr>")[0]
     auc = registry.read_manifest(versions[2]).headline["overall/roc_auc"]["candidate"]
     assert "<td>production</td>" in v3_row and f"<td>{auc:.3f}</td>" in v3_row
+
+
+def test_trend_and_compare_show_a_non_default_policy_pass_as_needing_an_override(history, tmp_path):
+    """A pass under --gate-overrides is no gate pass in the history either (DecisionRecord.gate_status)."""
+    from tailguard.history import comparison_text, trend_text
+
+    registry = history["registry"]
+    relaxed = {**PASS, "policy_is_default": False, "policy_sha256": "e" * 64}
+    evaluation = evaluate(history["a"], split(1)[1], {"candidate": history["s2"]}, EvalConfig(n_bootstrap=20))
+    v5 = write(registry, tmp_path, "eeeeee", evaluation, decision=relaxed)
+    (info,) = [r for r in trend(registry) if r.version == v5]
+    assert info.gate is False and info.gate_label == "pass (non-default policy: needs a named override)"
+    assert "pass (non-default policy: needs a named override)" in trend_text(trend(registry))
+    text = comparison_text(compare_versions(registry, history["v"][0], v5))
+    assert "gate pass (non-default policy: needs a named override)" in text and "gate pass  " in text

@@ -108,6 +108,18 @@ def test_a_recipe_fills_only_the_fields_left_at_their_defaults():
     assert (plain.epochs, plain.batch_size, plain.train_options) == (3, 32, {})
 
 
+def test_fields_the_caller_names_as_explicit_are_never_filled_even_at_their_default():
+    values = {"data": "x.csv", "recipe": "baseline", "epochs": 3, "train_options": {"loss": "weighted_bce"}}
+    defaults = {n: f.get_default(call_default_factory=True) for n, f in RetrainParams.model_fields.items()}
+    filled = R.apply_recipe(values, defaults, explicit={"data", "recipe", "epochs", "train_options"})
+    assert (filled["epochs"], filled["batch_size"]) == (3, 128)  # set (3 = default) kept; left out filled
+    assert filled["train_options"] == {"early_stopping_patience": 2, "loss": "weighted_bce"}  # merged
+    assert R.apply_recipe(values, defaults)["epochs"] == 8  # no explicit: equal to the default is filled
+    params = RetrainParams.model_validate(values, context={"explicit": {"epochs"}})
+    assert (params.epochs, params.batch_size, params.learning_rate) == (3, 128, 1e-4)
+    assert RetrainParams.model_validate(values).epochs == 8  # no context: the flow form's rule
+
+
 def test_recipe_fields_reach_the_train_config():
     params = RetrainParams(data="x.csv", recipe="ensemble3", seed=7)
     config = pipeline.train_config(params, pipeline.get_settings())
@@ -135,7 +147,7 @@ def test_hybrid_recipe_writes_a_hybrid_version_folder_through_the_pipeline_stage
     ctx = pipeline.RunContext(settings=pipeline.get_settings(), run_id="t", work_dir=tmp_path)
     train = batch(40, seed=0)
     result = pipeline.train_in_process(train, pipeline.train_config(params, ctx.settings), ctx)
-    folder = Path(result["model_dir"])
+    folder = Path(result.model_dir)
     assert (folder / H.HYBRID_FILE).is_file() and (folder / "model.safetensors").is_file()
     assert not list(folder.rglob("*.pkl")) and not list(folder.rglob("*.pt"))
     eval_df = batch(6, seed=1)

@@ -1067,3 +1067,104 @@ def test_cli_approve_refuses_invisible_reviewer_or_comment(args):
 
     result = CliRunner().invoke(app, ["approve", "0b5e5b8e-0000-4000-8000-000000000000", *args])
     assert result.exit_code == 2 and "no visible letter or digit" in " ".join(result.output.split())
+
+
+# --- a pass under a non-default gate policy is shown as one, by every reader (fix B) ------------------------
+
+OVERRIDES = {"floors": {"roc_auc": 0.0, "roc_auc_per_query": 0.0}}
+# What pipeline.write_candidate records for a run with --gate-overrides: every check passed, but under a
+# policy that is not the reviewed default (its sha256 differs), so `tailguard promote` needs an override.
+RELAXED = {
+    "promote": True,
+    "reasons": ["every applicable check passed"],
+    "policy_is_default": False,
+    "policy_sha256": "e" * 64,
+}
+
+
+def _relaxed_registry(tmp_path: Path) -> tuple[Registry, str, str]:
+    registry = Registry(open_store(str(tmp_path / "store")), "relevance")
+    clean = add_version(registry, tmp_path, "a")
+    relaxed = add_version(registry, tmp_path, "b", decision=RELAXED, params={"gate_overrides": OVERRIDES})
+    return registry, clean, relaxed
+
+
+def test_decision_record_gate_status_is_the_one_rule():
+    from tailguard.registry import DecisionRecord
+
+    cases = [
+        (PASS, "pass", True, "pass"),
+        (RELAXED, "pass-non-default-policy", False, "pass (non-default policy: needs a named override)"),
+        (
+            {"promote": True},
+            "pass-policy-unrecorded",
+            False,
+            "pass (policy unrecorded: needs a named override)",
+        ),
+        (FAIL, "fail", False, "FAIL"),
+        (None, "not-judged", False, "-"),
+        ({"passed": True, "policy_is_default": True}, "pass", True, "pass"),  # an older verdict name
+    ]
+    for decision, status, passed, label in cases:
+        record = DecisionRecord.of(decision)
+        got = (record.gate_status, record.gate_passed, record.gate_label)
+        assert got == (status, passed, label), decision
+
+
+def test_a_pass_under_a_non_default_policy_lists_as_no_gate_pass(tmp_path):
+    from tailguard.commands import versions_table
+
+    registry, clean, relaxed = _relaxed_registry(tmp_path)
+    rows = {r["version"]: r for r in registry.list_versions()}
+    assert rows[clean]["gate"] is True and rows[clean]["gate_policy_default"] is True
+    row = rows[relaxed]
+    assert row["gate"] is False and row["gate_policy_default"] is False
+    assert row["gate_status"] == "pass-non-default-policy"
+    assert row["gate_policy_sha256"] == "e" * 64 and row["gate_overrides"] == OVERRIDES
+    listed = json.loads(versions_table(registry, as_json=True)[0])
+    assert [(r["version"], r["gate"]) for r in listed] == [(clean, True), (relaxed, False)]
+    lines = {line.split()[0]: line for line in versions_table(registry)[0].splitlines()[1:]}
+    assert " pass (non-default policy: needs a named override) " in lines[relaxed]
+    assert " pass " in lines[clean] and "non-default" not in lines[clean]
+    with pytest.raises(RegistryError, match="not the reviewed default"):  # what the table warns of
+        registry.promote(relaxed, approved_by="ana", decision=RELAXED)
+
+
+def test_the_model_card_says_a_non_default_policy_judged_it(tmp_path):
+    registry, clean, relaxed = _relaxed_registry(tmp_path)
+    card = registry.store.get_bytes(f"{registry.version_prefix(relaxed)}/model_card.md").decode()
+    assert "Gate verdict: **promote only with a named override**" in card
+    assert "**not the reviewed default**" in card and "e" * 64 in card
+    assert "- gate overrides: " in card and "roc_auc_per_query" in card
+    assert "Gate verdict: **promote**" not in card
+    clean_card = registry.store.get_bytes(f"{registry.version_prefix(clean)}/model_card.md").decode()
+    assert "Gate verdict: **promote**" in clean_card and "reviewed default" not in clean_card
+
+
+def test_hand_written_and_malformed_manifests_still_list(tmp_path):
+    registry = Registry(open_store(str(tmp_path / "store")), "relevance")
+    model, files = make_model(tmp_path, "a")
+    old = registry.new_version_id()
+    registry.write_version(old, model, files, {"data": {"rows": 5}})  # no data.batch_id, no decision
+    broken = add_version(registry, tmp_path, "b")
+    key = f"{registry.version_prefix(broken)}/manifest.json"
+    manifest = json.loads(registry.store.get_bytes(key))
+    manifest["headline"] = {"overall/roc_auc": {"candidate": "high"}}
+    registry.store.put_bytes(key, json.dumps(manifest).encode())
+    rows = {r["version"]: r for r in registry.list_versions()}
+    assert rows[old]["rows"] == 5 and rows[old]["gate"] is None and rows[old]["flow_run_id"] == ""
+    assert registry.read_manifest(old).data.batch_id == ""
+    assert "headline.overall/roc_auc.candidate" in rows[broken]["manifest_error"]
+    assert rows[broken]["manifest_sha256"] == hashlib.sha256(registry.store.get_bytes(key)).hexdigest()
+
+
+def test_recorded_decision_falls_back_to_the_manifest_decision_as_written(tmp_path):
+    from tailguard.commands import recorded_decision
+
+    registry = Registry(open_store(str(tmp_path / "store")), "relevance")
+    version = add_version(registry, tmp_path, "a", decision={"promote": True, "policy_is_default": True})
+    assert recorded_decision(registry, version) == registry.manifest(version)["decision"]  # as stored
+    model, files = make_model(tmp_path, "b")
+    unjudged = registry.new_version_id()
+    registry.write_version(unjudged, model, files, {})
+    assert recorded_decision(registry, unjudged) == {}

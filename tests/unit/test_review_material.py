@@ -195,3 +195,21 @@ def test_file_link_points_at_the_viewer_when_configured(monkeypatch, path, expec
     assert summary.file_link(path) == expected
     monkeypatch.delenv("TAILGUARD_REPORTS_URL")
     assert summary.file_link(path) == path
+
+
+def test_a_pass_under_a_non_default_policy_reads_needs_review_on_every_page() -> None:
+    """The summary page shares the registry's rule (DecisionRecord.gate_status): the table's
+    'pass (non-default policy: needs a named override)' is NEEDS REVIEW here, with the policy's source."""
+    from tailguard.gate import resolve_policy
+
+    _, record = resolve_policy(overrides={"floors": {"roc_auc": 0.0, "roc_auc_per_query": 0.0}})
+    passing = [Check(name="floor:overall:roc_auc", verdict="pass", reason="x")]
+    decision = Decision(promote=True, checks=passing, reasons=[]).with_policy(record)
+    for given in (decision, decision.to_dict()):  # typed, and decision.json's dict converted once
+        word, why = summary.verdict(given)
+        assert word == "NEEDS REVIEW" and "gate_overrides of floors" in why
+        assert "<span class='word'>NEEDS REVIEW</span>" in summary.summary_html({}, given, {})
+    assert summary.as_decision(decision) is decision
+    legacy = summary.as_decision({"passed": True, "reasons": ["ok"]})  # an old manifest's summary
+    assert legacy.promote is True and legacy.checks == [] and summary.verdict(legacy)[0] == "PROMOTE"
+    assert summary.as_decision(None).promote is False
