@@ -182,6 +182,20 @@ def _balance_on_engine(engine: str, data: str, config: Any, compact: bool) -> tu
     return to_pandas(batch), to_pandas(balanced), report
 
 
+def writable_outputs(*paths: Path | None) -> None:
+    """Refuse (CommandError, exit 2) an output whose folder cannot be made or written, before any work:
+    a 10-minute balance must not end in a bare FileNotFoundError."""
+    import os
+
+    for path in (p for p in paths if p is not None):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CommandError(f"{path}: cannot write there ({err.strerror or err})") from None
+        if not os.access(path.parent, os.W_OK) or path.is_dir():
+            raise CommandError(f"{path}: cannot write there (not a writable file path)")
+
+
 def balance_file(
     data: str,
     config: Any,
@@ -206,6 +220,7 @@ def balance_file(
     from tailguard.data import load_batch
     from tailguard.scoring import write_frame
 
+    writable_outputs(out, report_json, report_html)
     try:
         if engine or os.environ.get("TAILGUARD_ENGINE"):
             train, balanced, report = _balance_on_engine(engine, data, config, compact)

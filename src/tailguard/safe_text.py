@@ -32,6 +32,13 @@ _SCRIPT_JSON = str.maketrans(
 # Every line terminator a markdown or HTML renderer may honour: \r\n, \n, \r, VT, FF, NEL, U+2028/2029.
 _LINE_BREAKS = re.compile(r"\r\n|[\n\r\x0b\x0c\x85\u2028\u2029]")
 _CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")
+# Bidirectional embeddings, overrides and isolates reorder what a reviewer sees ("Trojan Source",
+# CVE-2021-42574): a category `\u202egnp.exe` reads as `exe.png`. Shown as their code point instead.
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _bidi_visible(text: str) -> str:
+    return _BIDI.sub(lambda m: f"[U+{ord(m.group(0)):04X}]", text)
 # What can start markup inside one line of CommonMark/GFM text: code spans, emphasis and strikethrough,
 # link/image brackets, table pipes, raw HTML, entities, GFM autolinks (`scheme://`, `www.`, `user@host`).
 # CommonMark lets a backslash escape any ASCII punctuation (spec 0.31 §2.4): `\<` shows `<` and `\&amp;`
@@ -51,8 +58,9 @@ def _md_escape(match: re.Match[str]) -> str:
 
 
 def html_text(value: object) -> str:
-    """`str(value)` escaped for HTML text and quoted attribute values (`<>&"'` become entities)."""
-    return html.escape("" if value is None else str(value), quote=True)
+    """`str(value)` escaped for HTML text and quoted attribute values (`<>&"'` become entities); bidi
+    controls (U+202A-202E, U+2066-2069, LRM/RLM/ALM) are shown as `[U+202E]` so they cannot reorder it."""
+    return html.escape(_bidi_visible("" if value is None else str(value)), quote=True)
 
 
 def escape_script_json(text: str) -> str:
@@ -114,7 +122,7 @@ def markdown_text(value: object) -> str:
     backslashes only (see _MD_INLINE). Safe inside a GFM table cell (`|` is escaped).
     """
     text = _CONTROLS.sub("\ufffd", _LINE_BREAKS.sub(" ", "" if value is None else str(value)))
-    text = _MD_INLINE.sub(_md_escape, text)
+    text = _MD_INLINE.sub(_md_escape, _bidi_visible(text))
     return _MD_ORDERED.sub(r"\1\\\2", _MD_BULLET.sub(r"\1\\\2", text))
 
 
@@ -125,7 +133,7 @@ def markdown_code(value: object) -> str:
     code span content literally (no links, emphasis or HTML). A `|` would still split a GFM table cell,
     so use `markdown_text` inside tables.
     """
-    text = _CONTROLS.sub("\ufffd", _LINE_BREAKS.sub(" ", "" if value is None else str(value)))
+    text = _bidi_visible(_CONTROLS.sub("\ufffd", _LINE_BREAKS.sub(" ", "" if value is None else str(value))))
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * (longest + 1)
     # A space on each side when the content touches a backtick (CommonMark strips one space each side).

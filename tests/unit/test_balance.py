@@ -467,3 +467,20 @@ def test_every_registered_strategy_runs_the_same_on_the_compact_path(frame, stra
         np.testing.assert_allclose(mine.loc[by_row.index].to_numpy(), by_row.to_numpy(), rtol=1e-9)
     untouched = _multiset(frame).equals(_multiset(full)) and "weight" not in full.columns
     assert untouched == (strategy == "none"), f"{strategy} left the input as it was"
+
+
+@pytest.mark.parametrize("where", ["/proc/nope/balanced.parquet", "{tmp}/afile/balanced.parquet", "{tmp}"])
+def test_cli_balance_refuses_an_unwritable_output_before_the_work(tmp_path, where):
+    """An --out that cannot be written is one line, exit 2, before the batch is read."""
+    from typer.testing import CliRunner
+
+    from tailguard.cli import app
+
+    (tmp_path / "afile").write_text("a file, not a folder")
+    out = where.format(tmp=tmp_path)
+    result = CliRunner().invoke(
+        app, ["balance", "--data", str(tmp_path / "missing.csv"), "--strategy", "random_under", "--out", out]
+    )
+    assert result.exit_code == 2, result.output
+    assert "cannot write there" in result.output and "Traceback" not in result.output
+    assert "missing.csv" not in result.output  # refused before reading the (missing) batch

@@ -169,3 +169,14 @@ def test_outcome_and_review_artifacts_escape_data_driven_text() -> None:
         for render in RENDERERS.values():
             rendered = render(text)
             assert not re.search(r"<(a|img)\b", rendered) and rendered.count("<h1>") == 1, rendered
+
+
+@pytest.mark.parametrize("fn", [html_text, markdown_text, markdown_code])
+@pytest.mark.parametrize(
+    "control", ["\u202e", "\u202d", "\u2066", "\u2067", "\u2068", "\u2069", "\u200f", "\u061c"]
+)
+def test_bidi_controls_cannot_reorder_what_a_reviewer_reads(fn, control):
+    """Trojan Source (CVE-2021-42574): `category:<RLO>gnp.exe` reads as `exe.png`; shown as its code point."""
+    out = fn(f"category:{control}gnp.exe")
+    assert control not in out
+    assert f"U+{ord(control):04X}" in out and "gnp.exe" in out
