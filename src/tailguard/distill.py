@@ -16,7 +16,6 @@ The student folder is a plain cross-encoder (model.safetensors, no ensemble.json
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -26,15 +25,10 @@ import pandas as pd
 
 DISTILL_FILE = "distill.json"
 DISTILL_FORMAT = "tailguard.distill/1"
-_WORD = re.compile(r"\w+")
 
 
 class DistillError(ValueError):
     """A batch distillation cannot use (no titles to mine, no teacher); the message is one line."""
-
-
-def _words(text: str) -> list[str]:
-    return _WORD.findall(str(text).lower())
 
 
 def mine_pairs(train_df: pd.DataFrame, per_query: int, max_rows: int = 200_000) -> pd.DataFrame:
@@ -48,6 +42,8 @@ def mine_pairs(train_df: pd.DataFrame, per_query: int, max_rows: int = 200_000) 
     BM25 via bm25s (k1 1.5, b 0.75: Robertson & Zaragoza 2009's usual values).
     """
     import bm25s
+
+    from tailguard.hybrid import words as _words
 
     if per_query < 1:
         return pd.DataFrame(columns=["query", "item_id", "item_title", "bm25"])

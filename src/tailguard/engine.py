@@ -136,14 +136,14 @@ def train_on_ray(
     fails more than once.
     """
     from tailguard import ray_engine
-    from tailguard.recipes import CANDIDATE_KEYS
+    from tailguard.recipes import candidate_shape
     from tailguard.store import key_uri, open_store
 
-    shaped = [k for k in CANDIDATE_KEYS if config.get(k) not in (None, False, 0, 1)]
-    if shaped:
+    shape = candidate_shape(config)
+    if shape != "plain":
         raise EngineError(
-            f"Ray Train fine-tunes one cross-encoder; the config asks for {shaped} (a hybrid, ensemble or "
-            "distilled recipe): train it with ray_train_workers 0"
+            f"Ray Train fine-tunes one cross-encoder; the config asks for a {shape} candidate (several "
+            "models): train it with ray_train_workers 0"
         )
     ray_session()
     data = key_uri(open_store(store_uri), data_key)

@@ -74,12 +74,13 @@ class HybridModel(BaseModel):
         return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
 
-def _words(text: str) -> list[str]:
+def words(text: str) -> list[str]:
+    """Lower-cased letter/digit runs: the tokens of BM25 and the overlap features (also distill's mining)."""
     return _WORD.findall(text.lower())
 
 
 def _char3(text: str) -> set[str]:
-    t = " ".join(_words(text))
+    t = " ".join(words(text))
     return {t[i : i + 3] for i in range(len(t) - 2)}
 
 
@@ -94,8 +95,8 @@ def _bm25_per_query(queries: list[str], titles: list[str]) -> np.ndarray:
     out = np.zeros(len(queries))
     rows_of = pd.Series(np.arange(len(queries))).groupby(pd.Series(queries)).indices
     for query, idx in rows_of.items():
-        q_tokens = _words(query)
-        docs = [_words(titles[i]) for i in idx]
+        q_tokens = words(query)
+        docs = [words(titles[i]) for i in idx]
         if not q_tokens or not any(docs):
             continue
         retriever = bm25s.BM25(k1=1.5, b=0.75)
@@ -130,7 +131,7 @@ def lexical_features(df: pd.DataFrame, ce_scores: np.ndarray) -> pd.DataFrame:
     top = pd.Series(bm25).groupby(pd.Series(queries)).transform("max").to_numpy()
     rows = []
     for q, t in zip(queries, titles, strict=True):
-        qw, tw = set(_words(q)), set(_words(t))
+        qw, tw = set(words(q)), set(words(t))
         q_lower, t_lower = q.lower(), t.lower()
         rows.append(
             (
@@ -138,7 +139,7 @@ def lexical_features(df: pd.DataFrame, ce_scores: np.ndarray) -> pd.DataFrame:
                 _share(_char3(q), _char3(t)),
                 _share(set(_NUMBER.findall(q)), set(_NUMBER.findall(t))),
                 _share(set(_UNITS.findall(q_lower)), set(_UNITS.findall(t_lower))),
-                math.log1p(len(_words(q))),
+                math.log1p(len(words(q))),
                 float(any(c.isdigit() for c in q)),
                 float(any(c.isdigit() for c in t)),
             )

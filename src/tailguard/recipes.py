@@ -189,6 +189,20 @@ def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], bool, int]:
     return fields, bool(config.get("hybrid", False)), int(config.get("ensemble_size", 1) or 1)
 
 
+def candidate_shape(config: dict[str, Any]) -> str:
+    """What a run's train config trains: "plain" (one cross-encoder), "hybrid", "ensemble" (K > 1 seeds) or
+    "distilled" (a student of K >= 2 seeds). Raises RecipeError when it asks for more than one of them."""
+    _, hybrid, k = split_config(config)
+    teachers = int(config.get("distill_teachers", 0) or 0)
+    asked = (("hybrid", hybrid), ("ensemble", k > 1), ("distilled", teachers > 0))
+    shapes = [name for name, on in asked if on]
+    if len(shapes) > 1:
+        raise RecipeError(
+            "train config: hybrid, ensemble_size > 1 and distill_teachers together are not supported"
+        )
+    return shapes[0] if shapes else "plain"
+
+
 def train_candidate(
     train_df: pd.DataFrame, config: dict[str, Any], out_dir: Path, **train_kwargs: Any
 ) -> Any:
@@ -200,25 +214,21 @@ def train_candidate(
     """
     from tailguard import model as M
 
-    fields, hybrid, k = split_config(config)
+    fields, _, k = split_config(config)
     tc = M.TrainConfig(**fields)
-    teachers = int(config.get("distill_teachers", 0) or 0)
-    if sum([hybrid, k > 1, teachers > 0]) > 1:
-        raise RecipeError(
-            "train config: hybrid, ensemble_size > 1 and distill_teachers together are not supported"
-        )
-    if teachers:
+    shape = candidate_shape(config)
+    if shape == "distilled":
         from tailguard.distill import train_distilled
 
         mined = int(config.get("distill_mined_per_query", 4) or 4)
-        return train_distilled(train_df, tc, out_dir, teachers, mined, **train_kwargs)
-    if hybrid:
+        return train_distilled(train_df, tc, out_dir, int(config["distill_teachers"]), mined, **train_kwargs)
+    if shape == "hybrid":
         from tailguard.hybrid import train_hybrid
 
         _, folder = train_hybrid(train_df, tc, out_dir)
         meta = json.loads((folder / M.TRAIN_META).read_text()) if (folder / M.TRAIN_META).exists() else {}
         return M.TrainResult(model_dir=folder, steps=int(meta.get("steps", 0)), history=[], samples_per_s=0.0)
-    if k > 1:
+    if shape == "ensemble":
         return train_ensemble(train_df, tc, out_dir, k, **train_kwargs)
     return M.train(train_df, tc, out_dir, **train_kwargs)
 
