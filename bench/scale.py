@@ -22,22 +22,69 @@ import time
 from pathlib import Path
 
 
-def _worker_peak_mb() -> float:
-    """Largest VmHWM among this machine's Ray worker processes (ray::* / default_worker), in MB."""
-    peak = 0.0
+def _ray_processes() -> list[Path]:
+    """/proc entries of this machine's Ray worker processes (ray::* / default_worker)."""
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmd = (entry / "cmdline").read_bytes()
-            if b"default_worker.py" not in cmd and not cmd.startswith(b"ray::"):
-                continue
-            for line in (entry / "status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]) / 1024)
         except OSError:
             continue
-    return peak
+        if b"default_worker.py" in cmd or cmd.startswith(b"ray::"):
+            found.append(entry)
+    return found
+
+
+def _status_mb(entry: Path, field: str) -> float:
+    try:
+        for line in (entry / "status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class _PrivatePeak:
+    """Samples RssAnon (private memory, without the object store's shared pages that VmHWM also counts)
+    of this process and of every Ray worker every 0.2 s; keeps the largest of each."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.driver = self.worker = 0.0
+        self.cpu_ticks: dict[str, int] = {}  # worker pid -> its latest utime + stime
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        me = Path("/proc/self")
+        while not self._stop.wait(0.2):
+            self.driver = max(self.driver, _status_mb(me, "RssAnon"))
+            for entry in _ray_processes():
+                self.worker = max(self.worker, _status_mb(entry, "RssAnon"))
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                    self.cpu_ticks[entry.name] = int(fields[11]) + int(fields[12])
+                except (OSError, IndexError, ValueError):
+                    pass
+
+    def cpu_s(self) -> float:
+        """CPU seconds of this process (resource.getrusage) plus the Ray workers' last sampled ticks."""
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        return own.ru_utime + own.ru_stime + sum(self.cpu_ticks.values()) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _worker_peak_mb() -> float:
+    """Largest VmHWM (peak RSS, shared object-store pages included) among the Ray worker processes, in MB."""
+    return max((_status_mb(e, "VmHWM") for e in _ray_processes()), default=0.0)
 
 
 def _with_score(frame):
@@ -82,6 +129,7 @@ def run_one(engine: str, data: Path, block_rows: int) -> dict:
     from tailguard.validation import validate_frame
 
     config = BalanceConfig.from_spec("random_under", seed=0)
+    private = _PrivatePeak()
     times: dict[str, float] = {}
     cores = 1
     t = time.perf_counter()
@@ -120,7 +168,9 @@ def run_one(engine: str, data: Path, block_rows: int) -> dict:
         queries = _ray_per_query(batch)
         times["per_query"] = time.perf_counter() - t
         rows, workers_mb = batch.rows, _worker_peak_mb()
+        time.sleep(0.5)  # one more sample of the workers' CPU time before they exit
         ray.shutdown()
+    private.stop()
     work = times["load"] + times["validate"] + times["rebalance"] + times["per_query"]
     return {
         "engine": engine,
@@ -132,40 +182,81 @@ def run_one(engine: str, data: Path, block_rows: int) -> dict:
         "rows_per_s_per_core": round(rows / work / cores),
         "driver_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "worker_peak_mb": round(workers_mb),
+        "driver_private_mb": round(private.driver),
+        "cpu_s": round(private.cpu_s(), 1),
+        "rows_per_cpu_s": round(rows / private.cpu_s()),
+        "worker_private_mb": round(private.worker),
     }
+
+
+def write_parts(rows: int, folder: Path, part_rows: int) -> None:
+    """The demo batch of `rows` rows as a folder of Parquet part files of `part_rows` rows each (the shape a
+    warehouse export has), generated chunk by chunk with the demo generator's catalogue and sampler."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tailguard.demo import DemoConfig, _Catalogue, _chunk
+
+    partial = folder.with_name(folder.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    cat = _Catalogue(DemoConfig(rows=rows, batches=1, seed=0))
+    rng, t0 = np.random.default_rng([0, 1]), pd.Timestamp("2026-01-05")
+    for part, start in enumerate(range(0, rows, part_rows)):
+        n = min(part_rows, rows - start)
+        with pq.ParquetWriter(
+            partial / f"part-{part:05d}.parquet",
+            _chunk(cat, 0, 1, rng, t0).pipe(lambda f: pa.Schema.from_pandas(f, preserve_index=False)),
+        ) as writer:
+            for offset in range(0, n, 500_000):
+                chunk = _chunk(cat, 0, min(500_000, n - offset), rng, t0)
+                writer.write_table(pa.Table.from_pandas(chunk, preserve_index=False))
+    partial.rename(folder)  # a folder that exists is complete
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--engines", nargs="+", default=["pandas", "ray1", "ray2"])
-    parser.add_argument("--block-rows", type=int, default=250_000)
+    parser.add_argument("--block-rows", type=int, default=500_000)
+    parser.add_argument("--part-rows", type=int, default=2_500_000, help="rows per Parquet part file")
+    parser.add_argument("--generate-only", action="store_true", help="write the data folders and stop")
     parser.add_argument("--dir", type=Path, default=Path(".tailguard/bench-scale"))
     parser.add_argument("--one", nargs=2, metavar=("ENGINE", "DATA"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(args.one[0], Path(args.one[1]), args.block_rows)))
         return
-    from tailguard.demo import DemoConfig, generate_batches
-
-    header = "| rows | engine | load s | validate s | rebalance s | per-query s | rows/s | rows/s/core | driver MB | worker MB |"  # noqa: E501
-    print(header)
-    print("|---|---|---|---|---|---|---|---|---|---|")
     for rows in args.rows:
-        folder = args.dir / f"rows-{rows}"
+        folder = args.dir / f"parts-{rows}"
         if not folder.exists():
-            generate_batches(DemoConfig(rows=rows, batches=1, seed=0), folder, "parquet")
-        data = next(folder.glob("*.parquet"))
+            write_parts(rows, folder, args.part_rows)
+    if args.generate_only:
+        return
+    header = "| rows | engine | load s | validate s | rebalance s | per-query s | rows/s | rows/s/core | driver MB | worker MB | driver private MB | worker private MB | CPU s | rows/CPU s |"  # noqa: E501
+    print(header)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for rows in args.rows:
+        data = args.dir / f"parts-{rows}"
         for engine in args.engines:
             env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
             cmd = [sys.executable, __file__, "--block-rows", str(args.block_rows), "--one", engine, str(data)]
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
-            r = json.loads(out.strip().splitlines()[-1])
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if done.returncode != 0:  # e.g. the kernel's OOM killer: say so and go on with the next engine
+                print(
+                    f"| {rows:,} | {engine} | did not finish: exit {done.returncode} "
+                    f"{(done.stderr.strip().splitlines() or [''])[-1][:120]} |",
+                    flush=True,
+                )
+                continue
+            r = json.loads(done.stdout.strip().splitlines()[-1])
             print(
                 f"| {rows:,} | {engine} | {r['load_s']} | {r['validate_s']} | {r['rebalance_s']} | "
                 f"{r['per_query_s']} | "
                 f"{r['rows_per_s']:,} | {r['rows_per_s_per_core']:,} | {r['driver_peak_mb']} | "
-                f"{r['worker_peak_mb']} |",
+                f"{r['worker_peak_mb']} | {r['driver_private_mb']} | {r['worker_private_mb']} | "
+                f"{r['cpu_s']} | {r['rows_per_cpu_s']:,} |",
                 flush=True,
             )
 

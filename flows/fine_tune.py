@@ -50,12 +50,15 @@ def fine_tune(
     store_uri: str = "",
     checkpoint_prefix: str = "",
     ray_workers: int = 0,
+    ray_job_address: str = "",
 ) -> str:
     """Train on the store's `data_key` with TrainConfig fields `config`; returns the model's store prefix.
 
     ray_workers > 0 (or TAILGUARD_RAY_TRAIN_WORKERS when 0): the unchanged model.train under Ray Train on
     that many workers of the cluster at TAILGUARD_RAY_ADDRESS (this worker runs inside the cluster), with
     checkpoints in the store so a group restarted after a worker died resumes; else in this process.
+    ray_job_address (or TAILGUARD_RAY_JOB_ADDRESS): submit that training as a Ray job to the cluster's
+    dashboard and wait, so this worker need not run on a Ray node.
     """
     from tailguard.settings import get_settings
 
@@ -66,10 +69,12 @@ def fine_tune(
     workers = ray_workers or settings.ray_train_workers
     if workers > 0:
         facts = training.fine_tune_on_ray(
-            store_uri, data_key, config, output_prefix, checkpoint_prefix, workers
+            store_uri, data_key, config, output_prefix, checkpoint_prefix, workers, ray_job_address
         )
+        job = f" (Ray job {facts['job_id']})" if "job_id" in facts else ""
         print(
-            f"Ray Train: {facts['workers']} workers, GPU {facts['use_gpu']}, {len(facts['model_keys'])} files"
+            f"Ray Train{job}: {facts['workers']} workers, GPU {facts['use_gpu']}, "
+            f"{len(facts['model_keys'])} files"
         )
         return output_prefix
     with tempfile.TemporaryDirectory(prefix="tailguard-fine-tune-") as tmp:

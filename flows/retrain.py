@@ -234,10 +234,10 @@ def evaluate_candidate(
     """Score candidate and production on the same eval rows, compute metrics.json, keep the scored rows,
     decide the gate and render the pages."""
     with Timer(ctx, "evaluate"):
-        scores = {"candidate": evaluation.score_model(model_dir, data.eval_df)}
+        scores = {"candidate": evaluation.score_model(model_dir, data.eval_df, params.engine)}
         if production is not None:
             scores["production"] = evaluation.score_model(
-                evaluation.fetch_production(production, ctx), data.eval_df
+                evaluation.fetch_production(production, ctx), data.eval_df, params.engine
             )
         metrics = evaluation.evaluate_models(data.eval_df, data.train, scores, params)
         evaluation.record_eval_rows(data.eval_df, data.train, scores, params, files)

@@ -27,9 +27,9 @@ def fetch_production(production: Production, ctx: RunContext) -> Path:
 
 
 @stage
-def score_model(model_dir: Path, eval_df: pd.DataFrame) -> np.ndarray:
-    """Score the evaluation split with one model."""
-    return pipeline.score(model_dir, eval_df)
+def score_model(model_dir: Path, eval_df: pd.DataFrame, engine: str = "") -> np.ndarray:
+    """Score the evaluation split with one model (on cluster actors when the engine is ray)."""
+    return pipeline.score(model_dir, eval_df, engine)
 
 
 @stage

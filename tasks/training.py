@@ -60,12 +60,19 @@ def fine_tune(
 
 @stage
 def fine_tune_on_ray(
-    store_uri: str, data_key: str, config: dict, output_prefix: str, checkpoint_prefix: str, workers: int
+    store_uri: str,
+    data_key: str,
+    config: dict,
+    output_prefix: str,
+    checkpoint_prefix: str,
+    workers: int,
+    job_address: str = "",
 ) -> dict:
-    """Train under Ray Train on `workers` cluster workers; model and checkpoints go to the store."""
+    """Train under Ray Train on `workers` cluster workers (as a Ray job when job_address is set); model and
+    checkpoints go to the store."""
     from tailguard.engine import train_on_ray
 
-    return train_on_ray(store_uri, data_key, config, output_prefix, checkpoint_prefix, workers)
+    return train_on_ray(store_uri, data_key, config, output_prefix, checkpoint_prefix, workers, job_address)
 
 
 @io_stage

@@ -97,6 +97,23 @@ def rebalance_batch(data: Any, config: Any) -> tuple[Any, dict]:
     return ray_engine.rebalance(data, config)
 
 
+def score_frame(model_dir: Path, frame: pd.DataFrame, engine: str | None = None) -> Any:
+    """model.predict on the chosen engine: float32 probabilities aligned with frame's rows.
+
+    On ray the rows are scored by cluster actors (one GPU each where present, ray_engine.score_frame); a
+    hybrid model (its BM25 reads a query's rows as one candidate set) is scored in this process.
+    Raises ModelError as model.predict does.
+    """
+    from tailguard.model import predict
+
+    if choose(engine) == "pandas" or (Path(model_dir) / "hybrid.json").exists():
+        return predict(model_dir, frame)
+    from tailguard import ray_engine
+
+    ray_session()
+    return ray_engine.score_frame(frame, {"score": model_dir})["score"]
+
+
 def to_pandas(data: Any) -> pd.DataFrame:
     """A pandas frame of a stage's output (a RayBatch is collected to the driver: small outputs only)."""
     return data if isinstance(data, pd.DataFrame) else data.to_pandas()
@@ -124,14 +141,22 @@ def evaluate_batch(
 
 
 def train_on_ray(
-    store_uri: str, data_key: str, config: dict, output_prefix: str, checkpoint_prefix: str, workers: int
+    store_uri: str,
+    data_key: str,
+    config: dict,
+    output_prefix: str,
+    checkpoint_prefix: str,
+    workers: int,
+    job_address: str = "",
 ) -> dict:
     """model.train under Ray Train on `workers` workers of the cluster (TAILGUARD_RAY_ADDRESS), reading the
     staged frame at `data_key` and writing the model under output_prefix, checkpoints under
     checkpoint_prefix, all in the store at store_uri. Returns ray_engine.train's facts.
 
-    Run it inside the cluster (a Prefect worker on a Ray node, or a Ray job): Ray's remote client is
-    unreliable for training. Raises EngineError for a config whose recipe trains more than one model
+    job_address (else TAILGUARD_RAY_JOB_ADDRESS): submit it as a Ray job to that dashboard and wait
+    (ray_engine.submit_train); empty: this process is the driver, so it must run inside the cluster (a
+    Prefect worker on a Ray node): Ray's remote client is unreliable for training. Raises EngineError for
+    a config whose recipe trains more than one model
     (hybrid, ensemble, distillation: single-process trainers) and ray_engine.RayEngineError when training
     fails more than once.
     """
@@ -145,6 +170,15 @@ def train_on_ray(
             f"Ray Train fine-tunes one cross-encoder; the config asks for a {shape} candidate (several "
             "models): train it with ray_train_workers 0"
         )
-    ray_session()
+    from tailguard.settings import get_settings
+
+    settings = get_settings()
     data = key_uri(open_store(store_uri), data_key)
+    job_address = job_address or settings.ray_job_address
+    if job_address:
+        return ray_engine.submit_train(
+            job_address, data, config, store_uri, output_prefix, checkpoint_prefix, workers,
+            python=settings.ray_job_python,
+        )  # fmt: skip
+    ray_session()
     return ray_engine.train(data, config, store_uri, output_prefix, checkpoint_prefix, workers=workers)

@@ -117,7 +117,8 @@ class RetrainParams(BaseModel):
         pattern=r"^(|pandas|ray)$",
         description="Engine that loads and validates the batch: 'pandas' (this process) or 'ray' (the "
         "cluster at TAILGUARD_RAY_ADDRESS, else a local Ray on loopback; needs tailguard[ray]). Empty: "
-        "TAILGUARD_ENGINE, else pandas. Training data is collected to this process after validation.",
+        "TAILGUARD_ENGINE, else pandas. On ray the batch is loaded and validated on the cluster, then "
+        "collected to this process for training; the eval split is scored by cluster actors.",
     )
 
     @model_validator(mode="before")
@@ -708,11 +709,12 @@ def fetch_trained(prefix: str, ctx: RunContext) -> Path:
     return dest
 
 
-def score(model_dir: Path, eval_df: pd.DataFrame) -> np.ndarray:
-    """Scores of a model on the evaluation split."""
-    from tailguard.model import predict
+def score(model_dir: Path, eval_df: pd.DataFrame, engine: str = "") -> np.ndarray:
+    """Scores of a model on the evaluation split: in this process, or by actors on the cluster when the
+    run's engine (params.engine, else TAILGUARD_ENGINE) is ray (engine.score_frame)."""
+    from tailguard.engine import score_frame
 
-    return predict(model_dir, eval_df)
+    return score_frame(model_dir, eval_df, engine or None)
 
 
 def read_production(ctx: RunContext) -> Production | None:

@@ -39,6 +39,8 @@ _BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 def _bidi_visible(text: str) -> str:
     return _BIDI.sub(lambda m: f"[U+{ord(m.group(0)):04X}]", text)
+
+
 # What can start markup inside one line of CommonMark/GFM text: code spans, emphasis and strikethrough,
 # link/image brackets, table pipes, raw HTML, entities, GFM autolinks (`scheme://`, `www.`, `user@host`).
 # CommonMark lets a backslash escape any ASCII punctuation (spec 0.31 §2.4): `\<` shows `<` and `\&amp;`

@@ -83,6 +83,16 @@ class Settings(BaseSettings):
         description="Ray cluster to join (e.g. 127.0.0.1:6379 or 'auto' inside the cluster); empty starts "
         "a local Ray on loopback on demand.",
     )
+    ray_job_address: str = Field(
+        "",
+        description="Fine-tune deployment with ray_train_workers > 0: submit the training as a Ray job to "
+        "this dashboard address (e.g. http://ray-head:8265), so its driver runs inside the cluster; empty: "
+        "this process joins ray_address as the driver (it must then run on a Ray node).",
+    )
+    ray_job_python: str = Field(
+        "python",
+        description="The Python of the Ray job's entrypoint on the cluster's nodes (tailguard installed).",
+    )
     ray_train_workers: int = Field(
         0,
         ge=0,

@@ -56,20 +56,29 @@ def _enter_loopback_namespace(name: str) -> int | None:
     return original
 
 
-def _ray_pids(temp_dir: Path) -> list[int]:
-    """PIDs of the processes of our cluster: every process whose command line names our temp dir or
-    session, found under /proc (ray start daemonizes, so Popen's PID is gone)."""
-    pids = []
+def _ray_pids(temp_dir: Path, port: int | None = None) -> list[int]:
+    """PIDs of the processes of our cluster: every process whose command line names our temp dir, session
+    or (the client server, whose parent `ray start` has exited) our GCS address, and their descendants
+    (dashboard agents rename themselves), found under /proc (ray start daemonizes: Popen's PID is gone)."""
+    pids, children = [], {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
             continue
-        if str(temp_dir) in cmdline:
+        children.setdefault(parent, []).append(int(entry.name))
+        if str(temp_dir) in cmdline or (port and f"--address=127.0.0.1:{port} " in cmdline + " "):
             pids.append(int(entry.name))
-    return pids
+    found, queue = set(pids), list(pids)
+    while queue:
+        for child in children.get(queue.pop(), []):
+            if child not in found and child != os.getpid():
+                found.add(child)
+                queue.append(child)
+    return sorted(found)
 
 
 def worker_raylet_pid(temp_dir: Path) -> int | None:
@@ -106,14 +115,17 @@ def ray_cluster(tmp_path_factory) -> Iterator[SimpleNamespace]:
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0"}
     saved = {k: os.environ.get(k) for k in auth}
     os.environ.update(auth)
-    env = dict(os.environ)
+    # A Ray job's entrypoint runs `python` from the head node's PATH, as in the worker image.
+    env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     ray_bin = str(VENV_BIN / "ray")
+    dashboard_port = port + 1000
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
     started = time.perf_counter()
     try:
         _start(
-            [ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false",
-             f"--temp-dir={temp_dir}", *common],
+            [ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=true",
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", f"--temp-dir={temp_dir}",
+             *common],
             env,
         )  # fmt: skip
         _start(
@@ -128,6 +140,7 @@ def ray_cluster(tmp_path_factory) -> Iterator[SimpleNamespace]:
         facts = ray_engine.connect(f"127.0.0.1:{port}")
         yield SimpleNamespace(
             address=f"127.0.0.1:{port}",
+            dashboard=f"http://127.0.0.1:{dashboard_port}",  # Ray job submission
             temp_dir=temp_dir,
             facts=facts,
             namespace=name if original_ns is not None else None,
@@ -137,7 +150,7 @@ def ray_cluster(tmp_path_factory) -> Iterator[SimpleNamespace]:
     finally:
         if "ray" in sys.modules:
             sys.modules["ray"].shutdown()
-        for pid in _ray_pids(temp_dir):
+        for pid in _ray_pids(temp_dir, port):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         for key, value in saved.items():
@@ -150,6 +163,25 @@ def ray_cluster(tmp_path_factory) -> Iterator[SimpleNamespace]:
             _setns(original_ns)
             os.close(original_ns)
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def harness(ray_cluster, tmp_path_factory):
+    """A Prefect test server inside the cluster's loopback namespace (after ray_cluster entered it), shared
+    by the tier's flow tests."""
+    saved = os.environ.get("PREFECT_HOME")
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.testing.utilities import prefect_test_harness
+
+    try:
+        with prefect_test_harness(server_startup_timeout=180):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("PREFECT_HOME", None)
+        else:
+            os.environ["PREFECT_HOME"] = saved
 
 
 def pytest_collection_modifyitems(items: list) -> None:

@@ -73,6 +73,21 @@ def test_load_gives_the_pandas_frame(ray_cluster, hostile_batch):
     assert got.loc[8, "query"] == "NA" and got.loc[7, "item_id"] == "0000741"
 
 
+def test_mixed_parquet_and_csv_files_keep_batch_row_ids(ray_cluster, tmp_path, batches):
+    """Row ids come from Parquet footers while every earlier file is Parquet, then from a shift after a CSV:
+    both ways give the pandas frame, and a bad row in the last file is named by its own file and line."""
+    df = pd.read_csv(batches[1], dtype=str, keep_default_na=False)
+    df.iloc[:900].to_parquet(tmp_path / "p1.parquet", index=False)
+    df.iloc[900:1700].to_parquet(tmp_path / "p2.parquet", index=False)
+    df.iloc[1700:2300].to_csv(tmp_path / "p3.csv", index=False)
+    df.iloc[2300:].to_parquet(tmp_path / "p4.parquet", index=False)
+    rb = ray_engine.load(tmp_path, block_rows=BLOCK_ROWS)
+    expected = load_batch(tmp_path)
+    pd.testing.assert_frame_equal(rb.to_pandas(), expected)
+    assert sum(rb.block_rows) == rb.rows == 3000
+    assert _comparable(ray_engine.validate(rb, "mixed")) == _comparable(validate_frame(expected, "mixed"))
+
+
 def test_validation_result_equals_pandas_on_good_batch(ray_cluster, batches):
     previous = validate_frame(load_batch(batches[0]), str(batches[0])).stats
     expected = validate_frame(load_batch(batches[1]), "b2", previous)

@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pandas as pd
 import pytest
 
 pytestmark = pytest.mark.ray
-
-
-@pytest.fixture(scope="module")
-def harness(ray_cluster, tmp_path_factory):
-    """A Prefect test server inside the cluster's loopback namespace (after ray_cluster entered it)."""
-    saved = os.environ.get("PREFECT_HOME")
-    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from prefect.testing.utilities import prefect_test_harness
-
-    try:
-        with prefect_test_harness(server_startup_timeout=180):
-            yield
-    finally:
-        if saved is None:
-            os.environ.pop("PREFECT_HOME", None)
-        else:
-            os.environ["PREFECT_HOME"] = saved
 
 
 def _pairs(n_queries: int) -> pd.DataFrame:
@@ -80,3 +61,35 @@ def test_a_recipe_that_trains_several_models_is_refused_on_ray(harness, ray_clus
         fine_tune("runs/r2/train.parquet", {**CONFIG, "ensemble_size": 2}, "runs/r2/fine-tune/model",
                   store_uri=str(store), ray_workers=2)  # fmt: skip
     assert not (store / "runs/r2/fine-tune").exists()  # nothing half-written
+
+
+def test_fine_tune_flow_submits_training_as_a_ray_job(harness, ray_cluster, tmp_path, monkeypatch):
+    """ray_job_address: the training's driver runs inside the cluster as a Ray job; the flow submits and
+    waits, and the model lands in the store as on the other paths."""
+    from ray.job_submission import JobSubmissionClient
+    from tailguard_flows.fine_tune import fine_tune
+
+    monkeypatch.setenv("TAILGUARD_RAY_ADDRESS", ray_cluster.address)
+    store = tmp_path / "store"
+    (store / "runs/r3").mkdir(parents=True)
+    _pairs(40).to_parquet(store / "runs/r3/train.parquet", index=False)
+    prefix = fine_tune("runs/r3/train.parquet", CONFIG, "runs/r3/fine-tune/model", store_uri=str(store),
+                       ray_workers=2, ray_job_address=ray_cluster.dashboard)  # fmt: skip
+    model = store / prefix
+    assert json.loads((model / "tailguard_train.json").read_text())["result"]["steps"] == 10
+    jobs = JobSubmissionClient(ray_cluster.dashboard).list_jobs()
+    ours = [j for j in jobs if "runs/r3/fine-tune/model" in (j.entrypoint or "")]
+    assert len(ours) == 1 and str(ours[0].status).endswith("SUCCEEDED")
+    assert "tailguard.ray_engine train" in ours[0].entrypoint
+
+
+def test_a_failed_or_unreachable_ray_job_is_one_clear_error(harness, ray_cluster, tmp_path, monkeypatch):
+    from tailguard.ray_engine import RayEngineError, submit_train
+
+    store = tmp_path / "store"
+    store.mkdir()
+    with pytest.raises(RayEngineError, match=r"Ray job .* FAILED: .*"):  # no such training file
+        submit_train(ray_cluster.dashboard, str(store / "missing.parquet"), CONFIG, str(store), "m", "c")
+    assert not (store / "m").exists()  # nothing half-written
+    with pytest.raises(RayEngineError, match="cannot submit the Ray job to http://127.0.0.1:9"):
+        submit_train("http://127.0.0.1:9", "x", CONFIG, str(store), "m", "c")
