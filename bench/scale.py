@@ -55,6 +55,7 @@ class _PrivatePeak:
         import threading
 
         self.driver = self.worker = 0.0
+        self.by_title: dict[str, float] = {}  # process title (ray::IDLE, ray::_block_facts, ...) -> largest
         self.cpu_ticks: dict[str, int] = {}  # worker pid -> its latest utime + stime
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -65,7 +66,13 @@ class _PrivatePeak:
         while not self._stop.wait(0.2):
             self.driver = max(self.driver, _status_mb(me, "RssAnon"))
             for entry in _ray_processes():
-                self.worker = max(self.worker, _status_mb(entry, "RssAnon"))
+                private = _status_mb(entry, "RssAnon")
+                self.worker = max(self.worker, private)
+                try:
+                    title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")[:40]
+                except OSError:
+                    continue
+                self.by_title[title] = max(self.by_title.get(title, 0.0), private)
                 try:
                     fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
                     self.cpu_ticks[entry.name] = int(fields[11]) + int(fields[12])
@@ -123,7 +130,7 @@ def _ray_per_query(batch) -> int:
     return len(ray_engine.per_query_table(scored, {"candidate": "score"}, k=10))
 
 
-def run_one(engine: str, data: Path, block_rows: int) -> dict:
+def run_one(engine: str, data: Path, block_rows: int, object_store_mb: int = 0) -> dict:
     from tailguard.balance import BalanceConfig, rebalance
     from tailguard.data import load_batch
     from tailguard.validation import validate_frame
@@ -152,7 +159,9 @@ def run_one(engine: str, data: Path, block_rows: int) -> dict:
         from tailguard import ray_engine
 
         cores = int(engine.removeprefix("ray"))
-        ray.init(num_cpus=cores, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+        store = {"object_store_memory": object_store_mb << 20} if object_store_mb else {}
+        ray.init(num_cpus=cores, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+                 **store)  # fmt: skip
         ray_engine._quiet_data()
         times["start"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -186,6 +195,9 @@ def run_one(engine: str, data: Path, block_rows: int) -> dict:
         "cpu_s": round(private.cpu_s(), 1),
         "rows_per_cpu_s": round(rows / private.cpu_s()),
         "worker_private_mb": round(private.worker),
+        "worker_private_by_title_mb": {
+            t: round(mb) for t, mb in sorted(private.by_title.items(), key=lambda kv: -kv[1])[:6]
+        },
     }
 
 
@@ -222,11 +234,13 @@ def main() -> None:
     parser.add_argument("--block-rows", type=int, default=500_000)
     parser.add_argument("--part-rows", type=int, default=2_500_000, help="rows per Parquet part file")
     parser.add_argument("--generate-only", action="store_true", help="write the data folders and stop")
+    parser.add_argument("--object-store-mb", type=int, default=0, help="object store MB (0: default)")
+    parser.add_argument("--titles", action="store_true", help="also print each Ray process title's peak")
     parser.add_argument("--dir", type=Path, default=Path(".tailguard/bench-scale"))
     parser.add_argument("--one", nargs=2, metavar=("ENGINE", "DATA"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one[0], Path(args.one[1]), args.block_rows)))
+        print(json.dumps(run_one(args.one[0], Path(args.one[1]), args.block_rows, args.object_store_mb)))
         return
     for rows in args.rows:
         folder = args.dir / f"parts-{rows}"
@@ -241,7 +255,8 @@ def main() -> None:
         data = args.dir / f"parts-{rows}"
         for engine in args.engines:
             env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-            cmd = [sys.executable, __file__, "--block-rows", str(args.block_rows), "--one", engine, str(data)]
+            cmd = [sys.executable, __file__, "--block-rows", str(args.block_rows), "--object-store-mb",
+                   str(args.object_store_mb), "--one", engine, str(data)]  # fmt: skip
             done = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if done.returncode != 0:  # e.g. the kernel's OOM killer: say so and go on with the next engine
                 print(
@@ -259,6 +274,8 @@ def main() -> None:
                 f"{r['cpu_s']} | {r['rows_per_cpu_s']:,} |",
                 flush=True,
             )
+            if args.titles and r["worker_private_by_title_mb"]:
+                print(f"  private MB by Ray process title: {r['worker_private_by_title_mb']}", flush=True)
 
 
 if __name__ == "__main__":
