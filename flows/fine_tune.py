@@ -50,15 +50,16 @@ def fine_tune(
     store_uri: str = "",
     checkpoint_prefix: str = "",
     ray_workers: int = 0,
-    ray_job_address: str = "",
 ) -> str:
     """Train on the store's `data_key` with TrainConfig fields `config`; returns the model's store prefix.
 
     ray_workers > 0 (or TAILGUARD_RAY_TRAIN_WORKERS when 0): the unchanged model.train under Ray Train on
     that many workers of the cluster at TAILGUARD_RAY_ADDRESS (this worker runs inside the cluster), with
     checkpoints in the store so a group restarted after a worker died resumes; else in this process.
-    ray_job_address (or TAILGUARD_RAY_JOB_ADDRESS): submit that training as a Ray job to the cluster's
-    dashboard and wait, so this worker need not run on a Ray node.
+    TAILGUARD_RAY_JOB_ADDRESS on the worker (an operator's setting, not a run parameter: the job runs with
+    the cluster's credentials) submits that training as a Ray job to the cluster's dashboard and waits, so
+    this worker need not run on a Ray node. Raises ValueError when that address is set but no Ray Train
+    workers were asked for (the run would otherwise train here without saying so).
     """
     from tailguard.settings import get_settings
 
@@ -67,9 +68,14 @@ def fine_tune(
     output_prefix = check_prefix("output_prefix", output_prefix)
     checkpoint_prefix = check_prefix("checkpoint_prefix", checkpoint_prefix or f"{output_prefix}-checkpoints")
     workers = ray_workers or settings.ray_train_workers
+    if settings.ray_job_address and workers <= 0:
+        raise ValueError(
+            "TAILGUARD_RAY_JOB_ADDRESS is set but no Ray Train workers were asked for: set ray_workers (or "
+            "TAILGUARD_RAY_TRAIN_WORKERS), or unset the address to train in this process"
+        )
     if workers > 0:
         facts = training.fine_tune_on_ray(
-            store_uri, data_key, config, output_prefix, checkpoint_prefix, workers, ray_job_address
+            store_uri, data_key, config, output_prefix, checkpoint_prefix, workers
         )
         job = f" (Ray job {facts['job_id']})" if "job_id" in facts else ""
         print(

@@ -66,13 +66,12 @@ def fine_tune_on_ray(
     output_prefix: str,
     checkpoint_prefix: str,
     workers: int,
-    job_address: str = "",
 ) -> dict:
-    """Train under Ray Train on `workers` cluster workers (as a Ray job when job_address is set); model and
-    checkpoints go to the store."""
+    """Train under Ray Train on `workers` cluster workers (as a Ray job when TAILGUARD_RAY_JOB_ADDRESS is
+    set); model and checkpoints go to the store."""
     from tailguard.engine import train_on_ray
 
-    return train_on_ray(store_uri, data_key, config, output_prefix, checkpoint_prefix, workers, job_address)
+    return train_on_ray(store_uri, data_key, config, output_prefix, checkpoint_prefix, workers)
 
 
 @io_stage

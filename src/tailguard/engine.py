@@ -106,8 +106,8 @@ def score_frame(model_dir: Path, frame: pd.DataFrame, engine: str | None = None)
     """
     from tailguard.model import predict
 
-    if choose(engine) == "pandas" or (Path(model_dir) / "hybrid.json").exists():
-        return predict(model_dir, frame)
+    if choose(engine) == "pandas" or frame.empty or (Path(model_dir) / "hybrid.json").exists():
+        return predict(model_dir, frame)  # an empty frame: predict's ModelError, the same on both engines
     from tailguard import ray_engine
 
     ray_session()
@@ -147,14 +147,14 @@ def train_on_ray(
     output_prefix: str,
     checkpoint_prefix: str,
     workers: int,
-    job_address: str = "",
 ) -> dict:
     """model.train under Ray Train on `workers` workers of the cluster (TAILGUARD_RAY_ADDRESS), reading the
     staged frame at `data_key` and writing the model under output_prefix, checkpoints under
     checkpoint_prefix, all in the store at store_uri. Returns ray_engine.train's facts.
 
-    job_address (else TAILGUARD_RAY_JOB_ADDRESS): submit it as a Ray job to that dashboard and wait
-    (ray_engine.submit_train); empty: this process is the driver, so it must run inside the cluster (a
+    With TAILGUARD_RAY_JOB_ADDRESS set it is submitted as a Ray job to that dashboard and waited for
+    (ray_engine.submit_train; an operator's setting, never a run parameter: the job runs with the cluster's
+    credentials); unset: this process is the driver, so it must run inside the cluster (a
     Prefect worker on a Ray node): Ray's remote client is unreliable for training. Raises EngineError for
     a config whose recipe trains more than one model
     (hybrid, ensemble, distillation: single-process trainers) and ray_engine.RayEngineError when training
@@ -174,10 +174,9 @@ def train_on_ray(
 
     settings = get_settings()
     data = key_uri(open_store(store_uri), data_key)
-    job_address = job_address or settings.ray_job_address
-    if job_address:
+    if settings.ray_job_address:
         return ray_engine.submit_train(
-            job_address, data, config, store_uri, output_prefix, checkpoint_prefix, workers,
+            settings.ray_job_address, data, config, store_uri, output_prefix, checkpoint_prefix, workers,
             python=settings.ray_job_python,
         )  # fmt: skip
     ray_session()

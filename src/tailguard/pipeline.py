@@ -408,6 +408,18 @@ def collect(batch: LoadedBatch) -> LoadedBatch:
     the reports run on pandas); a pandas batch unchanged."""
     if batch.frame is not None or batch.ray_batch is None:
         return batch
+    from tailguard.contract import InputTooLarge, input_limits
+
+    # The cluster holds any size; this process does not: the one-process cap (TAILGUARD_MAX_ROWS) applies
+    # here, with one clear error instead of an out-of-memory kill half-way through the run.
+    cap = input_limits().max_rows
+    if batch.ray_batch.rows > cap:
+        raise InputTooLarge(
+            batch.uri, None, "size_limit",
+            f"the validated batch holds {batch.ray_batch.rows:,} rows; the retrain flow trains on it in one "
+            f"process, over the limit {cap:,}",
+            hint="split the batch, or raise TAILGUARD_MAX_ROWS if the flow's worker has the memory",
+        )  # fmt: skip
     return replace(batch, frame=batch.ray_batch.to_pandas(), ray_batch=None)
 
 

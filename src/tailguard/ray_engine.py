@@ -23,6 +23,7 @@ at a time. docs/BENCHMARKS.md has the measured peaks per process up to 100M rows
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -200,7 +201,7 @@ def _read_file(index: int, path: str, mapping: dict | None, chunk_rows: int, fir
         yield _refusal(err)
         return
     summary = {"index": index, "rows": rows, "columns": columns, "ts_unit": next(iter(units), None)}
-    yield summary | {"sizes": sizes, "shifted": first_row is not None}
+    yield summary | {"sizes": sizes, "first_row": first_row or 0}
 
 
 def _parquet_rows(path: str) -> int | None:
@@ -262,19 +263,19 @@ def load(
     starts = np.cumsum([0] + [s["rows"] for s in summaries[:-1]])
     blocks: list[Any] = []
     shift = ray.remote(_shift_row_ids)
-    for refs, start, first, summary in zip(per_file, starts, firsts, summaries, strict=True):
-        if first is not None and first != start:  # a footer disagreed with the rows read: never expected
-            raise RayEngineError(
-                f"{files[summary['index']]}: Parquet footer row count differs from the rows read"
-            )
-        shifted = summary["shifted"] or start == 0
-        blocks += [ref if shifted else shift.remote(ref, int(start)) for ref in refs[:-1]]
+    for refs, start, summary in zip(per_file, starts, summaries, strict=True):
+        # A file after a CSV (or after a Parquet file whose footer disagreed with its rows) was numbered
+        # from the wrong first row: one shift task per block puts it right.
+        offset = int(start) - summary["first_row"]
+        blocks += [shift.remote(ref, offset) if offset else ref for ref in refs[:-1]]
     units = sorted({s["ts_unit"] for s in summaries if s["ts_unit"]})
     files_meta = [
         {"file": f, "first_row": int(start), "rows": s["rows"]}
         for f, start, s in zip(files, starts, summaries, strict=True)
     ]
-    columns = summaries[0]["columns"] + ["row_id", "augmented"]
+    # pandas.concat's columns: the first file's, then each new one in order of appearance.
+    seen = dict.fromkeys(c for s in summaries for c in s["columns"] if c not in ("row_id", "augmented"))
+    columns = [*seen, "row_id", "augmented"]
     rows = int(sum(s["rows"] for s in summaries))
     sizes = [n for s in summaries for n in s["sizes"]]
     return RayBatch(ray.data.from_pandas_refs(blocks), files_meta, columns, rows, units[0] if units else None,
@@ -783,16 +784,44 @@ QUERY_PARTITIONS = 8  # per-query aggregation: at least 8 reducers ...
 QUERY_ROWS_PER_PARTITION = 2_500_000  # ... and ~2.5M eval rows each at most (~0.4 GB of projected columns)
 
 
-class _ScoreActor:
-    """A Ray Data actor holding one model.Scorer per score column; adds those columns to each block."""
+def _pack_folder(folder: Path) -> dict[str, bytes]:
+    """A model folder as {relative path: bytes} (members/ of an ensemble included), for the object store:
+    actors on other nodes cannot read the driver's disk."""
+    files = sorted(f for f in folder.rglob("*") if f.is_file())
+    return {f.relative_to(folder).as_posix(): f.read_bytes() for f in files}
 
-    def __init__(self, models: dict[str, str], batch_size: int, threads: int):
+
+def _unpack_folder(files: dict[str, bytes], dest: Path) -> Path:
+    """Write _pack_folder's files under dest (relative paths only: nothing outside dest is written)."""
+    for name, data in files.items():
+        target = (dest / name).resolve()
+        if not target.is_relative_to(dest.resolve()):
+            raise ValueError(f"model file {name!r} points outside its folder")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return dest
+
+
+class _ScoreActor:
+    """A Ray Data actor holding one model.Scorer per score column; adds those columns to each block.
+
+    models: {column: [object ref of _pack_folder(model folder)]} (in a list, so Ray passes the ref): the
+    actor writes each folder to its own temporary folder, on whichever node it runs.
+    """
+
+    def __init__(self, models: dict[str, list[Any]], batch_size: int, threads: int):
+        import tempfile
+
+        import ray
+
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from tailguard.model import Scorer
 
-        self.scorers = {
-            col: Scorer(Path(d), batch_size=batch_size, threads=threads) for col, d in models.items()
-        }
+        self._tmp = tempfile.TemporaryDirectory(prefix="tailguard-score-")
+        self.scorers = {}
+        for col, holder in models.items():
+            folder = _unpack_folder(ray.get(holder[0]), Path(self._tmp.name) / col)
+            self.scorers[col] = Scorer(folder, batch_size=batch_size, threads=threads)
 
     def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
         return frame.assign(**{col: scorer(frame).astype(np.float64) for col, scorer in self.scorers.items()})
@@ -830,7 +859,7 @@ def score(
     dataset = batch.dataset.map_batches(
         _ScoreActor,
         fn_constructor_kwargs={
-            "models": {c: str(Path(d).resolve()) for c, d in models.items()},
+            "models": {c: [ray.put(_pack_folder(Path(d)))] for c, d in models.items()},
             "batch_size": batch_size,
             "threads": threads,
         },
@@ -859,16 +888,22 @@ def score(
 def score_frame(
     frame: pd.DataFrame, models: dict[str, str | Path], batch_size: int = 256, threads: int = 1
 ) -> dict[str, np.ndarray]:
-    """Score an in-memory frame (a run's eval split) on cluster actors: {column: model folder} -> {column:
+    """Score an in-memory frame (a run's eval split) on cluster actors: {name: model folder} -> {name:
     float32 probabilities aligned with frame's rows}, as model.predict gives them up to float noise of batch
-    shapes (< 1e-6). The frame is cut into ~4 blocks per actor slot so every actor gets work.
+    shapes (< 1e-6). Only query and item_title travel, cut into ~4 blocks per actor slot.
 
     Raises ModelError as `score` does (a hybrid model is refused: score it with model.predict),
     RayEngineError when the cluster fails.
     """
     import ray
 
-    work = frame.reset_index(drop=True).assign(row_id=np.arange(len(frame), dtype=np.int64))
+    # Private score column names: a batch's own `score` column (an old ranker's, kept by the contract)
+    # must not collide with them; only the columns the scorer reads are shipped.
+    work = pd.DataFrame({
+        "query": frame["query"].to_numpy(object), "item_title": frame["item_title"].to_numpy(object),
+        "row_id": np.arange(len(frame), dtype=np.int64),
+    })  # fmt: skip
+    columns = {f"_score_{i}": name for i, name in enumerate(models)}
     slots = max(1, int(ray.cluster_resources().get("GPU", 0)) or int(ray.cluster_resources().get("CPU", 1)))
     size = max(256, -(-len(work) // (4 * slots)))
     parts = [work.iloc[i : i + size] for i in range(0, len(work), size)]
@@ -876,9 +911,10 @@ def score_frame(
         ray.data.from_pandas_refs([ray.put(p) for p in parts]), [], list(work.columns), len(work), None,
         [len(p) for p in parts],
     )  # fmt: skip
-    scored = _collect(score(batch, models, batch_size=batch_size, threads=threads), ["row_id", *models])
-    order = np.argsort(scored["row_id"].to_numpy(np.int64), kind="stable")
-    return {col: scored[col].to_numpy(np.float64)[order].astype(np.float32) for col in models}
+    scored = score(batch, {col: models[name] for col, name in columns.items()}, batch_size, threads=threads)
+    out = _collect(scored, ["row_id", *columns])
+    order = np.argsort(out["row_id"].to_numpy(np.int64), kind="stable")
+    return {name: out[col].to_numpy(np.float64)[order].astype(np.float32) for col, name in columns.items()}
 
 
 def _first_row(frame: pd.DataFrame) -> tuple[int, int]:
@@ -907,9 +943,14 @@ def _collect(batch: RayBatch, columns: list[str]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def _split_by_query(frame: pd.DataFrame, columns: list[str], parts: int) -> tuple[pd.DataFrame, ...]:
-    """A block's projected rows split into `parts` frames by a process-independent hash of the query."""
+def _split_by_query(
+    frame: pd.DataFrame, columns: list[str], parts: int
+) -> tuple[pd.DataFrame, ...] | pd.DataFrame:
+    """A block's projected rows split into `parts` frames by a process-independent hash of the query (one
+    part: the frame itself, since a task with one return stores its value, not a 1-tuple)."""
     sub = frame[columns]
+    if parts == 1:
+        return sub
     key = pd.util.hash_array(sub["query"].astype(object).to_numpy(), categorize=True) % np.uint64(parts)
     # One stable sort and slices instead of `parts` boolean filters over every column (~3x less copying).
     order = np.argsort(key, kind="stable")
@@ -1091,12 +1132,37 @@ def train(
     return {"workers": workers, "use_gpu": use_gpu, "model_keys": keys}
 
 
-JOB_ENV = ("TAILGUARD_", "AWS_", "HF_", "RAY_AUTH_")  # environment the job's driver needs: store, model cache
+# The job's environment is the cluster's own (its nodes hold the store credentials, infra/ray); only these
+# switches travel with the job. Credentials never do: a job's env_vars are readable in the job table.
+JOB_ENV = ("HF_HUB_OFFLINE", "TAILGUARD_OFFLINE", "TAILGUARD_TORCH_THREADS")
 JOB_TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+RESULT_MARKER = "tailguard-train-result: "  # the job's last words: the line submit_train reads back
+
+
+def job_address(address: str) -> str:
+    """A Ray dashboard address for job submission: http(s)://host[:port], no user or password in it.
+
+    Raises RayEngineError otherwise (Ray's client would import a module named after any other scheme, and
+    a password in the address would be echoed in messages).
+    """
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(address)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
+        shown = address if parts is None or not parts.username else "<address with credentials>"
+        raise RayEngineError(
+            f"Ray job address {shown!r} must be http(s)://host:port of the cluster's dashboard, without "
+            "credentials (Ray's token authentication uses RAY_AUTH_TOKEN_PATH)"
+        )
+    return address
 
 
 def submit_train(
-    job_address: str,
+    address: str,
     data: str,
     config: dict,
     store_uri: str,
@@ -1106,43 +1172,61 @@ def submit_train(
     python: str = "python",
     timeout_s: float = 24 * 3600,
 ) -> dict:
-    """`train` as a Ray job submitted to the dashboard at job_address (http://head:8265): its driver runs
+    """`train` as a Ray job submitted to the dashboard at `address` (http://head:8265): its driver runs
     inside the cluster (`python -m tailguard.ray_engine train ...`), as Ray Train needs, while this process
-    only submits and waits. The job's environment carries this process's TAILGUARD_*, AWS_*, HF_* and
-    RAY_AUTH_* variables. Returns train's facts plus {"job_id"}.
+    only submits and waits. The job uses the cluster nodes' environment (store credentials included) plus
+    JOB_ENV's switches. `python` may hold arguments ("python -u"). Returns train's facts plus {"job_id"}.
 
-    Raises RayEngineError when the dashboard does not answer, or the job fails, is stopped or outlives
-    timeout_s (the job is stopped then); the message ends with the job log's last lines.
+    Raises RayEngineError for a bad address, when the dashboard does not answer, or the job fails, is
+    stopped or outlives timeout_s; a job still running when waiting stops (an error, a cancelled flow run)
+    is stopped, so a retry never races it. Failure messages end with the job log's last lines.
     """
     import json
     import shlex
-    import time
 
     from ray.job_submission import JobSubmissionClient
 
-    args = [python, "-m", "tailguard.ray_engine", "train", "--data", data, "--config", json.dumps(config),
-            "--store", store_uri, "--output-prefix", output_prefix, "--checkpoint-prefix", checkpoint_prefix,
-            "--workers", str(workers)]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k.startswith(JOB_ENV)}
+    args = [*shlex.split(python), "-m", "tailguard.ray_engine", "train", "--data", data, "--config",
+            json.dumps(config), "--store", store_uri, "--output-prefix", output_prefix, "--checkpoint-prefix",
+            checkpoint_prefix, "--workers", str(workers)]  # fmt: skip
+    env = {k: os.environ[k] for k in JOB_ENV if k in os.environ}
     try:
-        client = JobSubmissionClient(job_address)
+        client = JobSubmissionClient(job_address(address))
         job_id = client.submit_job(entrypoint=shlex.join(args), runtime_env={"env_vars": env})
+    except RayEngineError:
+        raise
     except Exception as exc:  # noqa: BLE001 - connection refused, auth, HTTP errors: one line
         first = (str(exc).splitlines() or [""])[0][:300]
-        raise RayEngineError(f"cannot submit the Ray job to {job_address}: {first}") from None
-    deadline = time.monotonic() + timeout_s
-    status = str(client.get_job_status(job_id))
-    while not status.endswith(JOB_TERMINAL):
-        if time.monotonic() > deadline:
-            client.stop_job(job_id)
-            raise RayEngineError(f"Ray job {job_id} ran past {timeout_s:.0f} s and was stopped")
-        time.sleep(2)
-        status = str(client.get_job_status(job_id))
+        raise RayEngineError(f"cannot submit the Ray job to {address}: {first}") from None
+    status = _wait_for_job(client, job_id, timeout_s)
     logs = client.get_job_logs(job_id).strip().splitlines()
-    if not status.endswith("SUCCEEDED"):
-        tail = " | ".join(logs[-5:])[-600:]
+    results = [line for line in logs if line.startswith(RESULT_MARKER)]
+    if not status.endswith("SUCCEEDED") or not results:
+        tail = " | ".join(logs[-5:])[-600:] or "(no log)"
         raise RayEngineError(f"Ray job {job_id} {status.rsplit('.', 1)[-1]}: {tail}")
-    return {**json.loads(logs[-1]), "job_id": job_id}
+    return {**json.loads(results[-1].removeprefix(RESULT_MARKER)), "job_id": job_id}
+
+
+def _wait_for_job(client: Any, job_id: str, timeout_s: float) -> str:
+    """Poll the job until it ends; its status. Stops the job if waiting ends first (RayEngineError)."""
+    import time
+
+    deadline, status = time.monotonic() + timeout_s, ""
+    try:
+        while not status.endswith(JOB_TERMINAL):
+            if time.monotonic() > deadline:
+                raise RayEngineError(f"Ray job {job_id} ran past {timeout_s:.0f} s")
+            status = str(client.get_job_status(job_id))
+            if not status.endswith(JOB_TERMINAL):
+                time.sleep(2)
+        return status
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            client.stop_job(job_id)
+        if isinstance(exc, RayEngineError) or not isinstance(exc, Exception):  # cancellation: as it came
+            raise
+        first = (str(exc).splitlines() or [""])[0][:300]
+        raise RayEngineError(f"lost Ray job {job_id} while waiting ({first}); it was stopped") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1167,7 +1251,7 @@ def main(argv: list[str] | None = None) -> None:
         args.data, json.loads(args.config), args.store, args.output_prefix, args.checkpoint_prefix,
         args.workers, args.max_failures,
     )  # fmt: skip
-    print(json.dumps(out))
+    print(RESULT_MARKER + json.dumps(out), flush=True)
 
 
 if __name__ == "__main__":

@@ -86,8 +86,9 @@ class Settings(BaseSettings):
     ray_job_address: str = Field(
         "",
         description="Fine-tune deployment with ray_train_workers > 0: submit the training as a Ray job to "
-        "this dashboard address (e.g. http://ray-head:8265), so its driver runs inside the cluster; empty: "
-        "this process joins ray_address as the driver (it must then run on a Ray node).",
+        "this dashboard address (http(s)://ray-head:8265, no credentials in it), so its driver runs inside "
+        "the cluster with the cluster's own environment; empty: this process joins ray_address as the "
+        "driver (it must then run on a Ray node).",
     )
     ray_job_python: str = Field(
         "python",

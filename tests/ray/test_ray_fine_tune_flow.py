@@ -64,23 +64,33 @@ def test_a_recipe_that_trains_several_models_is_refused_on_ray(harness, ray_clus
 
 
 def test_fine_tune_flow_submits_training_as_a_ray_job(harness, ray_cluster, tmp_path, monkeypatch):
-    """ray_job_address: the training's driver runs inside the cluster as a Ray job; the flow submits and
-    waits, and the model lands in the store as on the other paths."""
+    """TAILGUARD_RAY_JOB_ADDRESS: the training's driver runs inside the cluster as a Ray job; the flow
+    submits and waits, the model lands in the store as on the other paths, and no credential of the
+    submitting worker travels with the job (its env_vars are readable in the job table)."""
     from ray.job_submission import JobSubmissionClient
     from tailguard_flows.fine_tune import fine_tune
 
     monkeypatch.setenv("TAILGUARD_RAY_ADDRESS", ray_cluster.address)
+    monkeypatch.setenv("TAILGUARD_RAY_JOB_ADDRESS", ray_cluster.dashboard)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "worker-secret")
     store = tmp_path / "store"
     (store / "runs/r3").mkdir(parents=True)
     _pairs(40).to_parquet(store / "runs/r3/train.parquet", index=False)
     prefix = fine_tune("runs/r3/train.parquet", CONFIG, "runs/r3/fine-tune/model", store_uri=str(store),
-                       ray_workers=2, ray_job_address=ray_cluster.dashboard)  # fmt: skip
+                       ray_workers=2)  # fmt: skip
     model = store / prefix
     assert json.loads((model / "tailguard_train.json").read_text())["result"]["steps"] == 10
-    jobs = JobSubmissionClient(ray_cluster.dashboard).list_jobs()
-    ours = [j for j in jobs if "runs/r3/fine-tune/model" in (j.entrypoint or "")]
+    client = JobSubmissionClient(ray_cluster.dashboard)
+    ours = [j for j in client.list_jobs() if "runs/r3/fine-tune/model" in (j.entrypoint or "")]
     assert len(ours) == 1 and str(ours[0].status).endswith("SUCCEEDED")
     assert "tailguard.ray_engine train" in ours[0].entrypoint
+    shipped = (ours[0].runtime_env or {}).get("env_vars", {})
+    assert "worker-secret" not in json.dumps(shipped) and not any(k.startswith("AWS_") for k in shipped)
+    # The address set but no workers asked for: refused, rather than training here without saying so.
+    monkeypatch.delenv("TAILGUARD_RAY_TRAIN_WORKERS", raising=False)
+    with pytest.raises(ValueError, match="no Ray Train workers"):
+        fine_tune("runs/r3/train.parquet", CONFIG, "runs/r3/fine-tune/again", store_uri=str(store))
+    assert not (store / "runs/r3/fine-tune/again").exists()
 
 
 def test_a_failed_or_unreachable_ray_job_is_one_clear_error(harness, ray_cluster, tmp_path, monkeypatch):
@@ -93,3 +103,8 @@ def test_a_failed_or_unreachable_ray_job_is_one_clear_error(harness, ray_cluster
     assert not (store / "m").exists()  # nothing half-written
     with pytest.raises(RayEngineError, match="cannot submit the Ray job to http://127.0.0.1:9"):
         submit_train("http://127.0.0.1:9", "x", CONFIG, str(store), "m", "c")
+    # Not a dashboard URL, or one carrying a password: refused before anything is sent, password unshown.
+    for bad in ("this://x", "ray://127.0.0.1:10001", "127.0.0.1:8265", "http://user:pw@127.0.0.1:8265"):
+        with pytest.raises(RayEngineError, match="must be http") as err:
+            submit_train(bad, "x", CONFIG, str(store), "m", "c")
+        assert "pw" not in str(err.value)
