@@ -15,10 +15,12 @@ Each stage gives what the pandas path gives on the same batch (tests/ray compare
 - rebalance: random_under / random_over draw from the same seeded generator over the labels (1 byte per
   row on the driver) with balance.py's own samplers, so the compact frame is the pandas path's, row for row.
 
-Block size bounds every worker's memory. The driver holds the small per-block facts, the batch's distinct
-query/item/title values (the GX suites judge distinct values in one frame, as on pandas; bounded by the
-catalogue and the query vocabulary, not by rows), the labels and repeats (5 B per row) and one block's codes
-at a time. docs/BENCHMARKS.md has the measured peaks per process up to 100M rows.
+Block size bounds every worker's memory in load, validate and rebalance; a per-query reducer holds every
+row of its queries, so its bound is the largest query's rows (per_query_table). The driver holds the small
+per-block facts, the batch's distinct query/item/title values (the GX suites judge distinct values in one
+frame, as on pandas; bounded by the catalogue and the query vocabulary, not by rows), rebalance's labels,
+repeats and sampling arrays (~25 B per row at peak) and one block's codes at a time. docs/BENCHMARKS.md
+has the measured peaks per process up to 100M rows.
 """
 
 from __future__ import annotations
@@ -992,7 +994,8 @@ def per_query_table(
     positives, and per model `<model>.roc_auc_per_query`, `.ndcg_at_k`, `.mrr`, `.recall_at_k` (the pandas
     path's per_query_values; the means of the defined values are metrics.json's overall per-query metrics).
     Memory: each of `partitions` reducers (default: QUERY_PARTITIONS, more past QUERY_ROWS_PER_PARTITION
-    rows each) holds ~1/partitions of the projected eval rows.
+    rows each) holds ~1/partitions of the projected eval rows plus every row of the queries hashed to it:
+    the reducer with the head query is the largest (the demo's holds 11.4% of all rows; ~300 B per row).
     """
     import ray
 

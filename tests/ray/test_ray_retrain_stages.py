@@ -68,3 +68,18 @@ def test_engine_ray_refuses_a_bad_batch_with_the_pandas_rules(ray_cluster, tmp_p
     _, got = _stages("ray", broken, tmp_path)
     assert expected.stage == got.stage == "contract"
     assert got.failures[0]["rule"] == expected.failures[0]["rule"] == "field_count"
+
+
+def test_collecting_a_batch_over_the_one_process_cap_is_one_clear_error(ray_cluster, tmp_path, monkeypatch):
+    """The cluster holds any size; the flow's process does not: TAILGUARD_MAX_ROWS is checked before the
+    validated batch is collected (one size_limit error, not an out-of-memory kill)."""
+    from tailguard.contract import InputTooLarge
+
+    monkeypatch.setenv("TAILGUARD_STORE", str(tmp_path / "store"))
+    monkeypatch.setenv("TAILGUARD_RAY_ADDRESS", ray_cluster.address)
+    data = generate_batches(DemoConfig(rows=1500, batches=1, seed=2), tmp_path / "demo", "csv")[0]
+    on_ray, record = _stages("ray", data, tmp_path)
+    assert record.success
+    monkeypatch.setenv("TAILGUARD_MAX_ROWS", "1000")  # the file itself was read under the default cap
+    with pytest.raises(InputTooLarge, match=r"holds 1,500 rows.*over the limit 1,000"):
+        pipeline.collect(on_ray)
