@@ -829,6 +829,15 @@ class _ScoreActor:
         return frame.assign(**{col: scorer(frame).astype(np.float64) for col, scorer in self.scorers.items()})
 
 
+def _actor_slots() -> tuple[int, int]:
+    """(GPUs, scoring actor slots) of the cluster: one actor per GPU where there are GPUs, else per CPU."""
+    import ray
+
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    return gpus, gpus or max(1, int(resources.get("CPU", 1)))
+
+
 def score(
     batch: RayBatch,
     models: dict[str, str | Path],
@@ -854,9 +863,7 @@ def score(
         if (Path(folder) / "hybrid.json").exists():
             # A hybrid's BM25 reads a query's rows as one candidate set; blocks split queries.
             raise ModelError(f"{folder} is a hybrid model: score it with the pandas engine")
-    resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
-    slots = gpus or max(1, int(resources.get("CPU", 1)))
+    gpus, slots = _actor_slots()
     n = max(1, min(actors or slots, slots, max(1, len(batch.block_rows))))
     dataset = batch.dataset.map_batches(
         _ScoreActor,
@@ -906,8 +913,7 @@ def score_frame(
         "row_id": np.arange(len(frame), dtype=np.int64),
     })  # fmt: skip
     columns = {f"_score_{i}": name for i, name in enumerate(models)}
-    slots = max(1, int(ray.cluster_resources().get("GPU", 0)) or int(ray.cluster_resources().get("CPU", 1)))
-    size = max(256, -(-len(work) // (4 * slots)))
+    size = max(256, -(-len(work) // (4 * _actor_slots()[1])))
     parts = [work.iloc[i : i + size] for i in range(0, len(work), size)]
     batch = RayBatch(
         ray.data.from_pandas_refs([ray.put(p) for p in parts]), [], list(work.columns), len(work), None,
