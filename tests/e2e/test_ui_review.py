@@ -169,6 +169,9 @@ def resume_in_form(page, ui: str, run_id: str, reviewer: str, comment: str, over
     reviewer_field = dialog.get_by_label(re.compile(r"^Reviewer(?! \(Optional\))"))
     reviewer_field.wait_for()
     assert dialog.get_by_label("Reviewer (Optional)").count() == 0
+    # The prompt (the pause's description) is fetched after the form's fields: read it once it is drawn
+    # (a fresh-clone run read the UI's generic "Provide input to resume ..." placeholder instead).
+    dialog.get_by_text(re.compile(r": candidate \S+")).first.wait_for(timeout=60_000)
     prompt = dialog.inner_text()
     dialog.get_by_label("Approve (Optional)").click()
     reviewer_field.fill(reviewer)
