@@ -124,7 +124,7 @@ def _ray_per_query(batch) -> int:
 
     blocks = [ray.remote(_with_score).remote(b) for b in batch.block_refs()]
     scored = ray_engine.RayBatch(
-        ray.data.from_pandas_refs(blocks), batch.files, batch.columns + ["score"], batch.rows, None,
+        blocks, batch.files, batch.columns + ["score"], batch.rows, None,
         batch.block_rows,
     )  # fmt: skip
     return len(ray_engine.per_query_table(scored, {"candidate": "score"}, k=10))

@@ -372,8 +372,9 @@ def run_files(ctx: RunContext) -> RunFiles:
 def load(params: RetrainParams, ctx: RunContext) -> LoadedBatch:
     """Read the batch (local or s3://) with the column mapping; a contract breach is kept, not raised.
 
-    On the ray engine (params.engine, else TAILGUARD_ENGINE) the files are read as a Ray Dataset under the
-    same contract and kept as `ray_batch`; `collect` turns it into the frame once validation passed.
+    On the ray engine (params.engine, else TAILGUARD_ENGINE) the files are read into pandas blocks in Ray's
+    object store under the same contract and kept as `ray_batch`; `collect` turns it into the frame once
+    validation passed.
     Raises engine.EngineError for an unknown engine or ray without tailguard[ray].
     """
     from tailguard import engine

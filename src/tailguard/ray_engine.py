@@ -3,7 +3,7 @@
 Each stage gives what the pandas path gives on the same batch (tests/ray compares them field by field):
 
 - load: every file is read by a task running the contract's own reader (`contract.iter_frames`) chunk by
-  chunk; chunks become the blocks of a Ray Dataset (owned by the driver, so they outlive the task's worker),
+  chunk; chunks become the batch's pandas blocks (owned by the driver, so they outlive the task's worker),
   with their batch row ids assigned while reading wherever Parquet footers give the earlier files' lengths.
   A ContractError in any file refuses the whole batch, naming the first bad file in batch order, as
   `data.read_files` does; nothing of a refused batch stays in the object store.
@@ -54,13 +54,17 @@ class RayEngineError(RuntimeError):
 
 @dataclass
 class RayBatch:
-    """A loaded batch: the canonical frame as a materialized Ray Dataset plus what read_files keeps in attrs.
+    """A loaded batch: the canonical frame as pandas blocks in the object store plus what read_files keeps
+    in attrs.
 
-    dataset: blocks in batch order with the canonical columns, `row_id` (0..rows-1) and `augmented`.
+    blocks: object refs of the pandas blocks in batch order, with the canonical columns, `row_id`
+    (0..rows-1) and `augmented`. Plain refs rather than a Ray Dataset: a Dataset hands its blocks to tasks
+    through one copying task per block (`to_pandas_refs`) and reads every block once for its schema on
+    creation, which measured 27 of 106 s at 10M rows on one core; a Dataset is built only for scoring.
     files: [{"file", "first_row", "rows"}] per input file (validation names the file of a bad row).
     """
 
-    dataset: Any
+    blocks: list[Any]
     files: list[dict]
     columns: list[str]
     rows: int
@@ -69,7 +73,7 @@ class RayBatch:
 
     def block_refs(self) -> list[Any]:
         """Object refs of the pandas blocks, in batch order."""
-        return self.dataset.to_pandas_refs()
+        return list(self.blocks)
 
     def to_pandas(self) -> pd.DataFrame:
         """The whole batch as one frame (tests and small batches); attrs as data.read_files sets them."""
@@ -280,8 +284,7 @@ def load(
     columns = [*seen, "row_id", "augmented"]
     rows = int(sum(s["rows"] for s in summaries))
     sizes = [n for s in summaries for n in s["sizes"]]
-    return RayBatch(ray.data.from_pandas_refs(blocks), files_meta, columns, rows, units[0] if units else None,
-                    sizes)  # fmt: skip
+    return RayBatch(blocks, files_meta, columns, rows, units[0] if units else None, sizes)
 
 
 def _same_shape(files: list[str], summaries: list[dict]) -> None:
@@ -753,7 +756,7 @@ def rebalance(batch: RayBatch, config: Any) -> tuple[RayBatch, dict]:
     out_blocks = list(out_blocks)
     sizes = _get(list(size_refs))
     out = RayBatch(
-        ray.data.from_pandas_refs(out_blocks), batch.files, batch.columns + ["source_row_id", "repeats"],
+        out_blocks, batch.files, batch.columns + ["source_row_id", "repeats"],
         int(sum(sizes)), batch.ts_unit, sizes,
     )  # fmt: skip
     kept = repeats > 0
@@ -783,7 +786,7 @@ def rebalance(batch: RayBatch, config: Any) -> tuple[RayBatch, dict]:
 # the per-query table alone cannot feed it; eval sets (held-out queries) are the small side of a batch.
 
 QUERY_PARTITIONS = 8  # per-query aggregation: at least 8 reducers ...
-QUERY_ROWS_PER_PARTITION = 2_500_000  # ... and ~2.5M eval rows each at most (~0.4 GB of projected columns)
+QUERY_ROWS_PER_PARTITION = 10_000_000  # ... and ~10M eval rows each at most (~0.3 GB of compact rows)
 
 
 def _pack_folder(folder: Path) -> dict[str, bytes]:
@@ -865,7 +868,7 @@ def score(
             raise ModelError(f"{folder} is a hybrid model: score it with the pandas engine")
     gpus, slots = _actor_slots()
     n = max(1, min(actors or slots, slots, max(1, len(batch.block_rows))))
-    dataset = batch.dataset.map_batches(
+    dataset = ray.data.from_pandas_refs(batch.block_refs()).map_batches(
         _ScoreActor,
         fn_constructor_kwargs={
             "models": {c: [ray.put(_pack_folder(Path(d)))] for c, d in models.items()},
@@ -890,8 +893,7 @@ def score(
         raise
     except Exception as exc:  # a Ray Data execution error wraps the actor's failure
         raise _translate(exc) from None
-    out = ray.data.from_pandas_refs(refs)
-    return RayBatch(out, batch.files, batch.columns + list(models), int(sum(sizes)), batch.ts_unit, sizes)
+    return RayBatch(refs, batch.files, batch.columns + list(models), int(sum(sizes)), batch.ts_unit, sizes)
 
 
 def score_frame(
@@ -916,7 +918,7 @@ def score_frame(
     size = max(256, -(-len(work) // (4 * _actor_slots()[1])))
     parts = [work.iloc[i : i + size] for i in range(0, len(work), size)]
     batch = RayBatch(
-        ray.data.from_pandas_refs([ray.put(p) for p in parts]), [], list(work.columns), len(work), None,
+        [ray.put(p) for p in parts], [], list(work.columns), len(work), None,
         [len(p) for p in parts],
     )  # fmt: skip
     scored = score(batch, {col: models[name] for col, name in columns.items()}, batch_size, threads=threads)
@@ -952,29 +954,57 @@ def _collect(batch: RayBatch, columns: list[str]) -> pd.DataFrame:
 
 
 def _split_by_query(
-    frame: pd.DataFrame, columns: list[str], parts: int
-) -> tuple[pd.DataFrame, ...] | pd.DataFrame:
-    """A block's projected rows split into `parts` frames by a process-independent hash of the query (one
-    part: the frame itself, since a task with one return stores its value, not a 1-tuple)."""
-    sub = frame[columns]
+    frame: pd.DataFrame, numeric: list[str], parts: int
+) -> tuple[tuple[np.ndarray, pd.DataFrame], ...] | tuple[np.ndarray, pd.DataFrame]:
+    """A block's eval rows split into `parts` pieces by a process-independent hash of the query.
+
+    Each piece is (its distinct queries: object array; its rows: `_q`, an int32 index into those queries,
+    plus the `numeric` columns as float64). Query text travels once per block and query, not once per row:
+    a reducer holds ~12 + 8 * len(numeric) bytes per row instead of the rows' strings (~300 B per row with
+    the demo's columns), so the reducer holding the head query shrinks ~10x. One part: the piece itself,
+    since a task with one return stores its value, not a 1-tuple.
+    """
+    codes, uniques = pd.factorize(frame["query"].astype(object).to_numpy(), use_na_sentinel=False)
+    uniques = np.asarray(uniques, dtype=object)
+    # relevance: text or NaN becomes NaN, which metrics._gain refuses naming the rows (as on pandas).
+    rows = pd.DataFrame({
+        c: pd.to_numeric(frame[c], errors="coerce" if c == "relevance" else "raise").to_numpy(np.float64)
+        for c in numeric
+    })  # fmt: skip
     if parts == 1:
-        return sub
-    key = pd.util.hash_array(sub["query"].astype(object).to_numpy(), categorize=True) % np.uint64(parts)
+        return uniques, rows.assign(_q=codes.astype(np.int32))
+    part_of = pd.util.hash_array(uniques, categorize=False) % np.uint64(parts)
+    # Renumber each part's queries 0..m-1 so a piece's `_q` indexes its own distinct queries only.
+    local = np.empty(len(uniques), dtype=np.int32)
+    key = part_of[codes]
     # One stable sort and slices instead of `parts` boolean filters over every column (~3x less copying).
     order = np.argsort(key, kind="stable")
     bounds = np.searchsorted(key[order], np.arange(parts + 1, dtype=np.uint64))
-    ordered = sub.take(order)
-    return tuple(ordered.iloc[bounds[p] : bounds[p + 1]] for p in range(parts))
+    ordered = rows.take(order).reset_index(drop=True)
+    ordered_codes = codes[order]
+    pieces = []
+    for p in range(parts):
+        mine = np.flatnonzero(part_of == p)
+        local[mine] = np.arange(len(mine), dtype=np.int32)
+        sl = slice(bounds[p], bounds[p + 1])
+        pieces.append((uniques[mine], ordered.iloc[sl].assign(_q=local[ordered_codes[sl]])))
+    return tuple(pieces)
 
 
-def _per_query_part(score_columns: dict[str, str], k: int, *frames: pd.DataFrame) -> pd.DataFrame:
+def _per_query_part(
+    score_columns: dict[str, str], k: int, *pieces: tuple[np.ndarray, pd.DataFrame]
+) -> pd.DataFrame:
     """Per query of one partition: rows, positives and each model's per-query ROC AUC, nDCG@k, MRR and
     recall@k (metrics.per_query_values; NaN where undefined)."""
     from tailguard.metrics import kernels as m
 
-    df = pd.concat(frames, ignore_index=True)
-    q, names = pd.factorize(df["query"].astype(str), sort=True)
-    y = pd.to_numeric(df["label"]).to_numpy(dtype=np.float64)
+    # Batch-wide query codes from the pieces' distinct queries: exact (no hash stands for a query).
+    offsets = np.cumsum([0] + [len(u) for u, _ in pieces])
+    names_all = pd.Series(np.concatenate([u for u, _ in pieces]), dtype=object).astype(str)
+    piece_codes, names = pd.factorize(names_all, sort=True)
+    q = np.concatenate([piece_codes[offsets[i] + f["_q"].to_numpy()] for i, (_, f) in enumerate(pieces)])
+    df = pd.concat([f for _, f in pieces], ignore_index=True)
+    y = df["label"].to_numpy(dtype=np.float64)
     gain = m._gain(df, y)
     n = len(names)
     out = pd.DataFrame({
@@ -1000,15 +1030,17 @@ def per_query_table(
     positives, and per model `<model>.roc_auc_per_query`, `.ndcg_at_k`, `.mrr`, `.recall_at_k` (the pandas
     path's per_query_values; the means of the defined values are metrics.json's overall per-query metrics).
     Memory: each of `partitions` reducers (default: QUERY_PARTITIONS, more past QUERY_ROWS_PER_PARTITION
-    rows each) holds ~1/partitions of the projected eval rows plus every row of the queries hashed to it:
-    the reducer with the head query is the largest (the demo's holds 11.4% of all rows; ~300 B per row).
+    rows each) holds ~1/partitions of the eval rows plus every row of the queries hashed to it, as an int32
+    query index and float64 label, relevance and scores (~30 B per row with two models, _split_by_query),
+    plus its queries' text once per block: the reducer with the head query is the largest (the demo's
+    holds 11.4% of all rows).
     """
     import ray
 
     partitions = partitions or max(QUERY_PARTITIONS, -(-batch.rows // QUERY_ROWS_PER_PARTITION))
-    columns = [c for c in _eval_columns(batch.columns, score_columns) if c not in ("row_id", "category")]
+    numeric = ["label", *(["relevance"] if "relevance" in batch.columns else []), *score_columns.values()]
     split = ray.remote(_split_by_query).options(num_returns=partitions)
-    pieces = [split.remote(b, columns, partitions) for b in batch.block_refs()]
+    pieces = [split.remote(b, list(dict.fromkeys(numeric)), partitions) for b in batch.block_refs()]
     if partitions == 1:
         pieces = [[p] for p in pieces]
     reduce = ray.remote(_per_query_part)

@@ -116,6 +116,24 @@ def test_per_query_table_gives_the_per_query_metrics(ray_cluster, eval_data):
             assert math.isclose(float(np.nanmean(values)), entry.value, rel_tol=1e-9, abs_tol=1e-12)
 
 
+def test_per_query_table_is_the_same_for_any_partitioning(ray_cluster, eval_data):
+    """One reducer, three, or the default: the same table to the last bit (a query's rows meet in one
+    reducer whichever it is, and reducers rebuild the query text from per-block distinct queries). The
+    pieces shipped to reducers carry no per-row text: an int32 query index and float64 columns only."""
+    columns = {"candidate": "score", "production": "score_production"}
+    batch = ray_engine.load(eval_data["eval"], block_rows=BLOCK_ROWS)
+    tables = [ray_engine.per_query_table(batch, columns, k=10, partitions=p) for p in (1, 3, None)]
+    for other in tables[1:]:
+        pd.testing.assert_frame_equal(tables[0], other, check_exact=True)
+    frame = load_batch(eval_data["eval"]).iloc[:BLOCK_ROWS]
+    pieces = ray_engine._split_by_query(frame, ["label", *columns.values()], 3)
+    assert sum(len(rows) for _, rows in pieces) == len(frame)
+    for queries, rows in pieces:
+        assert set(rows.dtypes.astype(str)) <= {"float64", "int32"}
+        assert len(queries) == len(set(queries)) and rows["_q"].max() < len(queries)
+    assert sorted(q for queries, _ in pieces for q in queries) == sorted(frame["query"].unique())
+
+
 def test_text_scores_are_parsed_and_bad_ones_named(ray_cluster, eval_data, tmp_path):
     """A CSV keeps extra columns as text: numbers parse to the same metrics; a non-number is refused
     naming the column, the batch rows and the values."""
