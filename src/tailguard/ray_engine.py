@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -365,14 +366,16 @@ def _merge_distinct(*parts: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _tree_merge(refs: list[Any], fan_in: int = 8) -> pd.DataFrame:
-    """Merge distinct-value frames on the cluster, fan_in at a time, until one frame is left."""
+def _tree_merge(refs: list[Any], fan_in: int = 8) -> Any:
+    """Merge distinct-value frames on the cluster, fan_in at a time: the ref of the one frame left."""
     import ray
 
     merge = ray.remote(_merge_distinct)
+    if not refs:
+        return ray.put(pd.DataFrame({"value": pd.Series(dtype=object), "first": pd.Series(dtype=np.int64)}))
     while len(refs) > 1:
         refs = [merge.remote(*refs[i : i + fan_in]) for i in range(0, len(refs), fan_in)]
-    return _get(refs[0]) if refs else pd.DataFrame({"value": [], "first": []})
+    return refs[0]
 
 
 _UNIQUES: dict[str, dict[str, pd.Index]] = {}  # per worker process: the batch's distinct values, by object id
@@ -566,6 +569,8 @@ def validate(
     seen = previous.get("category_values") if previous else None
     if previous and previous.get("category_values_truncated"):
         seen = None
+    # GX's first import and context take ~5 s: made in a thread while the cluster runs the facts pass.
+    threading.Thread(target=_warm_gx, name="tailguard-gx-warm", daemon=True).start()
     blocks = batch.block_refs()
     rows_template = pd.DataFrame({c: pd.Series(dtype=object) for c in _rows_columns(batch.columns)})
     rows_json = v.load_suite_json("rows", directory)
@@ -575,7 +580,8 @@ def validate(
     del blocks
     facts = _get([f[0] for f in facts_refs])  # the small part; distinct values and codes stay on the cluster
     present = [(i, col) for i, col in enumerate(FACT_COLUMNS) if col in batch.columns]
-    distinct = _Distinct({col: _tree_merge([f[1 + i] for f in facts_refs]) for i, col in present})
+    merged = _get([_tree_merge([f[1 + i] for f in facts_refs]) for i, _ in present])  # columns in parallel
+    distinct = _Distinct({col: frame for (_, col), frame in zip(present, merged, strict=True)})
     uniques = ray.put({c: distinct.uniques(c) for c in TEXT_KEYS if c in distinct.frames})
     n_items = len(distinct.frames["item_id"]) if "item_id" in distinct.frames else 0
     parts = max(PAIR_PARTITIONS, -(-len(facts_refs) // 25))  # ~25 blocks' distinct pairs per reducer
@@ -585,10 +591,11 @@ def validate(
         codes_task.remote([uniques], n_items, parts, *f[at : at + len(TEXT_KEYS)], *f[1 : 1 + len(TEXT_KEYS)])
         for f in facts_refs
     ]
+    # The driver judges the row and distinct-value suites while the cluster computes codes and pair keys.
+    _judge_suites(result, batch, facts, distinct, rows_suite, skipped, parameters, directory)
     sha, dups = _fingerprint(batch, distinct, code_refs, [f[-1] for f in facts_refs], parts)
-    stats = _batch_stats(batch, facts, distinct, sha, dups)
-    result.stats = stats
-    _judge(result, batch, facts, distinct, previous, rows_suite, skipped, parameters, directory)
+    result.stats = _batch_stats(batch, facts, distinct, sha, dups)
+    _judge_batch(result, batch, facts, previous, parameters, directory)
     result.elapsed_s = time.perf_counter() - started
     return result
 
@@ -607,18 +614,27 @@ def _clip_json(suite_result: dict) -> dict:
     return clip(suite_result) if clip else suite_result
 
 
-def _judge(
+def _warm_gx() -> None:
+    """Import GX and make the validation context (cached, behind its lock); a failure here is left for the
+    real call to raise."""
+    from tailguard import validation as v
+
+    with contextlib.suppress(Exception):
+        v._validation_context()
+        v.suite_result_from_json({"results": [], "success": True, "statistics": {}, "meta": {}})
+
+
+def _judge_suites(
     result: Any,
     batch: RayBatch,
     facts: list[dict],
     distinct: _Distinct,
-    previous: dict | None,
     rows_suite: dict,
     rows_skipped: list[str],
     parameters: dict,
     directory: Path,
 ) -> None:
-    """Collect the row suite (merged) and run the distinct-value and batch suites on the driver."""
+    """Collect the row suite (merged from the blocks') and run the distinct-value suites on the driver."""
     from tailguard import contract as c
     from tailguard import validation as v
 
@@ -638,6 +654,14 @@ def _judge(
         first_row = distinct.frames[col]["first"].to_numpy(np.int64)
         _run_and_collect(result, context, name, frame, first_row, f"distinct {col} values", set(),
                          parameters, directory, files, None)  # fmt: skip
+
+
+def _judge_batch(
+    result: Any, batch: RayBatch, facts: list[dict], previous: dict | None, parameters: dict, directory: Path
+) -> None:
+    """Run the batch suite on the driver over result.stats (and the previous batch's, when given)."""
+    from tailguard import validation as v
+
     stub = v._Derived(codes={}, uniques={})  # the category share is counted per block on the cluster
     comparison, available = v._comparison_frame(result.stats, stub, previous)
     if previous and "unseen_category_rows" in (facts[0] if facts else {}):
@@ -645,8 +669,8 @@ def _judge(
         comparison["unseen_category_share"] = float(share)
         available.add("category_vs_previous")
     batch_values = comparison.iloc[0].to_dict()
-    _run_and_collect(result, context, "batch", comparison, None, "batches", available,
-                     parameters, directory, files, batch_values)  # fmt: skip
+    _run_and_collect(result, v._validation_context(), "batch", comparison, None, "batches", available,
+                     parameters, directory, batch.files, batch_values)  # fmt: skip
 
 
 def _run_and_collect(
