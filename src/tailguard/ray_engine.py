@@ -570,7 +570,8 @@ def validate(
     if previous and previous.get("category_values_truncated"):
         seen = None
     # GX's first import and context take ~5 s: made in a thread while the cluster runs the facts pass.
-    threading.Thread(target=_warm_gx, name="tailguard-gx-warm", daemon=True).start()
+    warm = threading.Thread(target=_warm_gx, name="tailguard-gx-warm")
+    warm.start()
     blocks = batch.block_refs()
     rows_template = pd.DataFrame({c: pd.Series(dtype=object) for c in _rows_columns(batch.columns)})
     rows_json = v.load_suite_json("rows", directory)
@@ -592,6 +593,7 @@ def validate(
         for f in facts_refs
     ]
     # The driver judges the row and distinct-value suites while the cluster computes codes and pair keys.
+    warm.join()  # two threads importing GX's circular modules at once can deadlock
     _judge_suites(result, batch, facts, distinct, rows_suite, skipped, parameters, directory)
     sha, dups = _fingerprint(batch, distinct, code_refs, [f[-1] for f in facts_refs], parts)
     result.stats = _batch_stats(batch, facts, distinct, sha, dups)
@@ -615,13 +617,11 @@ def _clip_json(suite_result: dict) -> dict:
 
 
 def _warm_gx() -> None:
-    """Import GX and make the validation context (cached, behind its lock); a failure here is left for the
-    real call to raise."""
+    """validation.warm_up in a background thread; a failure is left for the real call to raise."""
     from tailguard import validation as v
 
     with contextlib.suppress(Exception):
-        v._validation_context()
-        v.suite_result_from_json({"results": [], "success": True, "statistics": {}, "meta": {}})
+        v.warm_up()
 
 
 def _judge_suites(
@@ -810,7 +810,9 @@ def rebalance(batch: RayBatch, config: Any) -> tuple[RayBatch, dict]:
 # the per-query table alone cannot feed it; eval sets (held-out queries) are the small side of a batch.
 
 QUERY_PARTITIONS = 8  # per-query aggregation: at least 8 reducers ...
-QUERY_ROWS_PER_PARTITION = 10_000_000  # ... and ~10M eval rows each at most (~0.3 GB of compact rows)
+# ... and ~2.5M eval rows each at most: rows travel compact (~30 B each), but per_query_values' sorts and tie
+# arrays take ~150-250 B per row while a reducer works (1.8 GB private at 30M rows, mostly the head query).
+QUERY_ROWS_PER_PARTITION = 2_500_000
 
 
 def _pack_folder(folder: Path) -> dict[str, bytes]:
@@ -908,7 +910,7 @@ def score(
     )
     try:
         refs = dataset.to_pandas_refs()
-        # Actors finish blocks in any order (the dataset's preserve_order is fixed when it was created):
+        # Actors finish blocks in any order (Ray Data keeps order only at a cost to streaming):
         # put them back in batch order by their first row id; a block's rows keep their order.
         heads = _get([ray.remote(_first_row).remote(r) for r in refs])
         order = sorted(range(len(refs)), key=lambda i: heads[i])
@@ -977,28 +979,58 @@ def _collect(batch: RayBatch, columns: list[str]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def _finite_column(frame: pd.DataFrame, col: str, where: str = "") -> np.ndarray:
+    """A numeric eval column as float64, or ValueError naming the column, batch rows and values (a CSV keeps
+    extra columns as text; an empty cell or a word must not become a silent NaN).
+
+    where: what the count covers, e.g. " of a block" in a task that sees one block.
+    """
+    values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise ValueError(
+            f"eval batch: column {col!r} must be a finite number in every row; {bad.size} rows{where} are "
+            f"not, e.g. batch rows {frame['row_id'].iloc[bad[:5]].tolist()} with values "
+            f"{frame[col].iloc[bad[:5]].tolist()}"
+        )
+    return values
+
+
+def _query_partition(queries: np.ndarray, parts: int) -> np.ndarray:
+    """Each distinct query's partition: a process-independent hash, the same for a query in every block. A
+    lone surrogate (which UTF-8 cannot encode) is hashed as U+FFFD; valid text hashes as itself either way."""
+    try:
+        hashed = pd.util.hash_array(queries, categorize=False)
+    except UnicodeEncodeError:
+        safe = [q.encode("utf-8", "surrogatepass").decode("utf-8", "replace") for q in queries]
+        hashed = pd.util.hash_array(np.asarray(safe, dtype=object), categorize=False)
+    return hashed % np.uint64(parts)
+
+
+QueryPiece = tuple[
+    np.ndarray, np.ndarray, pd.DataFrame
+]  # (distinct queries, int32 index into them, numerics)
+
+
 def _split_by_query(
     frame: pd.DataFrame, numeric: list[str], parts: int
-) -> tuple[tuple[np.ndarray, pd.DataFrame], ...] | tuple[np.ndarray, pd.DataFrame]:
-    """A block's eval rows split into `parts` pieces by a process-independent hash of the query.
+) -> tuple[QueryPiece, ...] | QueryPiece:
+    """A block's eval rows split into `parts` pieces by a hash of the query (_query_partition).
 
-    Each piece is (its distinct queries: object array; its rows: `_q`, an int32 index into those queries,
-    plus the `numeric` columns as float64). Query text travels once per block and query, not once per row:
-    a reducer holds ~12 + 8 * len(numeric) bytes per row instead of the rows' strings (~300 B per row with
-    the demo's columns), so the reducer holding the head query shrinks ~10x. One part: the piece itself,
-    since a task with one return stores its value, not a 1-tuple.
+    Each piece is (its distinct queries as text: object array; per row an int32 index into them; the
+    `numeric` columns as float64). Query text travels once per block and query, not once per row: a reducer
+    holds ~4 + 8 * len(numeric) bytes per row instead of the rows' strings (~300 B per row with the demo's
+    columns). Queries are text as metrics.evaluate names them (`astype(str)`: a missing query is "None").
+    One part: the piece itself, since a task with one return stores its value, not a 1-tuple.
+    Raises ValueError naming batch rows for a non-finite label, relevance or score.
     """
-    codes, uniques = pd.factorize(frame["query"].astype(object).to_numpy(), use_na_sentinel=False)
+    codes, uniques = pd.factorize(frame["query"].astype(str).to_numpy(object))
     uniques = np.asarray(uniques, dtype=object)
-    # relevance: text or NaN becomes NaN, which metrics._gain refuses naming the rows (as on pandas).
-    rows = pd.DataFrame({
-        c: pd.to_numeric(frame[c], errors="coerce" if c == "relevance" else "raise").to_numpy(np.float64)
-        for c in numeric
-    })  # fmt: skip
+    rows = pd.DataFrame({c: _finite_column(frame, c, " of a block") for c in numeric})
     if parts == 1:
-        return uniques, rows.assign(_q=codes.astype(np.int32))
-    part_of = pd.util.hash_array(uniques, categorize=False) % np.uint64(parts)
-    # Renumber each part's queries 0..m-1 so a piece's `_q` indexes its own distinct queries only.
+        return uniques, codes.astype(np.int32), rows
+    part_of = _query_partition(uniques, parts)
+    # Renumber each part's queries 0..m-1 so a piece's index points into its own distinct queries only.
     local = np.empty(len(uniques), dtype=np.int32)
     key = part_of[codes]
     # One stable sort and slices instead of `parts` boolean filters over every column (~3x less copying).
@@ -1011,23 +1043,20 @@ def _split_by_query(
         mine = np.flatnonzero(part_of == p)
         local[mine] = np.arange(len(mine), dtype=np.int32)
         sl = slice(bounds[p], bounds[p + 1])
-        pieces.append((uniques[mine], ordered.iloc[sl].assign(_q=local[ordered_codes[sl]])))
+        pieces.append((uniques[mine], local[ordered_codes[sl]], ordered.iloc[sl]))
     return tuple(pieces)
 
 
-def _per_query_part(
-    score_columns: dict[str, str], k: int, *pieces: tuple[np.ndarray, pd.DataFrame]
-) -> pd.DataFrame:
+def _per_query_part(score_columns: dict[str, str], k: int, *pieces: QueryPiece) -> pd.DataFrame:
     """Per query of one partition: rows, positives and each model's per-query ROC AUC, nDCG@k, MRR and
     recall@k (metrics.per_query_values; NaN where undefined)."""
     from tailguard.metrics import kernels as m
 
     # Batch-wide query codes from the pieces' distinct queries: exact (no hash stands for a query).
-    offsets = np.cumsum([0] + [len(u) for u, _ in pieces])
-    names_all = pd.Series(np.concatenate([u for u, _ in pieces]), dtype=object).astype(str)
-    piece_codes, names = pd.factorize(names_all, sort=True)
-    q = np.concatenate([piece_codes[offsets[i] + f["_q"].to_numpy()] for i, (_, f) in enumerate(pieces)])
-    df = pd.concat([f for _, f in pieces], ignore_index=True)
+    offsets = np.cumsum([0] + [len(u) for u, _, _ in pieces])
+    piece_codes, names = pd.factorize(np.concatenate([u for u, _, _ in pieces]), sort=True)
+    q = np.concatenate([piece_codes[offsets[i] + idx] for i, (_, idx, _) in enumerate(pieces)])
+    df = pd.concat([f for _, _, f in pieces], ignore_index=True)
     y = df["label"].to_numpy(dtype=np.float64)
     gain = m._gain(df, y)
     n = len(names)
@@ -1054,10 +1083,12 @@ def per_query_table(
     positives, and per model `<model>.roc_auc_per_query`, `.ndcg_at_k`, `.mrr`, `.recall_at_k` (the pandas
     path's per_query_values; the means of the defined values are metrics.json's overall per-query metrics).
     Memory: each of `partitions` reducers (default: QUERY_PARTITIONS, more past QUERY_ROWS_PER_PARTITION
-    rows each) holds ~1/partitions of the eval rows plus every row of the queries hashed to it, as an int32
-    query index and float64 label, relevance and scores (~30 B per row with two models, _split_by_query),
-    plus its queries' text once per block: the reducer with the head query is the largest (the demo's
-    holds 11.4% of all rows).
+    rows each) gets ~1/partitions of the eval rows plus every row of the queries hashed to it, as an int32
+    query index and float64 label, relevance and scores (_split_by_query), plus its queries' text once per
+    block; per_query_values then takes ~150 B per row (measured: 462 MB for 3M rows, one model). The
+    reducer with the head query is the largest (the demo's head query holds 11.4% of all rows).
+    Raises ValueError naming batch rows for a non-finite label, relevance or score, RayEngineError when the
+    cluster fails.
     """
     import ray
 
@@ -1092,18 +1123,8 @@ def evaluate(
         raise ValueError(f"eval batch: no score column(s) {missing}; has {eval_batch.columns[:12]}")
     eval_df = _collect(eval_batch, _eval_columns(eval_batch.columns, score_columns))
     train_df = train if isinstance(train, pd.DataFrame) else _collect(train, ["query", "item_id"])
-    scores = {}
-    for model, col in score_columns.items():
-        # A CSV keeps extra columns as text (the contract types only its own columns): parse them here.
-        values = pd.to_numeric(eval_df[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-            shown = eval_df[col].iloc[bad[:5]].tolist()
-            raise ValueError(
-                f"eval batch: column {col!r} must be a finite number in every row; {bad.size} rows are not, "
-                f"e.g. batch rows {eval_df['row_id'].iloc[bad[:5]].tolist()} with values {shown}"
-            )
-        scores[model] = values
+    # A CSV keeps extra columns as text (the contract types only its own columns): parse them here.
+    scores = {model: _finite_column(eval_df, col) for model, col in score_columns.items()}
     return evaluate_frame(eval_df.drop(columns=["row_id"], errors="ignore"), train_df, scores, config)
 
 

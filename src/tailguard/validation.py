@@ -420,6 +420,16 @@ def _validation_context() -> _GXContext:
         return _CONTEXT
 
 
+def warm_up() -> None:
+    """Import GX and make this process's validation context ahead of use (the first import takes ~5 s): the
+    Ray engine calls it in a thread while the cluster works. Raises whatever the import or context raises."""
+    from great_expectations.core.expectation_validation_result import (  # noqa: F401 - the import is the point
+        ExpectationSuiteValidationResult,
+    )
+
+    _validation_context()
+
+
 def _select_expectations(
     suite_json: dict, frame: pd.DataFrame, available: set[str]
 ) -> tuple[dict, list[str]]:

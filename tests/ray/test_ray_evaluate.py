@@ -127,11 +127,29 @@ def test_per_query_table_is_the_same_for_any_partitioning(ray_cluster, eval_data
         pd.testing.assert_frame_equal(tables[0], other, check_exact=True)
     frame = load_batch(eval_data["eval"]).iloc[:BLOCK_ROWS]
     pieces = ray_engine._split_by_query(frame, ["label", *columns.values()], 3)
-    assert sum(len(rows) for _, rows in pieces) == len(frame)
-    for queries, rows in pieces:
-        assert set(rows.dtypes.astype(str)) <= {"float64", "int32"}
-        assert len(queries) == len(set(queries)) and rows["_q"].max() < len(queries)
-    assert sorted(q for queries, _ in pieces for q in queries) == sorted(frame["query"].unique())
+    assert sum(len(rows) for _, _, rows in pieces) == len(frame)
+    for queries, index, rows in pieces:
+        assert set(rows.dtypes.astype(str)) == {"float64"} and index.dtype == np.int32
+        assert len(queries) == len(set(queries)) and index.max() < len(queries)
+    assert sorted(q for queries, _, _ in pieces for q in queries) == sorted(frame["query"].unique())
+
+
+def test_per_query_pieces_name_bad_scores_and_keep_odd_queries_apart():
+    """A score that is empty text or a word is refused naming the column, batch rows and values (not a
+    silent NaN); a missing query is "None" as metrics.evaluate names it, apart from the text "nan"; a query
+    with a lone surrogate (UTF-8 cannot encode it) still gets a partition, the same in every block."""
+    frame = pd.DataFrame({
+        "query": ["a", None, "nan", "b\ud800", "a"], "label": [1, 0, 1, 0, 0],
+        "score": ["0.5", "0.1", "0.2", "0.3", "0.4"], "row_id": np.arange(40, 45),
+    })  # fmt: skip
+    pieces = ray_engine._split_by_query(frame, ["label", "score"], 4)
+    names = sorted(q for queries, _, _ in pieces for q in queries)
+    assert names == sorted(["a", "None", "nan", "b\ud800"])
+    again = ray_engine._split_by_query(frame.iloc[::-1].reset_index(drop=True), ["label", "score"], 4)
+    assert [sorted(p[0]) for p in pieces] == [sorted(p[0]) for p in again]
+    for bad in ("", "high"):
+        with pytest.raises(ValueError, match=r"column 'score' .* batch rows \[42\] with values \['" + bad):
+            ray_engine._split_by_query(frame.assign(score=["0.5", "0.1", bad, "0.3", "0.4"]), ["score"], 4)
 
 
 def test_text_scores_are_parsed_and_bad_ones_named(ray_cluster, eval_data, tmp_path):
