@@ -141,13 +141,23 @@ def _translate(exc: Exception) -> Exception:
 
 
 def _get(refs: Any) -> Any:
-    """ray.get that turns a lost node, object or failed task into one clear error (see _translate)."""
+    """ray.get that turns a lost node, object or failed task into one clear error (see _translate).
+
+    When one of a list of refs fails, the others are cancelled and their errors collected here: tasks that
+    depended on the failed one fail too, and Ray prints a traceback for every error nobody collects (7 of
+    them for one bad value in an 8-reducer per-query stage).
+    """
     import ray
     from ray.exceptions import RayError
 
     try:
         return ray.get(refs)
     except RayError as exc:
+        for ref in refs if isinstance(refs, list) else []:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)
+            with contextlib.suppress(Exception):
+                ray.get(ref)
         raise _translate(exc) from None
 
 
@@ -965,7 +975,8 @@ def _eval_columns(columns: list[str], score_columns: dict[str, str]) -> list[str
 
 
 def _project(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    return frame[columns]
+    # reindex: a column only some files have is NaN in the others' blocks, as pandas.concat makes it.
+    return frame.reindex(columns=columns)
 
 
 def _collect(batch: RayBatch, columns: list[str]) -> pd.DataFrame:
@@ -985,13 +996,14 @@ def _finite_column(frame: pd.DataFrame, col: str, where: str = "") -> np.ndarray
 
     where: what the count covers, e.g. " of a block" in a task that sees one block.
     """
-    values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    column = frame[col] if col in frame.columns else pd.Series(np.nan, index=frame.index)  # not in this file
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
         raise ValueError(
             f"eval batch: column {col!r} must be a finite number in every row; {bad.size} rows{where} are "
             f"not, e.g. batch rows {frame['row_id'].iloc[bad[:5]].tolist()} with values "
-            f"{frame[col].iloc[bad[:5]].tolist()}"
+            f"{column.iloc[bad[:5]].tolist()}"
         )
     return values
 

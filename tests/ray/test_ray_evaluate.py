@@ -152,6 +152,20 @@ def test_per_query_pieces_name_bad_scores_and_keep_odd_queries_apart():
             ray_engine._split_by_query(frame.assign(score=["0.5", "0.1", bad, "0.3", "0.4"]), ["score"], 4)
 
 
+def test_a_score_column_only_some_files_have_is_named_not_a_cluster_failure(ray_cluster, eval_data, tmp_path):
+    """pandas.concat leaves NaN where a file lacks a column; both Ray paths name the column and batch rows
+    (before: a KeyError inside a task, reported as "the Ray cluster failed a task ... rerun the stage")."""
+    frames = [pd.read_parquet(p) for p in sorted(eval_data["eval"].glob("*.parquet"))]
+    frames[1].drop(columns=["score_production"]).to_parquet(tmp_path / "part-2.parquet", index=False)
+    frames[0].to_parquet(tmp_path / "part-1.parquet", index=False)
+    batch = ray_engine.load(tmp_path, block_rows=BLOCK_ROWS)
+    columns = {"candidate": "score", "production": "score_production"}
+    with pytest.raises(ValueError, match=r"column 'score_production' .* batch rows \[1700, 1701"):
+        ray_engine.evaluate(batch, load_batch(eval_data["train"]), columns, EvalConfig(n_bootstrap=0))
+    with pytest.raises(ValueError, match=r"column 'score_production' must be a finite number"):
+        ray_engine.per_query_table(batch, columns, k=10)
+
+
 def test_text_scores_are_parsed_and_bad_ones_named(ray_cluster, eval_data, tmp_path):
     """A CSV keeps extra columns as text: numbers parse to the same metrics; a non-number is refused
     naming the column, the batch rows and the values."""

@@ -154,3 +154,25 @@ def test_error_to_dict_is_json_and_shaped_like_a_failure() -> None:
     record = json.loads(json.dumps(err.to_dict()))
     assert {"file", "column", "rule", "observed", "examples", "severity"} <= set(record)
     assert record["severity"] == "error" and record["error"] == "UnreadableInput"
+
+
+@pytest.mark.parametrize("column", ["query", "item_id", "item_title", "label"])
+def test_a_nul_character_in_a_contract_column_is_refused(tmp_path: Path, column: str) -> None:
+    """pandas' string hash tables stop at NUL, so 'q1\\x00a' and 'q1\\x00b' would be counted as one value
+    in every distinct count and metric: a Parquet file (CSV refuses NUL bytes already) holding one is
+    refused naming the file, the column, the rule and the row."""
+    df = frame(20).astype({"label": str})
+    df.loc[13, column] = str(df.loc[13, column]) + "\x00hidden"
+    path = tmp_path / "batch.parquet"
+    df.to_parquet(path, index=False)
+    with pytest.raises(BadValues) as info:
+        load_batch(path)
+    err = info.value
+    assert (err.column, err.rule) == (column, "no_nul")
+    assert "batch.parquet" in str(err) and "'row': 13" in str(err)
+    assert len(pd.factorize(np.array(["q1\x00a", "q1\x00b"], dtype=object))[1]) == 1  # why: merged
+
+
+def test_text_without_nul_is_unchanged_by_the_nul_check() -> None:
+    df = frame(5).assign(query=["", "NA", "红色\u200b沙发", "a\x01b", "x" * 70_000])
+    assert coerce_frame(df, "x.parquet")["query"].tolist() == df["query"].tolist()
