@@ -821,7 +821,7 @@ def rebalance(batch: RayBatch, config: Any) -> tuple[RayBatch, dict]:
 
 QUERY_PARTITIONS = 8  # per-query aggregation: at least 8 reducers ...
 # ... and ~2.5M eval rows each at most: rows travel compact (~30 B each), but per_query_values' sorts and tie
-# arrays take ~150-250 B per row while a reducer works (1.8 GB private at 30M rows, mostly the head query).
+# arrays take ~150 B per row while a reducer works (1.7 GB private at 30M rows, mostly the head query).
 QUERY_ROWS_PER_PARTITION = 2_500_000
 
 
@@ -1019,9 +1019,8 @@ def _query_partition(queries: np.ndarray, parts: int) -> np.ndarray:
     return hashed % np.uint64(parts)
 
 
-QueryPiece = tuple[
-    np.ndarray, np.ndarray, pd.DataFrame
-]  # (distinct queries, int32 index into them, numerics)
+# One reducer's share of one block: (distinct queries, an int32 index into them per row, float64 numerics).
+QueryPiece = tuple[np.ndarray, np.ndarray, pd.DataFrame]
 
 
 def _split_by_query(
