@@ -143,9 +143,11 @@ def _translate(exc: Exception) -> Exception:
 def _get(refs: Any) -> Any:
     """ray.get that turns a lost node, object or failed task into one clear error (see _translate).
 
-    When one of a list of refs fails, the others are cancelled and their errors collected here: tasks that
+    When one of a list of refs fails, the others are waited for and their errors collected here: tasks that
     depended on the failed one fail too, and Ray prints a traceback for every error nobody collects (7 of
-    them for one bad value in an 8-reducer per-query stage).
+    them for one bad value in an 8-reducer per-query stage). They are not cancelled: `ray.cancel` on a
+    task whose dependency failed crashed the driver in Ray 2.60 (CHECK failure in
+    TaskManager::CompletePendingTask, seen once in a fresh-clone `make test`).
     """
     import ray
     from ray.exceptions import RayError
@@ -154,8 +156,6 @@ def _get(refs: Any) -> Any:
         return ray.get(refs)
     except RayError as exc:
         for ref in refs if isinstance(refs, list) else []:
-            with contextlib.suppress(Exception):
-                ray.cancel(ref)
             with contextlib.suppress(Exception):
                 ray.get(ref)
         raise _translate(exc) from None
