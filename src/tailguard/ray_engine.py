@@ -996,9 +996,10 @@ def _finite_column(frame: pd.DataFrame, col: str, where: str = "") -> np.ndarray
 
     where: what the count covers, e.g. " of a block" in a task that sees one block.
     """
-    column = frame[col] if col in frame.columns else pd.Series(np.nan, index=frame.index)  # not in this file
-    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = np.flatnonzero(~np.isfinite(values))
+    if col not in frame.columns:  # a column only other files have: NaN here, as pandas.concat makes it
+        frame = frame.assign(**{col: np.nan})
+    column = frame[col]
+    values, bad = contract.finite_column(frame, col)
     if bad.size:
         raise ValueError(
             f"eval batch: column {col!r} must be a finite number in every row; {bad.size} rows{where} are "
