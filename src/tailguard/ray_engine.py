@@ -30,6 +30,7 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,10 +60,14 @@ class RayBatch:
     in attrs.
 
     blocks: object refs of the pandas blocks in batch order, with the canonical columns, `row_id`
-    (0..rows-1) and `augmented`. Plain refs rather than a Ray Dataset: a Dataset hands its blocks to tasks
-    through one copying task per block (`to_pandas_refs`) and reads every block once for its schema on
-    creation, which measured 27 of 106 s at 10M rows on one core; a Dataset is built only for scoring.
+    (0..rows-1) and `augmented`; text columns travel dictionary-encoded (_pack): read a block with
+    `unpack` or `frames()`, which give the contract's object columns back exactly. Plain refs rather than
+    a Ray Dataset: a Dataset hands its blocks to tasks through one copying task per block
+    (`to_pandas_refs`) and reads every block once for its schema on creation, which measured 27 of 106 s
+    at 10M rows on one core; a Dataset is built only for scoring.
     files: [{"file", "first_row", "rows"}] per input file (validation names the file of a bad row).
+    labels: refs of each block's `label` as float64, kept by the first stage that reads them (validate) so
+    rebalance does not read every block again for them (~4 s of 64 at 10M rows on one core).
     """
 
     blocks: list[Any]
@@ -71,21 +76,79 @@ class RayBatch:
     rows: int
     ts_unit: str | None = None
     block_rows: list[int] = field(default_factory=list)
+    labels: list[Any] | None = field(default=None, repr=False, compare=False)
 
     def block_refs(self) -> list[Any]:
         """Object refs of the pandas blocks, in batch order."""
         return list(self.blocks)
 
+    def label_refs(self) -> list[Any]:
+        """Refs of each block's `label` column as float64 (one array per block, in batch order); read once
+        per batch. KeyError inside a task when the batch has no `label` column: check `columns` first."""
+        if self.labels is None:
+            import ray
+
+            task = ray.remote(_labels_of)
+            self.labels = [task.remote(b) for b in self.block_refs()]
+        return list(self.labels)
+
+    def frames(self) -> Iterator[pd.DataFrame]:
+        """The blocks as plain frames (text as object columns), one on the driver at a time, in batch order.
+        Raises RayEngineError when the cluster fails."""
+        for ref in self.block_refs():
+            yield unpack(_get(ref))
+
     def to_pandas(self) -> pd.DataFrame:
         """The whole batch as one frame (tests and small batches); attrs as data.read_files sets them."""
-        import ray
-
-        frames = ray.get(self.block_refs())
+        frames = list(self.frames())
         df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=self.columns)
         df.attrs["files"] = self.files
         if self.ts_unit:
             df.attrs["ts_unit"] = self.ts_unit
         return df
+
+
+# --- block transport ----------------------------------------------------------------------------------------
+#
+# Every task that reads a block unpickles it from the object store, and every task that makes one pickles
+# it: for object columns that is one Python string per cell each way (0.19 s out + 0.20 s in per 500k-row
+# block of the bench's data). Blocks therefore hold the contract's text columns as pandas Categoricals:
+# int codes (zero-copy) plus the block's distinct values (32k queries, 61k items, 27k titles in 500k rows):
+# 0.03 s out + 0.02 s in, and 0.03 s to decode all of them. The encoding is pandas.factorize's, which
+# validate needs anyway; it is lossless for contract text (str, or None for a missing cell; the contract
+# refuses NUL and lone surrogates, the two inputs pandas' string hashing can merge).
+PACKED_COLUMNS = contract.TEXT_COLUMNS
+
+
+def _pack(frame: pd.DataFrame) -> pd.DataFrame:
+    """The block as stored: each object text column of PACKED_COLUMNS as a Categorical of its distinct
+    values in first-occurrence order (code -1: missing)."""
+    for col in PACKED_COLUMNS:
+        if col in frame.columns and frame[col].dtype == object:
+            codes, uniques = pd.factorize(frame[col].to_numpy(object), use_na_sentinel=True)
+            values = pd.Index(np.asarray(uniques, dtype=object), dtype=object)
+            frame[col] = pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(values))
+    return frame
+
+
+def _text(column: pd.Series) -> np.ndarray:
+    """One text column as the contract gives it (object: str, None where missing), packed or not."""
+    if not isinstance(column.dtype, pd.CategoricalDtype):
+        return column.to_numpy(object)
+    codes = column.cat.codes.to_numpy()
+    # Index -1 (missing) reads the appended None, as the contract represents a missing cell.
+    return np.append(np.asarray(column.cat.categories, dtype=object), None)[codes]
+
+
+def unpack(frame: pd.DataFrame) -> pd.DataFrame:
+    """A block as the contract's frame: packed text columns back to object columns (str, None missing);
+    every other column untouched. Idempotent."""
+    packed = [
+        c for c in PACKED_COLUMNS if c in frame.columns and isinstance(frame[c].dtype, pd.CategoricalDtype)
+    ]
+    if not packed:
+        return frame
+    return frame.assign(**{c: pd.Series(_text(frame[c]), index=frame.index, dtype=object) for c in packed})
 
 
 # --- cluster ------------------------------------------------------------------------------------------------
@@ -205,7 +268,7 @@ def _read_file(index: int, path: str, mapping: dict | None, chunk_rows: int, fir
             frame["augmented"] = False
             rows += len(frame)
             sizes.append(len(frame))
-            yield frame
+            yield _pack(frame)
     except ContractError as err:
         yield _refusal(err)
         return
@@ -340,6 +403,11 @@ def _block_facts(frame: pd.DataFrame, suite_json: dict, parameters: dict, seen: 
 
     facts: dict[str, Any] = {"rows": len(frame)}
     derived = v._derive(frame)
+    # A packed column factorizes by its codes (same order, -1 missing) and gives a CategoricalIndex: as text.
+    derived.uniques = {
+        col: pd.Index(np.asarray(u, dtype=object), dtype=object) if isinstance(u, pd.CategoricalIndex) else u
+        for col, u in derived.uniques.items()
+    }
     row_ids = frame["row_id"].to_numpy(np.int64)
     rows = v._rows_frame(frame, derived)
     rows.index = pd.Index(row_ids)  # GX reports unexpected rows by index: the batch row, not the block row
@@ -362,9 +430,14 @@ def _block_facts(frame: pd.DataFrame, suite_json: dict, parameters: dict, seen: 
         codes = derived.codes["category"]
         unseen_value = ~derived.uniques["category"].astype(str).isin(seen)
         facts["unseen_category_rows"] = int(((codes >= 0) & unseen_value[np.maximum(codes, 0)]).sum())
-    label = np.asarray(frame["label"].to_numpy(), dtype=np.float64) if "label" in frame else np.zeros(0)
+    label = _labels_of(frame) if "label" in frame else np.zeros(0)
     codes = [derived.codes[c].astype(np.int32) if c in derived.codes else None for c in TEXT_KEYS]
     return (facts, *[distinct.get(c) for c in FACT_COLUMNS], *codes, label)
+
+
+def _labels_of(frame: pd.DataFrame) -> np.ndarray:
+    """A block's label as float64 (the contract makes it int8 0/1; float64 keeps any other value visible)."""
+    return np.asarray(frame["label"].to_numpy(), dtype=np.float64)
 
 
 def _merge_distinct(*parts: pd.DataFrame) -> pd.DataFrame:
@@ -424,12 +497,14 @@ def _block_codes(holder: list[Any], n_items: int, parts: int, *local: Any) -> tu
         # validation._duplicate_mask's key: query code * (items + 1) + item code + 1 (empty values included).
         pair = codes["query"] * (n_items + 1) + (codes["item_id"] + 1)
         part = pair % parts
-        pair_parts = [np.unique(pair[part == p]) for p in range(parts)]
+        # pd.unique hashes; np.unique sorts: 0.02 vs 0.13 s per 500k-row block in 4 parts (numpy 2.4).
+        pair_parts = [pd.unique(pair[part == p]) for p in range(parts)]
     return (*[codes.get(c) for c in TEXT_KEYS], *pair_parts)
 
 
 def _count_distinct(*arrays: np.ndarray) -> int:
-    return int(len(np.unique(np.concatenate(arrays)))) if arrays else 0
+    # Hashing, not sorting: 0.30 vs 2.6 s for 3M int64 keys (numpy 2.4's np.unique, measured here).
+    return int(len(pd.unique(np.concatenate(arrays)))) if arrays else 0
 
 
 def _merge_rows_suite(blocks: list[dict], rows: int) -> dict:
@@ -605,6 +680,8 @@ def validate(
     # The driver judges the row and distinct-value suites while the cluster computes codes and pair keys.
     warm.join()  # two threads importing GX's circular modules at once can deadlock
     _judge_suites(result, batch, facts, distinct, rows_suite, skipped, parameters, directory)
+    if "label" in batch.columns:
+        batch.labels = [f[-1] for f in facts_refs]  # rebalance reuses them (RayBatch.label_refs)
     sha, dups = _fingerprint(batch, distinct, code_refs, [f[-1] for f in facts_refs], parts)
     result.stats = _batch_stats(batch, facts, distinct, sha, dups)
     _judge_batch(result, batch, facts, previous, parameters, directory)
@@ -711,10 +788,6 @@ def _run_and_collect(
 # --- rebalance ----------------------------------------------------------------------------------------------
 
 
-def _labels_of(frame: pd.DataFrame) -> np.ndarray:
-    return frame["label"].to_numpy()
-
-
 def _repeats(labels: np.ndarray, config: Any, notes: list[str]) -> np.ndarray:
     """How many times each row counts after random_under / random_over: balance.py's samplers on the same
     seeded generator, in the same order, so the rows are the pandas path's (balance._resample_rows)."""
@@ -767,11 +840,11 @@ def rebalance(batch: RayBatch, config: Any) -> tuple[RayBatch, dict]:
             f"{sorted(RAY_ONLY_STRATEGIES)}); use --engine pandas"
         )
     blocks = batch.block_refs()
-    parts = _get([ray.remote(_labels_of).remote(b) for b in blocks])
+    parts = _get(batch.label_refs())
     labels = np.concatenate(parts) if parts else np.zeros(0, np.int8)
     bad = ~np.isin(labels, (0, 1))
     if bad.any():
-        shown = pd.unique(labels[bad])[:5].tolist()
+        shown = [int(v) if v.is_integer() else v for v in pd.unique(labels[bad])[:5].tolist()]
         raise BalanceConfigError(f"training frame: column 'label' must be 0/1; offending values {shown}")
     labels = labels.astype(np.int8, copy=False)
     needs = [s for s in ("random_under", "random_over") if s in config.strategies]
@@ -865,7 +938,8 @@ class _ScoreActor:
             self.scorers[col] = Scorer(folder, batch_size=batch_size, threads=threads)
 
     def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
-        return frame.assign(**{col: scorer(frame).astype(np.float64) for col, scorer in self.scorers.items()})
+        text = unpack(frame)  # the scorer reads text; the block stays packed
+        return frame.assign(**{col: scorer(text).astype(np.float64) for col, scorer in self.scorers.items()})
 
 
 def _actor_slots() -> tuple[int, int]:
@@ -976,7 +1050,7 @@ def _eval_columns(columns: list[str], score_columns: dict[str, str]) -> list[str
 
 def _project(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     # reindex: a column only some files have is NaN in the others' blocks, as pandas.concat makes it.
-    return frame.reindex(columns=columns)
+    return unpack(frame.reindex(columns=columns))
 
 
 def _collect(batch: RayBatch, columns: list[str]) -> pd.DataFrame:
@@ -1036,7 +1110,7 @@ def _split_by_query(
     One part: the piece itself, since a task with one return stores its value, not a 1-tuple.
     Raises ValueError naming batch rows for a non-finite label, relevance or score.
     """
-    codes, uniques = pd.factorize(frame["query"].astype(str).to_numpy(object))
+    codes, uniques = pd.factorize(pd.Series(_text(frame["query"]), dtype=object).astype(str).to_numpy(object))
     uniques = np.asarray(uniques, dtype=object)
     rows = pd.DataFrame({c: _finite_column(frame, c, " of a block") for c in numeric})
     if parts == 1:

@@ -188,8 +188,8 @@ def score_on_ray(model_dir: Path, data: str, out: Path, batch_size: int, excel_s
         out.unlink(missing_ok=True)
         schema = None
         with ScoredOutput(out, excel_safe) as sink:
-            for ref in scored.block_refs():  # one block on the driver at a time, in batch order
-                frame = ray_engine._get(ref).drop(columns=["row_id", "augmented"])
+            for block in scored.frames():  # one block on the driver at a time, in batch order
+                frame = block.drop(columns=["row_id", "augmented"])
                 frame["score"] = frame["score"].astype("float32")
                 if schema is None and out.suffix in PARQUET_SUFFIXES:  # fixed once, from the contract
                     schema = output_schema(list(frame.columns), source_types(files[0]))
