@@ -125,7 +125,11 @@ def _pack(frame: pd.DataFrame) -> pd.DataFrame:
     values in first-occurrence order (code -1: missing)."""
     for col in PACKED_COLUMNS:
         if col in frame.columns and frame[col].dtype == object:
-            codes, uniques = pd.factorize(frame[col].to_numpy(object), use_na_sentinel=True)
+            values = frame[col].to_numpy(object)
+            missing = values[pd.isna(values)]
+            if any(v is not None for v in missing):  # NaN/NA for a missing cell: kept as written, unpacked
+                continue
+            codes, uniques = pd.factorize(values, use_na_sentinel=True)
             values = pd.Index(np.asarray(uniques, dtype=object), dtype=object)
             frame[col] = pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(values))
     return frame
@@ -1098,6 +1102,19 @@ def _query_partition(queries: np.ndarray, parts: int) -> np.ndarray:
 QueryPiece = tuple[np.ndarray, np.ndarray, pd.DataFrame]
 
 
+def _query_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(per row a code, the distinct queries: object array) in first-occurrence order, queries named as
+    metrics.evaluate names them (`astype(str)`: a missing query is "None", merged with a typed "None")."""
+    if not isinstance(column.dtype, pd.CategoricalDtype):
+        codes, uniques = pd.factorize(column.astype(str).to_numpy(object))
+        return codes, np.asarray(uniques, dtype=object)
+    # A packed column: factorize its int codes, then name only the distinct values (-1, missing, is None).
+    codes, present = pd.factorize(column.cat.codes.to_numpy())
+    named = pd.Series(np.append(np.asarray(column.cat.categories, dtype=object), None)[present], dtype=object)
+    merged, uniques = pd.factorize(named.astype(str).to_numpy(object))
+    return merged[codes], np.asarray(uniques, dtype=object)
+
+
 def _split_by_query(
     frame: pd.DataFrame, numeric: list[str], parts: int
 ) -> tuple[QueryPiece, ...] | QueryPiece:
@@ -1110,8 +1127,7 @@ def _split_by_query(
     One part: the piece itself, since a task with one return stores its value, not a 1-tuple.
     Raises ValueError naming batch rows for a non-finite label, relevance or score.
     """
-    codes, uniques = pd.factorize(pd.Series(_text(frame["query"]), dtype=object).astype(str).to_numpy(object))
-    uniques = np.asarray(uniques, dtype=object)
+    codes, uniques = _query_codes(frame["query"])
     rows = pd.DataFrame({c: _finite_column(frame, c, " of a block") for c in numeric})
     if parts == 1:
         return uniques, codes.astype(np.int32), rows

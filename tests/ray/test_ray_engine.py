@@ -71,6 +71,73 @@ def test_load_gives_the_pandas_frame(ray_cluster, hostile_batch):
     assert got.attrs["files"] == df.attrs["files"]
     # Strings stay strings: 'NA' and leading zeros as written.
     assert got.loc[8, "query"] == "NA" and got.loc[7, "item_id"] == "0000741"
+    # Missing stays None (assert_frame_equal does not tell None from NaN).
+    assert got.loc[5, "query"] is None and df.loc[5, "query"] is None
+    # Blocks travel with text dictionary-encoded; frames() gives them back as the contract's objects.
+    import ray  # after conftest's cluster settings (importing ray reads them)
+
+    assert isinstance(ray.get(rb.block_refs()[0])["query"].dtype, pd.CategoricalDtype)
+
+
+HOSTILE_TEXT = [
+    "None",
+    "",
+    "\u200b",
+    "</script><script>alert(1)</script>",
+    '=HYPERLINK("http://x")',
+    "\u202egnp.exe",
+    "NA",
+    "0000741",
+    "nan",
+    "\U0001f600 emoji",
+    "x" * 5000,
+    "a\tb\nc",
+    "ＦＵＬＬ",
+    "e\u0301",
+    "\u00e9",
+]
+
+
+def test_blocks_travel_packed_and_unpack_exactly():
+    """Text columns are stored as Categoricals and come back as the same objects: str, and None where the
+    contract left None; a column whose missing cells are NaN is left as written."""
+    import pickle
+
+    import numpy as np
+
+    values = [*HOSTILE_TEXT, None, *HOSTILE_TEXT[::-1], None]
+    frame = pd.DataFrame({
+        "query": pd.Series(values, dtype=object),
+        "item_id": pd.Series([str(i % 7) for i in range(len(values))], dtype=object),
+        "item_title": pd.Series([np.nan if i == 3 else "t" for i in range(len(values))], dtype=object),
+        "category": pd.Series([None] * len(values), dtype=object),
+        "label": np.int8(1),
+    })  # fmt: skip
+    expected = frame.copy()
+    packed = pickle.loads(pickle.dumps(ray_engine._pack(frame.copy()), protocol=5))
+    assert isinstance(packed["query"].dtype, pd.CategoricalDtype)
+    assert isinstance(packed["item_id"].dtype, pd.CategoricalDtype)
+    assert packed["item_title"].dtype == object  # NaN as the missing value: not packed, not turned into None
+    back = ray_engine.unpack(packed)
+    for col in ("query", "item_id", "item_title", "category"):
+        assert back[col].dtype == object
+        assert [type(v) for v in back[col]] == [type(v) for v in expected[col]], col
+        pairs = zip(back[col], expected[col], strict=True)
+        assert all((a is None and b is None) or a == b or (a != a and b != b) for a, b in pairs), col
+    assert ray_engine.unpack(back) is back  # idempotent on a plain frame
+
+
+def test_query_names_are_the_same_packed_or_not():
+    """A missing query and a typed "None" are one query, as metrics.evaluate's astype(str) makes them."""
+    import numpy as np
+
+    column = pd.Series(["b", None, "None", *HOSTILE_TEXT, "b", None], dtype=object)
+    packed = ray_engine._pack(pd.DataFrame({"query": column.copy()}))["query"]
+    codes, names = ray_engine._query_codes(packed)
+    plain_codes, plain_names = ray_engine._query_codes(column)
+    np.testing.assert_array_equal(codes, plain_codes)
+    assert list(names) == list(plain_names)
+    assert names[codes[1]] == "None" and codes[1] == codes[2]
 
 
 def test_mixed_parquet_and_csv_files_keep_batch_row_ids(ray_cluster, tmp_path, batches):
