@@ -1042,12 +1042,17 @@ def _refuse_nul(series: pd.Series, source: str, col: str) -> None:
     values, would never see the NUL. No query, id, title or number has one, so the file is refused. Cost:
     one join per 64k cells, ~0.2 s per 1M rows of the demo's four text columns.
     """
-    if series.dtype != object and not pd.api.types.is_string_dtype(series.dtype):
+    categorical = isinstance(series.dtype, pd.CategoricalDtype)  # a dictionary-encoded Parquet column
+    if not categorical and series.dtype != object and not pd.api.types.is_string_dtype(series.dtype):
         return
-    values = series.to_numpy(object)
+    # A categorical's distinct values are its categories: check those, then find the rows using them.
+    values = np.asarray(series.cat.categories, dtype=object) if categorical else series.to_numpy(object)
     if not any(_has_nul(values[i : i + 65_536]) for i in range(0, len(values), 65_536)):
         return
     bad = np.fromiter((isinstance(v, str) and "\x00" in v for v in values), bool, len(values))
+    if categorical:
+        codes = series.cat.codes.to_numpy()
+        bad = np.append(bad, False)[codes]  # code -1 (missing) reads the appended False
     raise BadValues(
         source,
         col,
@@ -1064,14 +1069,26 @@ def _factorized(series: pd.Series) -> tuple[np.ndarray, pd.Index]:
     return codes, pd.Index(uniques)
 
 
+def _none_for_missing(series: pd.Series) -> pd.Series:
+    """An object column with None for every missing cell, as a CSV's empty cell and a plain Parquet null
+    read: a dictionary column's NaN or a string column's pd.NA would otherwise be named "nan" / "<NA>"
+    where the same cell in another file is "None" (metrics name a missing query by astype(str))."""
+    missing = series.isna().to_numpy()
+    if not missing.any() or all(v is None for v in series.to_numpy(object)[missing]):
+        return series
+    values = series.to_numpy(object, copy=True)
+    values[missing] = None
+    return pd.Series(values, index=series.index, name=series.name, dtype=object)
+
+
 def _coerce_text(series: pd.Series, source: str, col: str) -> pd.Series:
     if isinstance(series.dtype, pd.CategoricalDtype):
         series = series.astype(object)
     if pd.api.types.is_string_dtype(series.dtype) and series.dtype != object:
-        return series.astype(object)
+        return _none_for_missing(series.astype(object))
     kind = pd.api.types.infer_dtype(series, skipna=True)
     if kind in ("string", "empty"):
-        return series
+        return _none_for_missing(series)
     if kind in ("bytes", "mixed") or series.dtype == object:
         bad = series.map(lambda v: isinstance(v, bytes | list | dict | tuple | set | np.ndarray)).to_numpy(
             bool

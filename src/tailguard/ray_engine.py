@@ -252,7 +252,15 @@ def _rebuild(refusal: dict) -> ContractError:
     return kind(f["file"], f["column"], f["rule"], f["observed"], f["examples"], f["hint"])
 
 
-def _read_file(index: int, path: str, mapping: dict | None, chunk_rows: int, first_row: int | None):
+def _read_file(
+    index: int,
+    path: str,
+    mapping: dict | None,
+    chunk_rows: int,
+    first_row: int | None,
+    required: tuple[str, ...] = contract.REQUIRED_COLUMNS,
+    not_null: tuple[str, ...] = (),
+):
     """Generator task: each coerced chunk with `row_id` and `augmented`, then one summary dict last.
 
     first_row: the file's first batch row when the files before it were counted from Parquet metadata;
@@ -261,7 +269,7 @@ def _read_file(index: int, path: str, mapping: dict | None, chunk_rows: int, fir
     cfg = ColumnMapping(**mapping) if mapping else None
     rows, units, columns, sizes = 0, set(), None, []
     try:
-        for chunk in contract.iter_frames(path, cfg, chunk_rows):
+        for chunk in contract.iter_frames(path, cfg, chunk_rows, required=required, not_null=not_null):
             unit = chunk.attrs.get("ts_unit")
             if unit:
                 units.add(unit)
@@ -320,13 +328,16 @@ def load(
     uri: str | Path | list[Path],
     mapping: ColumnMapping | dict[str, str] | None = None,
     block_rows: int = DEFAULT_BLOCK_ROWS,
+    required: tuple[str, ...] = contract.REQUIRED_COLUMNS,
+    not_null: tuple[str, ...] = (),
 ) -> RayBatch:
     """Read a batch (file, folder or s3:// URI) into a RayBatch under the data contract; never half-loaded.
 
     Every file is read by its own task, chunk by chunk; chunks are the blocks. Row ids are assigned while
     reading where the files before are Parquet (their footers give the counts), else by one shift task per
     block of a later file. Raises the same ContractError subclasses as data.load_batch (the first failing
-    file in batch order), RayEngineError when the cluster fails.
+    file in batch order), RayEngineError when the cluster fails. required / not_null: as contract.iter_frames
+    takes them (the scorer needs only query and item_title, both non-empty, as on pandas).
     """
     import ray
 
@@ -337,7 +348,10 @@ def load(
     cfg = mapping if isinstance(mapping, ColumnMapping) else ColumnMapping(columns=dict(mapping or {}))
     remote = ray.remote(num_returns="streaming")(_read_file)
     firsts = _first_rows(files)
-    streams = [remote.remote(i, f, cfg.model_dump(), block_rows, firsts[i]) for i, f in enumerate(files)]
+    streams = [
+        remote.remote(i, f, cfg.model_dump(), block_rows, firsts[i], required, not_null)
+        for i, f in enumerate(files)
+    ]
     per_file = [_get_stream(s) for s in streams]  # refs: chunks, then the summary (owned by this driver)
     summaries = _get([refs[-1] for refs in per_file])
     for summary in summaries:  # file order, like read_files: the first bad file is the one reported

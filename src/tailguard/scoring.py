@@ -73,6 +73,9 @@ def write_frame(frame: pd.DataFrame, out: Path, excel_safe: bool = False) -> Non
         written.to_csv(out, index=False, lineterminator=CSV_LINE_END)
 
 
+SCORED_TEXT = ("query", "item_title")  # what a scorer reads: required and non-empty on both engines
+
+
 def read_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     """Coerced chunks of at most chunk_rows rows from a CSV/Parquet file (the contract's one reader).
 
@@ -81,8 +84,7 @@ def read_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     """
     from tailguard.contract import iter_frames
 
-    needed = ("query", "item_title")
-    yield from iter_frames(path, None, chunk_rows, required=needed, not_null=needed)
+    yield from iter_frames(path, None, chunk_rows, required=SCORED_TEXT, not_null=SCORED_TEXT)
 
 
 def write_scored(frame: pd.DataFrame, out: Path, schema: Any, writer: Any, first: bool, excel_safe: bool):
@@ -183,7 +185,8 @@ def score_on_ray(model_dir: Path, data: str, out: Path, batch_size: int, excel_s
     try:
         ray_session()
         files = materialize(data)
-        scored = ray_engine.score(ray_engine.load(files), {"score": model_dir}, batch_size=batch_size)
+        batch = ray_engine.load(files, required=SCORED_TEXT, not_null=SCORED_TEXT)
+        scored = ray_engine.score(batch, {"score": model_dir}, batch_size=batch_size)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.unlink(missing_ok=True)
         schema = None

@@ -237,6 +237,21 @@ def test_score_on_actors_equals_the_pandas_scorer(ray_cluster, tmp_path):
     broken = CliRunner().invoke(app, ["predict", "--model", str(tmp_path / "nope"), "--data", str(gen),
                                       "--out", str(tmp_path / "x.csv"), "--engine", "ray"])  # fmt: skip
     assert broken.exit_code == 2 and "nope" in broken.output and not (tmp_path / "x.csv").exists()
+    # The scorer's own contract on both engines: no label needed; an empty query or title refused.
+    raw = pd.read_csv(gen, dtype=str, keep_default_na=False).drop(columns="label")
+    raw.to_csv(tmp_path / "unlabelled.csv", index=False)
+    raw.assign(query=["" if i == 700 else q for i, q in enumerate(raw["query"])]).to_csv(
+        tmp_path / "holes.csv", index=False
+    )
+    for eng in ("pandas", "ray"):
+        for name, code in (("unlabelled", 0), ("holes", 2)):
+            out = tmp_path / f"{name}-{eng}.csv"
+            args = ["predict", "--model", str(folders["score"]), "--data", str(tmp_path / f"{name}.csv")]
+            done = CliRunner().invoke(app, [*args, "--out", str(out), "--engine", eng])
+            assert done.exit_code == code, (eng, name, done.output)
+            assert out.exists() == (code == 0)
+            if code:
+                assert "not_null" in done.output and "query" in done.output and "'row': 700" in done.output
 
 
 def test_cli_metrics_engine_ray_writes_the_pandas_json(ray_cluster, eval_data, tmp_path):

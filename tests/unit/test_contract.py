@@ -174,6 +174,51 @@ def test_a_nul_character_in_a_contract_column_is_refused(tmp_path: Path, column:
     assert len(pd.factorize(np.array(["q1\x00a", "q1\x00b"], dtype=object))[1]) == 1  # why: merged
 
 
+@pytest.mark.parametrize("column", ["query", "item_title"])
+def test_a_nul_in_a_dictionary_encoded_parquet_column_is_refused(tmp_path: Path, column: str) -> None:
+    """A dictionary column reads as a pandas Categorical, whose distinct values are its categories: the NUL
+    check reads those, and names a row using one (found by a breaker: it used to skip categoricals)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    df = frame(20)
+    df[column] = [f"v\x00{i % 2}" if i >= 11 else f"v{i % 3}" for i in range(20)]
+    df.loc[4, column] = None
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    at = table.schema.get_field_index(column)
+    table = table.set_column(at, column, table.column(column).dictionary_encode())
+    path = tmp_path / "dict.parquet"
+    pq.write_table(table, path)
+    assert pa.types.is_dictionary(pq.read_schema(path).field(column).type)
+    with pytest.raises(BadValues) as info:
+        load_batch(path)
+    assert (info.value.column, info.value.rule) == (column, "no_nul")
+    assert "9 value(s)" in str(info.value) and "'row': 11" in str(info.value)
+
+
+def test_a_missing_text_cell_is_none_whatever_the_parquet_encoding(tmp_path: Path) -> None:
+    """Dictionary columns (pandas Categorical: NaN) and pandas string columns (pd.NA) read as None, as CSV
+    empty cells and plain Parquet nulls do: metrics name a missing query by astype(str), so "nan" or "<NA>"
+    in one file and "None" in another would split one query in two."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({
+        "query": pa.array(["a", None, "None"]).dictionary_encode(), "item_id": ["1", "2", "3"],
+        "item_title": pa.array(["x", None, "z"], pa.large_string()), "label": [1, 0, 1],
+        "category": pa.array([None, "c", "c"]).dictionary_encode(),
+    })  # fmt: skip
+    pq.write_table(table, tmp_path / "dict.parquet")
+    typed = frame(3).assign(query=pd.array(["a", None, "b"], dtype="string"))
+    typed.to_parquet(tmp_path / "typed.parquet", index=False)
+    for name, column in (("dict", "query"), ("dict", "item_title"), ("dict", "category"), ("typed", "query")):
+        df = load_batch(tmp_path / f"{name}.parquet")
+        missing = df[column].isna().to_numpy()
+        assert missing.any() and all(v is None for v in df[column][missing]), (name, column)
+        assert df[column].dtype == object
+    assert load_batch(tmp_path / "dict.parquet")["query"].tolist() == ["a", None, "None"]
+
+
 def test_text_without_nul_is_unchanged_by_the_nul_check() -> None:
     df = frame(5).assign(query=["", "NA", "红色\u200b沙发", "a\x01b", "x" * 70_000])
     assert coerce_frame(df, "x.parquet")["query"].tolist() == df["query"].tolist()
