@@ -1011,10 +1011,12 @@ def score(
         zero_copy_batch=False,
     )
     try:
-        refs = dataset.to_pandas_refs()
+        outputs = [ref for bundle in dataset.iter_internal_ref_bundles() for ref in bundle.block_refs]
+        pairs = [ray.remote(_scored_block).options(num_returns=2).remote(ref) for ref in outputs]
+        refs = [frame for frame, _ in pairs]
         # Actors finish blocks in any order (Ray Data keeps order only at a cost to streaming):
         # put them back in batch order by their first row id; a block's rows keep their order.
-        heads = _get([ray.remote(_first_row).remote(r) for r in refs])
+        heads = _get([head for _, head in pairs])
         order = sorted(range(len(refs)), key=lambda i: heads[i])
         refs, sizes = [refs[i] for i in order], [heads[i][1] for i in order]
     except ModelError:
@@ -1055,10 +1057,17 @@ def score_frame(
     return {name: out[col].to_numpy(np.float64)[order].astype(np.float32) for col, name in columns.items()}
 
 
-def _first_row(frame: pd.DataFrame) -> tuple[int, int]:
-    """(first row id, rows) of a block; an empty block sorts last."""
+def _scored_block(block: Any) -> tuple[pd.DataFrame, tuple[int, int]]:
+    """A block Ray Data's actors wrote (Arrow or pandas) as a pandas frame with the batch's numpy dtypes, and
+    its (first row id, rows); an empty block sorts last. Ray Data >= 2.56 converts to Arrow-backed dtypes
+    (double[pyarrow], int8[pyarrow], ...) unless its DataContext says otherwise, per process."""
+    from ray.data import DataContext
+    from ray.data.block import BlockAccessor
+
+    DataContext.get_current().enable_arrow_backed_pandas_conversion = False
+    frame = BlockAccessor.for_block(block).to_pandas()
     first = int(frame["row_id"].iloc[0]) if len(frame) else np.iinfo(np.int64).max
-    return first, len(frame)
+    return frame, (first, len(frame))
 
 
 def _eval_columns(columns: list[str], score_columns: dict[str, str]) -> list[str]:

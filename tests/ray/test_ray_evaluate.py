@@ -212,6 +212,9 @@ def test_score_on_actors_equals_the_pandas_scorer(ray_cluster, tmp_path):
     scored = ray_engine.score(batch, folders, batch_size=64)
     got = scored.to_pandas()
     assert scored.rows == 900 and got["row_id"].tolist() == list(range(900))
+    # Typed as the loaded batch (Ray Data would hand back double[pyarrow], int8[pyarrow], ...).
+    assert got.drop(columns=list(folders)).dtypes.astype(str).to_dict() == df.dtypes.astype(str).to_dict()
+    assert {str(got[name].dtype) for name in folders} == {"float64"}
     for name, folder in folders.items():
         expected = M.Scorer(folder, batch_size=64, threads=1)(df).astype(np.float64)
         np.testing.assert_allclose(got[name].to_numpy(), expected, atol=1e-6)
