@@ -1073,6 +1073,8 @@ def _none_for_missing(series: pd.Series) -> pd.Series:
     """An object column with None for every missing cell, as a CSV's empty cell and a plain Parquet null
     read: a dictionary column's NaN or a string column's pd.NA would otherwise be named "nan" / "<NA>"
     where the same cell in another file is "None" (metrics name a missing query by astype(str))."""
+    if pd.api.types.infer_dtype(series, skipna=False) == "string":  # no missing cell: 8 ms per 500k, isna 32
+        return series
     missing = series.isna().to_numpy()
     if not missing.any() or all(v is None for v in series.to_numpy(object)[missing]):
         return series

@@ -126,10 +126,9 @@ def _pack(frame: pd.DataFrame) -> pd.DataFrame:
     for col in PACKED_COLUMNS:
         if col in frame.columns and frame[col].dtype == object:
             values = frame[col].to_numpy(object)
-            missing = values[pd.isna(values)]
-            if any(v is not None for v in missing):  # NaN/NA for a missing cell: kept as written, unpacked
-                continue
             codes, uniques = pd.factorize(values, use_na_sentinel=True)
+            if any(values[i] is not None for i in np.flatnonzero(codes < 0)):
+                continue  # NaN/NA for a missing cell (not from the contract): kept as written, unpacked
             values = pd.Index(np.asarray(uniques, dtype=object), dtype=object)
             frame[col] = pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(values))
     return frame
