@@ -1051,8 +1051,10 @@ def _refuse_nul(series: pd.Series, source: str, col: str) -> None:
         return
     bad = np.fromiter((isinstance(v, str) and "\x00" in v for v in values), bool, len(values))
     if categorical:
-        codes = series.cat.codes.to_numpy()
-        bad = np.append(bad, False)[codes]  # code -1 (missing) reads the appended False
+        # A chunk sliced from a row group keeps the group's whole dictionary: judge the rows, not categories.
+        bad = np.append(bad, False)[series.cat.codes.to_numpy()]  # code -1 (missing) reads the appended False
+        if not bad.any():
+            return
     raise BadValues(
         source,
         col,

@@ -66,8 +66,9 @@ class RayBatch:
     (`to_pandas_refs`) and reads every block once for its schema on creation, which measured 27 of 106 s
     at 10M rows on one core; a Dataset is built only for scoring.
     files: [{"file", "first_row", "rows"}] per input file (validation names the file of a bad row).
-    labels: refs of each block's `label` as float64, kept by the first stage that reads them (validate) so
-    rebalance does not read every block again for them (~4 s of 64 at 10M rows on one core).
+    labels: refs of each block's `label` (int8), kept by the first stage that reads them (validate) so
+    rebalance does not read every block again for them (with packed blocks, rebalance at 10M rows on one
+    core went from 4.1 to 2.0 s).
     """
 
     blocks: list[Any]
@@ -83,7 +84,7 @@ class RayBatch:
         return list(self.blocks)
 
     def label_refs(self) -> list[Any]:
-        """Refs of each block's `label` column as float64 (one array per block, in batch order); read once
+        """Refs of each block's `label` column (one array per block, in batch order); read once
         per batch. KeyError inside a task when the batch has no `label` column: check `columns` first."""
         if self.labels is None:
             import ray
@@ -100,7 +101,7 @@ class RayBatch:
 
     def to_pandas(self) -> pd.DataFrame:
         """The whole batch as one frame (tests and small batches); attrs as data.read_files sets them."""
-        frames = list(self.frames())
+        frames = [unpack(f) for f in _get(self.block_refs())]
         df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=self.columns)
         df.attrs["files"] = self.files
         if self.ts_unit:
@@ -111,12 +112,13 @@ class RayBatch:
 # --- block transport ----------------------------------------------------------------------------------------
 #
 # Every task that reads a block unpickles it from the object store, and every task that makes one pickles
-# it: for object columns that is one Python string per cell each way (0.19 s out + 0.20 s in per 500k-row
-# block of the bench's data). Blocks therefore hold the contract's text columns as pandas Categoricals:
-# int codes (zero-copy) plus the block's distinct values (32k queries, 61k items, 27k titles in 500k rows):
-# 0.03 s out + 0.02 s in, and 0.03 s to decode all of them. The encoding is pandas.factorize's, which
-# validate needs anyway; it is lossless for contract text (str, or None for a missing cell; the contract
-# refuses NUL and lone surrogates, the two inputs pandas' string hashing can merge).
+# it: for object columns that is one Python string per cell each way. Blocks therefore hold the contract's
+# text columns as pandas Categoricals: int codes (zero-copy) plus the block's distinct values. Measured in
+# process on the first 500k rows of bench/scale.py's 10M data (32k distinct queries, 61k items, 27k titles):
+# pickling 0.19 s out + 0.20 s in as object columns, 0.03 + 0.02 s packed, 0.03 s to unpack all four.
+# The encoding is pandas.factorize's, which validate needs anyway. It is lossless for what _read_file
+# packs: contract text read from files (str, None for a missing cell), where the contract refuses NUL and
+# UTF-8 decoding refuses lone surrogates, the two inputs pandas' string hashing can merge.
 PACKED_COLUMNS = contract.TEXT_COLUMNS
 
 
@@ -453,8 +455,8 @@ def _block_facts(frame: pd.DataFrame, suite_json: dict, parameters: dict, seen: 
 
 
 def _labels_of(frame: pd.DataFrame) -> np.ndarray:
-    """A block's label as float64 (the contract makes it int8 0/1; float64 keeps any other value visible)."""
-    return np.asarray(frame["label"].to_numpy(), dtype=np.float64)
+    """A block's label as stored: int8 0/1 from the contract (1 B per row in the object store)."""
+    return frame["label"].to_numpy()
 
 
 def _merge_distinct(*parts: pd.DataFrame) -> pd.DataFrame:
@@ -603,8 +605,8 @@ def _fingerprint(
             digest.update(_get(refs[position]).astype(np.int64, copy=False).tobytes())
         digest.update("\x1f".join(map(str, distinct.uniques(col))).encode("utf-8", "surrogatepass"))
     if "label" in batch.columns:
-        for ref in label_refs:
-            digest.update(_get(ref).tobytes())
+        for ref in label_refs:  # float64, as validation._content_sha256 hashes the label
+            digest.update(np.asarray(_get(ref), dtype=np.float64).tobytes())
     duplicates = 0
     if "query" in distinct.frames and "item_id" in distinct.frames:
         count = ray.remote(_count_distinct)
@@ -861,7 +863,7 @@ def rebalance(batch: RayBatch, config: Any) -> tuple[RayBatch, dict]:
     labels = np.concatenate(parts) if parts else np.zeros(0, np.int8)
     bad = ~np.isin(labels, (0, 1))
     if bad.any():
-        shown = [int(v) if v.is_integer() else v for v in pd.unique(labels[bad])[:5].tolist()]
+        shown = pd.unique(labels[bad])[:5].tolist()
         raise BalanceConfigError(f"training frame: column 'label' must be 0/1; offending values {shown}")
     labels = labels.astype(np.int8, copy=False)
     needs = [s for s in ("random_under", "random_over") if s in config.strategies]
@@ -1059,12 +1061,15 @@ def score_frame(
 def _scored_block(block: Any) -> tuple[pd.DataFrame, tuple[int, int]]:
     """A block Ray Data's actors wrote (Arrow or pandas) as a pandas frame with the batch's numpy dtypes, and
     its (first row id, rows); an empty block sorts last. Ray Data >= 2.56 converts to Arrow-backed dtypes
-    (double[pyarrow], int8[pyarrow], ...) unless its DataContext says otherwise, per process."""
+    (double[pyarrow], int8[pyarrow], ...) unless its DataContext says otherwise. A column empty in every row
+    of a block comes back as object None (Ray Data stores it as Arrow's null type)."""
     from ray.data import DataContext
     from ray.data.block import BlockAccessor
 
-    DataContext.get_current().enable_arrow_backed_pandas_conversion = False
-    frame = BlockAccessor.for_block(block).to_pandas()
+    numpy_dtypes = DataContext.get_current().copy()
+    numpy_dtypes.enable_arrow_backed_pandas_conversion = False
+    with DataContext.current(numpy_dtypes):  # this conversion only; the process's context is untouched
+        frame = BlockAccessor.for_block(block).to_pandas()
     first = int(frame["row_id"].iloc[0]) if len(frame) else np.iinfo(np.int64).max
     return frame, (first, len(frame))
 

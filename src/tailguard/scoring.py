@@ -73,14 +73,15 @@ def write_frame(frame: pd.DataFrame, out: Path, excel_safe: bool = False) -> Non
         written.to_csv(out, index=False, lineterminator=CSV_LINE_END)
 
 
-SCORED_TEXT = ("query", "item_title")  # what a scorer reads: required and non-empty on both engines
+RAY_SCORE = "_tailguard_score"  # the score column while a batch is on the cluster
+SCORED_TEXT = ("query", "item_title")  # what a scorer reads: required and never missing, on both engines
 
 
 def read_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     """Coerced chunks of at most chunk_rows rows from a CSV/Parquet file (the contract's one reader).
 
-    Query, item_id and title text stay the exact strings in the file; an empty query or title is a
-    ContractError (the model would score the text 'None').
+    Query, item_id and title text stay the exact strings in the file; a missing query or title (an empty
+    CSV cell, a Parquet null) is a ContractError (the model would score the text 'None').
     """
     from tailguard.contract import iter_frames
 
@@ -144,7 +145,6 @@ def score_files(scorer: Any, files: list[Path], out: Path, chunk_rows: int, exce
     A hybrid model scores whole files (chunks splitting a query would make its scores depend on the chunk
     size). Raises ScoringError for a model error or a split hybrid query, ContractError for bad input.
     """
-    from tailguard.contract import ContractError, output_schema, source_types
     from tailguard.model import ModelError
 
     chunk_rows = sys.maxsize if getattr(scorer, "hybrid", None) is not None else chunk_rows
@@ -159,25 +159,52 @@ def score_files(scorer: Any, files: list[Path], out: Path, chunk_rows: int, exce
                 except ModelError as err:
                     raise ScoringError(f"{path}: {err}") from None
                 if out.suffix in PARQUET_SUFFIXES:
-                    schema = schema or output_schema(list(chunk.columns), source_types(path))
-                    if sink.writer is not None and not schema.equals(sink.writer.schema):
-                        raise ContractError(
-                            path, None, "same_columns_in_every_file",
-                            f"columns {schema.names} differ from the first file's {sink.writer.schema.names}",
-                            hint="score files with the same columns together, or one at a time",
-                        )  # fmt: skip
+                    schema = schema or scored_schema(list(chunk.columns), path)
+                    _same_schema(path, schema, sink.writer)
                 sink.append(chunk, schema)
     return sink.rows
+
+
+def scored_schema(columns: list[str], path: Path | str) -> Any:
+    """The Parquet schema of a scored file: contract.output_schema from the source's stored types, where
+    `score` is the new float column even when the input had its own (an older ranker's, often text)."""
+    from tailguard.contract import output_schema, source_types
+
+    stored = {name: typ for name, typ in source_types(path).items() if name != "score"}
+    return output_schema(columns, stored)
+
+
+def _same_schema(path: Path | str, schema: Any, writer: Any) -> None:
+    """ContractError when a file's output schema differs from the one already being written (one Parquet
+    file has one schema; pyarrow would silently drop a column only later files have)."""
+    from tailguard.contract import ContractError
+
+    if writer is not None and not schema.equals(writer.schema):
+        raise ContractError(
+            str(path), None, "same_columns_in_every_file",
+            f"columns {schema.names} differ from the first file's {writer.schema.names}",
+            hint="score files with the same columns together, or one at a time",
+        )  # fmt: skip
+
+
+def _source_of(files: list[dict], row: int) -> str:
+    """The input file holding batch row `row` (files: RayBatch.files, each {"file", "first_row", "rows"})."""
+    for entry in files:
+        if entry["first_row"] <= row < entry["first_row"] + entry["rows"]:
+            return entry["file"]
+    return files[0]["file"]
 
 
 def score_on_ray(model_dir: Path, data: str, out: Path, batch_size: int, excel_safe: bool) -> int:
     """Score on Ray actors (ray_engine.score) and write `out` block by block; returns the rows written.
 
-    The batch is read under the full data contract; scores are float32 as on pandas. Raises ScoringError
-    for a refused batch, a model that does not load or a cluster failure, leaving no output file.
+    The batch is read under the scorer's contract (SCORED_TEXT), as on pandas; scores are float32 and an
+    input's own `score` column is overwritten in place, as on pandas; Parquet output has one schema per
+    file and files whose columns differ are refused, as on pandas. Raises ScoringError for a refused batch,
+    a model that does not load or a cluster failure, leaving no output file.
     """
     from tailguard import ray_engine
-    from tailguard.contract import ContractError, output_schema, source_types
+    from tailguard.contract import ContractError
     from tailguard.data import materialize
     from tailguard.engine import EngineError, ray_session
     from tailguard.model import ModelError
@@ -186,19 +213,25 @@ def score_on_ray(model_dir: Path, data: str, out: Path, batch_size: int, excel_s
         ray_session()
         files = materialize(data)
         batch = ray_engine.load(files, required=SCORED_TEXT, not_null=SCORED_TEXT)
-        scored = ray_engine.score(batch, {"score": model_dir}, batch_size=batch_size)
+        # A private column name: the input may have its own `score` column (an older ranker's).
+        scored = ray_engine.score(batch, {RAY_SCORE: model_dir}, batch_size=batch_size)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.unlink(missing_ok=True)
-        schema = None
+        schemas: dict[str, Any] = {}
         with ScoredOutput(out, excel_safe) as sink:
             for block in scored.frames():  # one block on the driver at a time, in batch order
                 frame = block.drop(columns=["row_id", "augmented"])
-                frame["score"] = frame["score"].astype("float32")
-                if schema is None and out.suffix in PARQUET_SUFFIXES:  # fixed once, from the contract
-                    schema = output_schema(list(frame.columns), source_types(files[0]))
+                frame["score"] = frame.pop(RAY_SCORE).astype("float32")  # in place, as chunk.assign(score=)
+                schema = None
+                if out.suffix in PARQUET_SUFFIXES:  # from the contract and the block's own file
+                    path = _source_of(scored.files, int(block["row_id"].iloc[0])) if len(block) else files[0]
+                    if path not in schemas:
+                        schemas[path] = scored_schema(list(frame.columns), path)
+                    schema = schemas[path]
+                    _same_schema(path, schema, sink.writer)
                 sink.append(frame, schema)
         return sink.rows
-    except (EngineError, ContractError, ModelError, FileNotFoundError, RuntimeError) as err:
+    except (EngineError, ContractError, ModelError, FileNotFoundError, RuntimeError, ValueError) as err:
         out.unlink(missing_ok=True)
         raise ScoringError(str(err)) from None
 

@@ -255,6 +255,31 @@ def test_score_on_actors_equals_the_pandas_scorer(ray_cluster, tmp_path):
             assert out.exists() == (code == 0)
             if code:
                 assert "not_null" in done.output and "query" in done.output and "'row': 700" in done.output
+    # An input's own `score` column (an older ranker's) is overwritten in place on both engines; Parquet
+    # output from files whose columns differ is refused on both (pyarrow would drop the later column).
+    raw.assign(score="old").to_csv(tmp_path / "own.csv", index=False)
+    raw.iloc[:400].to_csv(tmp_path / "mixed-1.csv", index=False)
+    raw.iloc[400:].assign(notes="x").to_csv(tmp_path / "mixed-2.csv", index=False)
+    (tmp_path / "mixed").mkdir()
+    for part in ("mixed-1.csv", "mixed-2.csv"):
+        (tmp_path / part).rename(tmp_path / "mixed" / part)
+
+    def predict(data: Path, out: Path, eng: str):
+        args = ["predict", "--model", str(folders["score"]), "--data", str(data), "--out", str(out)]
+        return CliRunner().invoke(app, [*args, "--engine", eng])
+
+    own = {}
+    for eng in ("pandas", "ray"):
+        out = tmp_path / f"own-{eng}.parquet"
+        done = predict(tmp_path / "own.csv", out, eng)
+        assert done.exit_code == 0, (eng, done.output)
+        own[eng] = pd.read_parquet(out)
+        assert list(own[eng].columns) == [*raw.columns, "score"] and own[eng]["score"].dtype == np.float64
+        out = tmp_path / f"mixed-{eng}.parquet"
+        done = predict(tmp_path / "mixed", out, eng)
+        assert done.exit_code == 2 and "same_columns_in_every_file" in done.output, (eng, done.output)
+        assert not out.exists()
+    np.testing.assert_allclose(own["ray"]["score"], own["pandas"]["score"], atol=1e-6)
 
 
 def test_cli_metrics_engine_ray_writes_the_pandas_json(ray_cluster, eval_data, tmp_path):

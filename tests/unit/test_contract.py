@@ -16,6 +16,7 @@ from tailguard.contract import (
     MissingColumn,
     UnreadableInput,
     coerce_frame,
+    iter_frames,
     parse_columns,
     read_table,
 )
@@ -193,6 +194,13 @@ def test_a_nul_in_a_dictionary_encoded_parquet_column_is_refused(tmp_path: Path,
     with pytest.raises(BadValues) as info:
         load_batch(path)
     assert (info.value.column, info.value.rule) == (column, "no_nul")
+    assert "9 value(s)" in str(info.value) and "'row': 11" in str(info.value)
+    # Chunks keep the row group's whole dictionary: a chunk whose rows hold no NUL passes, the next names
+    # the rows (not "0 value(s)" from a category no row of the chunk uses).
+    chunks = iter_frames(path, None, 10)
+    assert len(next(chunks)) == 10
+    with pytest.raises(BadValues) as info:
+        next(chunks)
     assert "9 value(s)" in str(info.value) and "'row': 11" in str(info.value)
 
 

@@ -508,7 +508,9 @@ def test_ts_without_offsets_is_utc_in_any_order(tmp_path):
         rows = [["q", "i", "t", "1", v] for v in order]
         frame = read_frame(as_file(tmp_path, "csv", rows, HEADER + ["ts"]))
         assert sorted(t.isoformat() for t in frame["ts"]) == [
-            "2026-01-05T00:00:00+00:00", "2026-01-05T10:00:00+00:00", "2026-01-05T23:59:59+00:00"
+            "2026-01-05T00:00:00+00:00",
+            "2026-01-05T10:00:00+00:00",
+            "2026-01-05T23:59:59+00:00",
         ]
 
 
