@@ -338,7 +338,7 @@ def load(
     reading where the files before are Parquet (their footers give the counts), else by one shift task per
     block of a later file. Raises the same ContractError subclasses as data.load_batch (the first failing
     file in batch order), RayEngineError when the cluster fails. required / not_null: as contract.iter_frames
-    takes them (the scorer needs only query and item_title, both non-empty, as on pandas).
+    takes them (the scorer needs only query and item_title, neither missing, as on pandas).
     """
     import ray
 
@@ -410,14 +410,16 @@ def _same_shape(files: list[str], summaries: list[dict]) -> None:
 
 FACT_COLUMNS = (*TEXT_KEYS, "category")
 # _block_facts' returns: the small facts, a distinct-value frame per FACT_COLUMNS, the block's own factorize
-# codes per TEXT_KEYS, then the label as float64 (the fingerprint's bytes). Only the first goes to the driver.
+# codes per TEXT_KEYS, then the label (int8; the fingerprint hashes it as float64). Only the first goes to
+# the driver.
 FACT_RETURNS = 1 + len(FACT_COLUMNS) + len(TEXT_KEYS) + 1
 
 
 def _block_facts(frame: pd.DataFrame, suite_json: dict, parameters: dict, seen: list | None) -> tuple:
     """Per block (FACT_RETURNS values): {rows suite's GX result (index = batch row), rows, positives, rows
     whose category the previous batch never had}; distinct values with their first batch row per text
-    column; the block's factorize codes (-1 for empty); the label as float64. Absent columns give None."""
+    column; the block's factorize codes (-1 for empty); the label as stored (int8). Absent columns give
+    None."""
     from tailguard import validation as v
 
     facts: dict[str, Any] = {"rows": len(frame)}
