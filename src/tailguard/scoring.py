@@ -111,6 +111,7 @@ class ScoredOutput:
 
     def __init__(self, out: Path, excel_safe: bool) -> None:
         self.out, self.excel_safe, self.writer, self.rows = out, excel_safe, None, 0
+        self.columns: list[str] | None = None
 
     def __enter__(self) -> ScoredOutput:
         return self
@@ -119,7 +120,23 @@ class ScoredOutput:
         if self.writer is not None:
             self.writer.close()
 
-    def append(self, frame: pd.DataFrame, schema: Any) -> None:
+    def append(self, frame: pd.DataFrame, schema: Any, source: Path | str) -> None:
+        """Write `frame` (read from `source`). Raises ContractError when its columns (or, for Parquet, its
+        schema) differ from the first frame's: one file has one header, so a CSV would put cells under the
+        wrong names and pyarrow would drop a column only later files have."""
+        from tailguard.contract import ContractError
+
+        columns = [str(c) for c in frame.columns]
+        differs = self.columns is not None and columns != self.columns
+        if differs or (
+            self.writer is not None and schema is not None and not schema.equals(self.writer.schema)
+        ):
+            raise ContractError(
+                str(source), None, "same_columns_in_every_file",
+                f"columns {columns} differ from the first file's {self.columns}",
+                hint="score files with the same columns together, or one at a time",
+            )  # fmt: skip
+        self.columns = columns
         self.writer = write_scored(frame, self.out, schema, self.writer, self.rows == 0, self.excel_safe)
         self.rows += len(frame)
 
@@ -160,8 +177,7 @@ def score_files(scorer: Any, files: list[Path], out: Path, chunk_rows: int, exce
                     raise ScoringError(f"{path}: {err}") from None
                 if out.suffix in PARQUET_SUFFIXES:
                     schema = schema or scored_schema(list(chunk.columns), path)
-                    _same_schema(path, schema, sink.writer)
-                sink.append(chunk, schema)
+                sink.append(chunk, schema, path)
     return sink.rows
 
 
@@ -172,19 +188,6 @@ def scored_schema(columns: list[str], path: Path | str) -> Any:
 
     stored = {name: typ for name, typ in source_types(path).items() if name != "score"}
     return output_schema(columns, stored)
-
-
-def _same_schema(path: Path | str, schema: Any, writer: Any) -> None:
-    """ContractError when a file's output schema differs from the one already being written (one Parquet
-    file has one schema; pyarrow would silently drop a column only later files have)."""
-    from tailguard.contract import ContractError
-
-    if writer is not None and not schema.equals(writer.schema):
-        raise ContractError(
-            str(path), None, "same_columns_in_every_file",
-            f"columns {schema.names} differ from the first file's {writer.schema.names}",
-            hint="score files with the same columns together, or one at a time",
-        )  # fmt: skip
 
 
 def _source_of(files: list[dict], row: int) -> str:
@@ -223,17 +226,27 @@ def score_on_ray(model_dir: Path, data: str, out: Path, batch_size: int, excel_s
                 frame = block.drop(columns=["row_id", "augmented"])
                 frame["score"] = frame.pop(RAY_SCORE).astype("float32")  # in place, as chunk.assign(score=)
                 schema = None
+                path = _source_of(scored.files, int(block["row_id"].iloc[0])) if len(block) else str(files[0])
                 if out.suffix in PARQUET_SUFFIXES:  # from the contract and the block's own file
-                    path = _source_of(scored.files, int(block["row_id"].iloc[0])) if len(block) else files[0]
                     if path not in schemas:
                         schemas[path] = scored_schema(list(frame.columns), path)
                     schema = schemas[path]
-                    _same_schema(path, schema, sink.writer)
-                sink.append(frame, schema)
+                sink.append(frame, schema, path)
         return sink.rows
     except (EngineError, ContractError, ModelError, FileNotFoundError, RuntimeError, ValueError) as err:
         out.unlink(missing_ok=True)
         raise ScoringError(str(err)) from None
+
+
+def _clear_of_input(data: str, out: Path) -> None:
+    """ScoringError when `out` is the input file or lies inside the input folder: the output is replaced
+    before or while the input is read, so the input would be lost or scored into itself."""
+    if "://" in str(data):
+        return
+    source, target = Path(data).resolve(), Path(out).resolve()
+    if target == source or source in target.parents:
+        where = "is the input file" if target == source else "is inside the input folder"
+        raise ScoringError(f"--out {out} {where} {data}: write the scores to another path")
 
 
 def predict_file(
@@ -256,6 +269,7 @@ def predict_file(
     from tailguard.engine import EngineError, choose
     from tailguard.model import ModelError, Scorer
 
+    _clear_of_input(data, out)
     try:
         ray = choose(engine or None) == "ray"
     except EngineError as err:

@@ -275,10 +275,13 @@ def test_score_on_actors_equals_the_pandas_scorer(ray_cluster, tmp_path):
         assert done.exit_code == 0, (eng, done.output)
         own[eng] = pd.read_parquet(out)
         assert list(own[eng].columns) == [*raw.columns, "score"] and own[eng]["score"].dtype == np.float64
-        out = tmp_path / f"mixed-{eng}.parquet"
-        done = predict(tmp_path / "mixed", out, eng)
-        assert done.exit_code == 2 and "same_columns_in_every_file" in done.output, (eng, done.output)
-        assert not out.exists()
+        for suffix in (".parquet", ".csv"):  # a CSV would put later files' cells under the wrong header
+            out = tmp_path / f"mixed-{eng}{suffix}"
+            done = predict(tmp_path / "mixed", out, eng)
+            assert done.exit_code == 2 and "same_columns_in_every_file" in done.output, (eng, done.output)
+            assert not out.exists()
+        done = predict(tmp_path / "own.csv", tmp_path / "own.csv", eng)  # never scored into its own input
+        assert done.exit_code == 2 and "write the scores to another path" in done.output
     np.testing.assert_allclose(own["ray"]["score"], own["pandas"]["score"], atol=1e-6)
 
 

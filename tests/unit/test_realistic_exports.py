@@ -360,6 +360,30 @@ def test_predict_refuses_a_bad_row_and_leaves_no_output(tmp_path, cli_env, tiny_
     assert res.exit_code == 2 and "field_count" in res.output and not out.exists()
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_predict_refuses_files_whose_columns_differ_and_never_scores_into_its_input(
+    tmp_path, cli_env, tiny_model, suffix
+):
+    """A CSV written from files with different headers put cells under the wrong names (exit 0); --out at
+    the input deleted the input before reading it. Both are one-line refusals, the input left as it was."""
+    source = _forty_queries()
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    source.iloc[:200].to_csv(folder / "a.csv", index=False)
+    source.iloc[200:][list(reversed(HEADER))].to_csv(folder / "b.csv", index=False)
+    out = tmp_path / f"scored{suffix}"
+    args = ["predict", "--model", str(tiny_model), "--data", str(folder), "--out", str(out)]
+    res = cli_env.invoke(app, args)
+    assert res.exit_code == 2 and "same_columns_in_every_file" in res.output and "b.csv" in res.output
+    assert not out.exists()
+    before = (folder / "a.csv").read_bytes()
+    for data, target in ((folder / "a.csv", folder / "a.csv"), (folder, folder / f"scored{suffix}")):
+        args = ["predict", "--model", str(tiny_model), "--data", str(data), "--out", str(target)]
+        res = cli_env.invoke(app, args)
+        assert res.exit_code == 2 and "write the scores to another path" in res.output, res.output
+    assert (folder / "a.csv").read_bytes() == before and not (folder / f"scored{suffix}").exists()
+
+
 def test_contract_error_is_one_line_not_a_traceback(tmp_path):
     path = write(tmp_path / "b.csv", "query,item_id,item_title,label\na,1,t,1,\n")
     with pytest.raises(ContractError) as info:
