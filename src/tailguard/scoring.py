@@ -198,6 +198,19 @@ def _source_of(files: list[dict], row: int) -> str:
     return files[0]["file"]
 
 
+def _no_engine_columns(files: list[Path]) -> None:
+    """ScoringError when an input has a column the Ray engine's blocks use (`row_id`, `augmented`): loading
+    would replace it and predict would drop it from the output; the pandas engine keeps it."""
+    from tailguard.contract import source_types
+
+    for path in files:
+        taken = [c for c in ("row_id", "augmented", RAY_SCORE) if c in source_types(path)]
+        if taken:
+            raise ScoringError(
+                f"{path}: column(s) {taken} are the Ray engine's own; rename them or use --engine pandas"
+            )
+
+
 def score_on_ray(model_dir: Path, data: str, out: Path, batch_size: int, excel_safe: bool) -> int:
     """Score on Ray actors (ray_engine.score) and write `out` block by block; returns the rows written.
 
@@ -215,6 +228,7 @@ def score_on_ray(model_dir: Path, data: str, out: Path, batch_size: int, excel_s
     try:
         ray_session()
         files = materialize(data)
+        _no_engine_columns(files)
         batch = ray_engine.load(files, required=SCORED_TEXT, not_null=SCORED_TEXT)
         # A private column name: the input may have its own `score` column (an older ranker's).
         scored = ray_engine.score(batch, {RAY_SCORE: model_dir}, batch_size=batch_size)

@@ -282,6 +282,13 @@ def test_score_on_actors_equals_the_pandas_scorer(ray_cluster, tmp_path):
             assert not out.exists()
         done = predict(tmp_path / "own.csv", tmp_path / "own.csv", eng)  # never scored into its own input
         assert done.exit_code == 2 and "write the scores to another path" in done.output
+    # The Ray engine's block columns in an input are refused there, not silently replaced and dropped.
+    raw.assign(row_id="r", augmented="yes").to_csv(tmp_path / "engine-cols.csv", index=False)
+    kept = predict(tmp_path / "engine-cols.csv", tmp_path / "engine-cols-pandas.csv", "pandas")
+    assert kept.exit_code == 0 and "row_id" in pd.read_csv(tmp_path / "engine-cols-pandas.csv").columns
+    done = predict(tmp_path / "engine-cols.csv", tmp_path / "engine-cols-ray.csv", "ray")
+    assert done.exit_code == 2 and "Ray engine's own" in done.output and "row_id" in done.output
+    assert not (tmp_path / "engine-cols-ray.csv").exists()
     np.testing.assert_allclose(own["ray"]["score"], own["pandas"]["score"], atol=1e-6)
 
 
