@@ -190,14 +190,6 @@ def scored_schema(columns: list[str], path: Path | str) -> Any:
     return output_schema(columns, stored)
 
 
-def _source_of(files: list[dict], row: int) -> str:
-    """The input file holding batch row `row` (files: RayBatch.files, each {"file", "first_row", "rows"})."""
-    for entry in files:
-        if entry["first_row"] <= row < entry["first_row"] + entry["rows"]:
-            return entry["file"]
-    return files[0]["file"]
-
-
 def _no_engine_columns(files: list[Path]) -> None:
     """ScoringError when an input has a column the Ray engine's blocks use (`row_id`, `augmented`): loading
     would replace it and predict would drop it from the output; the pandas engine keeps it."""
@@ -224,6 +216,7 @@ def score_on_ray(model_dir: Path, data: str, out: Path, batch_size: int, excel_s
     from tailguard.data import materialize
     from tailguard.engine import EngineError, ray_session
     from tailguard.model import ModelError
+    from tailguard.validation import _file_of
 
     try:
         ray_session()
@@ -240,7 +233,8 @@ def score_on_ray(model_dir: Path, data: str, out: Path, batch_size: int, excel_s
                 frame = block.drop(columns=["row_id", "augmented"])
                 frame["score"] = frame.pop(RAY_SCORE).astype("float32")  # in place, as chunk.assign(score=)
                 schema = None
-                path = _source_of(scored.files, int(block["row_id"].iloc[0])) if len(block) else str(files[0])
+                first = [int(block["row_id"].iloc[0])] if len(block) else []
+                path = _file_of(first, scored.files, str(files[0]))  # the block's own input file
                 if out.suffix in PARQUET_SUFFIXES:  # from the contract and the block's own file
                     if path not in schemas:
                         schemas[path] = scored_schema(list(frame.columns), path)
