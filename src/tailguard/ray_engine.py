@@ -136,15 +136,6 @@ def _pack(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _text(column: pd.Series) -> np.ndarray:
-    """One text column as the contract gives it (object: str, None where missing), packed or not."""
-    if not isinstance(column.dtype, pd.CategoricalDtype):
-        return column.to_numpy(object)
-    codes = column.cat.codes.to_numpy()
-    # Index -1 (missing) reads the appended None, as the contract represents a missing cell.
-    return np.append(np.asarray(column.cat.categories, dtype=object), None)[codes]
-
-
 def unpack(frame: pd.DataFrame) -> pd.DataFrame:
     """A block as the contract's frame: packed text columns back to object columns (str, None missing);
     every other column untouched. Idempotent."""
@@ -153,7 +144,9 @@ def unpack(frame: pd.DataFrame) -> pd.DataFrame:
     ]
     if not packed:
         return frame
-    return frame.assign(**{c: pd.Series(_text(frame[c]), index=frame.index, dtype=object) for c in packed})
+    return frame.assign(
+        **{c: pd.Series(contract.text_values(frame[c]), index=frame.index, dtype=object) for c in packed}
+    )
 
 
 # --- cluster ------------------------------------------------------------------------------------------------
@@ -270,7 +263,9 @@ def _read_file(
     cfg = ColumnMapping(**mapping) if mapping else None
     rows, units, columns, sizes = 0, set(), None, []
     try:
-        for chunk in contract.iter_frames(path, cfg, chunk_rows, required=required, not_null=not_null):
+        for chunk in contract.iter_frames(
+            path, cfg, chunk_rows, required=required, not_null=not_null, packed=True
+        ):
             unit = chunk.attrs.get("ts_unit")
             if unit:
                 units.add(unit)

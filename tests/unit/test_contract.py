@@ -230,3 +230,84 @@ def test_a_missing_text_cell_is_none_whatever_the_parquet_encoding(tmp_path: Pat
 def test_text_without_nul_is_unchanged_by_the_nul_check() -> None:
     df = frame(5).assign(query=["", "NA", "红色\u200b沙发", "a\x01b", "x" * 70_000])
     assert coerce_frame(df, "x.parquet")["query"].tolist() == df["query"].tolist()
+
+
+def _packed_and_plain(path: Path, chunk_rows: int, **kw) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
+    return list(iter_frames(path, None, chunk_rows, packed=True, **kw)), list(
+        iter_frames(path, None, chunk_rows, **kw)
+    )
+
+
+def test_packed_parquet_text_is_the_plain_read_as_categoricals_in_first_use_order(tmp_path: Path) -> None:
+    """The Ray engine reads Parquet text columns from the file's dictionaries (no Python str per cell): the
+    same cells as the contract's object columns (str, None missing), categories in order of first use with
+    none unused, whether the column was plain strings, dictionary-encoded, or a chunk of a row group whose
+    dictionary holds values only other chunks use."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tailguard.contract import text_values
+
+    hostile = ["</script><script>alert(1)</script>", '=HYPERLINK("x")', "", "NA", "红色\u200b沙发", "None"]
+    df = frame(40).assign(
+        query=[hostile[i % 6] if i % 7 else None for i in range(40)],
+        category=[f"c{(39 - i) // 10}" for i in range(40)],  # later chunks use values written first
+        user_id=[f"u{i % 3}" if i % 5 else None for i in range(40)],
+    )
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    at = table.schema.get_field_index("category")
+    table = table.set_column(at, "category", table.column("category").dictionary_encode())
+    path = tmp_path / "text.parquet"
+    pq.write_table(table, path, row_group_size=25)
+    packed, plain = _packed_and_plain(path, 10)
+    assert [len(c) for c in packed] == [10, 10, 10, 10]
+    for got, want in zip(packed, plain, strict=True):
+        assert list(got.columns) == list(want.columns) and got.index.equals(want.index)
+        for col in ("query", "item_id", "item_title", "category", "user_id"):
+            assert isinstance(got[col].dtype, pd.CategoricalDtype), col
+            values, expected = text_values(got[col]), want[col].to_numpy(object)
+            assert all(a == b if b is not None else a is None for a, b in zip(values, expected, strict=True))
+            categories = list(got[col].cat.categories)
+            assert categories == list(
+                pd.unique(pd.Series([v for v in expected if v is not None], dtype=object))
+            )
+        pd.testing.assert_series_equal(got["label"], want["label"])
+    assert list(packed[0]["category"].cat.categories) == ["c3"]  # the row group's c0..c2 are not carried
+
+
+def test_packed_parquet_text_keeps_the_contract_rules(tmp_path: Path) -> None:
+    """A packed read refuses what the plain read refuses, naming the same file, column, rule and rows: a
+    NUL (no_nul), an empty cell where the caller needs one (not_null, shown as None, not NaN), float text."""
+    nul = frame(20)
+    nul.loc[13, "item_title"] = "t\x00hidden"
+    nul.to_parquet(tmp_path / "nul.parquet", index=False)
+    empty = frame(20)
+    empty.loc[[5, 17], "query"] = None
+    empty.to_parquet(tmp_path / "empty.parquet", index=False)
+    floats = frame(20).assign(item_id=np.arange(20) + 0.5)
+    floats.to_parquet(tmp_path / "floats.parquet", index=False)
+    cases = [
+        ("nul", "no_nul", {}),
+        ("empty", "not_null", {"not_null": ("query",)}),
+        ("floats", "text_type", {}),
+    ]
+    for name, rule, kw in cases:
+        errors = []
+        for packed in (True, False):
+            with pytest.raises(BadValues) as info:
+                list(iter_frames(tmp_path / f"{name}.parquet", None, 8, packed=packed, **kw))
+            errors.append(info.value.to_dict())
+        assert errors[0] == errors[1] and errors[0]["rule"] == rule, name
+    assert "'value': None" in str(errors[0]) or errors[0]["rule"] != "not_null"
+
+
+def test_a_dictionary_repeating_a_value_is_read_as_plain_text() -> None:
+    """A hand-written Parquet dictionary page may repeat a value; pandas cannot make a Categorical of it, so
+    those columns are read as plain text (the object path's rules apply) instead of a ValueError."""
+    import pyarrow as pa
+
+    from tailguard.contract import _parquet_frame
+
+    repeated = pa.DictionaryArray.from_arrays(pa.array([0, 1, 1, 0], pa.int32()), pa.array(["a", "a"]))
+    out = _parquet_frame(pa.table({"query": repeated, "label": pa.array([1, 0, 1, 0], pa.int8())}))
+    assert out["query"].tolist() == ["a", "a", "a", "a"] and out["label"].tolist() == [1, 0, 1, 0]
