@@ -165,7 +165,7 @@ def run_one(engine: str, data: Path, block_rows: int, object_store_mb: int = 0) 
         ray_engine._quiet_data()
         times["start"] = time.perf_counter() - t
         t = time.perf_counter()
-        batch = ray_engine.load(data, block_rows=block_rows)
+        batch = ray_engine.load(data, block_rows=block_rows or None)
         times["load"] = time.perf_counter() - t
         t = time.perf_counter()
         result = ray_engine.validate(batch, str(data))
@@ -231,7 +231,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--engines", nargs="+", default=["pandas", "ray1", "ray2"])
-    parser.add_argument("--block-rows", type=int, default=500_000)
+    parser.add_argument(
+        "--block-rows", type=int, default=0, help="rows per Ray block (0: the engine's choice)"
+    )
     parser.add_argument("--part-rows", type=int, default=2_500_000, help="rows per Parquet part file")
     parser.add_argument("--generate-only", action="store_true", help="write the data folders and stop")
     parser.add_argument("--object-store-mb", type=int, default=0, help="object store MB (0: default)")

@@ -45,7 +45,15 @@ if TYPE_CHECKING:
     from tailguard.metrics import Evaluation
 
 TEXT_KEYS = ("query", "item_id", "item_title")
-DEFAULT_BLOCK_ROWS = 500_000  # ~250 MB of text per block; a worker peaked at 1.1 GB private at 10M rows
+# Block size. Every task pays a fixed cost per block (its text columns' distinct values are pickled out and
+# in again: ~45 ms per 500k-row block of the bench's data), so blocks are as large as the cluster's
+# parallelism allows: 2 per CPU, between MIN_ and MAX_BLOCK_ROWS rows. ray1 at 10M rows (bench/scale.py,
+# 2026-12-01): 268k rows/s with 500k-row blocks, 285k with 1M, 331k with 2.5M. A 2.5M-row block is ~120 MB
+# in the object store (Ray Data's default target is 128 MiB); the largest worker peaked at 1.4 GB private.
+MAX_BLOCK_ROWS = 2_500_000
+MIN_BLOCK_ROWS = 100_000
+BLOCKS_PER_CPU = 2
+DEFAULT_BLOCK_ROWS = 500_000  # a CSV file's blocks: its rows are not known before it is read
 PAIR_PARTITIONS = 4  # duplicate-pair counting: at least 4 reducers, each holding its share of distinct pairs
 RAY_ONLY_STRATEGIES = frozenset({"none", "random_under", "random_over"})
 
@@ -305,15 +313,30 @@ def _parquet_rows(path: str) -> int | None:
         return None
 
 
-def _first_rows(files: list[str]) -> list[int | None]:
+def _first_rows(counts: list[int | None]) -> list[int | None]:
     """Each file's first batch row where every file before it is Parquet (footer counts), else None."""
     firsts: list[int | None] = []
     start: int | None = 0
-    for path in files:
+    for rows in counts:
         firsts.append(start)
-        rows = _parquet_rows(path) if start is not None else None
         start = None if rows is None or start is None else start + rows
     return firsts
+
+
+def _chunk_rows(counts: list[int | None], cpus: int) -> list[int]:
+    """Rows per block of each file: a Parquet file (footer count) in equal blocks of at most the batch's
+    target (BLOCKS_PER_CPU blocks per cluster CPU, clamped to MIN_/MAX_BLOCK_ROWS); a CSV file in
+    DEFAULT_BLOCK_ROWS. E.g. 4 files of 2.5M rows: one block each on 1 or 2 CPUs, 8 of 1.25M on 4 CPUs."""
+    total = sum(c for c in counts if c)
+    target = min(MAX_BLOCK_ROWS, max(MIN_BLOCK_ROWS, -(-total // (BLOCKS_PER_CPU * max(1, cpus)))))
+    chunks = []
+    for rows in counts:
+        if rows is None:
+            chunks.append(DEFAULT_BLOCK_ROWS)
+            continue
+        blocks = max(1, -(-rows // target))
+        chunks.append(max(1, -(-rows // blocks)))
+    return chunks
 
 
 def _shift_row_ids(frame: pd.DataFrame, offset: int) -> pd.DataFrame:
@@ -323,13 +346,14 @@ def _shift_row_ids(frame: pd.DataFrame, offset: int) -> pd.DataFrame:
 def load(
     uri: str | Path | list[Path],
     mapping: ColumnMapping | dict[str, str] | None = None,
-    block_rows: int = DEFAULT_BLOCK_ROWS,
+    block_rows: int | None = None,
     required: tuple[str, ...] = contract.REQUIRED_COLUMNS,
     not_null: tuple[str, ...] = (),
 ) -> RayBatch:
     """Read a batch (file, folder or s3:// URI) into a RayBatch under the data contract; never half-loaded.
 
-    Every file is read by its own task, chunk by chunk; chunks are the blocks. Row ids are assigned while
+    Every file is read by its own task, chunk by chunk; chunks are the blocks, of block_rows rows (None:
+    sized to the cluster by _chunk_rows). Row ids are assigned while
     reading where the files before are Parquet (their footers give the counts), else by one shift task per
     block of a later file. Raises the same ContractError subclasses as data.load_batch (the first failing
     file in batch order), RayEngineError when the cluster fails. required / not_null: as contract.iter_frames
@@ -343,9 +367,12 @@ def load(
     files = [str(p) for p in (uri if isinstance(uri, list) else materialize(str(uri)))]
     cfg = mapping if isinstance(mapping, ColumnMapping) else ColumnMapping(columns=dict(mapping or {}))
     remote = ray.remote(num_returns="streaming")(_read_file)
-    firsts = _first_rows(files)
+    counts = [_parquet_rows(f) for f in files]
+    firsts = _first_rows(counts)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    chunks = [block_rows] * len(files) if block_rows else _chunk_rows(counts, cpus)
     streams = [
-        remote.remote(i, f, cfg.model_dump(), block_rows, firsts[i], required, not_null)
+        remote.remote(i, f, cfg.model_dump(), chunks[i], firsts[i], required, not_null)
         for i, f in enumerate(files)
     ]
     per_file = [_get_stream(s) for s in streams]  # refs: chunks, then the summary (owned by this driver)

@@ -155,6 +155,30 @@ def test_mixed_parquet_and_csv_files_keep_batch_row_ids(ray_cluster, tmp_path, b
     assert _comparable(ray_engine.validate(rb, "mixed")) == _comparable(validate_frame(expected, "mixed"))
 
 
+def test_block_sizes_follow_the_cluster_not_a_constant():
+    """2 blocks per CPU, clamped to [MIN_, MAX_BLOCK_ROWS], equal within a Parquet file; CSV: the default."""
+    big = 2_500_000
+    assert ray_engine._chunk_rows([big] * 4, cpus=1) == [big] * 4
+    assert ray_engine._chunk_rows([big] * 4, cpus=4) == [big // 2] * 4
+    assert ray_engine._chunk_rows([7_000_000], cpus=1) == [2_333_334]  # 3 equal blocks, not 2.5M + 2.5M + 2M
+    assert ray_engine._chunk_rows([None, 1000], cpus=8) == [ray_engine.DEFAULT_BLOCK_ROWS, 1000]
+    assert ray_engine._chunk_rows([10**12], cpus=1) == [ray_engine.MAX_BLOCK_ROWS]  # a footer may lie
+
+
+def test_default_blocks_are_equal_within_a_parquet_file(ray_cluster, tmp_path, batches, monkeypatch):
+    df = pd.read_csv(batches[1], dtype=str, keep_default_na=False)
+    df.iloc[:1000].to_parquet(tmp_path / "p1.parquet", index=False)
+    df.iloc[1000:2300].to_parquet(tmp_path / "p2.parquet", index=False)
+    df.iloc[2300:].to_csv(tmp_path / "p3.csv", index=False)
+    monkeypatch.setattr(ray_engine, "MIN_BLOCK_ROWS", 10)
+    monkeypatch.setattr(ray_engine, "MAX_BLOCK_ROWS", 400)
+    monkeypatch.setattr(ray_engine, "DEFAULT_BLOCK_ROWS", 300)
+    rb = ray_engine.load(tmp_path)
+    pd.testing.assert_frame_equal(rb.to_pandas(), load_batch(tmp_path))
+    assert rb.block_rows[:3] == [334, 334, 332] and rb.block_rows[3:7] == [325] * 4
+    assert rb.block_rows[7:] == [300, 300, 100]
+
+
 def test_validation_result_equals_pandas_on_good_batch(ray_cluster, batches):
     previous = validate_frame(load_batch(batches[0]), str(batches[0])).stats
     expected = validate_frame(load_batch(batches[1]), "b2", previous)
