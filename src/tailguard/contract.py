@@ -40,6 +40,8 @@ MAX_EXAMPLES = 5
 class ContractError(Exception):
     """A batch breaks the data contract; the message names file, column, rule, offending values and a fix."""
 
+    check = 0  # coerce_frame's number for the check that raised (0: not raised by one of its checks)
+
     def __init__(
         self,
         file: str | Path,
@@ -924,8 +926,56 @@ def iter_frames(
     packed: text columns read from a Parquet file's string columns stay Categoricals (see packed_text)
     rather than object columns: the same values and errors, without a Python str per cell.
     """
-    for chunk in iter_table(path, mapping, chunk_rows, packed=packed):
-        yield coerce_frame(chunk, str(path), mapping, required, numeric, not_null, packed=packed)
+    kinds: dict[str, set[str]] = {}
+    checks = (str(path), mapping, chunk_rows, numeric, not_null)
+    chunks = iter_table(path, mapping, chunk_rows, packed=packed)
+    for chunk in chunks:
+        try:
+            frame = coerce_frame(chunk, str(path), mapping, required, numeric, not_null, packed=packed)
+        except BadValues as err:
+            raise _whole_file_error(err, chunks, *checks) from None
+        for col in DATETIME_COLUMNS:
+            if frame.attrs.get(f"{col}_kind"):
+                kinds.setdefault(col, set()).add(frame.attrs[f"{col}_kind"])
+        yield frame
+    for col, seen in kinds.items():
+        if len(seen) > 1:  # chunks read ts differently (offsets or none, epoch units, digits or ISO)
+            err = BadValues(
+                path, col, "datetime", f"chunks of the file read {col} differently: {sorted(seen)}"
+            )
+            raise _whole_column_error(err, *checks)
+
+
+def _whole_file_error(
+    first: BadValues, rest: Iterator[pd.DataFrame], source: str, mapping: Any, chunk_rows: int, *checks: tuple
+) -> BadValues:
+    """The error a whole-file read (read_frame) gives, for a file whose chunk raised `first`.
+
+    Each later chunk is checked too (one chunk in memory at a time; a read error there is raised, as a
+    whole read raises it before any check). The file's first failing check is the lowest-numbered one
+    raised by any chunk, since every check before it passed in every chunk; that check's column is then
+    read alone and checked whole, so rule, counts and example rows are the whole file's (a chunk's own
+    error counted only its rows: "20 value(s)" of a file's 60).
+    """
+    for chunk in rest:
+        try:
+            coerce_frame(chunk, source, mapping, (), *checks)
+        except BadValues as later:
+            first = later if later.check < first.check else first
+    return _whole_column_error(first, source, mapping, chunk_rows, *checks)
+
+
+def _whole_column_error(
+    err: BadValues, source: str, mapping: Any, chunk_rows: int, numeric: tuple, not_null: tuple
+) -> BadValues:
+    """coerce_frame's error for err's column read alone from the whole file (err itself if it passes)."""
+    cfg = _as_mapping(mapping)
+    parts = [_apply_mapping(c, source, cfg)[[err.column]] for c in iter_table(source, mapping, chunk_rows)]
+    try:
+        coerce_frame(pd.concat(parts), source, None, (), numeric, not_null)
+    except BadValues as whole:
+        return whole
+    return err
 
 
 def output_schema(
@@ -992,39 +1042,56 @@ def coerce_frame(
             hint=hint,
         )
     out = df.copy(deep=False)
-    for col in (*TEXT_COLUMNS, "label", *FLOAT_COLUMNS, *numeric, *INT_COLUMNS, *DATETIME_COLUMNS):
-        if col in out.columns:
-            _refuse_nul(out[col], str(source), col)
-    for col in TEXT_COLUMNS:
-        if col in out.columns:
-            out[col] = _coerce_text(out[col], str(source), col, packed)
-    if "label" in out.columns:
-        out["label"] = _coerce_label(out["label"], str(source))
-    for col in FLOAT_COLUMNS + tuple(numeric):
-        if col in out.columns:
-            out[col] = _coerce_numeric(out[col], str(source), col, integer=False, finite=col in numeric)
-    for col in INT_COLUMNS:
-        if col in out.columns:
-            out[col] = _coerce_numeric(out[col], str(source), col, integer=True)
-    for col in DATETIME_COLUMNS:
-        if col in out.columns:
-            out[col], unit = _coerce_datetime(out[col], str(source), col)
-            out.attrs[f"{col}_unit"] = unit
-    # relevance is a gain: an empty cell would become gain 0 (a "not relevant" the file never said).
-    for col in (*NOT_NULL_WHEN_PRESENT, *not_null):
-        empty = out[col].isna().to_numpy() if col in out.columns else np.zeros(0, bool)
-        if empty.any():
-            shown = pd.Series(text_values(out[col]), index=out.index) if col in TEXT_COLUMNS else out[col]
-            raise BadValues(
-                source,
-                col,
-                "not_null",
-                f"{int(empty.sum())} row(s) have an empty {col}",
-                _bad_examples(shown, empty),
-                hint=f"every row needs a {col} (only an empty cell is missing; 'NA' is text)"
-                + ("; or drop the column and label is the gain" if col in NOT_NULL_WHEN_PRESENT else ""),
-            )
+    step = 0  # the check that raised, numbered the same in every chunk: iter_frames finds the file's first
+    try:
+        for col in (*TEXT_COLUMNS, "label", *FLOAT_COLUMNS, *numeric, *INT_COLUMNS, *DATETIME_COLUMNS):
+            step += 1
+            if col in out.columns:
+                _refuse_nul(out[col], str(source), col)
+        for col in TEXT_COLUMNS:
+            step += 1
+            if col in out.columns:
+                out[col] = _coerce_text(out[col], str(source), col, packed)
+        step += 1
+        if "label" in out.columns:
+            out["label"] = _coerce_label(out["label"], str(source))
+        for col in FLOAT_COLUMNS + tuple(numeric):
+            step += 1
+            if col in out.columns:
+                out[col] = _coerce_numeric(out[col], str(source), col, integer=False, finite=col in numeric)
+        for col in INT_COLUMNS:
+            step += 1
+            if col in out.columns:
+                out[col] = _coerce_numeric(out[col], str(source), col, integer=True)
+        for col in DATETIME_COLUMNS:
+            step += 1
+            if col in out.columns:
+                out[col], unit, kind = _coerce_datetime(out[col], str(source), col)
+                out.attrs[f"{col}_unit"] = unit
+                out.attrs[f"{col}_kind"] = kind
+        # relevance is a gain: an empty cell would become gain 0 (a "not relevant" the file never said).
+        for col in (*NOT_NULL_WHEN_PRESENT, *not_null):
+            step += 1
+            _refuse_empty(out, str(source), col)
+    except BadValues as err:
+        err.check = step
+        raise
     return out
+
+
+def _refuse_empty(out: pd.DataFrame, source: str, col: str) -> None:
+    empty = out[col].isna().to_numpy() if col in out.columns else np.zeros(0, bool)
+    if empty.any():
+        shown = pd.Series(text_values(out[col]), index=out.index) if col in TEXT_COLUMNS else out[col]
+        raise BadValues(
+            source,
+            col,
+            "not_null",
+            f"{int(empty.sum())} row(s) have an empty {col}",
+            _bad_examples(shown, empty),
+            hint=f"every row needs a {col} (only an empty cell is missing; 'NA' is text)"
+            + ("; or drop the column and label is the gain" if col in NOT_NULL_WHEN_PRESENT else ""),
+        )
 
 
 def _apply_mapping(df: pd.DataFrame, source: str, cfg: ColumnMapping) -> pd.DataFrame:
@@ -1285,14 +1352,16 @@ def _as_utc(series: pd.Series) -> pd.Series:
     return series.dt.tz_convert("UTC") if series.dt.tz is not None else series.dt.tz_localize("UTC")
 
 
-def _coerce_datetime(series: pd.Series, source: str, col: str) -> tuple[pd.Series, str | None]:
-    """(UTC timestamps, how they were read: 'timestamp', 'iso8601' or 'epoch_s'/'_ms'/'_us'/'_ns').
+def _coerce_datetime(series: pd.Series, source: str, col: str) -> tuple[pd.Series, str | None, str | None]:
+    """(UTC timestamps, how they were read: 'timestamp', 'iso8601' or 'epoch_s'/'_ms'/'_us'/'_ns', and the
+    kind of values: the unit, 'iso8601+offset' for ISO text with offsets, None where no value is present).
 
     Text is ISO 8601 unless every value is a plain number, which is then an epoch like a numeric column;
-    Parquet and CSV give the same result for the same values. Unparseable values raise BadValues.
+    Parquet and CSV give the same result for the same values. Unparseable values raise BadValues. The
+    choices are the whole series': chunks of one file must agree on the kind (iter_frames checks).
     """
     if pd.api.types.is_datetime64_any_dtype(series.dtype):
-        return _as_utc(series).rename(col), "timestamp"
+        return _as_utc(series).rename(col), "timestamp", "timestamp" if series.notna().any() else None
     if pd.api.types.is_bool_dtype(series.dtype):
         raise BadValues(
             source,
@@ -1302,7 +1371,8 @@ def _coerce_datetime(series: pd.Series, source: str, col: str) -> tuple[pd.Serie
             _bad_examples(series, np.ones(len(series), bool)),
         )
     if pd.api.types.is_numeric_dtype(series.dtype):
-        return _epoch(series, source, col)
+        parsed, unit = _epoch(series, source, col)
+        return parsed, unit, unit
     text = series.astype(object).where(series.notna(), None)
     present = text.dropna().astype(str)
     if len(present) and present.str.match(_DIGITS).all():
@@ -1313,8 +1383,9 @@ def _coerce_datetime(series: pd.Series, source: str, col: str) -> tuple[pd.Serie
             numbers = pd.Series(pd.array([ints.get(i) for i in series.index], "Int64"), index=series.index)
         else:
             numbers = pd.to_numeric(text.where(text.notna(), np.nan), errors="coerce")
-        return _epoch(numbers, source, col, shown=series)
-    _refuse_offset_mix(series, source, col)
+        parsed, unit = _epoch(numbers, source, col, shown=series)
+        return parsed, unit, unit
+    kind = _refuse_offset_mix(series, source, col)
     parsed = pd.to_datetime(series, errors="coerce", utc=True, format="ISO8601")
     bad = (parsed.isna() & series.notna()).to_numpy()
     if bad.any():
@@ -1326,7 +1397,7 @@ def _coerce_datetime(series: pd.Series, source: str, col: str) -> tuple[pd.Serie
             _bad_examples(series, bad),
             hint=f"write {col} as ISO 8601, e.g. 2026-11-28T13:25:01Z, or as epoch numbers in one unit",
         )
-    return parsed.rename(col), "iso8601"
+    return parsed.rename(col), "iso8601", kind
 
 
 # A time of day followed by a UTC designator or offset: ...T10:00:00Z, ...T10:00+05:30, ...T10:00:00.5-0800.
@@ -1334,8 +1405,9 @@ def _coerce_datetime(series: pd.Series, source: str, col: str) -> tuple[pd.Serie
 _UTC_OFFSET = re.compile(r"[Tt ]\d{2}(?::?\d{2}){0,2}(?:[.,]\d+)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)\s*$")
 
 
-def _refuse_offset_mix(series: pd.Series, source: str, col: str) -> None:
-    """Refuse ISO text mixing values with and without a UTC offset (rule `datetime`).
+def _refuse_offset_mix(series: pd.Series, source: str, col: str) -> str | None:
+    """Refuse ISO text mixing values with and without a UTC offset (rule `datetime`); else the values'
+    kind: "iso8601+offset", "iso8601" (none has an offset) or None (no value).
 
     pandas reads an offset-less value as UTC, unless an earlier value had an offset, then in that
     offset's zone: 2026-01-05T10:00:00 was 04:30 UTC after a +05:30 row and 10:00 UTC otherwise. A file
@@ -1343,10 +1415,10 @@ def _refuse_offset_mix(series: pd.Series, source: str, col: str) -> None:
     """
     codes, uniques = _factorized(series)
     if not len(uniques):
-        return
+        return None
     with_offset = np.array([bool(_UTC_OFFSET.search(str(u))) for u in uniques])
     if with_offset.all() or not with_offset.any():
-        return
+        return "iso8601+offset" if with_offset.all() else "iso8601"
     row_offset = np.where(codes >= 0, with_offset[np.maximum(codes, 0)], False)
     row_plain = (codes >= 0) & ~row_offset
     minority = row_plain if row_plain.sum() <= row_offset.sum() else row_offset

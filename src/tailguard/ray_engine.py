@@ -269,14 +269,14 @@ def _read_file(
     None: row ids are the file's own rows and load shifts them once every file's length is known.
     """
     cfg = ColumnMapping(**mapping) if mapping else None
-    rows, units, columns, sizes = 0, set(), None, []
+    rows, units, columns, sizes = 0, [], None, []
     try:
+        # iter_frames refuses a file whose chunks read ts differently (offsets, epoch units), as whole.
         for chunk in contract.iter_frames(
             path, cfg, chunk_rows, required=required, not_null=not_null, packed=True
         ):
-            unit = chunk.attrs.get("ts_unit")
-            if unit:
-                units.add(unit)
+            # The file's unit: a chunk with values decides; with none anywhere, the first chunk's.
+            units.append((chunk.attrs.get("ts_kind") is None, chunk.attrs.get("ts_unit")))
             columns = [str(c) for c in chunk.columns]
             frame = chunk.reset_index(drop=True)
             frame.attrs = {}
@@ -288,15 +288,8 @@ def _read_file(
     except ContractError as err:
         yield _refusal(err)
         return
-    if len(units) > 1:
-        # Whole-file reading refuses mixed epoch units in one column; chunks of one file must agree too.
-        err = contract.BadValues(
-            path, "ts", "epoch_unit", f"epoch values imply different units in one file {sorted(units)}",
-            hint="write ts as ISO 8601 or as epoch numbers in one unit",
-        )  # fmt: skip
-        yield _refusal(err)
-        return
-    summary = {"index": index, "rows": rows, "columns": columns, "ts_unit": next(iter(units), None)}
+    unit = min(units, key=lambda u: u[0])[1] if units else None  # min: stable, the first with values
+    summary = {"index": index, "rows": rows, "columns": columns, "ts_unit": unit}
     yield summary | {"sizes": sizes, "first_row": first_row or 0}
 
 

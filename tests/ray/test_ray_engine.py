@@ -226,6 +226,20 @@ def test_contract_error_names_file_and_line_on_both(ray_cluster, tmp_path, batch
         assert expected in str(ray_err.value) and case in str(ray_err.value)
 
 
+def test_a_file_whose_halves_read_ts_differently_is_refused_as_pandas_does(ray_cluster, tmp_path, batches):
+    """Offsets in the first blocks, none after (a chunk boundary between): refused with the whole file's
+    counts and rows, as load_batch refuses it; before, each block decided alone and Ray accepted it."""
+    df = pd.read_csv(batches[0], dtype=str, keep_default_na=False).iloc[:400]
+    df["ts"] = ["2026-01-05T10:00:00+05:30"] * 200 + ["2026-01-05T10:00:00"] * 200
+    df.to_csv(tmp_path / "mixed.csv", index=False)
+    with pytest.raises(ContractError) as pandas_err:
+        load_batch(tmp_path / "mixed.csv")
+    with pytest.raises(ContractError) as ray_err:
+        ray_engine.load(tmp_path / "mixed.csv", block_rows=100)
+    assert ray_err.value.to_dict() == pandas_err.value.to_dict()
+    assert "200 value(s) have a UTC offset and 200 have none" in str(ray_err.value)
+
+
 @pytest.mark.parametrize("spec", ["random_under", "random_over", "random_under,random_over", "none"])
 def test_rebalance_equals_pandas_compact(ray_cluster, batches, spec):
     config = BalanceConfig.from_spec(spec, seed=11, ratio=2.0, over_ratio=0.5)

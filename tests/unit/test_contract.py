@@ -311,3 +311,82 @@ def test_a_dictionary_repeating_a_value_is_read_as_plain_text() -> None:
     repeated = pa.DictionaryArray.from_arrays(pa.array([0, 1, 1, 0], pa.int32()), pa.array(["a", "a"]))
     out = _parquet_frame(pa.table({"query": repeated, "label": pa.array([1, 0, 1, 0], pa.int8())}))
     assert out["query"].tolist() == ["a", "a", "a", "a"] and out["label"].tolist() == [1, 0, 1, 0]
+
+
+def _ts_file(tmp_path: Path, name: str, first: list, second: list, parquet: bool = False) -> Path:
+    n = len(first) + len(second)
+    df = frame(n).assign(ts=first + second)
+    path = tmp_path / f"{name}.{'parquet' if parquet else 'csv'}"
+    df.to_parquet(path, index=False) if parquet else df.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    "name, first, second, parquet",
+    [
+        ("offsets", ["2026-01-05T10:00:00+05:30"] * 50, ["2026-01-05T10:00:00"] * 30, False),
+        ("plain_then_offsets", ["2026-01-05T10:00:00"] * 50, ["2026-01-05T10:00:00Z"] * 30, False),
+        ("units", ["1767225600"] * 50, ["1767225600000"] * 30, False),
+        ("digits_then_iso", ["1767225600"] * 50, ["2026-01-05T10:00:00"] * 30, False),
+        ("iso_then_digits", ["2026-01-05T10:00:00Z"] * 50, ["1767225600"] * 30, False),
+        ("parquet_units", [1767225600] * 50, [1767225600000] * 30, True),
+    ],
+)
+def test_chunks_of_one_file_read_ts_as_the_whole_file_does(
+    tmp_path: Path, name, first, second, parquet
+) -> None:
+    """A datetime column's reading is decided by the whole file (offsets or none, epoch or ISO, one unit):
+    a file whose halves differ is refused by a chunked read (the Ray engine, predict) exactly as by a whole
+    read: same rule, counts and rows. Before, each chunk decided alone and such a file was accepted when the
+    change fell on a chunk boundary (found reading a CSV with +05:30 rows, then offset-less ones)."""
+    path = _ts_file(tmp_path, name, first, second, parquet)
+    with pytest.raises(BadValues) as whole:
+        load_batch(path)
+    with pytest.raises(BadValues) as chunked:
+        list(iter_frames(path, None, 50))
+    assert chunked.value.to_dict() == whole.value.to_dict()
+    assert whole.value.column == "ts"
+
+
+def test_a_chunk_without_times_does_not_decide_the_files_reading(tmp_path: Path) -> None:
+    path = _ts_file(tmp_path, "late", [None] * 50, ["1767225600"] * 30)
+    whole = load_batch(path)
+    chunks = list(iter_frames(path, None, 50))
+    assert whole.attrs["ts_unit"] == "epoch_s" and [c.attrs["ts_kind"] for c in chunks] == [None, "epoch_s"]
+    ns = "datetime64[ns, UTC]"  # the all-empty chunk is ns, the whole file's epoch seconds s: same instants
+    pd.testing.assert_series_equal(pd.concat(chunks)["ts"].astype(ns), whole["ts"].astype(ns))
+
+
+def _nul_everywhere(df: pd.DataFrame) -> None:
+    df.loc[range(5, 90, 3), "item_title"] = "t\x00"  # the same fault in every chunk: 30 rows, 10 per chunk
+
+
+def _labels_everywhere(df: pd.DataFrame) -> None:
+    df.loc[range(0, 90, 4), "label"] = "yes"
+
+
+def _earlier_check_later(df: pd.DataFrame) -> None:
+    df.loc[3, "label"] = "2"  # chunk 1 breaks the label rule; chunk 3 a check that comes before it
+    df.loc[70, "query"] = "q\x00"
+
+
+def _label_rules(df: pd.DataFrame) -> None:
+    df.loc[3, "label"] = "2"  # one column, two of its rules in different chunks
+    df.loc[75, "label"] = None
+
+
+@pytest.mark.parametrize("edit", [_nul_everywhere, _labels_everywhere, _earlier_check_later, _label_rules])
+def test_a_chunked_read_refuses_a_file_as_the_whole_read_does(tmp_path: Path, edit) -> None:
+    """The Ray engine and predict read files in chunks; a chunk's own error counted only its rows ("9
+    value(s)" of the file's 29) and named the first chunk's fault where another chunk broke a check that
+    comes first. The chunked read now refuses with the whole read's rule, count and rows."""
+    df = frame(90).astype({"label": str})
+    edit(df)
+    path = tmp_path / f"{edit.__name__}.parquet"
+    df.to_parquet(path, index=False)
+    with pytest.raises(BadValues) as whole:
+        load_batch(path)
+    for packed in (False, True):
+        with pytest.raises(BadValues) as chunked:
+            list(iter_frames(path, None, 30, packed=packed))
+        assert chunked.value.to_dict() == whole.value.to_dict()
