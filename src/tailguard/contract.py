@@ -41,6 +41,7 @@ class ContractError(Exception):
     """A batch breaks the data contract; the message names file, column, rule, offending values and a fix."""
 
     check = 0  # coerce_frame's number for the check that raised (0: not raised by one of its checks)
+    attrs: dict = {}  # noqa: RUF012 - coerce_frame sets a new dict per error: the frame's attrs so far
 
     def __init__(
         self,
@@ -357,6 +358,25 @@ def _check_text_size(path: Path, raw: bytes, limits: InputLimits) -> int:
     return seen
 
 
+def _plain_bytes(batch: Any) -> int:
+    """A record batch's bytes as plain columns: a dictionary column (read_dictionary) counts the text its
+    rows reference plus 4 B of offset per row, as its plain read would. Its own nbytes would count the
+    whole dictionary in every batch: the reader hands each batch the row group's dictionary so far (34
+    dictionaries for 40 batches of one 40k-row group), which refused a 5 MiB file against a 64 MiB cap."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    total = 0
+    for column in batch.columns:
+        if not pa.types.is_dictionary(column.type):
+            total += column.nbytes
+            continue
+        lengths = pc.binary_length(column.dictionary)
+        referenced = pc.sum(pc.take(lengths, column.indices)).as_py() or 0
+        total += int(referenced) + 4 * len(column) + (len(column) + 7) // 8
+    return total
+
+
 def _capped_tables(
     path: Path, batches: Iterator[Any], chunk_rows: int | None, limits: InputLimits, count_bytes: bool
 ) -> Iterator[Any]:
@@ -368,7 +388,7 @@ def _capped_tables(
     pending: list = []
     for batch in batches:
         rows += batch.num_rows
-        decoded += batch.nbytes
+        decoded += _plain_bytes(batch)
         if rows > limits.max_rows:
             raise _too_large(
                 path,
@@ -907,7 +927,9 @@ def read_frame(
     # Parquet text is read from the file's dictionaries and coerced to object columns sharing one str per
     # distinct value: 1.6 s against 2.3 s per 2.5M-row file of the bench, and no str object per cell.
     table = read_table(path, mapping, limits, packed=True)
-    return coerce_frame(table, str(path), mapping, required, numeric, not_null)
+    frame = coerce_frame(table, str(path), mapping, required, numeric, not_null)
+    frame.attrs = {k: v for k, v in frame.attrs.items() if k.endswith("_unit")}  # kinds: for iter_frames
+    return frame
 
 
 def iter_frames(
@@ -926,56 +948,111 @@ def iter_frames(
     packed: text columns read from a Parquet file's string columns stay Categoricals (see packed_text)
     rather than object columns: the same values and errors, without a Python str per cell.
     """
-    kinds: dict[str, set[str]] = {}
-    checks = (str(path), mapping, chunk_rows, numeric, not_null)
-    chunks = iter_table(path, mapping, chunk_rows, packed=packed)
-    for chunk in chunks:
-        try:
-            frame = coerce_frame(chunk, str(path), mapping, required, numeric, not_null, packed=packed)
-        except BadValues as err:
-            raise _whole_file_error(err, chunks, *checks) from None
+    yield from _checked_frames(str(path), mapping, chunk_rows, required, numeric, not_null, packed, ())
+
+
+@dataclass
+class _FileReading:
+    """What each chunk of a file decides alone that a whole read decides once: how each datetime column
+    is read. `iso`: columns known to be ISO text (a chunk held non-digit text), so digits-only chunks after
+    it are ISO too (20260105), as in a whole read; `kinds`/`checks`: each column's kinds so far and the
+    number of its coerce_frame check."""
+
+    iso: tuple[str, ...]
+    kinds: dict[str, set[str]]
+    checks: dict[str, int]
+
+    def add(self, attrs: dict) -> None:
+        """One chunk's reading: a coerced frame's attrs, or a BadValues' (what it read before failing)."""
         for col in DATETIME_COLUMNS:
-            if frame.attrs.get(f"{col}_kind"):
-                kinds.setdefault(col, set()).add(frame.attrs[f"{col}_kind"])
-        yield frame
-    for col, seen in kinds.items():
-        if len(seen) > 1:  # chunks read ts differently (offsets or none, epoch units, digits or ISO)
-            err = BadValues(
-                path, col, "datetime", f"chunks of the file read {col} differently: {sorted(seen)}"
-            )
-            raise _whole_column_error(err, *checks)
+            kind = attrs.get(f"{col}_kind")
+            if kind:
+                self.kinds.setdefault(col, set()).add(kind)
+                self.checks[col] = attrs[f"{col}_check"]
+                if kind.startswith("iso8601") and col not in self.iso:
+                    self.iso = (*self.iso, col)
+
+    def mismatch(self, source: str) -> BadValues | None:
+        """A column whose chunks were read differently (offsets or none, epoch units, digits and ISO)."""
+        for col, seen in self.kinds.items():
+            if len(seen) > 1:
+                err = BadValues(
+                    source, col, "datetime", f"chunks of the file read {col} differently: {sorted(seen)}"
+                )
+                err.check = self.checks[col]
+                return err
+        return None
+
+
+def _checked_frames(
+    source: str, mapping: Any, chunk_rows: int, required: tuple, numeric: tuple, not_null: tuple,
+    packed: bool, iso: tuple[str, ...], skip: int = 0,
+) -> Iterator[pd.DataFrame]:  # fmt: skip
+    """iter_frames' chunks from the `skip`th on, `iso` columns read as ISO text from the first chunk."""
+    reading = _FileReading(iso, {}, {})
+    checks = (source, mapping, chunk_rows, numeric, not_null, packed)
+    chunks = iter_table(source, mapping, chunk_rows, packed=packed)
+    for index, chunk in enumerate(chunks):
+        try:
+            frame = coerce_frame(chunk, source, mapping, required, numeric, not_null, packed, reading.iso)
+        except BadValues as err:
+            reading.add(err.attrs)
+            whole = _whole_file_error(err, chunks, reading, *checks)
+            if whole is None and err.column in DATETIME_COLUMNS and err.column not in iso:
+                # Digits-only ts (20260105) refused as an epoch in this chunk while the whole file is ISO
+                # text: read the file again with the column as ISO, yielding from this chunk on.
+                again = (*iso, err.column)
+                yield from _checked_frames(
+                    source, mapping, chunk_rows, required, numeric, not_null, packed, again, index
+                )
+                return
+            raise (whole or err) from None
+        reading.add(frame.attrs)
+        if index >= skip:
+            yield frame
+    mismatch = reading.mismatch(source)
+    if mismatch is not None:
+        raise _whole_column_error(mismatch, *checks) or mismatch
 
 
 def _whole_file_error(
-    first: BadValues, rest: Iterator[pd.DataFrame], source: str, mapping: Any, chunk_rows: int, *checks: tuple
-) -> BadValues:
-    """The error a whole-file read (read_frame) gives, for a file whose chunk raised `first`.
+    first: BadValues, rest: Iterator[pd.DataFrame], reading: _FileReading, source: str, mapping: Any,
+    chunk_rows: int, numeric: tuple, not_null: tuple, packed: bool,
+) -> BadValues | None:  # fmt: skip
+    """The error a whole-file read (read_frame) gives for a file whose chunk raised `first`; None where the
+    whole file passes (a ts chunk read alone as an epoch in an ISO file).
 
     Each later chunk is checked too (one chunk in memory at a time; a read error there is raised, as a
-    whole read raises it before any check). The file's first failing check is the lowest-numbered one
-    raised by any chunk, since every check before it passed in every chunk; that check's column is then
-    read alone and checked whole, so rule, counts and example rows are the whole file's (a chunk's own
-    error counted only its rows: "20 value(s)" of a file's 60).
+    whole read raises it before any check), and so is the agreement of the chunks' ts readings. The file's
+    first failing check is the lowest-numbered one raised by any chunk, since every check before it passed
+    in every chunk; that check's column is then read alone and checked whole, so rule, counts and example
+    rows are the whole file's (a chunk's own error counted only its rows: "9 value(s)" of a file's 29).
     """
     for chunk in rest:
         try:
-            coerce_frame(chunk, source, mapping, (), *checks)
+            reading.add(
+                coerce_frame(chunk, source, mapping, (), numeric, not_null, packed, reading.iso).attrs
+            )
         except BadValues as later:
+            reading.add(later.attrs)
             first = later if later.check < first.check else first
-    return _whole_column_error(first, source, mapping, chunk_rows, *checks)
+    mismatch = reading.mismatch(source)
+    if mismatch is not None and mismatch.check < first.check:
+        first = mismatch
+    return _whole_column_error(first, source, mapping, chunk_rows, numeric, not_null, packed)
 
 
 def _whole_column_error(
-    err: BadValues, source: str, mapping: Any, chunk_rows: int, numeric: tuple, not_null: tuple
-) -> BadValues:
-    """coerce_frame's error for err's column read alone from the whole file (err itself if it passes)."""
+    err: BadValues, source: str, mapping: Any, chunk_rows: int, numeric: tuple, not_null: tuple, packed: bool
+) -> BadValues | None:
+    """coerce_frame's error for err's column read alone from the whole file; None if it passes."""
     cfg = _as_mapping(mapping)
     parts = [_apply_mapping(c, source, cfg)[[err.column]] for c in iter_table(source, mapping, chunk_rows)]
     try:
         coerce_frame(pd.concat(parts), source, None, (), numeric, not_null)
     except BadValues as whole:
         return whole
-    return err
+    return None
 
 
 def output_schema(
@@ -1010,6 +1087,7 @@ def coerce_frame(
     numeric: tuple[str, ...] = (),
     not_null: tuple[str, ...] = (),
     packed: bool = False,
+    iso_text: tuple[str, ...] = (),
 ) -> pd.DataFrame:
     """Rename mapped columns and coerce contract columns to their dtypes; never half-coerced.
 
@@ -1018,6 +1096,8 @@ def coerce_frame(
     position: integers; ts: datetime64 in UTC, naive times read as UTC), every other column as given.
     No non-missing value ever becomes missing. The unit an epoch-integer `ts` was read in is kept in
     `attrs["ts_unit"]`. packed: a Categorical text column of strings stays one (packed_text), else as above.
+    iso_text: datetime columns whose text is ISO 8601 even where every value is digits (iter_frames: a later
+    chunk of a file whose earlier text was not all digits).
     Raises MissingColumn for a `required` column absent after the mapping (with a --columns hint from
     the closest names), BadValues naming the column, the rule and example rows for a value that cannot
     be read in its column's type, a non-finite `numeric` value or an empty `not_null` cell.
@@ -1066,15 +1146,17 @@ def coerce_frame(
         for col in DATETIME_COLUMNS:
             step += 1
             if col in out.columns:
-                out[col], unit, kind = _coerce_datetime(out[col], str(source), col)
+                out[col], unit, kind = _coerce_datetime(out[col], str(source), col, col in iso_text)
                 out.attrs[f"{col}_unit"] = unit
                 out.attrs[f"{col}_kind"] = kind
+                out.attrs[f"{col}_check"] = step
         # relevance is a gain: an empty cell would become gain 0 (a "not relevant" the file never said).
         for col in (*NOT_NULL_WHEN_PRESENT, *not_null):
             step += 1
             _refuse_empty(out, str(source), col)
     except BadValues as err:
         err.check = step
+        err.attrs = dict(out.attrs)  # how the checks before it read ts: iter_frames compares chunks' readings
         raise
     return out
 
@@ -1309,7 +1391,8 @@ def _coerce_numeric(
     else:
         codes, uniques = _factorized(series)
         converted = pd.to_numeric(pd.Series(uniques.astype(str).str.strip()), errors="coerce").to_numpy(float)
-        numbers = pd.Series(np.where(codes >= 0, converted[codes], np.nan), index=series.index)
+        # Code -1 (empty) reads the appended NaN; an all-empty column has no uniques to index.
+        numbers = pd.Series(np.append(converted, np.nan)[codes], index=series.index)
         # 'nan', 'NaN', 'n/a', 'abc' and '' after stripping all come back NaN: text is never turned missing.
         bad = (codes >= 0) & np.isnan(numbers.to_numpy())
         if bad.any():
@@ -1352,11 +1435,14 @@ def _as_utc(series: pd.Series) -> pd.Series:
     return series.dt.tz_convert("UTC") if series.dt.tz is not None else series.dt.tz_localize("UTC")
 
 
-def _coerce_datetime(series: pd.Series, source: str, col: str) -> tuple[pd.Series, str | None, str | None]:
+def _coerce_datetime(
+    series: pd.Series, source: str, col: str, iso: bool = False
+) -> tuple[pd.Series, str | None, str | None]:
     """(UTC timestamps, how they were read: 'timestamp', 'iso8601' or 'epoch_s'/'_ms'/'_us'/'_ns', and the
     kind of values: the unit, 'iso8601+offset' for ISO text with offsets, None where no value is present).
 
-    Text is ISO 8601 unless every value is a plain number, which is then an epoch like a numeric column;
+    Text is ISO 8601 unless every value is a plain number (and not `iso`), which is then an epoch like a
+    numeric column;
     Parquet and CSV give the same result for the same values. Unparseable values raise BadValues. The
     choices are the whole series': chunks of one file must agree on the kind (iter_frames checks).
     """
@@ -1375,7 +1461,7 @@ def _coerce_datetime(series: pd.Series, source: str, col: str) -> tuple[pd.Serie
         return parsed, unit, unit
     text = series.astype(object).where(series.notna(), None)
     present = text.dropna().astype(str)
-    if len(present) and present.str.match(_DIGITS).all():
+    if not iso and len(present) and present.str.match(_DIGITS).all():
         stripped = present.str.strip()
         ints = {i: int(v) for i, v in stripped.items()} if stripped.str.fullmatch(r"-?\d+").all() else {}
         if ints and max(abs(v) for v in ints.values()) < 2**63:
@@ -1478,4 +1564,5 @@ def _epoch(
             source, col, "epoch_unit", f"epoch values in {unit} fall outside 1677-2262 ({exc})",
             _bad_examples(shown, present), hint=hint,
         ) from None  # fmt: skip
-    return parsed.rename(col), f"epoch_{unit}"
+    # ns whatever the unit: a chunk with no value is NaT in ns, so every chunk of a file gets one dtype.
+    return parsed.astype("datetime64[ns, UTC]").rename(col), f"epoch_{unit}"

@@ -353,7 +353,7 @@ def test_a_chunk_without_times_does_not_decide_the_files_reading(tmp_path: Path)
     whole = load_batch(path)
     chunks = list(iter_frames(path, None, 50))
     assert whole.attrs["ts_unit"] == "epoch_s" and [c.attrs["ts_kind"] for c in chunks] == [None, "epoch_s"]
-    ns = "datetime64[ns, UTC]"  # the all-empty chunk is ns, the whole file's epoch seconds s: same instants
+    ns = "datetime64[ns, UTC]"
     pd.testing.assert_series_equal(pd.concat(chunks)["ts"].astype(ns), whole["ts"].astype(ns))
 
 
@@ -390,3 +390,73 @@ def test_a_chunked_read_refuses_a_file_as_the_whole_read_does(tmp_path: Path, ed
         with pytest.raises(BadValues) as chunked:
             list(iter_frames(path, None, 30, packed=packed))
         assert chunked.value.to_dict() == whole.value.to_dict()
+
+
+@pytest.mark.parametrize("digits_first", [True, False])
+def test_digit_dates_in_an_iso_file_are_iso_in_every_chunk(tmp_path: Path, digits_first: bool) -> None:
+    """A whole read takes ts as ISO text once any value is not all digits, so 20260105 is 2026-01-05; a chunk
+    holding only such values used to read them as epoch numbers and refuse the file (found by a breaker)."""
+    iso, digits = ["2026-01-05T10:00:00"] * 20, ["20260105"] * 20
+    path = _ts_file(tmp_path, "basic", *((digits, iso) if digits_first else (iso, digits)))
+    whole = load_batch(path)
+    for packed in (False, True):
+        chunks = list(iter_frames(path, None, 20, packed=packed))
+        assert len(chunks) == 2
+        pd.testing.assert_series_equal(pd.concat(chunks)["ts"], whole["ts"])
+    assert whole["ts"].iloc[20 if digits_first else 0] == pd.Timestamp("2026-01-05T10:00:00Z")
+
+
+def test_ts_read_two_ways_is_reported_before_a_later_rule(tmp_path: Path) -> None:
+    """Chunks reading ts differently (offsets, then none) and an empty relevance in the last row: the whole
+    read refuses ts (its check comes first), and so does the chunked read, even though the chunk with the
+    offset-less values failed on relevance first (found by a breaker)."""
+    df = frame(40).assign(ts=["2026-01-05T10:00:00+05:30"] * 20 + ["2026-01-05T10:00:00"] * 20, relevance="1")
+    df.loc[39, "relevance"] = None
+    path = tmp_path / "late.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(BadValues) as whole:
+        load_batch(path)
+    with pytest.raises(BadValues) as chunked:
+        list(iter_frames(path, None, 20))
+    assert chunked.value.to_dict() == whole.value.to_dict() and whole.value.column == "ts"
+
+
+def test_the_size_cap_counts_dictionary_text_as_plain_text(tmp_path: Path) -> None:
+    """Each batch read from a dictionary carries the row group's dictionary so far; counting its nbytes per
+    batch refused a 1 MiB file against an 8 MiB cap (found by a breaker). The text its rows use is counted."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tailguard.contract import InputLimits, iter_table
+
+    n = 8000
+    titles = [f"title {i:06d} " + "x" * 90 for i in range(n)]
+    table = pa.table(
+        {"query": ["q"] * n, "item_id": [str(i) for i in range(n)], "item_title": titles, "label": [1] * n}
+    )
+    pq.write_table(table, tmp_path / "titles.parquet")
+    limits = InputLimits(max_bytes=8 << 20, max_rows=10**6)
+    for packed in (False, True):
+        assert sum(len(c) for c in iter_table(tmp_path / "titles.parquet", None, 100, limits, packed)) == n
+    with pytest.raises(ContractError, match="size_limit|limit"):
+        list(
+            iter_table(
+                tmp_path / "titles.parquet", None, 100, InputLimits(max_bytes=1 << 19, max_rows=10**6), True
+            )
+        )
+
+
+def test_an_all_empty_numeric_column_or_chunk_reads_as_missing(tmp_path: Path) -> None:
+    """A CSV price column empty in every row (or in every row of one chunk) is missing, not an IndexError."""
+    df = frame(40).assign(price=[None] * 30 + ["2.5"] * 10)
+    df.to_csv(tmp_path / "price.csv", index=False)
+    whole = load_batch(tmp_path / "price.csv")
+    assert whole["price"].isna().sum() == 30 and whole["price"].iloc[-1] == 2.5
+    chunks = list(iter_frames(tmp_path / "price.csv", None, 10))
+    pd.testing.assert_series_equal(pd.concat(chunks)["price"], whole["price"])
+
+
+def test_every_chunk_of_an_epoch_ts_has_the_whole_reads_dtype(tmp_path: Path) -> None:
+    path = _ts_file(tmp_path, "epoch", [None] * 20, ["1767607200"] * 20)
+    dtypes = {str(c["ts"].dtype) for c in iter_frames(path, None, 20)} | {str(load_batch(path)["ts"].dtype)}
+    assert dtypes == {"datetime64[ns, UTC]"}
