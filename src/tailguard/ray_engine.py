@@ -275,8 +275,7 @@ def _read_file(
         for chunk in contract.iter_frames(
             path, cfg, chunk_rows, required=required, not_null=not_null, packed=True
         ):
-            # The file's unit: a chunk with values decides; with none anywhere, the first chunk's.
-            units.append((chunk.attrs.get("ts_kind") is None, chunk.attrs.get("ts_unit")))
+            units.append((chunk.attrs.get("ts_kind") is not None, chunk.attrs.get("ts_unit")))
             columns = [str(c) for c in chunk.columns]
             frame = chunk.reset_index(drop=True)
             frame.attrs = {}
@@ -288,7 +287,8 @@ def _read_file(
     except ContractError as err:
         yield _refusal(err)
         return
-    unit = min(units, key=lambda u: u[0])[1] if units else None  # min: stable, the first with values
+    # The file's unit: the chunks holding values' (iter_frames made them agree), else the first chunk's.
+    unit = next((u for has_values, u in units if has_values), units[0][1] if units else None)
     summary = {"index": index, "rows": rows, "columns": columns, "ts_unit": unit}
     yield summary | {"sizes": sizes, "first_row": first_row or 0}
 
