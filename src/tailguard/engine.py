@@ -134,7 +134,11 @@ def evaluate_batch(
         if missing:
             raise ValueError(f"eval frame: no score column(s) {missing}; has {list(eval_data.columns)[:12]}")
         scores = {m: pd.to_numeric(eval_data[c]).to_numpy(dtype=float) for m, c in score_columns.items()}
-        return evaluate(eval_data, to_pandas(train_data), scores, config)
+        if not isinstance(train_data, pd.DataFrame):  # a RayBatch: only its counts leave the cluster
+            from tailguard import ray_engine
+
+            train_data = ray_engine.train_counts(train_data)
+        return evaluate(eval_data, train_data, scores, config)
     from tailguard import ray_engine
 
     return ray_engine.evaluate(eval_data, train_data, score_columns, config)

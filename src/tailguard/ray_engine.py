@@ -42,7 +42,7 @@ from tailguard import contract
 from tailguard.contract import CANONICAL_COLUMNS, ColumnMapping, ContractError
 
 if TYPE_CHECKING:
-    from tailguard.metrics import Evaluation
+    from tailguard.metrics import Evaluation, TrainCounts
 
 TEXT_KEYS = ("query", "item_id", "item_title")
 # Block size. Every task pays a fixed cost per block (its text columns' distinct values are pickled out and
@@ -1146,9 +1146,9 @@ def _query_partition(queries: np.ndarray, parts: int) -> np.ndarray:
 QueryPiece = tuple[np.ndarray, np.ndarray, pd.DataFrame]
 
 
-def _query_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(per row a code, the distinct queries: object array) in first-occurrence order, queries named as
-    metrics.evaluate names them (`astype(str)`: a missing query is "None", merged with a typed "None")."""
+def _text_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(per row a code, the distinct values: object array) in first-occurrence order, values named as
+    metrics.evaluate names them (`astype(str)`: a missing value is "None", merged with a typed "None")."""
     if not isinstance(column.dtype, pd.CategoricalDtype):
         codes, uniques = pd.factorize(column.astype(str).to_numpy(object))
         return codes, np.asarray(uniques, dtype=object)
@@ -1171,7 +1171,7 @@ def _split_by_query(
     One part: the piece itself, since a task with one return stores its value, not a 1-tuple.
     Raises ValueError naming batch rows for a non-finite label, relevance or score.
     """
-    codes, uniques = _query_codes(frame["query"])
+    codes, uniques = _text_codes(frame["query"])
     rows = pd.DataFrame({c: _finite_column(frame, c, " of a block") for c in numeric})
     if parts == 1:
         return uniques, codes.astype(np.int32), rows
@@ -1249,6 +1249,43 @@ def per_query_table(
     return pd.concat(tables, ignore_index=True).sort_values("query", ignore_index=True)
 
 
+def _block_train_counts(frame: pd.DataFrame) -> TrainCounts:
+    """One block's training rows per item and per query, named from its codes (_text_codes)."""
+    from tailguard.metrics import TrainCounts
+
+    def counts(column: pd.Series) -> pd.Series:
+        codes, names = _text_codes(column)
+        return pd.Series(np.bincount(codes, minlength=len(names)), index=pd.Index(names, dtype=object))
+
+    return TrainCounts(counts(frame["item_id"]), counts(frame["query"]), len(frame))
+
+
+def _merge_train_counts(*parts: TrainCounts) -> TrainCounts:
+    from tailguard.metrics import TrainCounts
+
+    return TrainCounts.merged(list(parts))
+
+
+def train_counts(batch: RayBatch, fan_in: int = 8) -> TrainCounts:
+    """The training batch's rows per item and per query (metrics.TrainCounts), summed on the cluster.
+
+    Only distinct items and queries reach the driver, never the training rows: the counts of a batch are
+    ~100 B per distinct key (Python str plus int64) against ~120 B per row for its two text columns.
+    Equal to TrainCounts.of(batch.to_pandas()). Raises ValueError naming a missing query or item_id column,
+    RayEngineError when the cluster fails.
+    """
+    import ray
+
+    missing = [c for c in ("query", "item_id") if c not in batch.columns]
+    if missing:
+        raise ValueError(f"train frame: missing column(s) {missing}; has {batch.columns[:12]}")
+    refs = [ray.remote(_block_train_counts).remote(b) for b in batch.block_refs()]
+    merge = ray.remote(_merge_train_counts)
+    while len(refs) > 1:
+        refs = [merge.remote(*refs[i : i + fan_in]) for i in range(0, len(refs), fan_in)]
+    return _merge_train_counts(*_get(refs))
+
+
 def evaluate(
     eval_batch: RayBatch,
     train: RayBatch | pd.DataFrame,
@@ -1257,9 +1294,10 @@ def evaluate(
 ) -> Evaluation:
     """metrics.json of the eval batch's score columns ({"candidate": col, "production": col}) on the cluster.
 
-    Only the columns evaluate reads leave the cluster (query, item_id, label, relevance, category, scores;
-    the training batch's query and item_id), then metrics.evaluate runs on them: the same Evaluation as
-    the pandas path on the same rows, exactly (evaluate's canonical row order ignores the block order).
+    Only the columns evaluate reads leave the cluster (query, item_id, label, relevance, category, scores),
+    and of the training batch only its counts per item and per query (train_counts); then metrics.evaluate
+    runs on them: the same Evaluation as the pandas path on the same rows, exactly (evaluate's canonical
+    row order ignores the block order).
     Raises ValueError as metrics.evaluate does, RayEngineError when the cluster fails.
     """
     from tailguard.metrics import evaluate as evaluate_frame
@@ -1268,10 +1306,10 @@ def evaluate(
     if missing:
         raise ValueError(f"eval batch: no score column(s) {missing}; has {eval_batch.columns[:12]}")
     eval_df = _collect(eval_batch, _eval_columns(eval_batch.columns, score_columns))
-    train_df = train if isinstance(train, pd.DataFrame) else _collect(train, ["query", "item_id"])
+    known = train if isinstance(train, pd.DataFrame) else train_counts(train)
     # A CSV keeps extra columns as text (the contract types only its own columns): parse them here.
     scores = {model: _finite_column(eval_df, col) for model, col in score_columns.items()}
-    return evaluate_frame(eval_df.drop(columns=["row_id"], errors="ignore"), train_df, scores, config)
+    return evaluate_frame(eval_df.drop(columns=["row_id"], errors="ignore"), known, scores, config)
 
 
 # --- fine-tune across nodes ---------------------------------------------------------------------------------

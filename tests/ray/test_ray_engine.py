@@ -133,8 +133,8 @@ def test_query_names_are_the_same_packed_or_not():
 
     column = pd.Series(["b", None, "None", *HOSTILE_TEXT, "b", None], dtype=object)
     packed = ray_engine._pack(pd.DataFrame({"query": column.copy()}))["query"]
-    codes, names = ray_engine._query_codes(packed)
-    plain_codes, plain_names = ray_engine._query_codes(column)
+    codes, names = ray_engine._text_codes(packed)
+    plain_codes, plain_names = ray_engine._text_codes(column)
     np.testing.assert_array_equal(codes, plain_codes)
     assert list(names) == list(plain_names)
     assert names[codes[1]] == "None" and codes[1] == codes[2]

@@ -97,6 +97,32 @@ def test_metrics_json_equals_pandas(ray_cluster, eval_data):
     assert overall.ci_low is not None and overall.ci_low <= overall.value <= overall.ci_high
 
 
+def test_training_counts_are_summed_on_the_cluster(ray_cluster, eval_data, tmp_path):
+    """ray_engine.train_counts (what evaluate reads of a training RayBatch, instead of its rows) equals the
+    pandas counts of the same file, over blocks on both nodes: an empty item cell and the text "None" are
+    one key, as metrics.evaluate's astype(str) makes them; leading zeros and CJK stay text."""
+    from tailguard.metrics import TrainCounts
+
+    frame = pd.read_csv(eval_data["train"], dtype=str, keep_default_na=False)
+    frame.loc[frame.index[:5], "item_id"] = ""
+    frame.loc[frame.index[900:903], "item_id"] = "None"
+    frame.loc[frame.index[1500:1510], "query"] = "红色 沙发"
+    frame.loc[frame.index[2000:2004], "item_id"] = "0000741"
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    batch = ray_engine.load(tmp_path / "train.csv", block_rows=BLOCK_ROWS)
+    assert len(batch.block_rows) >= 4
+    got = ray_engine.train_counts(batch, fan_in=2)  # a merge tree two levels deep
+    expected = TrainCounts.of(load_batch(tmp_path / "train.csv"))
+    pd.testing.assert_series_equal(got.items, expected.items, check_exact=True)
+    pd.testing.assert_series_equal(got.queries, expected.queries, check_exact=True)
+    assert got.rows == expected.rows == len(frame)
+    assert got.items["None"] == 8 and got.items["0000741"] >= 4 and got.queries["红色 沙发"] >= 10
+    frame.drop(columns=["item_id"]).to_csv(tmp_path / "no_items.csv", index=False)
+    no_items = ray_engine.load(tmp_path / "no_items.csv", required=("query",))
+    with pytest.raises(ValueError, match=r"train frame: missing column\(s\) \['item_id'\]"):
+        ray_engine.train_counts(no_items)
+
+
 def test_per_query_table_gives_the_per_query_metrics(ray_cluster, eval_data):
     """The table aggregated on the cluster (rows shuffled by query hash) holds every query once, and the
     means of its defined values are metrics.json's overall per-query metrics to 1e-9."""

@@ -832,6 +832,33 @@ def test_shuffled_rows_give_identical_metrics_json(data):
         assert json.dumps(res, sort_keys=True, allow_nan=False) == base
 
 
+def test_training_counts_stand_in_for_the_training_rows(data):
+    """metrics.json from TrainCounts (what the Ray engine sums on the cluster) is byte-identical to the one
+    from the training rows; counts of parts merge to the counts of the whole, missing keys named "None"."""
+    train, ev, cand, prod = data
+    train = train.copy()
+    train.loc[train.index[:7], "item_id"] = None  # a missing item and the text "None" are one key, as before
+    train.loc[train.index[7:9], "item_id"] = "None"
+    scores = {"candidate": cand, "production": prod}
+    cfg = EvalConfig(n_bootstrap=32, min_positives=5)
+    counts = M.TrainCounts.of(train)
+    assert counts.rows == len(train) and counts.items["None"] == 9
+    assert counts.items.sum() == counts.queries.sum() == len(train)
+    halves = M.TrainCounts.merged([M.TrainCounts.of(train.iloc[:301]), M.TrainCounts.of(train.iloc[301:])])
+    pd.testing.assert_series_equal(halves.items, counts.items)
+    pd.testing.assert_series_equal(halves.queries, counts.queries)
+    assert halves.rows == counts.rows
+    from_rows = evaluate_typed(ev, train, scores, cfg).to_json_bytes()
+    assert evaluate_typed(ev, counts, scores, cfg).to_json_bytes() == from_rows
+    assert evaluate_typed(ev, halves, scores, cfg).to_json_bytes() == from_rows
+    pd.testing.assert_frame_equal(assign_slices(ev, counts, cfg), assign_slices(ev, train, cfg))
+    assert M.TrainCounts.merged([]).rows == 0
+    with pytest.raises(ValueError, match="train frame: empty"):
+        assign_slices(ev, M.TrainCounts.merged([]), cfg)
+    with pytest.raises(ValueError, match=r"train frame: missing column\(s\) \['item_id'\]"):
+        M.TrainCounts.of(train[["query"]])
+
+
 # --- review after issue 12: missing category, empty relevance, one common training count ----------------
 
 

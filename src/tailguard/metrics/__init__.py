@@ -40,6 +40,7 @@ from tailguard.metrics.kernels import (
 from tailguard.metrics.slices import (
     MISSING_CATEGORY,
     OTHER_CATEGORY,
+    TrainCounts,
     assign_slices,
     category_slice_value,
     category_slices,
@@ -69,6 +70,7 @@ __all__ = [
     "MetricEntry",
     "SliceDefinitions",
     "SliceInfo",
+    "TrainCounts",
     "assign_slices",
     "bootstrap_mean_interval",
     "category_slice_value",

@@ -31,7 +31,7 @@ from tailguard.metrics.kernels import (
     exposure_by_bucket,
     popularity_bias,
 )
-from tailguard.metrics.slices import _require, assign_slices, slice_cutoffs
+from tailguard.metrics.slices import TrainCounts, _require, assign_slices, slice_cutoffs
 
 
 def _dimension_codes(slices: pd.DataFrame) -> list[tuple[str, list[str], np.ndarray]]:
@@ -97,11 +97,12 @@ class _Rows:
     probs_ok: dict[str, bool]  # every score in [0, 1]: the probability metrics are defined
     popularity: np.ndarray  # (n,) popularity bucket name
     dimensions: list[tuple[str, list[str], np.ndarray]]
+    train: TrainCounts  # the training batch's counts (bucket cut-offs, train_rows)
 
 
 def _prepare(
     eval_df: pd.DataFrame,
-    train_df: pd.DataFrame,
+    train: pd.DataFrame | TrainCounts,
     scores: dict[str, np.ndarray],
     config: EvalConfig,
     slices: pd.DataFrame | None,
@@ -113,7 +114,8 @@ def _prepare(
         raise ValueError("eval frame: no rows to evaluate")
     scores = _check_scores(scores, n)
     models = [m for m in ("candidate", "production") if m in scores]
-    slices = assign_slices(eval_df, train_df, config) if slices is None else slices
+    train = TrainCounts.of(train)  # once: the slices and metrics.json's header read it
+    slices = assign_slices(eval_df, train, config) if slices is None else slices
     if len(slices) != n:
         raise ValueError(f"slices: {len(slices)} rows for {n} eval rows")
     y = pd.to_numeric(eval_df["label"]).to_numpy(dtype=np.float64)
@@ -138,7 +140,7 @@ def _prepare(
         scores=scores, slices=slices, models=models,
         ranked={m: _Ranked(q, n_queries, scores[m]) for m in models},
         probs_ok={m: bool(((scores[m] >= 0) & (scores[m] <= 1)).all()) for m in models},
-        popularity=_popularity_names(slices["popularity"]), dimensions=_dimension_codes(slices),
+        popularity=_popularity_names(slices["popularity"]), dimensions=_dimension_codes(slices), train=train,
     )  # fmt: skip
 
 
@@ -150,7 +152,7 @@ def _popularity_names(pop: pd.Series) -> np.ndarray:
     return pop.astype(str).to_numpy()
 
 
-def _header(rows: _Rows, eval_df: pd.DataFrame, train_df: pd.DataFrame, config: EvalConfig) -> dict:
+def _header(rows: _Rows, eval_df: pd.DataFrame, config: EvalConfig) -> dict:
     """metrics.json's leading blocks (schema, config, models, data, slice definitions); slices and metrics
     start empty."""
     return {
@@ -162,11 +164,11 @@ def _header(rows: _Rows, eval_df: pd.DataFrame, train_df: pd.DataFrame, config: 
             "queries": rows.n_queries,
             "positives": int(rows.y.sum()),
             "items": rows.n_items,
-            "train_rows": len(train_df),
+            "train_rows": rows.train.rows,
             "graded_relevance": "relevance" in eval_df.columns,
         },
         "slice_definitions": {
-            "cutoffs": slice_cutoffs(train_df, config),
+            "cutoffs": slice_cutoffs(rows.train, config),
             "dimensions": [d for d in SLICE_DIMENSIONS if d in rows.slices.columns],
         },
         "slices": {},
@@ -405,7 +407,7 @@ def _bias_and_fairness(result: dict, rows: _Rows, config: EvalConfig) -> list[st
 
 def evaluate(
     eval_df: pd.DataFrame,
-    train_df: pd.DataFrame,
+    train: pd.DataFrame | TrainCounts,
     scores: dict[str, np.ndarray],
     config: EvalConfig | None = None,
     slices: pd.DataFrame | None = None,
@@ -413,10 +415,11 @@ def evaluate(
     """Every metric of metrics.json: per model, overall and per slice, with paired bootstrap differences.
 
     Inputs: eval_df (n rows) with columns query, item_id, label (0/1) and optionally relevance (graded
-    gain) and category; train_df with query and item_id (its counts cut the popularity and query-frequency
-    buckets, see slices.share_buckets); scores {"candidate": (n,), "production": (n,) optional} of finite
-    floats (probabilities in [0, 1] for log loss, ECE, F1, recall, precision; other scores leave those
-    undefined); slices: assign_slices' frame when the caller already has it.
+    gain) and category; train: the training frame with query and item_id, or its slices.TrainCounts (its
+    counts cut the popularity and query-frequency buckets, see slices.share_buckets); scores
+    {"candidate": (n,), "production": (n,) optional} of finite floats (probabilities in [0, 1] for log
+    loss, ECE, F1, recall, precision; other scores leave those undefined); slices: assign_slices' frame
+    when the caller already has it.
 
     Returns an Evaluation (metrics.json): per model and slice ROC AUC pooled (Mann-Whitney U, ties half)
     and per query, PR AUC (scikit-learn's step-wise average precision), log loss (nats per row), ECE
@@ -435,8 +438,8 @@ def evaluate(
     head_share + torso_share >= 1.
     """
     config = config or EvalConfig()
-    rows = _prepare(eval_df, train_df, scores, config, slices)
-    result = _header(rows, eval_df, train_df, config)
+    rows = _prepare(eval_df, train, scores, config, slices)
+    result = _header(rows, eval_df, config)
     bootstrap = len(rows.models) == 2 and config.n_bootstrap > 0
     ps = _Pass(rows, config, _row_stats(rows, config), bootstrap)
     # One common training count (above tail_max_count): head/torso/tail say nothing; the gate skips them.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -90,16 +91,74 @@ def _require(df: pd.DataFrame, columns: tuple[str, ...], name: str) -> None:
         raise ValueError(f"{name}: missing column(s) {missing}; has {list(df.columns)[:12]}")
 
 
-def assign_slices(eval_df: pd.DataFrame, train_df: pd.DataFrame, config: EvalConfig) -> pd.DataFrame:
-    """Slice columns aligned with eval_df: popularity, query_frequency, query_terms, category, item counts."""
+@dataclass(frozen=True)
+class TrainCounts:
+    """All that evaluation reads from the training batch: training rows per item and per query.
+
+    items / queries: int64 Series indexed by the text of item_id / query as `astype(str)` names it (a
+    missing value is "None"), sorted by that text; rows: training rows. A training batch of n rows with d
+    distinct keys shrinks to O(d): the Ray engine sums these on the cluster (ray_engine.train_counts) so the
+    training rows never reach the driver.
+    """
+
+    items: pd.Series
+    queries: pd.Series
+    rows: int
+
+    @classmethod
+    def of(cls, train: pd.DataFrame | TrainCounts) -> TrainCounts:
+        """The counts of a training frame (columns query, item_id); a TrainCounts is returned as it is.
+
+        Raises ValueError naming the missing column(s).
+        """
+        if isinstance(train, TrainCounts):
+            return train
+        _require(train, ("query", "item_id"), "train frame")
+        return cls(_text_counts(train["item_id"]), _text_counts(train["query"]), len(train))
+
+    @classmethod
+    def merged(cls, parts: list[TrainCounts]) -> TrainCounts:
+        """The counts of the concatenated frames the parts were counted from."""
+        if not parts:
+            none = _text_counts(pd.Series([], dtype=object))
+            return cls(none, none, 0)
+        items = _sum_counts([p.items for p in parts])
+        queries = _sum_counts([p.queries for p in parts])
+        return cls(items, queries, sum(p.rows for p in parts))
+
+
+def _text_counts(column: pd.Series) -> pd.Series:
+    counts = column.astype(str).value_counts(sort=False)
+    return _sorted_counts(counts)
+
+
+def _sum_counts(parts: list[pd.Series]) -> pd.Series:
+    return _sorted_counts(pd.concat(parts).groupby(level=0, sort=False).sum())
+
+
+def _sorted_counts(counts: pd.Series) -> pd.Series:
+    counts = counts.sort_index()
+    return pd.Series(
+        counts.to_numpy(dtype=np.int64), index=pd.Index(counts.index.to_numpy(dtype=object), dtype=object)
+    )
+
+
+def assign_slices(
+    eval_df: pd.DataFrame, train: pd.DataFrame | TrainCounts, config: EvalConfig
+) -> pd.DataFrame:
+    """Slice columns aligned with eval_df: popularity, query_frequency, query_terms, category, item counts.
+
+    train: the training frame (query, item_id) or its TrainCounts. Raises ValueError for a missing column,
+    an empty training batch, or head_share + torso_share >= 1.
+    """
     config.validate_shares()
     _require(eval_df, ("query", "item_id"), "eval frame")
-    _require(train_df, ("query", "item_id"), "train frame")
-    if train_df.empty:
+    counts = TrainCounts.of(train)
+    if counts.rows == 0:
         raise ValueError("train frame: empty; popularity cut-offs need training interactions")
     out = pd.DataFrame(index=eval_df.index)
 
-    item_counts = train_df["item_id"].astype(str).value_counts()
+    item_counts = counts.items
     item_bucket = share_buckets(item_counts, config.head_share, config.torso_share, config.tail_max_count)
     eval_items = eval_df["item_id"].astype(str)
     train_count = eval_items.map(item_counts).fillna(0).astype(np.int64)
@@ -108,7 +167,7 @@ def assign_slices(eval_df: pd.DataFrame, train_df: pd.DataFrame, config: EvalCon
     out["item_train_count"] = train_count.to_numpy()
 
     # Query frequency: cut-offs from training queries; each eval query is placed by its own row count.
-    train_q = train_df["query"].astype(str).value_counts()
+    train_q = counts.queries
     # tail_max_count 0: one common query count puts every query in head, as the share rule always did.
     q_bucket = share_buckets(train_q, config.head_share, config.torso_share, tail_max_count=0)
     head_min = int(q_bucket.index[q_bucket == "head"].min())
@@ -120,7 +179,7 @@ def assign_slices(eval_df: pd.DataFrame, train_df: pd.DataFrame, config: EvalCon
     out["query_frequency"] = pd.Categorical(freq, categories=QUERY_BUCKETS)
 
     vocab: set[str] = set()
-    for q in train_df["query"].astype(str).unique():
+    for q in train_q.index:
         vocab.update(query_terms(q))
     uniq = eval_q.unique()
     unseen = {q: any(t not in vocab for t in query_terms(q)) for q in uniq}
@@ -168,16 +227,17 @@ def category_slices(category: pd.Series, max_categories: int) -> np.ndarray:
     return values
 
 
-def slice_cutoffs(train_df: pd.DataFrame, config: EvalConfig) -> dict:
+def slice_cutoffs(train: pd.DataFrame | TrainCounts, config: EvalConfig) -> dict:
     """The training counts that separate the buckets (recorded in metrics.json and on the summary page).
 
-    Per dimension and non-empty bucket: min/max training count of its keys, how many keys, their training
-    rows and share of all training rows; `rule` says which rule of _count_buckets made the cut.
+    train: the training frame (query, item_id) or its TrainCounts. Per dimension and non-empty bucket:
+    min/max training count of its keys, how many keys, their training rows and share of all training rows;
+    `rule` says which rule of _count_buckets made the cut.
     """
     out = {}
-    dims = (("popularity", "item_id", config.tail_max_count), ("query_frequency", "query", 0))
-    for name, col, tail_max in dims:
-        counts = train_df[col].astype(str).value_counts()
+    known = TrainCounts.of(train)
+    dims = (("popularity", known.items, config.tail_max_count), ("query_frequency", known.queries, 0))
+    for name, counts, tail_max in dims:
         b, rule = _count_buckets(counts, config.head_share, config.torso_share, tail_max)
         rule = "shares" if rule == "undefined" and name == "query_frequency" else rule
         total = int(counts.sum())
