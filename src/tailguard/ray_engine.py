@@ -1029,8 +1029,11 @@ def score(
         zero_copy_batch=False,
     )
     try:
+        shapes = _get([ray.remote(_block_dtypes).remote(b) for b in batch.block_refs()])
+        firsts, dtypes = _input_dtypes(shapes)
         outputs = [ref for bundle in dataset.iter_internal_ref_bundles() for ref in bundle.block_refs]
-        pairs = [ray.remote(_scored_block).options(num_returns=2).remote(ref) for ref in outputs]
+        scored = ray.remote(_scored_block).options(num_returns=2)
+        pairs = [scored.remote(ref, firsts, dtypes) for ref in outputs]
         refs = [frame for frame, _ in pairs]
         # Actors finish blocks in any order (Ray Data keeps order only at a cost to streaming):
         # put them back in batch order by their first row id; a block's rows keep their order.
@@ -1075,11 +1078,38 @@ def score_frame(
     return {name: out[col].to_numpy(np.float64)[order].astype(np.float32) for col, name in columns.items()}
 
 
-def _scored_block(block: Any) -> tuple[pd.DataFrame, tuple[int, int]]:
-    """A block Ray Data's actors wrote (Arrow or pandas) as a pandas frame with the batch's numpy dtypes, and
-    its (first row id, rows); an empty block sorts last. Ray Data >= 2.56 converts to Arrow-backed dtypes
-    (double[pyarrow], int8[pyarrow], ...) unless its DataContext says otherwise. A column empty in every row
-    of a block comes back as object None (Ray Data stores it as Arrow's null type)."""
+def _block_dtypes(frame: pd.DataFrame) -> tuple[int, bool, dict[str, Any]]:
+    """An input block's first row id (-1: empty), whether its row ids run on by one, and its dtypes."""
+    ids = frame["row_id"].to_numpy(np.int64)
+    first = int(ids[0]) if len(ids) else -1
+    return first, bool((np.diff(ids) == 1).all()), dict(frame.dtypes)
+
+
+def _input_dtypes(shapes: list[tuple[int, bool, dict[str, Any]]]) -> tuple[list[int], list[dict[str, Any]]]:
+    """What _scored_block restores: per input block its first row id and dtypes, where every block's row ids
+    are consecutive and ascending from block to block (a loaded batch, score_frame's), so a scored block's
+    first row id names its input block; otherwise one entry: the dtypes that every block shares."""
+    kept = [s for s in shapes if s[0] >= 0]
+    firsts = [s[0] for s in kept]
+    if all(s[1] for s in kept) and firsts == sorted(firsts):
+        return firsts, [s[2] for s in kept]
+    common = dict(kept[0][2]) if kept else {}
+    for _, _, dtypes in kept[1:]:
+        common = {c: d for c, d in common.items() if dtypes.get(c) == d}
+    return [0], [common]
+
+
+def _scored_block(
+    block: Any, firsts: list[int], dtypes: list[dict[str, Any]]
+) -> tuple[pd.DataFrame, tuple[int, int]]:
+    """A block Ray Data's actors wrote (Arrow or pandas) as a pandas frame with its input block's dtypes
+    (_input_dtypes), and its (first row id, rows); an empty block sorts last.
+
+    Ray Data >= 2.56 converts to Arrow-backed dtypes (double[pyarrow], int8[pyarrow], ...) unless its
+    DataContext says otherwise; through Arrow a nullable integer column with an empty cell comes back as
+    float64 (a CSV would then say 1.0 where the pandas engine writes 1) and a column empty in every row of
+    the block as object None (Arrow's null type). Both are cast back; text stays as packed.
+    """
     from ray.data import DataContext
     from ray.data.block import BlockAccessor
 
@@ -1088,6 +1118,13 @@ def _scored_block(block: Any) -> tuple[pd.DataFrame, tuple[int, int]]:
     with DataContext.current(numpy_dtypes):  # this conversion only; the process's context is untouched
         frame = BlockAccessor.for_block(block).to_pandas()
     first = int(frame["row_id"].iloc[0]) if len(frame) else np.iinfo(np.int64).max
+    if len(frame) and dtypes:
+        expected = dtypes[max(0, int(np.searchsorted(firsts, first, side="right")) - 1)]
+        for col, dtype in expected.items():
+            if col not in frame.columns or isinstance(dtype, pd.CategoricalDtype):
+                continue
+            if frame[col].dtype != dtype:
+                frame[col] = frame[col].astype(dtype)
     return frame, (first, len(frame))
 
 

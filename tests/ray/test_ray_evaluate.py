@@ -339,3 +339,38 @@ def test_cli_metrics_engine_ray_writes_the_pandas_json(ray_cluster, eval_data, t
     bad = runner.invoke(app, ["metrics", "--predictions", str(source), "--train", str(tmp_path / "none.csv"),
                               "--engine", "ray"])  # fmt: skip
     assert bad.exit_code == 2 and "none.csv" in bad.output
+
+
+def test_scored_blocks_keep_the_input_dtypes_so_both_engines_write_one_csv(ray_cluster, tmp_path):
+    """Through Ray Data's Arrow blocks a nullable integer column with an empty cell came back as float64
+    (the CSV said 1.0 where pandas writes 1) and a column empty in a whole block as object None; scored
+    blocks now take their input block's dtypes, and `predict` writes the same CSV on both engines."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from typer.testing import CliRunner
+
+    from tailguard import model as M
+    from tailguard.cli import app
+
+    gen = generate_batches(DemoConfig(rows=600, batches=1, seed=11), tmp_path / "gen", "parquet")[0]
+    frame = pd.read_parquet(gen)
+    frame["clicks"] = pd.array([1, None, 30] * 200, dtype="Int64")
+    frame["note"] = pd.Series([None] * 250 + ["</script><b>x</b>"] * 350, dtype=object)
+    frame["weight_kg"] = pd.Series([np.nan] * 250 + [2.5] * 350)
+    frame.to_parquet(tmp_path / "in.parquet", index=False)
+    cfg = M.TrainConfig(epochs=1, batch_size=32, threads=1, progress=False, tensorboard=False, seed=1)
+    M.train(load_batch(gen).iloc[:200], cfg, tmp_path / "model")
+    batch = ray_engine.load(tmp_path / "in.parquet", block_rows=200)
+    scored = ray_engine.score(batch, {"s": tmp_path / "model"}, batch_size=64)
+    for before, after in zip(batch.frames(), scored.frames(), strict=True):
+        assert after.drop(columns="s").dtypes.to_dict() == before.dtypes.to_dict()
+    text = {}
+    for eng in ("pandas", "ray"):
+        out = tmp_path / f"out-{eng}.csv"
+        args = ["predict", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "in.parquet")]
+        done = CliRunner().invoke(app, [*args, "--out", str(out), "--engine", eng, "--batch-size", "64"])
+        assert done.exit_code == 0, done.output
+        text[eng] = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert text["ray"]["clicks"].tolist()[:3] == ["1", "", "30"]
+    pd.testing.assert_frame_equal(text["ray"].drop(columns="score"), text["pandas"].drop(columns="score"))
