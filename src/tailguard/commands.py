@@ -312,11 +312,12 @@ def read_predictions(path: Path, required: tuple[str, ...]) -> Any:
     query and item_id keep the exact strings in the file ('NA', '0000741'); label must be 0/1; score
     and score_production must be finite numbers in every row.
     """
-    from tailguard.contract import ContractError, read_frame
+    from tailguard.contract import ContractError, own_columns, read_frame
 
     text = tuple(c for c in required if c in ("query", "item_id"))
     try:
-        return read_frame(path, None, required, numeric=("score", "score_production"), not_null=text)
+        frame = read_frame(path, None, required, numeric=("score", "score_production"), not_null=text)
+        return own_columns(frame, path)  # a column named row_id is tailguard's, as on the Ray engine
     except ContractError as exc:
         raise CommandError(f"[error] {exc}") from None
 

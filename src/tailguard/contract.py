@@ -1046,13 +1046,106 @@ def _whole_column_error(
     err: BadValues, source: str, mapping: Any, chunk_rows: int, numeric: tuple, not_null: tuple, packed: bool
 ) -> BadValues | None:
     """coerce_frame's error for err's column read alone from the whole file; None if it passes."""
-    cfg = _as_mapping(mapping)
-    parts = [_apply_mapping(c, source, cfg)[[err.column]] for c in iter_table(source, mapping, chunk_rows)]
+    whole = read_column(source, mapping, chunk_rows, err.column).to_frame()
     try:
-        coerce_frame(pd.concat(parts), source, None, (), numeric, not_null)
+        coerce_frame(whole, source, None, (), numeric, not_null)
     except BadValues as whole:
         return whole
     return None
+
+
+# Columns tailguard itself writes into a batch: row_id (the batch row number), augmented (a row made by
+# augmentation) and source_row_id (the row it was made from). `balance --out` writes all three, and its file
+# is read again (`train --data balanced.parquet`): the loader numbers rows anew, so source_row_id must follow.
+OWN_COLUMNS = ("row_id", "augmented", "source_row_id")
+_OWN_HINT = (
+    "row_id, augmented and source_row_id are tailguard's own columns, written together by `tailguard "
+    "balance`; rename a column of your own that has one of these names (e.g. export_row_id)"
+)
+
+
+def read_column(source: str | Path, mapping: Any, chunk_rows: int, column: str) -> pd.Series:
+    """One column of a whole file as read (before coercion; index: the file's data rows)."""
+    cfg = _as_mapping(mapping)
+    parts = [_apply_mapping(c, str(source), cfg)[column] for c in iter_table(source, mapping, chunk_rows)]
+    return pd.concat(parts) if parts else pd.Series([], dtype=object, name=column)
+
+
+def own_columns(frame: pd.DataFrame, source: str | Path, row_ids: pd.Series | None = None) -> pd.DataFrame:
+    """A coerced file (or a chunk of one; index: the file's data rows) with tailguard's own columns read as
+    the batch's: `augmented` as bool, `source_row_id` as the file's data row (0-based) of the row whose
+    `row_id` it names, and `row_id` dropped (the loader numbers the batch's rows).
+
+    A file of `tailguard balance` has all three: without the remapping, the rows numbered anew would make
+    every source_row_id point at another row (the trainer's validation split follows it to a query), and
+    without `augmented` its augmented rows would validate. A source_row_id naming no row of the file (its
+    source was not kept) points at its own row. row_ids: the whole file's row_id column when `frame` is one
+    chunk (None: `frame` is the whole file). A file without these columns is returned unchanged.
+
+    Raises BadValues (rule `own_columns`) for row_id or source_row_id without the other, a missing or
+    non-integer id, a row_id repeated in the file, or an `augmented` value other than true/false/1/0.
+    """
+    present = [c for c in OWN_COLUMNS if c in frame.columns]
+    if not present:
+        return frame
+    source = str(source)
+    out = frame.copy()
+    if "augmented" in present:
+        out["augmented"] = _own_flag(frame["augmented"], source)
+    ids = [c for c in ("row_id", "source_row_id") if c in present]
+    if len(ids) == 1:
+        other = "source_row_id" if ids == ["row_id"] else "row_id"
+        raise BadValues(
+            source, ids[0], "own_columns",
+            f"the file has {ids[0]!r} but no {other!r}, so it is not a file tailguard wrote", hint=_OWN_HINT,
+        )  # fmt: skip
+    if ids:
+        whole = _own_ids(frame["row_id"] if row_ids is None else row_ids, source, "row_id")
+        repeated = whole.duplicated(keep=False).to_numpy()
+        if repeated.any():
+            raise BadValues(
+                source, "row_id", "own_columns", f"{int(repeated.sum())} row(s) share a row_id",
+                _bad_examples(whole, repeated), hint=_OWN_HINT,
+            )  # fmt: skip
+        sources = _own_ids(frame["source_row_id"], source, "source_row_id")
+        at = pd.Index(whole.to_numpy()).get_indexer(sources.to_numpy())
+        own = frame.index.to_numpy(np.int64)
+        positions = whole.index.to_numpy(np.int64)
+        out["source_row_id"] = np.where(at >= 0, positions[np.maximum(at, 0)], own)
+        out = out.drop(columns="row_id")
+    return out
+
+
+def _own_ids(series: pd.Series, source: str, col: str) -> pd.Series:
+    try:
+        numbers = _coerce_numeric(series, source, col, integer=True)
+    except BadValues as err:  # text or fractions: not an id tailguard wrote
+        raise BadValues(source, col, "own_columns", err.detail, err.examples, hint=_OWN_HINT) from None
+    missing = numbers.isna().to_numpy()
+    if missing.any():
+        raise BadValues(
+            source, col, "own_columns", f"{int(missing.sum())} row(s) have no {col}",
+            _bad_examples(series, missing), hint=_OWN_HINT,
+        )  # fmt: skip
+    return numbers.astype(np.int64)
+
+
+def _own_flag(series: pd.Series, source: str) -> np.ndarray:
+    if pd.api.types.is_bool_dtype(series.dtype) and not series.isna().any():
+        return series.to_numpy(dtype=bool)
+    codes, uniques = _factorized(series)
+    mapped = np.array(
+        [int(u) if isinstance(u, bool) else LABEL_VALUES.get(str(u).strip().lower(), -1) for u in uniques],
+        dtype=np.int16,
+    )
+    values = np.append(mapped, -1)[codes]  # code -1 (missing) reads the appended -1
+    bad = values < 0
+    if bad.any():
+        raise BadValues(
+            source, "augmented", "own_columns", f"{int(bad.sum())} row(s) are not true/false",
+            _bad_examples(series, bad), hint=_OWN_HINT,
+        )  # fmt: skip
+    return values.astype(bool)
 
 
 def output_schema(

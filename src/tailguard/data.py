@@ -173,14 +173,24 @@ def read_files(files: list[Path], columns: dict[str, str] | None = None) -> pd.D
     max_batch_bytes, the decompressed bytes summed over its files before any file is loaded.
     Raises ContractError (InputTooLarge, rule size_limit, past a cap).
     """
-    from tailguard.contract import CANONICAL_COLUMNS, ContractError, InputTooLarge, input_limits, read_frame
+    from tailguard.contract import (
+        CANONICAL_COLUMNS,
+        ContractError,
+        InputTooLarge,
+        input_limits,
+        own_columns,
+        read_frame,
+    )
 
     _check_batch_bytes(files)
     # Every file is read and coerced before any is concatenated: an error in file 3 loads nothing.
-    max_rows, frames = input_limits().max_rows, []
+    max_rows, frames, total = input_limits().max_rows, [], 0
     for f in files:
-        frames.append(read_frame(f, columns))
-        total = sum(len(frame) for frame in frames)
+        frame = own_columns(read_frame(f, columns), f)
+        if "source_row_id" in frame.columns:  # the file's rows -> the batch's
+            frame["source_row_id"] = frame["source_row_id"].to_numpy(np.int64) + total
+        frames.append(frame)
+        total += len(frame)
         if total > max_rows:  # each file is capped by the reader; the batch as a whole is capped here
             raise InputTooLarge(
                 f, None, "size_limit",
@@ -211,7 +221,11 @@ def read_files(files: list[Path], columns: dict[str, str] | None = None) -> pd.D
     if units:
         df.attrs["ts_unit"] = units[0]  # reported in the validation result's stats
     df["row_id"] = np.arange(len(df), dtype=np.int64)
-    df["augmented"] = False
+    # A file tailguard wrote keeps its augmented flags and sources (contract.own_columns); other rows are
+    # their own source, as balance numbers them.
+    df["augmented"] = df["augmented"].eq(True).to_numpy() if "augmented" in df.columns else False
+    if "source_row_id" in df.columns:
+        df["source_row_id"] = df["source_row_id"].fillna(df["row_id"]).astype(np.int64)
     starts = np.cumsum([0] + [len(f) for f in frames[:-1]])
     # Row ranges per file let validation name the file an offending row came from.
     df.attrs["files"] = [

@@ -270,17 +270,24 @@ def _read_file(
     """
     cfg = ColumnMapping(**mapping) if mapping else None
     rows, units, columns, sizes = 0, [], None, []
+    row_ids = None  # a file tailguard wrote (row_id + source_row_id): its whole row_id column, read once
     try:
         # iter_frames refuses a file whose chunks read ts differently (offsets, epoch units), as whole.
         for chunk in contract.iter_frames(
             path, cfg, chunk_rows, required=required, not_null=not_null, packed=True
         ):
             units.append((chunk.attrs.get("ts_kind") is not None, chunk.attrs.get("ts_unit")))
+            if row_ids is None and {"row_id", "source_row_id"} <= set(chunk.columns):
+                row_ids = contract.read_column(path, cfg, chunk_rows, "row_id")
+            chunk = contract.own_columns(chunk, path, row_ids)  # as data.read_files reads them
             columns = [str(c) for c in chunk.columns]
             frame = chunk.reset_index(drop=True)
             frame.attrs = {}
             frame["row_id"] = (first_row or 0) + chunk.index.to_numpy(np.int64)
-            frame["augmented"] = False
+            if "source_row_id" in frame.columns:  # the file's rows -> the batch's (load shifts them later)
+                frame["source_row_id"] = (first_row or 0) + frame["source_row_id"].to_numpy(np.int64)
+            if "augmented" not in frame.columns:
+                frame["augmented"] = False
             rows += len(frame)
             sizes.append(len(frame))
             yield _pack(frame)
@@ -333,7 +340,8 @@ def _chunk_rows(counts: list[int | None], cpus: int) -> list[int]:
 
 
 def _shift_row_ids(frame: pd.DataFrame, offset: int) -> pd.DataFrame:
-    return frame.assign(row_id=frame["row_id"].to_numpy(np.int64) + offset)
+    ids = ("row_id", "source_row_id") if "source_row_id" in frame.columns else ("row_id",)
+    return frame.assign(**{c: frame[c].to_numpy(np.int64) + offset for c in ids})
 
 
 def load(
@@ -388,8 +396,9 @@ def load(
         for f, start, s in zip(files, starts, summaries, strict=True)
     ]
     # pandas.concat's columns: the first file's, then each new one in order of appearance.
-    seen = dict.fromkeys(c for s in summaries for c in s["columns"] if c not in ("row_id", "augmented"))
-    columns = [*seen, "row_id", "augmented"]
+    # A file tailguard wrote keeps its `augmented` where it stands; other batches get it after row_id.
+    seen = dict.fromkeys(c for s in summaries for c in s["columns"])
+    columns = [*seen, "row_id", *([] if "augmented" in seen else ["augmented"])]
     rows = int(sum(s["rows"] for s in summaries))
     sizes = [n for s in summaries for n in s["sizes"]]
     return RayBatch(blocks, files_meta, columns, rows, units[0] if units else None, sizes)

@@ -155,6 +155,32 @@ def test_mixed_parquet_and_csv_files_keep_batch_row_ids(ray_cluster, tmp_path, b
     assert _comparable(ray_engine.validate(rb, "mixed")) == _comparable(validate_frame(expected, "mixed"))
 
 
+def test_a_balanced_folder_reads_as_pandas_reads_it(ray_cluster, tmp_path, batches):
+    """A folder `balance` wrote (row_id, augmented, source_row_id), as CSV then Parquet so the second file is
+    shifted, in blocks smaller than a file so sources sit in other blocks: the pandas frame, sources
+    following the renumbered rows; a user's own row_id is refused by both with the same rule."""
+    df = load_batch(batches[1])
+    out, _ = rebalance(df, BalanceConfig.from_spec("random_under,augment", seed=0))
+    # No ts: CSV writes it as ISO text, Parquet as a timestamp, and one batch must read it one way.
+    out = out.sample(frac=1.0, random_state=2).reset_index(drop=True).drop(columns="ts", errors="ignore")
+    assert out["augmented"].any()
+    (tmp_path / "bal").mkdir()
+    half = len(out) // 2
+    out.iloc[:half].to_csv(tmp_path / "bal" / "a.csv", index=False)
+    out.iloc[half:].to_parquet(tmp_path / "bal" / "b.parquet", index=False)
+    rb = ray_engine.load(tmp_path / "bal", block_rows=150)
+    expected = load_batch(tmp_path / "bal")
+    assert len(rb.block_rows) >= 4 and expected["augmented"].sum() == out["augmented"].sum()
+    pd.testing.assert_frame_equal(rb.to_pandas(), expected)
+    out.drop(columns=["source_row_id"]).to_csv(tmp_path / "mine.csv", index=False)
+    errors = []
+    for read in (load_batch, lambda p: ray_engine.load(p, block_rows=150)):
+        with pytest.raises(ContractError) as err:
+            read(tmp_path / "mine.csv")
+        errors.append((err.value.column, err.value.rule, err.value.detail))
+    assert errors[0] == errors[1] == ("row_id", "own_columns", errors[0][2])
+
+
 def test_block_sizes_follow_the_cluster_not_a_constant():
     """2 blocks per CPU, clamped to [MIN_, MAX_BLOCK_ROWS], equal within a Parquet file; CSV: the default."""
     big = 2_500_000

@@ -460,3 +460,73 @@ def test_every_chunk_of_an_epoch_ts_has_the_whole_reads_dtype(tmp_path: Path) ->
     path = _ts_file(tmp_path, "epoch", [None] * 20, ["1767607200"] * 20)
     dtypes = {str(c["ts"].dtype) for c in iter_frames(path, None, 20)} | {str(load_batch(path)["ts"].dtype)}
     assert dtypes == {"datetime64[ns, UTC]"}
+
+
+# --- tailguard's own columns: a file `balance` wrote is read again (train --data balanced.parquet) ---------
+
+
+def _balanced(tmp_path: Path, suffix: str) -> tuple[pd.DataFrame, list[Path]]:
+    """A demo batch rebalanced with augmentation, written as two files (rows, then sources, cut apart)."""
+    from tailguard.balance import BalanceConfig, rebalance
+    from tailguard.demo import DemoConfig, generate_batches
+
+    gen = generate_batches(DemoConfig(rows=1200, batches=1, seed=4), tmp_path / "gen", "csv")[0]
+    out, _ = rebalance(load_batch(gen), BalanceConfig.from_spec("random_under,augment", seed=0))
+    out = out.sample(frac=1.0, random_state=1).reset_index(drop=True)  # sources before and after their copies
+    assert out["augmented"].any() and (out["row_id"] < 0).any()
+    (tmp_path / "bal").mkdir()
+    half = len(out) // 2
+    paths = []
+    for i, part in enumerate((out.iloc[:half], out.iloc[half:])):
+        path = tmp_path / "bal" / f"part-{i}{suffix}"
+        part.to_parquet(path, index=False) if suffix == ".parquet" else part.to_csv(path, index=False)
+        paths.append(path)
+    return out, paths
+
+
+def _origin(frame: pd.DataFrame, ids: str) -> list[str]:
+    """Each row's source query, following source_row_id through `ids` within the frame."""
+    by_id = pd.Series(frame["query"].to_numpy(), index=frame[ids].to_numpy())
+    return frame["source_row_id"].map(by_id).fillna(frame["query"]).tolist()
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_a_balanced_file_read_again_keeps_its_augmented_rows_and_sources(tmp_path: Path, suffix: str) -> None:
+    """Before, load numbered rows anew and set augmented=False: a random_under file had 91 of 568 real rows
+    whose source_row_id named another row (the trainer's validation split follows it to a query), and its
+    augmented rows could validate. Now augmented is kept and source_row_id follows the renumbering, within
+    each file of a folder."""
+    from tailguard.model import _origin_query
+
+    out, paths = _balanced(tmp_path, suffix)
+    half = len(out) // 2
+    expected = [_origin(part, "row_id") for part in (out.iloc[:half], out.iloc[half:])]
+    got = load_batch(tmp_path / "bal")
+    assert got["row_id"].tolist() == list(range(len(out)))
+    assert got["augmented"].dtype == bool and got["augmented"].tolist() == out["augmented"].tolist()
+    assert _origin(got, "row_id") == expected[0] + expected[1]
+    assert _origin_query(got).tolist() == expected[0] + expected[1]
+    assert got["source_row_id"].between(0, len(out) - 1).all()
+
+
+@pytest.mark.parametrize(
+    ("change", "column", "detail"),
+    [
+        (lambda f: f.drop(columns=["source_row_id"]), "row_id", "no 'source_row_id'"),
+        (lambda f: f.drop(columns=["row_id"]), "source_row_id", "no 'row_id'"),
+        (lambda f: f.assign(row_id=["r1"] + f["row_id"].astype(str).tolist()[1:]), "row_id", "not numbers"),
+        (lambda f: f.assign(row_id=[7] * len(f)), "row_id", "share a row_id"),
+        (lambda f: f.assign(source_row_id=[None] + f["source_row_id"].tolist()[1:]), "source_row_id", "no "),
+        (lambda f: f.assign(augmented=["yes"] * len(f)), "augmented", "not true/false"),
+    ],
+)
+def test_own_columns_not_written_by_tailguard_are_refused(tmp_path, change, column, detail) -> None:
+    """A user's export with its own `row_id` was silently renumbered 0..n-1 by every loader (and written so by
+    `balance --out`); now each such file is refused, naming file, column, rule and rows."""
+    out, _ = _balanced(tmp_path, ".csv")
+    path = tmp_path / "mine.csv"
+    change(out.astype({"row_id": object})).to_csv(path, index=False)
+    with pytest.raises(BadValues) as err:
+        load_batch(path)
+    assert err.value.column == column and err.value.rule == "own_columns" and "mine.csv" in str(err.value)
+    assert detail in err.value.detail and "export_row_id" in err.value.hint
