@@ -356,6 +356,18 @@ def kish_ess(weights: np.ndarray | None, n: int, counts: np.ndarray | None = Non
 # --- the entry point ----------------------------------------------------------------------------------
 
 
+def refuse_compact(columns: list[str]) -> None:
+    """BalanceConfigError when the input is already a compact frame (a `repeats` column, as `balance
+    --compact` writes it): rebalancing would count each of its rows once, losing the repeats' weight (a
+    random_over file of 3,000 distinct rows counting 5,432 came out as 3,000 rows)."""
+    if "repeats" in columns:
+        raise BalanceConfigError(
+            "training frame: it has a `repeats` column, so it is a compact frame (`balance --compact`: each "
+            "row counts `repeats` times) and rebalancing would count every row once; rebalance the batch it "
+            "was made from, or train on it as it is (`tailguard train --data`)"
+        )
+
+
 def _check_frame(train: pd.DataFrame, config: BalanceConfig) -> np.ndarray:
     missing = [c for c in REQUIRED_COLUMNS if c not in train.columns]
     if missing:
@@ -363,6 +375,7 @@ def _check_frame(train: pd.DataFrame, config: BalanceConfig) -> np.ndarray:
             f"training frame: missing column(s) {missing}; rebalance expects the canonical frame "
             "(docs/ARCHITECTURE.md), e.g. from tailguard.data.load_batch"
         )
+    refuse_compact(list(train.columns))
     labels = train["label"].to_numpy()
     bad = ~np.isin(labels, (0, 1))
     if bad.any():
@@ -409,8 +422,9 @@ def rebalance(
     (checked against them in the tests); class_balanced weights (1 - beta) / (1 - beta^n_y) from Cui et al.
     2019; augment is EDA (Wei & Zou 2019) with synonyms mined from the batch.
 
-    Raises BalanceConfigError for a missing required column, a label outside 0/1, or random_under /
-    random_over / stratified on a split with no positives.
+    Raises BalanceConfigError for a missing required column, a label outside 0/1, a compact input (a
+    `repeats` column: refuse_compact), or random_under / random_over / stratified on a split with no
+    positives.
     """
     labels = _check_frame(train_df, config)
     rng = np.random.default_rng(config.seed)

@@ -876,8 +876,9 @@ def rebalance(batch: RayBatch, config: Any) -> tuple[RayBatch, dict]:
     """
     import ray
 
-    from tailguard.balance import BalanceConfigError
+    from tailguard.balance import BalanceConfigError, refuse_compact
 
+    refuse_compact(batch.columns)
     other = sorted(set(config.strategies) - RAY_ONLY_STRATEGIES)
     if other:
         raise BalanceConfigError(

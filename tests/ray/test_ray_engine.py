@@ -286,6 +286,9 @@ def test_rebalance_refuses_strategies_it_cannot_run(ray_cluster, batches):
     rb = ray_engine.load(batches[0], block_rows=BLOCK_ROWS)
     with pytest.raises(BalanceConfigError, match="pandas engine only"):
         ray_engine.rebalance(rb, BalanceConfig.from_spec("popularity_cap"))
+    compact, _ = ray_engine.rebalance(rb, BalanceConfig.from_spec("random_over", seed=0))
+    with pytest.raises(BalanceConfigError, match="compact frame"):  # as the pandas engine refuses it
+        ray_engine.rebalance(compact, BalanceConfig.from_spec("random_under"))
 
 
 def test_engine_choice(monkeypatch, ray_cluster):

@@ -236,6 +236,17 @@ def test_missing_column_and_bad_labels_are_named(frame):
         rebalance(frame.assign(label=frame["label"].replace({1: 2})), BalanceConfig.from_spec("random_under"))
 
 
+@pytest.mark.parametrize("spec", ["none", "random_under", "random_over"])
+def test_a_compact_frame_is_not_rebalanced_as_if_each_row_counted_once(frame, spec):
+    """A `balance --compact` frame fed back in: before, its repeats were ignored (3,000 distinct rows counting
+    5,432 came out as 3,000) or overwritten; now it is refused, compact output or not."""
+    compact, _ = rebalance(frame, BalanceConfig.from_spec("random_over", seed=0), compact=True)
+    assert compact["repeats"].sum() > len(compact)
+    for as_compact in (True, False):
+        with pytest.raises(BalanceConfigError, match="compact frame .* rebalance the batch it was made from"):
+            rebalance(compact, BalanceConfig.from_spec(spec), compact=as_compact)
+
+
 def test_stratified_with_an_empty_cell_explains(frame):
     no_tail_positives = frame.copy()
     bucket, _ = balance._popularity_bucket(frame["item_id"])
