@@ -262,11 +262,13 @@ def _read_file(
     first_row: int | None,
     required: tuple[str, ...] = contract.REQUIRED_COLUMNS,
     not_null: tuple[str, ...] = (),
+    aside: dict[str, str] | None = None,
 ):
     """Generator task: each coerced chunk with `row_id` and `augmented`, then one summary dict last.
 
     first_row: the file's first batch row when the files before it were counted from Parquet metadata;
     None: row ids are the file's own rows and load shifts them once every file's length is known.
+    aside: input columns renamed before anything reads them ({name in the file: name in the blocks}).
     """
     cfg = ColumnMapping(**mapping) if mapping else None
     rows, units, columns, sizes = 0, [], None, []
@@ -277,6 +279,8 @@ def _read_file(
             path, cfg, chunk_rows, required=required, not_null=not_null, packed=True
         ):
             units.append((chunk.attrs.get("ts_kind") is not None, chunk.attrs.get("ts_unit")))
+            if aside:
+                chunk = chunk.rename(columns=aside)
             if row_ids is None and {"row_id", "source_row_id"} <= set(chunk.columns):
                 row_ids = contract.read_column(path, cfg, chunk_rows, "row_id")
             chunk = contract.own_columns(chunk, path, row_ids)  # as data.read_files reads them
@@ -350,6 +354,7 @@ def load(
     block_rows: int | None = None,
     required: tuple[str, ...] = contract.REQUIRED_COLUMNS,
     not_null: tuple[str, ...] = (),
+    aside: dict[str, str] | None = None,
 ) -> RayBatch:
     """Read a batch (file, folder or s3:// URI) into a RayBatch under the data contract; never half-loaded.
 
@@ -358,7 +363,9 @@ def load(
     reading where the files before are Parquet (their footers give the counts), else by one shift task per
     block of a later file. Raises the same ContractError subclasses as data.load_batch (the first failing
     file in batch order), RayEngineError when the cluster fails. required / not_null: as contract.iter_frames
-    takes them (the scorer needs only query and item_title, neither missing, as on pandas).
+    takes them (the scorer needs only query and item_title, neither missing, as on pandas). aside: input
+    columns renamed as read ({name in the files: name in the blocks}; `predict` keeps an input's own
+    row_id or augmented this way, apart from the blocks' columns of those names).
     """
     import ray
 
@@ -373,7 +380,7 @@ def load(
     cpus = int(ray.cluster_resources().get("CPU", 1))
     chunks = [block_rows] * len(files) if block_rows else _chunk_rows(counts, cpus)
     streams = [
-        remote.remote(i, f, cfg.model_dump(), chunks[i], firsts[i], required, not_null)
+        remote.remote(i, f, cfg.model_dump(), chunks[i], firsts[i], required, not_null, aside)
         for i, f in enumerate(files)
     ]
     per_file = [_get_stream(s) for s in streams]  # refs: chunks, then the summary (owned by this driver)

@@ -190,17 +190,21 @@ def scored_schema(columns: list[str], path: Path | str) -> Any:
     return output_schema(columns, stored)
 
 
-def _no_engine_columns(files: list[Path]) -> None:
-    """ScoringError when an input has a column the Ray engine's blocks use (`row_id`, `augmented`): loading
-    would replace it and predict would drop it from the output; the pandas engine keeps it."""
-    from tailguard.contract import source_types
+def _aside_names(files: list[Path]) -> dict[str, str]:
+    """{input column: private name} for the input's columns named as the Ray engine's own (row_id, augmented,
+    source_row_id, its score column): they travel under the private name and are written back under their
+    own, so `predict --engine ray` keeps them as the pandas engine does."""
+    from tailguard.contract import OWN_COLUMNS, source_types
 
-    for path in files:
-        taken = [c for c in ("row_id", "augmented", RAY_SCORE) if c in source_types(path)]
-        if taken:
-            raise ScoringError(
-                f"{path}: column(s) {taken} are the Ray engine's own; rename them or use --engine pandas"
-            )
+    names = {name for path in files for name in source_types(path)}
+    aside = {}
+    for name in (*OWN_COLUMNS, RAY_SCORE):
+        if name in names:
+            private = f"_tailguard_input_{name}"
+            while private in names:
+                private += "_"
+            aside[name] = private
+    return aside
 
 
 def score_on_ray(model_dir: Path, data: str, out: Path, batch_size: int, excel_safe: bool) -> int:
@@ -221,8 +225,9 @@ def score_on_ray(model_dir: Path, data: str, out: Path, batch_size: int, excel_s
     try:
         ray_session()
         files = materialize(data)
-        _no_engine_columns(files)
-        batch = ray_engine.load(files, required=SCORED_TEXT, not_null=SCORED_TEXT)
+        aside = _aside_names(files)
+        batch = ray_engine.load(files, required=SCORED_TEXT, not_null=SCORED_TEXT, aside=aside)
+        back = {private: name for name, private in aside.items()}
         # A private column name: the input may have its own `score` column (an older ranker's).
         scored = ray_engine.score(batch, {RAY_SCORE: model_dir}, batch_size=batch_size)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -231,7 +236,9 @@ def score_on_ray(model_dir: Path, data: str, out: Path, batch_size: int, excel_s
         with ScoredOutput(out, excel_safe) as sink:
             for block in scored.frames():  # one block on the driver at a time, in batch order
                 frame = block.drop(columns=["row_id", "augmented"])
-                frame["score"] = frame.pop(RAY_SCORE).astype("float32")  # in place, as chunk.assign(score=)
+                score = frame.pop(RAY_SCORE).astype("float32")
+                frame = frame.rename(columns=back)  # the input's own row_id, augmented, ... under their names
+                frame["score"] = score  # in place, as chunk.assign(score=)
                 schema = None
                 first = [int(block["row_id"].iloc[0])] if len(block) else []
                 path = _file_of(first, scored.files, str(files[0]))  # the block's own input file

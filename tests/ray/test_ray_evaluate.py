@@ -308,13 +308,25 @@ def test_score_on_actors_equals_the_pandas_scorer(ray_cluster, tmp_path):
             assert not out.exists()
         done = predict(tmp_path / "own.csv", tmp_path / "own.csv", eng)  # never scored into its own input
         assert done.exit_code == 2 and "write the scores to another path" in done.output
-    # The Ray engine's block columns in an input are refused there, not silently replaced and dropped.
-    raw.assign(row_id="r", augmented="yes").to_csv(tmp_path / "engine-cols.csv", index=False)
-    kept = predict(tmp_path / "engine-cols.csv", tmp_path / "engine-cols-pandas.csv", "pandas")
-    assert kept.exit_code == 0 and "row_id" in pd.read_csv(tmp_path / "engine-cols-pandas.csv").columns
-    done = predict(tmp_path / "engine-cols.csv", tmp_path / "engine-cols-ray.csv", "ray")
-    assert done.exit_code == 2 and "Ray engine's own" in done.output and "row_id" in done.output
-    assert not (tmp_path / "engine-cols-ray.csv").exists()
+    # An input's own columns named as the Ray engine's (its blocks' row_id and augmented, its score column)
+    # are kept by both engines, not refused (as before on Ray) nor replaced: the same file either way.
+    cols = {"row_id": "r", "augmented": "yes", "source_row_id": "7", "_tailguard_score": "0.9"}
+    raw.assign(**cols).to_csv(tmp_path / "engine-cols.csv", index=False)
+    raw.assign(**cols).assign(row_id=range(len(raw))).to_parquet(tmp_path / "engine-cols.parquet")
+    for source, suffix in (("engine-cols.csv", ".csv"), ("engine-cols.parquet", ".parquet")):
+        got = {}
+        for eng in ("pandas", "ray"):
+            out = tmp_path / f"engine-cols-{eng}{suffix}"
+            done = predict(tmp_path / source, out, eng)
+            assert done.exit_code == 0, (eng, done.output)
+            got[eng] = (
+                pd.read_csv(out, dtype=str, keep_default_na=False)
+                if suffix == ".csv"
+                else pd.read_parquet(out)
+            )
+        assert list(got["ray"].columns) == [*raw.columns, *cols, "score"]
+        assert got["ray"]["augmented"].eq("yes").all() and got["ray"]["_tailguard_score"].eq("0.9").all()
+        pd.testing.assert_frame_equal(got["ray"].drop(columns="score"), got["pandas"].drop(columns="score"))
     np.testing.assert_allclose(own["ray"]["score"], own["pandas"]["score"], atol=1e-6)
 
 
