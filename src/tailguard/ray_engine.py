@@ -273,6 +273,7 @@ def _read_file(
     cfg = ColumnMapping(**mapping) if mapping else None
     rows, units, columns, sizes = 0, [], None, []
     row_ids = None  # a file tailguard wrote (row_id + source_row_id): its whole row_id column, read once
+    own_error: list[Any] = []  # a chunk's own-columns error, then its columns: judged on the whole file
     try:
         # iter_frames refuses a file whose chunks read ts differently (offsets, epoch units), as whole.
         for chunk in contract.iter_frames(
@@ -281,9 +282,15 @@ def _read_file(
             units.append((chunk.attrs.get("ts_kind") is not None, chunk.attrs.get("ts_unit")))
             if aside:
                 chunk = chunk.rename(columns=aside)
+            if own_error:
+                continue  # a later chunk's contract error still comes first, as data.read_files orders them
             if row_ids is None and {"row_id", "source_row_id"} <= set(chunk.columns):
                 row_ids = contract.read_column(path, cfg, chunk_rows, "row_id")
-            chunk = contract.own_columns(chunk, path, row_ids)  # as data.read_files reads them
+            try:
+                chunk = contract.own_columns(chunk, path, row_ids)  # as data.read_files reads them
+            except ContractError as err:
+                own_error += [err, *(c for c in contract.OWN_COLUMNS if c in chunk.columns)]
+                continue
             columns = [str(c) for c in chunk.columns]
             frame = chunk.reset_index(drop=True)
             frame.attrs = {}
@@ -295,6 +302,10 @@ def _read_file(
             rows += len(frame)
             sizes.append(len(frame))
             yield _pack(frame)
+        if own_error:  # the whole file's own columns give the whole file's counts and first rows
+            own = {c: contract.read_column(path, cfg, chunk_rows, c) for c in own_error[1:]}
+            contract.own_columns(pd.DataFrame(own), path)
+            raise own_error[0]  # not reached: what fails in a chunk fails in the whole file
     except ContractError as err:
         yield _refusal(err)
         return

@@ -173,12 +173,27 @@ def test_a_balanced_folder_reads_as_pandas_reads_it(ray_cluster, tmp_path, batch
     assert len(rb.block_rows) >= 4 and expected["augmented"].sum() == out["augmented"].sum()
     pd.testing.assert_frame_equal(rb.to_pandas(), expected)
     out.drop(columns=["source_row_id"]).to_csv(tmp_path / "mine.csv", index=False)
-    errors = []
-    for read in (load_batch, lambda p: ray_engine.load(p, block_rows=150)):
-        with pytest.raises(ContractError) as err:
-            read(tmp_path / "mine.csv")
-        errors.append((err.value.column, err.value.rule, err.value.detail))
-    assert errors[0] == errors[1] == ("row_id", "own_columns", errors[0][2])
+    # Bad flags in the first and a later block: the whole file's count and rows, as pandas reports them;
+    # with a bad label in a later block too, the contract's error comes first on both.
+    flags = out["augmented"].astype(object)
+    flags.iloc[[3, 400]] = "yes"
+    out.assign(augmented=flags).to_csv(tmp_path / "flags.csv", index=False)
+    label = out["label"].astype(object)
+    label.iloc[500] = "7"
+    out.assign(augmented=flags, label=label).to_csv(tmp_path / "both.csv", index=False)
+    found = {}
+    for name in ("mine.csv", "flags.csv", "both.csv"):
+        errors = []
+        for read in (load_batch, lambda p: ray_engine.load(p, block_rows=150)):
+            with pytest.raises(ContractError) as err:
+                read(tmp_path / name)
+            errors.append(err.value.to_dict())
+        assert errors[0] == errors[1], name
+        found[name] = errors[0]
+    assert found["mine.csv"]["rule"] == found["flags.csv"]["rule"] == "own_columns"
+    assert found["flags.csv"]["observed"] == "2 row(s) are not true/false"
+    assert [e["row"] for e in found["flags.csv"]["examples"]] == [3, 400]
+    assert found["both.csv"]["rule"] == "label_binary"
 
 
 def test_block_sizes_follow_the_cluster_not_a_constant():
