@@ -278,6 +278,7 @@ def train_file(
     Returns the closing summary line (steps, rows, samples/s, seconds, best valid AUC, model folder).
     Raises CommandError (exit 2) for a model error or a missing file.
     """
+    from tailguard.contract import ContractError
     from tailguard.data import load_batch
     from tailguard.model import ModelError, train
 
@@ -292,6 +293,8 @@ def train_file(
                        on_epoch=lambda row: echo(json.dumps(row)))  # fmt: skip
     except (ModelError, FileNotFoundError) as err:
         raise CommandError(f"error: {err}") from None
+    except ContractError as err:  # as validate and balance report a refused file
+        raise CommandError(f"[error] {err}") from None
     return (
         f"trained {result.steps} steps on {result.train_rows} rows per epoch "
         f"({result.distinct_rows} distinct) at {result.samples_per_s:.0f} samples/s "
@@ -323,18 +326,21 @@ def read_predictions(path: Path, required: tuple[str, ...]) -> Any:
 
 
 def _metrics_on_ray(predictions: Path, train: Path, config: Any) -> dict:
-    """metrics.json on the Ray engine (ray_engine.evaluate); both files meet the full data contract."""
+    """metrics.json on the Ray engine (ray_engine.evaluate); the files are read as read_predictions reads
+    them on pandas (the same required columns, query and item_id never empty)."""
     from tailguard import ray_engine
     from tailguard.contract import ContractError
     from tailguard.engine import EngineError, ray_session
 
+    keys = ("query", "item_id")
     try:
         ray_session()
-        batch = ray_engine.load(predictions)
+        batch = ray_engine.load(predictions, required=PREDICTION_COLUMNS, not_null=keys)
         columns = {"candidate": "score"}
         if "score_production" in batch.columns:
             columns["production"] = "score_production"
-        return ray_engine.evaluate(batch, ray_engine.load(train), columns, config)
+        train_batch = ray_engine.load(train, required=keys, not_null=keys)
+        return ray_engine.evaluate(batch, train_batch, columns, config)
     except (EngineError, ContractError, RuntimeError) as err:  # RayEngineError is a RuntimeError
         raise CommandError(f"[error] {err}") from None
 

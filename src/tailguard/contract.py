@@ -1101,16 +1101,12 @@ def own_columns(frame: pd.DataFrame, source: str | Path, row_ids: pd.Series | No
         )  # fmt: skip
     if ids:
         whole = _own_ids(frame["row_id"] if row_ids is None else row_ids, source, "row_id")
-        repeated = whole.duplicated(keep=False).to_numpy()
-        if repeated.any():
-            raise BadValues(
-                source, "row_id", "own_columns", f"{int(repeated.sum())} row(s) share a row_id",
-                _bad_examples(whole, repeated), hint=_OWN_HINT,
-            )  # fmt: skip
+        # random_over written out repeats a row's row_id on each copy: a source names the first of them.
+        first = ~whole.duplicated().to_numpy()
         sources = _own_ids(frame["source_row_id"], source, "source_row_id")
-        at = pd.Index(whole.to_numpy()).get_indexer(sources.to_numpy())
+        at = pd.Index(whole.to_numpy()[first]).get_indexer(sources.to_numpy())
         own = frame.index.to_numpy(np.int64)
-        positions = whole.index.to_numpy(np.int64)
+        positions = whole.index.to_numpy(np.int64)[first]
         out["source_row_id"] = np.where(at >= 0, positions[np.maximum(at, 0)], own)
         out = out.drop(columns="row_id")
     return out

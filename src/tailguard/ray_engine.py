@@ -111,6 +111,9 @@ class RayBatch:
         """The whole batch as one frame (tests and small batches); attrs as data.read_files sets them."""
         frames = [unpack(f) for f in _get(self.block_refs())]
         df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=self.columns)
+        # The batch's column order (pandas.concat's union follows the first block, e.g. a plain file's).
+        order = [c for c in self.columns if c in df.columns]
+        df = df[order + [c for c in df.columns if c not in order]]
         df.attrs["files"] = self.files
         if self.ts_unit:
             df.attrs["ts_unit"] = self.ts_unit
@@ -354,9 +357,14 @@ def _chunk_rows(counts: list[int | None], cpus: int) -> list[int]:
     return chunks
 
 
-def _shift_row_ids(frame: pd.DataFrame, offset: int) -> pd.DataFrame:
+def _shift_row_ids(frame: pd.DataFrame, offset: int, sources: bool = False) -> pd.DataFrame:
+    """The block with row ids (and sources) moved by offset; sources=True: a block of a plain file in a batch
+    whose other files have source_row_id gets its own rows as sources, as data.read_files fills them."""
     ids = ("row_id", "source_row_id") if "source_row_id" in frame.columns else ("row_id",)
-    return frame.assign(**{c: frame[c].to_numpy(np.int64) + offset for c in ids})
+    out = frame.assign(**{c: frame[c].to_numpy(np.int64) + offset for c in ids})
+    if sources and "source_row_id" not in frame.columns:
+        out["source_row_id"] = out["row_id"].to_numpy(np.int64, copy=True)
+    return out
 
 
 def load(
@@ -401,22 +409,23 @@ def load(
             raise _rebuild(summary)
     _same_shape(files, summaries)
     starts = np.cumsum([0] + [s["rows"] for s in summaries[:-1]])
+    # pandas.concat's columns: the first file's, then each new one in order of appearance.
+    # A file tailguard wrote keeps its `augmented` where it stands; other batches get it after row_id.
+    seen = dict.fromkeys(c for s in summaries for c in s["columns"])
+    columns = [*seen, "row_id", *([] if "augmented" in seen else ["augmented"])]
     blocks: list[Any] = []
     shift = ray.remote(_shift_row_ids)
     for refs, start, summary in zip(per_file, starts, summaries, strict=True):
         # A file after a CSV (or after a Parquet file whose footer disagreed with its rows) was numbered
         # from the wrong first row: one shift task per block puts it right.
         offset = int(start) - summary["first_row"]
-        blocks += [shift.remote(ref, offset) if offset else ref for ref in refs[:-1]]
+        sources = "source_row_id" in seen and "source_row_id" not in summary["columns"]
+        blocks += [shift.remote(ref, offset, sources) if offset or sources else ref for ref in refs[:-1]]
     units = sorted({s["ts_unit"] for s in summaries if s["ts_unit"]})
     files_meta = [
         {"file": f, "first_row": int(start), "rows": s["rows"]}
         for f, start, s in zip(files, starts, summaries, strict=True)
     ]
-    # pandas.concat's columns: the first file's, then each new one in order of appearance.
-    # A file tailguard wrote keeps its `augmented` where it stands; other batches get it after row_id.
-    seen = dict.fromkeys(c for s in summaries for c in s["columns"])
-    columns = [*seen, "row_id", *([] if "augmented" in seen else ["augmented"])]
     rows = int(sum(s["rows"] for s in summaries))
     sizes = [n for s in summaries for n in s["sizes"]]
     return RayBatch(blocks, files_meta, columns, rows, units[0] if units else None, sizes)
@@ -981,7 +990,11 @@ def _unpack_folder(files: dict[str, bytes], dest: Path) -> Path:
 
 
 class _ScoreActor:
-    """A Ray Data actor holding one model.Scorer per score column; adds those columns to each block.
+    """A Ray Data actor holding one model.Scorer per score column: each block in, its row_id and scores out.
+
+    Only row_id and the scores travel back through Ray Data: its Arrow blocks would retype other columns
+    (a nullable int64 came back float64 beside a text column, 2**53 + 1 as 2**53); _attach_scores puts the
+    scores on the input blocks, which keep their own dtypes.
 
     models: {column: [object ref of _pack_folder(model folder)]} (in a list, so Ray passes the ref): the
     actor writes each folder to its own temporary folder, on whichever node it runs.
@@ -1002,8 +1015,11 @@ class _ScoreActor:
             self.scorers[col] = Scorer(folder, batch_size=batch_size, threads=threads)
 
     def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
-        text = unpack(frame)  # the scorer reads text; the block stays packed
-        return frame.assign(**{col: scorer(text).astype(np.float64) for col, scorer in self.scorers.items()})
+        text = unpack(frame)  # the scorer reads text
+        out = pd.DataFrame({"row_id": frame["row_id"].to_numpy(np.int64)})
+        for col, scorer in self.scorers.items():
+            out[col] = scorer(text).astype(np.float64)
+        return out
 
 
 def _actor_slots() -> tuple[int, int]:
@@ -1057,22 +1073,29 @@ def score(
         zero_copy_batch=False,
     )
     try:
-        shapes = _get([ray.remote(_block_dtypes).remote(b) for b in batch.block_refs()])
-        firsts, dtypes = _input_dtypes(shapes)
         outputs = [ref for bundle in dataset.iter_internal_ref_bundles() for ref in bundle.block_refs]
-        scored = ray.remote(_scored_block).options(num_returns=2)
-        pairs = [scored.remote(ref, firsts, dtypes) for ref in outputs]
+        pieces = [ray.remote(_score_piece).options(num_returns=2).remote(ref) for ref in outputs]
+        spans = _get([span for _, span in pieces])
+        blocks = batch.block_refs()
+        ranges = _get([ray.remote(_row_range).remote(b) for b in blocks])
+        attach = ray.remote(_attach_scores).options(num_returns=2)
+        # Actors finish blocks in any order, and Ray Data may cut or merge them: each input block takes the
+        # pieces whose row ids reach into its range and joins them on row_id (unique in a batch).
+        pairs = []
+        for block, r in zip(blocks, ranges, strict=True):
+            mine = [pieces[i][0] for i, span in enumerate(spans) if _meets(span, r)]
+            pairs.append(attach.remote(block, list(models), *mine))
         refs = [frame for frame, _ in pairs]
-        # Actors finish blocks in any order (Ray Data keeps order only at a cost to streaming):
-        # put them back in batch order by their first row id; a block's rows keep their order.
-        heads = _get([head for _, head in pairs])
-        order = sorted(range(len(refs)), key=lambda i: heads[i])
-        refs, sizes = [refs[i] for i in order], [heads[i][1] for i in order]
+        _get(
+            [rows for _, rows in pairs]
+        )  # a failed join fails here, in score; the blocks stay on the cluster
     except ModelError:
         raise
     except Exception as exc:  # a Ray Data execution error wraps the actor's failure
         raise _translate(exc) from None
-    return RayBatch(refs, batch.files, batch.columns + list(models), int(sum(sizes)), batch.ts_unit, sizes)
+    return RayBatch(
+        refs, batch.files, batch.columns + list(models), batch.rows, batch.ts_unit, batch.block_rows
+    )
 
 
 def score_frame(
@@ -1106,38 +1129,20 @@ def score_frame(
     return {name: out[col].to_numpy(np.float64)[order].astype(np.float32) for col, name in columns.items()}
 
 
-def _block_dtypes(frame: pd.DataFrame) -> tuple[int, bool, dict[str, Any]]:
-    """An input block's first row id (-1: empty), whether its row ids run on by one, and its dtypes."""
+def _row_range(frame: pd.DataFrame) -> tuple[int, int]:
+    """A block's smallest and largest row id; (0, -1) when it has no rows."""
     ids = frame["row_id"].to_numpy(np.int64)
-    first = int(ids[0]) if len(ids) else -1
-    return first, bool((np.diff(ids) == 1).all()), dict(frame.dtypes)
+    return (int(ids.min()), int(ids.max())) if len(ids) else (0, -1)
 
 
-def _input_dtypes(shapes: list[tuple[int, bool, dict[str, Any]]]) -> tuple[list[int], list[dict[str, Any]]]:
-    """What _scored_block restores: per input block its first row id and dtypes, where every block's row ids
-    are consecutive and ascending from block to block (a loaded batch, score_frame's), so a scored block's
-    first row id names its input block; otherwise one entry: the dtypes that every block shares."""
-    kept = [s for s in shapes if s[0] >= 0]
-    firsts = [s[0] for s in kept]
-    if all(s[1] for s in kept) and firsts == sorted(firsts):
-        return firsts, [s[2] for s in kept]
-    common = dict(kept[0][2]) if kept else {}
-    for _, _, dtypes in kept[1:]:
-        common = {c: d for c, d in common.items() if dtypes.get(c) == d}
-    return [0], [common]
+def _meets(span: tuple[int, int], block: tuple[int, int]) -> bool:
+    return span[0] <= span[1] and block[0] <= block[1] and span[0] <= block[1] and block[0] <= span[1]
 
 
-def _scored_block(
-    block: Any, firsts: list[int], dtypes: list[dict[str, Any]]
-) -> tuple[pd.DataFrame, tuple[int, int]]:
-    """A block Ray Data's actors wrote (Arrow or pandas) as a pandas frame with its input block's dtypes
-    (_input_dtypes), and its (first row id, rows); an empty block sorts last.
-
-    Ray Data >= 2.56 converts to Arrow-backed dtypes (double[pyarrow], int8[pyarrow], ...) unless its
-    DataContext says otherwise; through Arrow a nullable integer column with an empty cell comes back as
-    float64 (a CSV would then say 1.0 where the pandas engine writes 1) and a column empty in every row of
-    the block as object None (Arrow's null type). Both are cast back; text stays as packed.
-    """
+def _score_piece(block: Any) -> tuple[pd.DataFrame, tuple[int, int]]:
+    """A piece Ray Data's actors wrote (Arrow or pandas: row_id and scores) as a numpy-typed frame, and its
+    row id range. Ray Data >= 2.56 converts to Arrow-backed dtypes (double[pyarrow], ...) unless its
+    DataContext says otherwise."""
     from ray.data import DataContext
     from ray.data.block import BlockAccessor
 
@@ -1145,15 +1150,21 @@ def _scored_block(
     numpy_dtypes.enable_arrow_backed_pandas_conversion = False
     with DataContext.current(numpy_dtypes):  # this conversion only; the process's context is untouched
         frame = BlockAccessor.for_block(block).to_pandas()
-    first = int(frame["row_id"].iloc[0]) if len(frame) else np.iinfo(np.int64).max
-    if len(frame) and dtypes:
-        expected = dtypes[max(0, int(np.searchsorted(firsts, first, side="right")) - 1)]
-        for col, dtype in expected.items():
-            if col not in frame.columns or isinstance(dtype, pd.CategoricalDtype):
-                continue
-            if frame[col].dtype != dtype:
-                frame[col] = frame[col].astype(dtype)
-    return frame, (first, len(frame))
+    return frame, _row_range(frame)
+
+
+def _attach_scores(
+    block: pd.DataFrame, columns: list[str], *pieces: pd.DataFrame
+) -> tuple[pd.DataFrame, int]:
+    """(the input block, untouched, plus the score columns joined from the pieces on row_id as float64; its
+    rows). Raises RuntimeError when a row of the block got no score (a piece lost on the way)."""
+    if not pieces:
+        pieces = (pd.DataFrame({"row_id": np.zeros(0, np.int64), **{c: np.zeros(0) for c in columns}}),)
+    scores = pd.concat(pieces, ignore_index=True)
+    at = pd.Index(scores["row_id"].to_numpy(np.int64)).get_indexer(block["row_id"].to_numpy(np.int64))
+    if (at < 0).any():
+        raise RuntimeError(f"scoring lost {int((at < 0).sum())} row(s) of a block; rerun the stage")
+    return block.assign(**{c: scores[c].to_numpy(np.float64)[at] for c in columns}), len(block)
 
 
 def _eval_columns(columns: list[str], score_columns: dict[str, str]) -> list[str]:

@@ -172,6 +172,12 @@ def test_a_balanced_folder_reads_as_pandas_reads_it(ray_cluster, tmp_path, batch
     expected = load_batch(tmp_path / "bal")
     assert len(rb.block_rows) >= 4 and expected["augmented"].sum() == out["augmented"].sum()
     pd.testing.assert_frame_equal(rb.to_pandas(), expected)
+    # A plain file first: its rows are their own sources and the columns come in pandas.concat's order.
+    plain = df.drop(columns=["row_id", "augmented", "ts"], errors="ignore").iloc[:300]
+    plain.to_csv(tmp_path / "bal" / "0-plain.csv", index=False)
+    mixed = load_batch(tmp_path / "bal")
+    assert mixed["source_row_id"].iloc[:300].tolist() == list(range(300))
+    pd.testing.assert_frame_equal(ray_engine.load(tmp_path / "bal", block_rows=150).to_pandas(), mixed)
     out.drop(columns=["source_row_id"]).to_csv(tmp_path / "mine.csv", index=False)
     # Bad flags in the first and a later block: the whole file's count and rows, as pandas reports them;
     # with a bad label in a later block too, the contract's error comes first on both.

@@ -515,7 +515,6 @@ def test_a_balanced_file_read_again_keeps_its_augmented_rows_and_sources(tmp_pat
         (lambda f: f.drop(columns=["source_row_id"]), "row_id", "no 'source_row_id'"),
         (lambda f: f.drop(columns=["row_id"]), "source_row_id", "no 'row_id'"),
         (lambda f: f.assign(row_id=["r1"] + f["row_id"].astype(str).tolist()[1:]), "row_id", "not numbers"),
-        (lambda f: f.assign(row_id=[7] * len(f)), "row_id", "share a row_id"),
         (lambda f: f.assign(source_row_id=[None] + f["source_row_id"].tolist()[1:]), "source_row_id", "no "),
         (lambda f: f.assign(augmented=["yes"] * len(f)), "augmented", "not true/false"),
     ],
@@ -530,3 +529,21 @@ def test_own_columns_not_written_by_tailguard_are_refused(tmp_path, change, colu
         load_batch(path)
     assert err.value.column == column and err.value.rule == "own_columns" and "mine.csv" in str(err.value)
     assert detail in err.value.detail and "export_row_id" in err.value.hint
+
+
+def test_random_over_written_out_reads_back_with_its_copies(tmp_path: Path) -> None:
+    """`balance --strategy random_over --out` (not compact) repeats a row's row_id on each copy: it read back
+    as "270 row(s) share a row_id" (a breaker found it); now the copies load and name their first row."""
+    from tailguard.balance import BalanceConfig, rebalance
+    from tailguard.demo import DemoConfig, generate_batches
+    from tailguard.model import _origin_query
+
+    gen = generate_batches(DemoConfig(rows=800, batches=1, seed=6), tmp_path / "gen", "csv")[0]
+    out, _ = rebalance(load_batch(gen), BalanceConfig.from_spec("random_over", seed=0))
+    assert out["row_id"].duplicated().any()
+    out.to_csv(tmp_path / "over.csv", index=False)
+    got = load_batch(tmp_path / "over.csv")
+    assert len(got) == len(out) and got["row_id"].tolist() == list(range(len(out)))
+    first = pd.Series(range(len(out))).groupby(out["row_id"].to_numpy()).min()
+    assert got["source_row_id"].tolist() == first.loc[out["source_row_id"]].tolist()
+    assert _origin_query(got).tolist() == out["query"].tolist()
