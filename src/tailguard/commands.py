@@ -373,8 +373,11 @@ def evaluate_files(predictions: Path, train: Path, config: Any, engine: str = ""
 
 def metrics_text(evaluation: Evaluation, out: Path) -> str:
     """Rows and queries of metrics.json, then per slice its size and each model's ROC AUC (with the
-    paired difference and its interval when production was scored too)."""
-    lines = [f"wrote {out}: {evaluation.data.rows} rows, {evaluation.data.queries} queries"]
+    paired difference and its interval when production was scored too). Slice names (category values are
+    seller text) are printed as safe_text.terminal_text shows them."""
+    from tailguard.safe_text import terminal_text
+
+    lines = [f"wrote {terminal_text(out)}: {evaluation.data.rows} rows, {evaluation.data.queries} queries"]
     for name, info in evaluation.slices.items():
         values = []
         for model in evaluation.models:
@@ -385,7 +388,7 @@ def metrics_text(evaluation: Evaluation, out: Path) -> str:
             values.append(f"diff {cmp.value:+.3f} [{cmp.ci_low:+.3f}, {cmp.ci_high:+.3f}]")
         note = " (too small)" if info.too_small else ""
         size = f"rows {info.rows:>8}  pos {info.positives:>7}"
-        lines.append(f"  {name:<28} {size}  roc_auc: {', '.join(values)}{note}")
+        lines.append(f"  {terminal_text(name):<28} {size}  roc_auc: {', '.join(values)}{note}")
     return "\n".join(lines)
 
 

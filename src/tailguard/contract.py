@@ -666,14 +666,16 @@ def _parquet_frame(table: Any) -> pd.DataFrame:
     import pyarrow as pa
 
     # Nullable integer dtypes: an int64 id column with a null stays integers ("741"), not 741.0.
+    # ignore_metadata: a column pandas saved as its index (df.set_index("request_id").to_parquet()) is a
+    # column of the file; pandas' metadata would make it the index, which the reader then drops.
     try:
-        return table.to_pandas(types_mapper=_nullable_ints().get)
+        return table.to_pandas(types_mapper=_nullable_ints().get, ignore_metadata=True)
     except ValueError:
         # A dictionary page repeating a value cannot be a Categorical: read those columns as plain text.
         plain = [pa.string() if pa.types.is_dictionary(f.type) else f.type for f in table.schema]
         return table.cast(
             pa.schema([f.with_type(t) for f, t in zip(table.schema, plain, strict=True)])
-        ).to_pandas(types_mapper=_nullable_ints().get)
+        ).to_pandas(types_mapper=_nullable_ints().get, ignore_metadata=True)
 
 
 def _csv_header(path: Path, head: bytes, cfg: ColumnMapping) -> tuple[list[str], str]:

@@ -1326,14 +1326,20 @@ def per_query_table(
 
 
 def _block_train_counts(frame: pd.DataFrame) -> TrainCounts:
-    """One block's training rows per item and per query, named from its codes (_text_codes)."""
+    """One block's training rows per item and per query, named from its codes (_text_codes); a compact
+    block's rows count `repeats` times (metrics.slices.row_weights)."""
     from tailguard.metrics import TrainCounts
+    from tailguard.metrics.slices import row_weights
+
+    weights = row_weights(frame)
 
     def counts(column: pd.Series) -> pd.Series:
         codes, names = _text_codes(column)
-        return pd.Series(np.bincount(codes, minlength=len(names)), index=pd.Index(names, dtype=object))
+        summed = np.bincount(codes, weights=weights, minlength=len(names)).astype(np.int64)
+        return pd.Series(summed, index=pd.Index(names, dtype=object))
 
-    return TrainCounts(counts(frame["item_id"]), counts(frame["query"]), len(frame))
+    rows = len(frame) if weights is None else int(weights.sum())
+    return TrainCounts(counts(frame["item_id"]), counts(frame["query"]), rows)
 
 
 def _merge_train_counts(*parts: TrainCounts) -> TrainCounts:

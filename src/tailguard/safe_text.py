@@ -19,6 +19,7 @@ __all__ = [
     "markdown_text",
     "neutralise_evidently_file",
     "neutralise_evidently_html",
+    "terminal_text",
 ]
 
 # Inside <script> the HTML parser ends the element at the first `</script` whatever the JS says, and `<!--`
@@ -39,6 +40,20 @@ _BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 def _bidi_visible(text: str) -> str:
     return _BIDI.sub(lambda m: f"[U+{ord(m.group(0)):04X}]", text)
+
+
+# Characters a terminal prints as nothing: "tools" and "tools\u200b" are two category slices that would
+# print alike with different numbers.
+_INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200d\u2060-\u2064\ufeff]")
+
+
+def terminal_text(value: object) -> str:
+    """One line of text for a terminal: controls and line breaks as their escapes (ANSI sequences start
+    with ESC), bidirectional controls and invisible characters as [U+XXXX], so what is printed is what the
+    value holds and a right-to-left override cannot reverse the rest of the line."""
+    text = _LINE_BREAKS.sub(lambda m: m.group(0).encode("unicode_escape").decode(), str(value))
+    text = _CONTROLS.sub(lambda m: m.group(0).encode("unicode_escape").decode(), text)
+    return _INVISIBLE.sub(lambda m: f"[U+{ord(m.group(0)):04X}]", _bidi_visible(text))
 
 
 # What can start markup inside one line of CommonMark/GFM text: code spans, emphasis and strikethrough,

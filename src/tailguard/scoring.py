@@ -41,12 +41,14 @@ class Scored:
 
 
 def excel_safe_cells(frame: pd.DataFrame) -> pd.DataFrame:
-    """A copy of `frame` whose text cells starting with = + - @ tab or CR get a leading single quote.
+    """A copy of `frame` whose text cells and column names starting with = + - @ tab or CR get a leading
+    single quote (a header cell is a cell too: a column named =HYPERLINK(...) would run in the header row).
 
     Spreadsheets show the quote-prefixed text as typed instead of running it; numbers are untouched. The
     output is no longer the exact input strings, so it is opt-in (--excel-safe), never what metrics reads.
     """
     out = frame.copy(deep=False)
+    out.columns = [f"'{c}" if isinstance(c, str) and c[:1] in FORMULA_CHARS else c for c in out.columns]
     for col in out.columns:
         texts = out[col].astype(object)
         risky = texts.map(lambda v: isinstance(v, str) and v[:1] in FORMULA_CHARS).to_numpy(bool)

@@ -117,6 +117,16 @@ def test_training_counts_are_summed_on_the_cluster(ray_cluster, eval_data, tmp_p
     pd.testing.assert_series_equal(got.queries, expected.queries, check_exact=True)
     assert got.rows == expected.rows == len(frame)
     assert got.items["None"] == 8 and got.items["0000741"] >= 4 and got.queries["红色 沙发"] >= 10
+    # A compact training file (balance --compact) counts each row `repeats` times on both engines.
+    from tailguard.balance import BalanceConfig, rebalance
+
+    over = BalanceConfig.from_spec("random_over")
+    compact, _ = rebalance(load_batch(tmp_path / "train.csv"), over, compact=True)
+    compact.to_csv(tmp_path / "compact.csv", index=False)
+    got = ray_engine.train_counts(ray_engine.load(tmp_path / "compact.csv", block_rows=BLOCK_ROWS))
+    expected = TrainCounts.of(load_batch(tmp_path / "compact.csv"))
+    assert got.rows == expected.rows == compact["repeats"].sum() > len(compact)
+    pd.testing.assert_series_equal(got.items, expected.items, check_exact=True)
     frame.drop(columns=["item_id"]).to_csv(tmp_path / "no_items.csv", index=False)
     no_items = ray_engine.load(tmp_path / "no_items.csv", required=("query",))
     with pytest.raises(ValueError, match=r"train frame: missing column\(s\) \['item_id'\]"):

@@ -853,6 +853,20 @@ def test_training_counts_stand_in_for_the_training_rows(data):
     assert evaluate_typed(ev, halves, scores, cfg).to_json_bytes() == from_rows
     pd.testing.assert_frame_equal(assign_slices(ev, counts, cfg), assign_slices(ev, train, cfg))
     assert M.TrainCounts.merged([]).rows == 0
+    # A compact frame (balance --compact) counts each row `repeats` times, as its written-out form does.
+    from tailguard.balance import BalanceConfig, expand, rebalance
+
+    frame = train.assign(row_id=np.arange(len(train)), item_title=train["item_id"])
+    compact, _ = rebalance(frame, BalanceConfig.from_spec("random_over", seed=0), compact=True)
+    assert compact["repeats"].sum() > len(compact)
+    whole = M.TrainCounts.of(expand(compact))
+    for form in (compact, compact.assign(repeats=compact["repeats"].astype(str))):  # CSV keeps it as text
+        got = M.TrainCounts.of(form)
+        assert got.rows == whole.rows == compact["repeats"].sum()
+        pd.testing.assert_series_equal(got.items, whole.items)
+        pd.testing.assert_series_equal(got.queries, whole.queries)
+    with pytest.raises(ValueError, match=r"'repeats' .* 2 row\(s\) are not, e.g. rows \[0, 3\]"):
+        M.TrainCounts.of(compact.assign(repeats=["0", 1, 1, "two"] + [1] * (len(compact) - 4)))
     with pytest.raises(ValueError, match="train frame: empty"):
         assign_slices(ev, M.TrainCounts.merged([]), cfg)
     with pytest.raises(ValueError, match=r"train frame: missing column\(s\) \['item_id'\]"):

@@ -456,6 +456,29 @@ def test_balance_excel_safe_and_exact(tmp_path, cli_env):
     assert sorted(read_table(exact)["query"]) == sorted(source["query"])
     quoted = read_table(safe)["item_title"]
     assert sorted(quoted) == sorted(("'" + t) if t[0] in "=+-@\t\r" else t for t in source["item_title"])
+    # A header cell is a cell: a column named like a formula is quoted too (a breaker found it written raw).
+    source.assign(**{FORMULAS[0]: "x", "@SUM(A1:A9)": "y"}).to_csv(data, index=False, lineterminator="\r\n")
+    res = cli_env.invoke(
+        app, ["balance", "--data", str(data), "--strategy", "none", "--out", str(safe), "--excel-safe"]
+    )
+    assert res.exit_code == 0, res.output
+    header = list(read_table(safe).columns)
+    assert "'" + FORMULAS[0] in header and "'@SUM(A1:A9)" in header
+    assert not any(str(c).startswith(("=", "+", "-", "@")) for c in header)
+
+
+def test_a_column_pandas_saved_as_the_index_is_kept(tmp_path):
+    """df.set_index("request_id").to_parquet(): request_id is a column of the file, which pandas' metadata
+    made the index and the reader then dropped (from predict and balance output, and from metrics'
+    category slices when it was `category`). Read now as the file holds it, named or not."""
+    source = _formula_rows().assign(request_id=[f"req-{i:03d}" for i in range(len(_formula_rows()))])
+    source.set_index("request_id").to_parquet(tmp_path / "named.parquet")
+    got = load_batch(tmp_path / "named.parquet")
+    assert got["request_id"].tolist() == source["request_id"].tolist()
+    source.set_index("item_id").to_parquet(tmp_path / "contract.parquet")
+    assert load_batch(tmp_path / "contract.parquet")["item_id"].tolist() == source["item_id"].tolist()
+    source.set_index(pd.Index([f"r{i}" for i in range(len(source))])).to_parquet(tmp_path / "unnamed.parquet")
+    assert load_batch(tmp_path / "unnamed.parquet")["__index_level_0__"].iloc[0] == "r0"
 
 
 # --- review after issue 12: lone marks, float ids, offset mixes, empty relevance --------------------------

@@ -18,6 +18,7 @@ from tailguard.safe_text import (
     markdown_code,
     markdown_text,
     neutralise_evidently_html,
+    terminal_text,
 )
 
 HOSTILE = [
@@ -180,3 +181,39 @@ def test_bidi_controls_cannot_reorder_what_a_reviewer_reads(fn, control):
     out = fn(f"category:{control}gnp.exe")
     assert control not in out
     assert f"U+{ord(control):04X}" in out and "gnp.exe" in out
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("tools\u200b", "tools[U+200B]"),  # two category slices that printed alike
+        ("a\u202eevil", "a[U+202E]evil"),  # a right-to-left override reversed the rest of the line
+        ("x\x1b[31mred", "x\\x1b[31mred"),  # an ANSI colour sequence
+        ("l1\nl2\r", "l1\\nl2\\r"),
+        ("soft\u00adhyphen\ufeff", "soft[U+00AD]hyphen[U+FEFF]"),
+        ("红色 沙发 <b>", "红色 沙发 <b>"),
+    ],
+)
+def test_terminal_text_prints_what_the_value_holds(value, shown):
+    assert terminal_text(value) == shown
+
+
+def test_metrics_summary_prints_slice_names_safely(tmp_path):
+    """`tailguard metrics` printed category values raw: zero-width twins looked like one slice, U+202E
+    reversed the line (a breaker found it)."""
+    import numpy as np
+    import pandas as pd
+
+    from tailguard.commands import metrics_text
+    from tailguard.metrics import EvalConfig, evaluate
+
+    rng = np.random.default_rng(0)
+    n = 400
+    frame = pd.DataFrame({
+        "query": [f"q{i % 40}" for i in range(n)], "item_id": [f"i{i % 90}" for i in range(n)],
+        "label": rng.integers(0, 2, n), "category": ["tools", "tools\u200b", "a\u202eevil", "x\x1b[2J"] * 100,
+    })  # fmt: skip
+    ev = evaluate(frame, frame, {"candidate": rng.random(n)}, EvalConfig(n_bootstrap=0, min_positives=1))
+    text = metrics_text(ev, tmp_path / "m.json")
+    assert "category:tools[U+200B]" in text and "category:a[U+202E]evil" in text and "\\x1b[2J" in text
+    assert not any(c in text for c in "\u200b\u202e\x1b")

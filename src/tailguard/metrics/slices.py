@@ -96,7 +96,8 @@ class TrainCounts:
     """All that evaluation reads from the training batch: training rows per item and per query.
 
     items / queries: int64 Series indexed by the text of item_id / query as `astype(str)` names it (a
-    missing value is "None"), sorted by that text; rows: training rows. A training batch of n rows with d
+    missing value is "None"), sorted by that text; rows: training rows. A compact frame's rows count
+    `repeats` times (row_weights), as the trainer counts them. A training batch of n rows with d
     distinct keys shrinks to O(d): the Ray engine sums these on the cluster (ray_engine.train_counts) so the
     training rows never reach the driver.
     """
@@ -114,7 +115,9 @@ class TrainCounts:
         if isinstance(train, TrainCounts):
             return train
         _require(train, ("query", "item_id"), "train frame")
-        return cls(_text_counts(train["item_id"]), _text_counts(train["query"]), len(train))
+        w = row_weights(train)
+        rows = len(train) if w is None else int(w.sum())
+        return cls(_text_counts(train["item_id"], w), _text_counts(train["query"], w), rows)
 
     @classmethod
     def merged(cls, parts: list[TrainCounts]) -> TrainCounts:
@@ -127,9 +130,31 @@ class TrainCounts:
         return cls(items, queries, sum(p.rows for p in parts))
 
 
-def _text_counts(column: pd.Series) -> pd.Series:
-    counts = column.astype(str).value_counts(sort=False)
-    return _sorted_counts(counts)
+def row_weights(train: pd.DataFrame) -> np.ndarray | None:
+    """How many training rows each row stands for: its `repeats` (a compact frame, `balance --compact`: the
+    row counts that many times, as the trainer counts it), or None without that column.
+
+    Raises ValueError naming rows whose repeats is not a whole number >= 1.
+    """
+    if "repeats" not in train.columns:
+        return None
+    values = pd.to_numeric(train["repeats"], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~(np.isfinite(values) & (values >= 1) & (values == np.floor(values)))
+    if bad.any():
+        at = np.flatnonzero(bad)[:5]
+        raise ValueError(
+            f"train frame: column 'repeats' (a compact frame: each row counts that many times) must be a "
+            f"whole number >= 1; {int(bad.sum())} row(s) are not, e.g. rows {at.tolist()} with values "
+            f"{train['repeats'].iloc[at].tolist()}"
+        )
+    return values.astype(np.int64)
+
+
+def _text_counts(column: pd.Series, weights: np.ndarray | None = None) -> pd.Series:
+    text = column.astype(str)
+    if weights is None:
+        return _sorted_counts(text.value_counts(sort=False))
+    return _sorted_counts(pd.Series(weights).groupby(text.to_numpy(dtype=object)).sum())
 
 
 def _sum_counts(parts: list[pd.Series]) -> pd.Series:
