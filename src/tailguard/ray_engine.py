@@ -1041,9 +1041,10 @@ def score(
     """Score a RayBatch with every model on cluster actors: {column: model folder} -> the batch plus columns.
 
     One actor per GPU (num_gpus=1) when the cluster has GPUs, else one per CPU (num_cpus=1, `threads` torch
-    threads each), `actors` capping either. Rows keep batch order; scores are float64 of float32
-    probabilities. Raises ModelError for a model folder that does not load, RayEngineError when the cluster
-    fails.
+    threads each), `actors` capping either. The actors return row ids and scores only; each input block
+    gets its scores joined on row_id (_attach_scores), so blocks, rows and every other column's dtype are
+    the input's. Scores are float64 of float32 probabilities. Raises ModelError for a model folder that
+    does not load, RayEngineError when the cluster fails.
     """
     import ray
 
@@ -1086,9 +1087,8 @@ def score(
             mine = [pieces[i][0] for i, span in enumerate(spans) if _meets(span, r)]
             pairs.append(attach.remote(block, list(models), *mine))
         refs = [frame for frame, _ in pairs]
-        _get(
-            [rows for _, rows in pairs]
-        )  # a failed join fails here, in score; the blocks stay on the cluster
+        # A failed join fails here, in score; only the row counts come back, the blocks stay on the cluster.
+        _get([rows for _, rows in pairs])
     except ModelError:
         raise
     except Exception as exc:  # a Ray Data execution error wraps the actor's failure
