@@ -1048,7 +1048,7 @@ def _whole_column_error(
     err: BadValues, source: str, mapping: Any, chunk_rows: int, numeric: tuple, not_null: tuple, packed: bool
 ) -> BadValues | None:
     """coerce_frame's error for err's column read alone from the whole file; None if it passes."""
-    whole = read_column(source, mapping, chunk_rows, err.column).to_frame()
+    whole = read_columns(source, mapping, chunk_rows, [err.column])
     try:
         coerce_frame(whole, source, None, (), numeric, not_null)
     except BadValues as whole:
@@ -1066,11 +1066,11 @@ _OWN_HINT = (
 )
 
 
-def read_column(source: str | Path, mapping: Any, chunk_rows: int, column: str) -> pd.Series:
-    """One column of a whole file as read (before coercion; index: the file's data rows)."""
+def read_columns(source: str | Path, mapping: Any, chunk_rows: int, columns: list[str]) -> pd.DataFrame:
+    """Some columns of a whole file as read, in one pass (before coercion; index: the file's data rows)."""
     cfg = _as_mapping(mapping)
-    parts = [_apply_mapping(c, str(source), cfg)[column] for c in iter_table(source, mapping, chunk_rows)]
-    return pd.concat(parts) if parts else pd.Series([], dtype=object, name=column)
+    parts = [_apply_mapping(c, str(source), cfg)[columns] for c in iter_table(source, mapping, chunk_rows)]
+    return pd.concat(parts) if parts else pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
 
 
 def own_columns(frame: pd.DataFrame, source: str | Path, row_ids: pd.Series | None = None) -> pd.DataFrame:
@@ -1084,8 +1084,10 @@ def own_columns(frame: pd.DataFrame, source: str | Path, row_ids: pd.Series | No
     source was not kept) points at its own row. row_ids: the whole file's row_id column when `frame` is one
     chunk (None: `frame` is the whole file). A file without these columns is returned unchanged.
 
+    A row_id repeated in the file (random_over's copies, written out) is named by its first row.
+
     Raises BadValues (rule `own_columns`) for row_id or source_row_id without the other, a missing or
-    non-integer id, a row_id repeated in the file, or an `augmented` value other than true/false/1/0.
+    non-integer id, or an `augmented` value other than true/false/1/0.
     """
     present = [c for c in OWN_COLUMNS if c in frame.columns]
     if not present:
@@ -1128,15 +1130,21 @@ def _own_ids(series: pd.Series, source: str, col: str) -> pd.Series:
     return numbers.astype(np.int64)
 
 
-def _own_flag(series: pd.Series, source: str) -> np.ndarray:
-    if pd.api.types.is_bool_dtype(series.dtype) and not series.isna().any():
-        return series.to_numpy(dtype=bool)
+def _binary_codes(series: pd.Series) -> np.ndarray:
+    """Per row 1/0 from text or bools as LABEL_VALUES reads them (true/false, 1/0, 1.0/0.0; any case, outer
+    spaces), int16; -1 for any other value and for a missing cell."""
     codes, uniques = _factorized(series)
     mapped = np.array(
         [int(u) if isinstance(u, bool) else LABEL_VALUES.get(str(u).strip().lower(), -1) for u in uniques],
         dtype=np.int16,
     )
-    values = np.append(mapped, -1)[codes]  # code -1 (missing) reads the appended -1
+    return np.append(mapped, -1)[codes]  # code -1 (missing) reads the appended -1
+
+
+def _own_flag(series: pd.Series, source: str) -> np.ndarray:
+    if pd.api.types.is_bool_dtype(series.dtype) and not series.isna().any():
+        return series.to_numpy(dtype=bool)
+    values = _binary_codes(series)
     bad = values < 0
     if bad.any():
         raise BadValues(
@@ -1445,15 +1453,7 @@ def _coerce_label(series: pd.Series, source: str) -> pd.Series:
         values = series.to_numpy()
         bad = ~np.isin(values, (0, 1))
     else:
-        codes, uniques = _factorized(series)
-        mapped = np.array(
-            [
-                LABEL_VALUES.get(str(u).strip().lower(), -1) if not isinstance(u, bool) else int(u)
-                for u in uniques
-            ],
-            dtype=np.int16,
-        )
-        values = mapped[codes]
+        values = _binary_codes(series)
         bad = values < 0
     if bad.any():
         raise BadValues(

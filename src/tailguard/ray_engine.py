@@ -276,7 +276,7 @@ def _read_file(
     cfg = ColumnMapping(**mapping) if mapping else None
     rows, units, columns, sizes = 0, [], None, []
     row_ids = None  # a file tailguard wrote (row_id + source_row_id): its whole row_id column, read once
-    own_error: list[Any] = []  # a chunk's own-columns error, then its columns: judged on the whole file
+    own_refusal: tuple[ContractError, list[str]] | None = None  # a chunk's error, and its own columns
     try:
         # iter_frames refuses a file whose chunks read ts differently (offsets, epoch units), as whole.
         for chunk in contract.iter_frames(
@@ -285,14 +285,14 @@ def _read_file(
             units.append((chunk.attrs.get("ts_kind") is not None, chunk.attrs.get("ts_unit")))
             if aside:
                 chunk = chunk.rename(columns=aside)
-            if own_error:
+            if own_refusal:
                 continue  # a later chunk's contract error still comes first, as data.read_files orders them
             if row_ids is None and {"row_id", "source_row_id"} <= set(chunk.columns):
-                row_ids = contract.read_column(path, cfg, chunk_rows, "row_id")
+                row_ids = contract.read_columns(path, cfg, chunk_rows, ["row_id"])["row_id"]
             try:
                 chunk = contract.own_columns(chunk, path, row_ids)  # as data.read_files reads them
             except ContractError as err:
-                own_error += [err, *(c for c in contract.OWN_COLUMNS if c in chunk.columns)]
+                own_refusal = (err, [c for c in contract.OWN_COLUMNS if c in chunk.columns])
                 continue
             columns = [str(c) for c in chunk.columns]
             frame = chunk.reset_index(drop=True)
@@ -305,10 +305,10 @@ def _read_file(
             rows += len(frame)
             sizes.append(len(frame))
             yield _pack(frame)
-        if own_error:  # the whole file's own columns give the whole file's counts and first rows
-            own = {c: contract.read_column(path, cfg, chunk_rows, c) for c in own_error[1:]}
-            contract.own_columns(pd.DataFrame(own), path)
-            raise own_error[0]  # not reached: what fails in a chunk fails in the whole file
+        if own_refusal:  # the whole file's own columns give the whole file's counts and first rows
+            err, present = own_refusal
+            contract.own_columns(contract.read_columns(path, cfg, chunk_rows, present), path)
+            raise err  # not reached: what fails in a chunk fails in the whole file
     except ContractError as err:
         yield _refusal(err)
         return
@@ -514,6 +514,8 @@ def _labels_of(frame: pd.DataFrame) -> np.ndarray:
 
 def _merge_distinct(*parts: pd.DataFrame) -> pd.DataFrame:
     """Distinct values of several blocks, each with its first batch row; ordered by that row."""
+    if not parts:
+        return pd.DataFrame({"value": pd.Series(dtype=object), "first": pd.Series(dtype=np.int64)})
     both = pd.concat(parts, ignore_index=True)
     first = both.groupby("value", sort=False)["first"].min()
     return pd.DataFrame({"value": first.index.astype(object), "first": first.to_numpy()}).sort_values(
@@ -521,13 +523,14 @@ def _merge_distinct(*parts: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _tree_merge(refs: list[Any], fan_in: int = 8) -> Any:
-    """Merge distinct-value frames on the cluster, fan_in at a time: the ref of the one frame left."""
+def _tree_merge(refs: list[Any], fan_in: int = 8, merge_fn: Any = _merge_distinct) -> Any:
+    """Merge per-block results on the cluster, fan_in at a time, with merge_fn (which takes any number of
+    parts, none included): the ref of the one result left."""
     import ray
 
-    merge = ray.remote(_merge_distinct)
+    merge = ray.remote(merge_fn)
     if not refs:
-        return ray.put(pd.DataFrame({"value": pd.Series(dtype=object), "first": pd.Series(dtype=np.int64)}))
+        return merge.remote()
     while len(refs) > 1:
         refs = [merge.remote(*refs[i : i + fan_in]) for i in range(0, len(refs), fan_in)]
     return refs[0]
@@ -1362,10 +1365,7 @@ def train_counts(batch: RayBatch, fan_in: int = 8) -> TrainCounts:
     if missing:
         raise ValueError(f"train frame: missing column(s) {missing}; has {batch.columns[:12]}")
     refs = [ray.remote(_block_train_counts).remote(b) for b in batch.block_refs()]
-    merge = ray.remote(_merge_train_counts)
-    while len(refs) > 1:
-        refs = [merge.remote(*refs[i : i + fan_in]) for i in range(0, len(refs), fan_in)]
-    return _merge_train_counts(*_get(refs))
+    return _get(_tree_merge(refs, fan_in, _merge_train_counts))
 
 
 def evaluate(

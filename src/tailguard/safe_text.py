@@ -51,8 +51,11 @@ def terminal_text(value: object) -> str:
     """One line of text for a terminal: controls and line breaks as their escapes (ANSI sequences start
     with ESC), bidirectional controls and invisible characters as [U+XXXX], so what is printed is what the
     value holds and a right-to-left override cannot reverse the rest of the line."""
-    text = _LINE_BREAKS.sub(lambda m: m.group(0).encode("unicode_escape").decode(), str(value))
-    text = _CONTROLS.sub(lambda m: m.group(0).encode("unicode_escape").decode(), text)
+
+    def escaped(m: re.Match[str]) -> str:
+        return m.group(0).encode("unicode_escape").decode()
+
+    text = _CONTROLS.sub(escaped, _LINE_BREAKS.sub(escaped, str(value)))
     return _INVISIBLE.sub(lambda m: f"[U+{ord(m.group(0)):04X}]", _bidi_visible(text))
 
 

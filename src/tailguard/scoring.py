@@ -40,6 +40,10 @@ class Scored:
     device: str = ""
 
 
+def _formula_like(value: object) -> bool:
+    return isinstance(value, str) and value[:1] in FORMULA_CHARS
+
+
 def excel_safe_cells(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy of `frame` whose text cells and column names starting with = + - @ tab or CR get a leading
     single quote (a header cell is a cell too: a column named =HYPERLINK(...) would run in the header row).
@@ -48,10 +52,10 @@ def excel_safe_cells(frame: pd.DataFrame) -> pd.DataFrame:
     output is no longer the exact input strings, so it is opt-in (--excel-safe), never what metrics reads.
     """
     out = frame.copy(deep=False)
-    out.columns = [f"'{c}" if isinstance(c, str) and c[:1] in FORMULA_CHARS else c for c in out.columns]
+    out.columns = [f"'{c}" if _formula_like(c) else c for c in out.columns]
     for col in out.columns:
         texts = out[col].astype(object)
-        risky = texts.map(lambda v: isinstance(v, str) and v[:1] in FORMULA_CHARS).to_numpy(bool)
+        risky = texts.map(_formula_like).to_numpy(bool)
         if risky.any():
             out[col] = texts.where(~risky, "'" + texts.where(risky, "").astype(str))
     return out
