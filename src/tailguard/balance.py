@@ -455,6 +455,8 @@ def rebalance(
         "strategies": strategies or ["none"],
         "options": config.model_dump(mode="json"),
         "augmented_rows": _count(out["augmented"].to_numpy(), counts),
+        # A balanced file read back brings its augmented rows with it (contract.own_columns).
+        "augmented_rows_before": int(train_df["augmented"].sum()) if "augmented" in train_df.columns else 0,
         "compact": compact,
         "notes": notes,
     }
@@ -888,7 +890,8 @@ def report_rows(report: dict) -> list[dict]:
                         "after": None if a["positive_rate"] is None else round(a["positive_rate"], 4),
                     }
                 )
-    rows.append({"metric": "augmented rows", "before": 0, "after": report["augmented_rows"]})
+    before = report.get("augmented_rows_before", 0)  # reports stored before it was recorded: none
+    rows.append({"metric": "augmented rows", "before": before, "after": report["augmented_rows"]})
     return rows
 
 

@@ -887,14 +887,18 @@ def _repeats(labels: np.ndarray, config: Any, notes: list[str]) -> np.ndarray:
     return repeats
 
 
-def _compact_block(frame: pd.DataFrame, repeats: np.ndarray) -> tuple[pd.DataFrame, int]:
-    """(the block's kept rows once each, with the markers balance adds and `repeats`; how many)."""
+def _compact_block(frame: pd.DataFrame, repeats: np.ndarray) -> tuple[pd.DataFrame, tuple[int, int, int]]:
+    """(the block's kept rows once each, with the markers balance adds and `repeats`; (how many, augmented
+    rows in, augmented rows out counting repeats)). A row read from a balanced file keeps its source, as
+    balance._with_markers keeps it."""
     counts = repeats[frame["row_id"].to_numpy(np.int64)]
     keep = np.flatnonzero(counts)
     out = frame.take(keep).reset_index(drop=True)
-    out["source_row_id"] = out["row_id"].to_numpy(np.int64, copy=True)
+    if "source_row_id" not in out.columns:
+        out["source_row_id"] = out["row_id"].to_numpy(np.int64, copy=True)
     out["repeats"] = counts[keep]
-    return out, len(out)
+    augmented = frame["augmented"].to_numpy(bool)
+    return out, (len(out), int(augmented.sum()), int(counts[augmented].sum()))
 
 
 def rebalance(batch: RayBatch, config: Any) -> tuple[RayBatch, dict]:
@@ -937,16 +941,18 @@ def rebalance(batch: RayBatch, config: Any) -> tuple[RayBatch, dict]:
         zip(*[compact.remote(b, shared) for b in blocks], strict=True) if blocks else ((), ())
     )
     out_blocks = list(out_blocks)
-    sizes = _get(list(size_refs))
+    facts = _get(list(size_refs))
+    sizes = [n for n, _, _ in facts]
+    added = [c for c in ("source_row_id", "repeats") if c not in batch.columns]
     out = RayBatch(
-        out_blocks, batch.files, batch.columns + ["source_row_id", "repeats"],
-        int(sum(sizes)), batch.ts_unit, sizes,
+        out_blocks, batch.files, batch.columns + added, int(sum(sizes)), batch.ts_unit, sizes,
     )  # fmt: skip
     kept = repeats > 0
     report = {
         "strategies": [s for s in ("random_under", "random_over") if s in config.strategies] or ["none"],
         "options": config.model_dump(mode="json"),
-        "augmented_rows": 0,
+        "augmented_rows": sum(a for _, _, a in facts),  # rows read as augmented (a balanced file's)
+        "augmented_rows_before": sum(a for _, a, _ in facts),
         "compact": True,
         "notes": notes,
         "before": {"rows": len(labels), "positives": int(labels.sum())},

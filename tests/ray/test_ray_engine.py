@@ -172,6 +172,13 @@ def test_a_balanced_folder_reads_as_pandas_reads_it(ray_cluster, tmp_path, batch
     expected = load_batch(tmp_path / "bal")
     assert len(rb.block_rows) >= 4 and expected["augmented"].sum() == out["augmented"].sum()
     pd.testing.assert_frame_equal(rb.to_pandas(), expected)
+    # Rebalancing it again keeps each row's source and counts the augmented rows it brought, on both.
+    under = BalanceConfig.from_spec("random_under", seed=0)
+    got, report = ray_engine.rebalance(rb, under)
+    want, want_report = rebalance(expected, under, compact=True, report=False)
+    assert got.to_pandas()["source_row_id"].tolist() == want["source_row_id"].tolist()
+    assert report["augmented_rows_before"] == want_report["augmented_rows_before"] == out["augmented"].sum()
+    assert report["augmented_rows"] == want_report["augmented_rows"] > 0
     # A plain file first: its rows are their own sources and the columns come in pandas.concat's order.
     plain = df.drop(columns=["row_id", "augmented", "ts"], errors="ignore").iloc[:300]
     plain.to_csv(tmp_path / "bal" / "0-plain.csv", index=False)

@@ -507,6 +507,12 @@ def test_a_balanced_file_read_again_keeps_its_augmented_rows_and_sources(tmp_pat
     assert _origin(got, "row_id") == expected[0] + expected[1]
     assert _origin_query(got).tolist() == expected[0] + expected[1]
     assert got["source_row_id"].between(0, len(out) - 1).all()
+    # Rebalanced again, the report's "before" counts the augmented rows the file brought (it said 0).
+    from tailguard.balance import BalanceConfig, rebalance, report_rows
+
+    _, report = rebalance(got, BalanceConfig.from_spec("none"))
+    row = [r for r in report_rows(report) if r["metric"] == "augmented rows"][0]
+    assert row["before"] == row["after"] == int(out["augmented"].sum()) > 0
 
 
 @pytest.mark.parametrize(
